@@ -1,0 +1,143 @@
+// Package admin serves edgewise's operator API: health, status, reload and
+// metrics. It listens on loopback by default; anything it exposes beyond
+// /healthz needs the configured bearer token when one is set, because status
+// names users and contacts and reload changes what the daemon does.
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Reloader re-reads and applies the configuration; the result is reported
+// verbatim to the caller (it is JSON-ready).
+type Reloader func(trigger string) (result any, ok bool)
+
+// Options wires the admin API to the rest of the daemon.
+type Options struct {
+	// Status returns the JSON-ready status document.
+	Status func() any
+	// Reload is called for POST /v1/reload.
+	Reload Reloader
+	// Ready reports whether the daemon takes traffic (false while starting
+	// and draining).
+	Ready func() bool
+	// Gatherer serves /metrics; nil disables the endpoint.
+	Gatherer prometheus.Gatherer
+}
+
+// Server is the admin HTTP API.
+type Server struct {
+	opts   Options
+	token  atomic.Pointer[string]
+	logger *slog.Logger
+	mux    *http.ServeMux
+}
+
+// New builds the admin API. Call SetToken to require a bearer token.
+func New(opts Options, logger *slog.Logger) *Server {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	s := &Server{opts: opts, logger: logger, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.authed(s.readyz))
+	s.mux.HandleFunc("GET /v1/status", s.authed(s.status))
+	s.mux.HandleFunc("POST /v1/reload", s.authed(s.reload))
+	if opts.Gatherer != nil {
+		s.mux.Handle("GET /metrics", s.authed(promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}).ServeHTTP))
+	}
+	return s
+}
+
+// SetToken sets (or, with "", clears) the bearer token; safe to call on reload.
+func (s *Server) SetToken(token string) { s.token.Store(&token) }
+
+// Handler returns the routes, for tests and embedding.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Serve answers on ln until ctx is done, then drains in-flight requests for up
+// to five seconds.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	<-errc
+	return err
+}
+
+func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if tok := s.token.Load(); tok != nil && *tok != "" {
+			got, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !found || subtle.ConstantTimeCompare([]byte(got), []byte(*tok)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="edgewise-admin"`)
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin token required"})
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if s.opts.Ready != nil && !s.opts.Ready() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.opts.Status())
+}
+
+func (s *Server) reload(w http.ResponseWriter, _ *http.Request) {
+	if s.opts.Reload == nil {
+		writeJSON(w, http.StatusNotImplemented, map[string]string{"error": "reload not available"})
+		return
+	}
+	res, ok := s.opts.Reload("api")
+	code := http.StatusOK
+	if !ok {
+		// The file was refused; the running config is unchanged.
+		code = http.StatusUnprocessableEntity
+	}
+	writeJSON(w, code, res)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	// An error here means the client went away mid-answer; nothing to do.
+	_ = enc.Encode(v)
+}

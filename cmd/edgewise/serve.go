@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
+	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/token"
+)
+
+// cmdServe runs the daemon until SIGINT or SIGTERM.
+func cmdServe(args []string, stderr io.Writer) int {
+	cfg, code := loadFromFlags("serve", args, stderr)
+	if cfg == nil {
+		return code
+	}
+	return runUntilSignal(cfg, stderr, "edgewise", serve)
+}
+
+// runUntilSignal runs fn with the configured logger until SIGINT or SIGTERM
+// and turns its outcome into an exit code.
+func runUntilSignal(cfg *configs.Config, stderr io.Writer, what string,
+	fn func(context.Context, *configs.Config, *slog.Logger) error) int {
+	logger := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := fn(ctx, cfg, logger); err != nil {
+		logger.Error(what+" stopped", "error", err)
+		return 1
+	}
+	logger.Info(what + " stopped")
+	return 0
+}
+
+// newLogger builds the process logger from the log section.
+func newLogger(l configs.Log, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: l.Level}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// openStore opens the one bbolt file every persisted component shares.
+// bbolt's NoSync is safe against kill -9 (written pages are in the OS page
+// cache before a request is answered); only power loss can lose them.
+func openStore(path string) (*bolt.DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        2 * time.Second, // another edgewise holding the file is an error, not a hang
+		NoSync:         true,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// serve wires every component and runs them under one errgroup: the first to
+// fail stops the others, and serve returns when all have returned.
+func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger) error {
+	started := time.Now()
+	live := configs.NewLive(cfg, logger.With("component", "config"))
+
+	db, err := openStore(cfg.Store.Path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	table, err := location.OpenDB(db, logger.With("component", "location"), location.Settings{})
+	if err != nil {
+		return err
+	}
+	defer table.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	sip, err := newSIPSide(cfg, table, logger, reg)
+	if err != nil {
+		return err
+	}
+
+	var tokens *token.Provider
+	if cfg.Token != nil {
+		tokens = token.New(logger)
+		if err := tokens.Apply(tokenSettings(cfg), phoneDirectory{cfg}); err != nil {
+			return fmt.Errorf("token: %w", err)
+		}
+		reg.MustRegister(tokens.Collector())
+	}
+
+	adm := admin.New(admin.Options{
+		Status: func() any { return buildStatus(started, live, table, time.Now()) },
+		Reload: func(trigger string) (any, bool) {
+			res := live.Reload(trigger)
+			return res, res.OK
+		},
+		Ready:    func() bool { return ctx.Err() == nil },
+		Gatherer: reg,
+	}, logger.With("component", "admin"))
+	adm.SetToken(cfg.Admin.Token.Value())
+
+	// Apply every accepted reload; Live has already validated the whole file.
+	live.Subscribe(func(old, cur *configs.Config) {
+		sip.apply(cur)
+		if tokens != nil && cur.Token != nil {
+			if err := tokens.Apply(tokenSettings(cur), phoneDirectory{cur}); err != nil {
+				logger.Error("token settings refused", "error", err)
+			}
+		}
+		adm.SetToken(cur.Admin.Token.Value())
+		if res := live.Last(); len(res.NeedsRestart) > 0 {
+			logger.Warn("some changes need a restart to take effect", "fields", res.NeedsRestart)
+		}
+	})
+
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		return fmt.Errorf("admin listen %s: %w", cfg.Admin.Listen, err)
+	}
+	var tokenLn net.Listener
+	if tokens != nil {
+		if tokenLn, err = net.Listen("tcp", cfg.Token.Listen); err != nil {
+			adminLn.Close()
+			return fmt.Errorf("token listen %s: %w", cfg.Token.Listen, err)
+		}
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return table.Run(ctx) })
+	g.Go(func() error { return sip.run(ctx) })
+	g.Go(func() error {
+		// /healthz answers only once SIP is listening, so "healthy" means
+		// phones can register.
+		select {
+		case <-sip.server.Ready():
+		case <-ctx.Done():
+			adminLn.Close()
+			return nil
+		}
+		return adm.Serve(ctx, adminLn)
+	})
+	if tokens != nil {
+		g.Go(func() error { return tokens.Serve(ctx, tokenLn) })
+	}
+	g.Go(func() error { return live.Watch(ctx) })
+	g.Go(func() error { return reloadOnSIGHUP(ctx, live) })
+
+	logger.Info("edgewise running", "version", version, "config", cfg.String())
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// reloadOnSIGHUP reloads the config on every SIGHUP until ctx is done.
+func reloadOnSIGHUP(ctx context.Context, live *configs.Live) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			live.Reload("sighup")
+		}
+	}
+}

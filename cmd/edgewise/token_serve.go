@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
+	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/token"
+)
+
+// cmdToken runs "edgewise token serve": a token provider replica with no SIP,
+// so replicas can run in other regions from the same config file.
+func cmdToken(args []string, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "serve" {
+		fmt.Fprint(stderr, "usage: edgewise token serve -c FILE\n")
+		return 2
+	}
+	cfg, code := loadFromFlags("token serve", args[1:], stderr)
+	if cfg == nil {
+		return code
+	}
+	if cfg.Token == nil {
+		fmt.Fprintf(stderr, "%s: no token section: the token provider is not configured\n", cfg.Path)
+		return 1
+	}
+	return runUntilSignal(cfg, stderr, "token provider", serveTokens)
+}
+
+// tokenReplicaStatus is GET /v1/status of a standalone replica.
+type tokenReplicaStatus struct {
+	Version   string       `json:"version"`
+	StartedAt time.Time    `json:"started_at"`
+	Config    configStatus `json:"config"`
+	Ready     bool         `json:"ready"`
+	Reason    string       `json:"reason,omitempty"`
+}
+
+func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger) error {
+	started := time.Now()
+	live := configs.NewLive(cfg, logger.With("component", "config"))
+	tokens := token.New(logger)
+	if err := tokens.Apply(tokenSettings(cfg), phoneDirectory{cfg}); err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), tokens.Collector())
+
+	adm := admin.New(admin.Options{
+		Status: func() any {
+			c := live.Current()
+			ready, reason := tokens.Ready()
+			return tokenReplicaStatus{
+				Version: version, StartedAt: started, Ready: ready, Reason: reason,
+				Config: configStatus{Path: c.Path, Version: c.Version, Hash: c.Hash, Edges: c.Twilio.Edges,
+					LastReload: live.Last(), Reloads: live.History()},
+			}
+		},
+		Reload: func(trigger string) (any, bool) {
+			res := live.Reload(trigger)
+			return res, res.OK
+		},
+		Ready:    func() bool { ok, _ := tokens.Ready(); return ok && ctx.Err() == nil },
+		Gatherer: reg,
+	}, logger.With("component", "admin"))
+	adm.SetToken(cfg.Admin.Token.Value())
+
+	live.Subscribe(func(_, cur *configs.Config) {
+		if cur.Token == nil {
+			logger.Error("the reloaded config has no token section; this replica keeps its token settings until restarted")
+			return
+		}
+		if err := tokens.Apply(tokenSettings(cur), phoneDirectory{cur}); err != nil {
+			logger.Error("token settings refused", "error", err)
+		}
+		adm.SetToken(cur.Admin.Token.Value())
+	})
+
+	tokenLn, err := net.Listen("tcp", cfg.Token.Listen)
+	if err != nil {
+		return fmt.Errorf("token listen %s: %w", cfg.Token.Listen, err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		tokenLn.Close()
+		return fmt.Errorf("admin listen %s: %w", cfg.Admin.Listen, err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return tokens.Serve(ctx, tokenLn) })
+	g.Go(func() error { return adm.Serve(ctx, adminLn) })
+	g.Go(func() error { return live.Watch(ctx) })
+	g.Go(func() error { return reloadOnSIGHUP(ctx, live) })
+	logger.Info("token provider running", "listen", cfg.Token.Listen, "admin", cfg.Admin.Listen, "edges", cfg.Twilio.Edges)
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}

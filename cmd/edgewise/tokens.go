@@ -1,0 +1,61 @@
+package main
+
+import (
+	"crypto/md5"
+	"crypto/subtle"
+	"encoding/hex"
+
+	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/token"
+)
+
+// tokenSettings maps the token section and the live edge order onto the
+// provider's settings. The edge list is the same one the desk phones follow.
+func tokenSettings(cfg *configs.Config) token.Settings {
+	t := cfg.Token
+	keys := make([]token.Key, len(t.APIKeys))
+	for i, k := range t.APIKeys {
+		keys[i] = token.Key{SID: k.SID, Secret: k.Secret.Value()}
+	}
+	return token.Settings{
+		AccountSID:        t.AccountSID,
+		Keys:              keys,
+		TwiMLAppSID:       t.TwiMLAppSID,
+		PushCredentialSID: t.PushCredentialSID,
+		TTL:               t.TTL,
+		Edges:             append([]string(nil), cfg.Twilio.Edges...),
+		AppendRoaming:     t.AppendRoaming,
+		CORSOrigins:       t.CORSOrigins,
+		IdentityHeader:    t.IdentityHeader,
+		TrustedProxies:    t.TrustedProxies,
+		RateLimit: token.RateLimit{
+			PerIdentity: t.RateLimit.PerIdentity,
+			PerAddress:  t.RateLimit.PerAddress,
+			Window:      t.RateLimit.Window,
+		},
+	}
+}
+
+// phoneDirectory checks browser users against the same phones directory the
+// desk phones authenticate with. configs always derives the MD5 HA1, so one
+// comparison serves phones configured with a password or with an ha1.
+type phoneDirectory struct{ cfg *configs.Config }
+
+var _ token.Directory = phoneDirectory{}
+
+func (d phoneDirectory) CheckPassword(user, password string) bool {
+	p, ok := d.cfg.Phone(user)
+	if !ok {
+		// Spend the same work as a real check so timing does not reveal
+		// which users exist.
+		sum := md5.Sum([]byte(user + ":" + d.cfg.SIP.Realm + ":" + password))
+		_ = subtle.ConstantTimeCompare(sum[:], sum[:])
+		return false
+	}
+	sum := md5.Sum([]byte(user + ":" + d.cfg.SIP.Realm + ":" + password))
+	want, err := hex.DecodeString(p.HA1.Value())
+	if err != nil {
+		return false
+	}
+	return subtle.ConstantTimeCompare(sum[:], want) == 1
+}

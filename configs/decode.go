@@ -1,0 +1,367 @@
+package configs
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// decode overlays the file onto the defaults already in c. Checks that need
+// a list entry's own path (listen addresses, edges, CIDRs) happen here;
+// cross-field and range checks are in validate.go. It returns false when the
+// file is not a mapping at all, where field-by-field checks would be noise.
+func (d *decoder) decode(root *yaml.Node, c *Config) bool {
+	top := d.mapping(root, "", "log", "sip", "twilio", "phones", "store", "admin", "media", "token")
+	if !top.ok {
+		return false
+	}
+	d.decodeLog(top.node("log"), &c.Log)
+	d.decodeSIP(top.node("sip"), &c.SIP)
+	d.decodeTwilio(top.node("twilio"), &c.Twilio)
+	c.Phones = d.decodePhones(top)
+	st := d.mapping(top.node("store"), "store", "path")
+	if st.str("path", &c.Store.Path) && c.Store.Path != "" {
+		c.Store.Path = d.resolvePath(c.Store.Path)
+	}
+	ad := d.mapping(top.node("admin"), "admin", "listen", "token", "token_file")
+	ad.str("listen", &c.Admin.Listen)
+	ad.secret("token", &c.Admin.Token)
+	d.decodeMedia(top.node("media"), &c.Media)
+	if top.has("token") {
+		c.Token = d.decodeToken(top.node("token"))
+	}
+	return true
+}
+
+func (d *decoder) decodeLog(n *yaml.Node, l *Log) {
+	f := d.mapping(n, "log", "level", "format")
+	var level string
+	if f.str("level", &level) {
+		switch strings.ToLower(level) {
+		case "debug":
+			l.Level = slog.LevelDebug
+		case "info":
+			l.Level = slog.LevelInfo
+		case "warn", "warning":
+			l.Level = slog.LevelWarn
+		case "error":
+			l.Level = slog.LevelError
+		default:
+			d.problem("log.level", "one of debug, info, warn, error", "unknown level %q", level)
+		}
+	}
+	f.str("format", &l.Format)
+}
+
+func (d *decoder) decodeSIP(n *yaml.Node, s *SIP) {
+	f := d.mapping(n, "sip", "listen", "public_address", "realm", "min_expires", "max_expires",
+		"default_expires", "expires_spread", "max_contacts", "nonce_ttl", "digest_algorithms", "qualify_interval", "lockout")
+	if f.emptyList("listen") {
+		d.problem("sip.listen", `e.g. ["udp:127.0.0.1:5060"]`, "must list at least one address")
+	}
+	if items, ok := f.strList("listen"); ok {
+		s.Listen = nil
+		seen := map[Listen]string{}
+		for _, it := range items {
+			l, err := ParseListen(it.Value)
+			if err != nil {
+				d.problem(it.Path, `e.g. "udp:127.0.0.1:5060"`, "%v", err)
+				continue
+			}
+			if !contains([]string{"udp", "tcp", "tls", "ws", "wss"}, l.Transport) {
+				d.problem(it.Path, "", "transport %q is not one of udp, tcp, tls, ws, wss", l.Transport)
+				continue
+			}
+			if first, dup := seen[l]; dup {
+				d.problem(it.Path, "", "duplicate of %s", first)
+				continue
+			}
+			seen[l] = it.Path
+			s.Listen = append(s.Listen, l)
+		}
+	}
+	f.str("public_address", &s.PublicAddress)
+	f.str("realm", &s.Realm)
+	f.dur("min_expires", &s.MinExpires)
+	f.dur("max_expires", &s.MaxExpires)
+	f.dur("default_expires", &s.DefaultExpires)
+	f.integer("expires_spread", &s.ExpiresSpread)
+	f.integer("max_contacts", &s.MaxContacts)
+	f.dur("nonce_ttl", &s.NonceTTL)
+	if f.emptyList("digest_algorithms") {
+		d.problem("sip.digest_algorithms", "e.g. [MD5, SHA-256]", "must list at least one algorithm")
+	}
+	if items, ok := f.strList("digest_algorithms"); ok {
+		s.DigestAlgorithms = nil
+		for _, it := range items {
+			alg := strings.ToUpper(it.Value)
+			if alg != "MD5" && alg != "SHA-256" {
+				d.problem(it.Path, "", "digest algorithm %q is not MD5 or SHA-256", it.Value)
+				continue
+			}
+			if contains(s.DigestAlgorithms, alg) {
+				d.problem(it.Path, "", "%s is listed twice", alg)
+				continue
+			}
+			s.DigestAlgorithms = append(s.DigestAlgorithms, alg)
+		}
+	}
+	f.dur("qualify_interval", &s.QualifyInterval)
+	lo := d.mapping(f.node("lockout"), "sip.lockout", "failures", "window", "duration")
+	lo.integer("failures", &s.Lockout.Failures)
+	lo.dur("window", &s.Lockout.Window)
+	lo.dur("duration", &s.Lockout.Duration)
+}
+
+func (d *decoder) decodeTwilio(n *yaml.Node, t *Twilio) {
+	f := d.mapping(n, "twilio", "domain", "edges", "dns_server", "transport", "timeout",
+		"register_expires", "failback_hold", "keepalive", "move", "signalling_cidrs")
+	f.str("domain", &t.Domain)
+	if f.emptyList("edges") {
+		d.problem("twilio.edges", "list edges in order of preference, e.g. [ashburn, umatilla]", "must list at least one edge")
+	}
+	if items, ok := f.strList("edges"); ok {
+		t.Edges = nil
+		seen := map[string]string{}
+		for _, it := range items {
+			if msg, hint := checkEdge(it.Value); msg != "" {
+				d.problem(it.Path, hint, "%s", msg)
+				continue
+			}
+			if first, dup := seen[it.Value]; dup {
+				d.problem(it.Path, "each edge may appear once", "duplicate edge %q (also %s)", it.Value, first)
+				continue
+			}
+			seen[it.Value] = it.Path
+			t.Edges = append(t.Edges, it.Value)
+		}
+	}
+	f.str("dns_server", &t.DNSServer)
+	f.str("transport", &t.Transport)
+	f.dur("timeout", &t.Timeout)
+	f.dur("register_expires", &t.RegisterExpires)
+	f.dur("failback_hold", &t.FailbackHold)
+	ka := d.mapping(f.node("keepalive"), "twilio.keepalive", "method", "interval")
+	ka.str("method", &t.Keepalive.Method)
+	ka.dur("interval", &t.Keepalive.Interval)
+	mv := d.mapping(f.node("move"), "twilio.move", "rate", "concurrency")
+	mv.integer("rate", &t.Move.Rate)
+	mv.integer("concurrency", &t.Move.Concurrency)
+	if items, ok := f.strList("signalling_cidrs"); ok {
+		t.SignallingCIDRs = d.prefixes(items)
+	}
+	if len(t.SignallingCIDRs) == 0 {
+		// Twilio may egress from any edge (e.g. Oregon while Virginia is
+		// down), so the safe default allows every edge's ranges.
+		t.SignallingCIDRs = AllSignallingRanges()
+	}
+}
+
+// prefixes parses CIDRs, refusing ones with host bits set: "10.0.0.1/8"
+// is more likely a typo than a wish to allow 10/8.
+func (d *decoder) prefixes(items []item) []netip.Prefix {
+	var out []netip.Prefix
+	for _, it := range items {
+		p, err := netip.ParsePrefix(it.Value)
+		if err != nil {
+			hint := ""
+			if a, aerr := netip.ParseAddr(it.Value); aerr == nil {
+				hint = fmt.Sprintf("for one address write %s/%d", a, a.BitLen())
+			}
+			d.problem(it.Path, hint, "%q is not a CIDR", it.Value)
+			continue
+		}
+		if p.Masked() != p {
+			d.problem(it.Path, fmt.Sprintf("did you mean %s?", p.Masked()), "%s has host bits set", p)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+const userChars = "[A-Za-z0-9._-]"
+
+func validUser(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *decoder) decodePhones(top *fields) []Phone {
+	items, _ := top.list("phones")
+	var out []Phone
+	seen := map[string]string{}
+	for _, it := range items {
+		f := d.mapping(it.Node, it.Path, "user", "password", "password_file", "ha1",
+			"twilio_user", "twilio_password", "twilio_password_file")
+		if !f.ok {
+			continue
+		}
+		var p Phone
+		f.str("user", &p.User)
+		up := f.sub("user")
+		switch {
+		case !f.has("user") || p.User == "":
+			d.problem(up, "", "required")
+		case !validUser(p.User):
+			d.problem(up, "", "%q may only contain %s", p.User, userChars)
+		default:
+			if first, dup := seen[p.User]; dup {
+				d.problem(up, "", "duplicate user %q (also %s)", p.User, first)
+			}
+			seen[p.User] = it.Path
+		}
+
+		hasPw := f.secret("password", &p.Password)
+		var ha1 string
+		hasHA1 := f.str("ha1", &ha1)
+		switch {
+		case hasPw && hasHA1:
+			d.problem(f.sub("ha1"), "", "give only one of password, password_file or ha1")
+		case !hasPw && !hasHA1:
+			d.problem(f.sub("password"), "", "one of password, password_file or ha1 is required")
+		case hasHA1:
+			if v, ok := d.expand(f.sub("ha1"), ha1); ok {
+				if !isHex(v, 32) {
+					d.problem(f.sub("ha1"), "hex MD5 of user:realm:password", "must be 32 hex digits")
+				} else {
+					p.HA1 = Secret(strings.ToLower(v))
+				}
+			}
+		}
+
+		p.TwilioUser = p.User
+		if f.str("twilio_user", &p.TwilioUser) && !validUser(p.TwilioUser) {
+			d.problem(f.sub("twilio_user"), "", "%q may only contain %s", p.TwilioUser, userChars)
+		}
+		if !f.secret("twilio_password", &p.TwilioPassword) {
+			d.problem(f.sub("twilio_password"), "", "required (or twilio_password_file)")
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (d *decoder) decodeMedia(n *yaml.Node, m *Media) {
+	f := d.mapping(n, "media", "rtp_ports", "timeout")
+	var ports string
+	if f.str("rtp_ports", &ports) {
+		if r, ok := parsePortRange(ports); ok {
+			m.RTPPorts = r
+		} else {
+			d.problem("media.rtp_ports", `e.g. "20000-29999"`, "%q is not a port range A-B", ports)
+		}
+	}
+	f.dur("timeout", &m.Timeout)
+}
+
+func parsePortRange(s string) (PortRange, bool) {
+	a, b, ok := strings.Cut(strings.TrimSpace(s), "-")
+	if !ok {
+		return PortRange{}, false
+	}
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if err1 != nil || err2 != nil {
+		return PortRange{}, false
+	}
+	return PortRange{Min: lo, Max: hi}, true
+}
+
+func (d *decoder) decodeToken(n *yaml.Node) *Token {
+	t := tokenDefaults()
+	f := d.mapping(n, "token", "listen", "account_sid", "api_keys", "twiml_app_sid", "push_credential_sid",
+		"ttl", "append_roaming", "cors_origins", "identity_header", "trusted_proxies", "rate_limit")
+	if !f.ok {
+		return nil
+	}
+	f.str("listen", &t.Listen)
+	f.str("account_sid", &t.AccountSID)
+	items, _ := f.list("api_keys")
+	seen := map[string]string{}
+	for _, it := range items {
+		kf := d.mapping(it.Node, it.Path, "sid", "secret", "secret_file")
+		if !kf.ok {
+			continue
+		}
+		var k APIKey
+		kf.str("sid", &k.SID)
+		switch {
+		case k.SID == "":
+			d.problem(kf.sub("sid"), "", "required")
+		case !isSID(k.SID, "SK"):
+			d.problem(kf.sub("sid"), "", "must be SK followed by 32 hex digits")
+		default:
+			if first, dup := seen[k.SID]; dup {
+				d.problem(kf.sub("sid"), "", "duplicate key %s (also %s)", k.SID, first)
+			}
+			seen[k.SID] = it.Path
+		}
+		if !kf.secret("secret", &k.Secret) {
+			d.problem(kf.sub("secret"), "", "required (or secret_file)")
+		}
+		t.APIKeys = append(t.APIKeys, k)
+	}
+	f.str("twiml_app_sid", &t.TwiMLAppSID)
+	f.str("push_credential_sid", &t.PushCredentialSID)
+	f.dur("ttl", &t.TTL)
+	f.boolean("append_roaming", &t.AppendRoaming)
+	if origins, ok := f.strList("cors_origins"); ok {
+		for _, it := range origins {
+			if !validOrigin(it.Value) {
+				d.problem(it.Path, `"*" or scheme://host[:port], e.g. "https://app.example.com"`, "%q is not an origin", it.Value)
+				continue
+			}
+			t.CORSOrigins = append(t.CORSOrigins, it.Value)
+		}
+	}
+	f.str("identity_header", &t.IdentityHeader)
+	if items, ok := f.strList("trusted_proxies"); ok {
+		t.TrustedProxies = d.prefixes(items)
+	}
+	rl := d.mapping(f.node("rate_limit"), "token.rate_limit", "per_identity", "per_address", "window")
+	rl.integer("per_identity", &t.RateLimit.PerIdentity)
+	rl.integer("per_address", &t.RateLimit.PerAddress)
+	rl.dur("window", &t.RateLimit.Window)
+	return t
+}
+
+// validOrigin accepts "*" or a browser Origin: scheme://host[:port], no path.
+func validOrigin(s string) bool {
+	if s == "*" {
+		return true
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok || (scheme != "http" && scheme != "https") || rest == "" {
+		return false
+	}
+	return !strings.ContainsAny(rest, "/?# ")
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// isSID checks a Twilio SID: two-letter prefix plus 32 hex digits.
+func isSID(s, prefix string) bool {
+	return strings.HasPrefix(s, prefix) && isHex(s[len(prefix):], 32)
+}

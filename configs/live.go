@@ -1,0 +1,174 @@
+package configs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// historySize bounds Live's reload history.
+const historySize = 50
+
+// ReloadResult records one load attempt (startup or reload).
+type ReloadResult struct {
+	Time         time.Time `json:"time"`
+	Trigger      string    `json:"trigger"` // startup|sighup|file|api
+	Version      string    `json:"version,omitempty"`
+	Hash         string    `json:"hash,omitempty"`
+	OK           bool      `json:"ok"`
+	Unchanged    bool      `json:"unchanged"`
+	Problems     []string  `json:"problems,omitempty"`      // "FILE:LINE: field: problem" lines
+	Changed      []string  `json:"changed,omitempty"`       // field paths, see Diff
+	NeedsRestart []string  `json:"needs_restart,omitempty"` // changed fields not applied until restart
+}
+
+// Live holds the running config. Readers call Current (one atomic load) and
+// keep the snapshot for the whole unit of work (a dialog, a request); a
+// reload builds and validates a new Config, then swaps the pointer.
+type Live struct {
+	cur atomic.Pointer[Config]
+	log *slog.Logger
+
+	reloadMu sync.Mutex // serialises Reload
+
+	subMu sync.Mutex // separate so a subscriber may Subscribe or read history
+	subs  []func(old, new *Config)
+
+	histMu sync.Mutex
+	hist   []ReloadResult // ring, oldest first after rotation
+	next   int
+
+	watching func() // test hook: called once Watch has its fsnotify watch in place
+}
+
+// NewLive starts holding cfg (already loaded; its Path is what Reload
+// re-reads) and records it as the "startup" result. A nil logger discards.
+func NewLive(cfg *Config, logger *slog.Logger) *Live {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	l := &Live{log: logger}
+	l.cur.Store(cfg)
+	l.record(ReloadResult{Time: time.Now(), Trigger: "startup", Version: cfg.Version, Hash: cfg.Hash, OK: true})
+	return l
+}
+
+// Current returns the running config. Never nil; never modify it.
+func (l *Live) Current() *Config { return l.cur.Load() }
+
+// Subscribe registers fn to run after every successful swap, synchronously
+// and in subscription order, with the previous and the new config. fn runs
+// while the reload lock is held: it must not call Reload (Current, Last and
+// History are fine).
+func (l *Live) Subscribe(fn func(old, new *Config)) {
+	l.subMu.Lock()
+	l.subs = append(l.subs, fn)
+	l.subMu.Unlock()
+}
+
+// Reload re-reads the current config's file. On any problem the running
+// config stays and every problem is logged; when neither the file nor what
+// it resolves to (secret files, env vars) changed, the result is Unchanged
+// and nobody is notified.
+func (l *Live) Reload(trigger string) ReloadResult {
+	l.reloadMu.Lock()
+	defer l.reloadMu.Unlock()
+
+	old := l.Current()
+	res := ReloadResult{Time: time.Now(), Trigger: trigger}
+	data, err := os.ReadFile(old.Path)
+	var cfg *Config
+	if err == nil {
+		// Hash what was read even if it is refused, so the history shows
+		// which file version failed.
+		sum := sha256.Sum256(data)
+		res.Hash = hex.EncodeToString(sum[:])
+		res.Version = res.Hash[:12]
+		cfg, err = Parse(old.Path, data)
+	} else {
+		err = fmt.Errorf("%s: read config: %w", old.Path, err)
+	}
+	if err != nil {
+		res.Problems = problemLines(err)
+		l.record(res)
+		for _, p := range res.Problems {
+			l.log.Error("config problem", "problem", p)
+		}
+		l.log.Error("config reload refused; keeping the running config", "trigger", trigger,
+			"file", old.Path, "problems", len(res.Problems), "running_version", old.Version)
+		return res
+	}
+	res.Version, res.Hash, res.OK = cfg.Version, cfg.Hash, true
+	res.Changed = Diff(old, cfg)
+	if len(res.Changed) == 0 {
+		// Same file and same resolved values: swapping would only make
+		// subscribers redo work. A changed secret file with an unchanged
+		// YAML file still counts as a change.
+		res.Unchanged = true
+		l.record(res)
+		l.log.Info("config unchanged", "trigger", trigger, "version", cfg.Version)
+		return res
+	}
+	res.NeedsRestart = NeedsRestart(res.Changed)
+	l.cur.Store(cfg)
+	l.record(res)
+	l.log.Info("config reloaded", "trigger", trigger, "version", cfg.Version, "previous", old.Version, "changed", res.Changed)
+	if len(res.NeedsRestart) > 0 {
+		l.log.Warn("config fields changed that apply only after a restart", "fields", res.NeedsRestart)
+	}
+
+	l.subMu.Lock()
+	subs := append([]func(old, new *Config){}, l.subs...)
+	l.subMu.Unlock()
+	for _, fn := range subs {
+		fn(old, cfg)
+	}
+	return res
+}
+
+// Last returns the most recent result.
+func (l *Live) Last() ReloadResult {
+	l.histMu.Lock()
+	defer l.histMu.Unlock()
+	return l.hist[(l.next-1+len(l.hist))%len(l.hist)]
+}
+
+// History returns up to the last 50 results, oldest first.
+func (l *Live) History() []ReloadResult {
+	l.histMu.Lock()
+	defer l.histMu.Unlock()
+	out := make([]ReloadResult, 0, len(l.hist))
+	if len(l.hist) == historySize {
+		out = append(out, l.hist[l.next:]...)
+		out = append(out, l.hist[:l.next]...)
+	} else {
+		out = append(out, l.hist...)
+	}
+	return out
+}
+
+func (l *Live) record(r ReloadResult) {
+	l.histMu.Lock()
+	defer l.histMu.Unlock()
+	if len(l.hist) < historySize {
+		l.hist = append(l.hist, r)
+		l.next = len(l.hist) % historySize
+		return
+	}
+	l.hist[l.next] = r
+	l.next = (l.next + 1) % historySize
+}
+
+func problemLines(err error) []string {
+	var ps Problems
+	if errors.As(err, &ps) {
+		return ps.Strings()
+	}
+	return []string{err.Error()}
+}

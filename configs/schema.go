@@ -1,0 +1,300 @@
+// Package configs loads, validates and live-reloads the edgewise YAML config.
+//
+// One path serves startup, `edgewise check`, SIGHUP, the file watcher and the
+// admin API: Load/Parse decode strictly (unknown keys are errors), apply the
+// documented defaults, validate everything and return every problem at once as
+// Problems, each with FILE:LINE and a field path.
+package configs
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is one validated, ready-to-use configuration. It is never modified
+// after Parse returns; a reload builds a new one and swaps the pointer.
+// The yaml tags name each field as in the file; diff.go uses them for paths.
+type Config struct {
+	Path    string `yaml:"-"` // file it was read from, as given
+	Hash    string `yaml:"-"` // hex sha256 of the file bytes
+	Version string `yaml:"-"` // first 12 hex chars of Hash
+
+	Log    Log     `yaml:"log"`
+	SIP    SIP     `yaml:"sip"`
+	Twilio Twilio  `yaml:"twilio"`
+	Phones []Phone `yaml:"phones"`
+	Store  Store   `yaml:"store"`
+	Admin  Admin   `yaml:"admin"`
+	Media  Media   `yaml:"media"`
+	Token  *Token  `yaml:"token"` // nil = token provider disabled
+}
+
+// Log configures the process logger.
+type Log struct {
+	Level  slog.Level `yaml:"level"`  // debug|info|warn|error
+	Format string     `yaml:"format"` // text|json
+}
+
+// SIP configures the phone-facing side: listeners and the local registrar.
+type SIP struct {
+	Listen         []Listen      `yaml:"listen"`
+	PublicAddress  string        `yaml:"public_address"` // host[:port]; "" = first listen address
+	Realm          string        `yaml:"realm"`
+	MinExpires     time.Duration `yaml:"min_expires"`
+	MaxExpires     time.Duration `yaml:"max_expires"`
+	DefaultExpires time.Duration `yaml:"default_expires"`
+	ExpiresSpread  int           `yaml:"expires_spread"` // percent 0..50
+	MaxContacts    int           `yaml:"max_contacts"`
+	NonceTTL       time.Duration `yaml:"nonce_ttl"`
+	// DigestAlgorithms are offered in this order, one challenge each. Only
+	// MD5 by default: SIPp answers only the first challenge, and baresip
+	// (libre) fails the whole registration when any challenge names an
+	// algorithm it lacks, so a SHA-256 challenge must be opted into.
+	DigestAlgorithms []string      `yaml:"digest_algorithms"` // "MD5" | "SHA-256"
+	QualifyInterval  time.Duration `yaml:"qualify_interval"`  // 0 = off
+	Lockout          Lockout       `yaml:"lockout"`
+}
+
+// Advertise returns the host and port to put in Contact/Via towards Twilio:
+// public_address when set (its port defaulting to the first listener's),
+// otherwise the first listen address.
+func (s SIP) Advertise() (host string, port int) {
+	if len(s.Listen) > 0 {
+		host, port = s.Listen[0].Host, s.Listen[0].Port
+	}
+	if s.PublicAddress == "" {
+		return host, port
+	}
+	if h, p, err := net.SplitHostPort(s.PublicAddress); err == nil {
+		n, _ := strconv.Atoi(p)
+		return h, n
+	}
+	return strings.Trim(s.PublicAddress, "[]"), port
+}
+
+// Lockout locks out a source IP after repeated auth failures.
+type Lockout struct {
+	Failures int           `yaml:"failures"` // 0 = disabled
+	Window   time.Duration `yaml:"window"`
+	Duration time.Duration `yaml:"duration"`
+}
+
+// Enabled reports whether lockout is switched on.
+func (l Lockout) Enabled() bool { return l.Failures > 0 }
+
+// Listen is one parsed "transport:host:port" listen address.
+type Listen struct {
+	Transport string // udp|tcp|tls|ws|wss
+	Host      string
+	Port      int
+}
+
+// String gives "udp:127.0.0.1:5060" (IPv6 hosts in brackets).
+func (l Listen) String() string { return l.Transport + ":" + l.Addr() }
+
+// Addr gives "host:port" for net.Listen.
+func (l Listen) Addr() string { return net.JoinHostPort(l.Host, strconv.Itoa(l.Port)) }
+
+// ParseListen parses "transport:host:port". It checks syntax and the port
+// range only; which transports are allowed is validation's job.
+func ParseListen(s string) (Listen, error) {
+	tr, rest, ok := strings.Cut(s, ":")
+	if !ok || tr == "" {
+		return Listen{}, fmt.Errorf("%q is not transport:host:port", s)
+	}
+	host, port, err := splitHostPort(rest)
+	if err != nil {
+		return Listen{}, fmt.Errorf("%q: %w", s, err)
+	}
+	return Listen{Transport: strings.ToLower(tr), Host: host, Port: port}, nil
+}
+
+// splitHostPort requires a non-empty host and a port in 1..65535.
+func splitHostPort(s string) (string, int, error) {
+	host, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("not host:port")
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("host is empty")
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q is not in 1..65535", p)
+	}
+	return host, port, nil
+}
+
+// Twilio configures the upstream side: where phones' users are registered.
+type Twilio struct {
+	Domain          string         `yaml:"domain"`
+	Edges           []string       `yaml:"edges"` // in order of preference
+	DNSServer       string         `yaml:"dns_server"`
+	Transport       string         `yaml:"transport"` // udp|tcp|tls
+	Timeout         time.Duration  `yaml:"timeout"`
+	RegisterExpires time.Duration  `yaml:"register_expires"`
+	FailbackHold    time.Duration  `yaml:"failback_hold"`
+	Keepalive       Keepalive      `yaml:"keepalive"`
+	Move            Move           `yaml:"move"`
+	SignallingCIDRs []netip.Prefix `yaml:"signalling_cidrs"` // never empty after Parse
+}
+
+// Host gives the registrar FQDN for one edge: "<domain>.sip.<edge>.twilio.com".
+func (t Twilio) Host(edge string) string { return t.Domain + ".sip." + edge + ".twilio.com" }
+
+// Keepalive sets how the upstream flow to the current edge is probed.
+type Keepalive struct {
+	Method   string        `yaml:"method"` // options|register|none
+	Interval time.Duration `yaml:"interval"`
+}
+
+// Move paces moving registrations from one edge to another.
+type Move struct {
+	Rate        int `yaml:"rate"`        // registrations per second
+	Concurrency int `yaml:"concurrency"` // in flight
+}
+
+// Phone is one local user and the Twilio credentials it registers with.
+type Phone struct {
+	User           string `yaml:"user"`
+	Password       Secret `yaml:"password"` // empty when only ha1 was given
+	HA1            Secret `yaml:"ha1"`      // hex MD5(user:realm:password); derived when password is given
+	TwilioUser     string `yaml:"twilio_user"`
+	TwilioPassword Secret `yaml:"twilio_password"`
+}
+
+// Key identifies a phone across reloads (used by the diff).
+func (p Phone) Key() string { return p.User }
+
+// Store configures the embedded database.
+type Store struct {
+	Path string `yaml:"path"` // absolute after Parse
+}
+
+// Admin configures the admin HTTP API.
+type Admin struct {
+	Listen string `yaml:"listen"` // host:port
+	Token  Secret `yaml:"token"`  // "" = no auth (allowed on loopback only)
+}
+
+// Media configures the RTP relay.
+type Media struct {
+	RTPPorts PortRange     `yaml:"rtp_ports"`
+	Timeout  time.Duration `yaml:"timeout"`
+}
+
+// PortRange is an inclusive UDP port range; Min is even so RTP/RTCP pairs fit.
+type PortRange struct {
+	Min, Max int
+}
+
+// String gives "20000-29999".
+func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
+
+// Token configures the access-token provider.
+type Token struct {
+	Listen            string         `yaml:"listen"`
+	AccountSID        string         `yaml:"account_sid"`
+	APIKeys           []APIKey       `yaml:"api_keys"` // first signs; all are valid for rotation
+	TwiMLAppSID       string         `yaml:"twiml_app_sid"`
+	PushCredentialSID string         `yaml:"push_credential_sid"`
+	TTL               time.Duration  `yaml:"ttl"`
+	AppendRoaming     bool           `yaml:"append_roaming"`
+	CORSOrigins       []string       `yaml:"cors_origins"`
+	IdentityHeader    string         `yaml:"identity_header"`
+	TrustedProxies    []netip.Prefix `yaml:"trusted_proxies"`
+	RateLimit         RateLimit      `yaml:"rate_limit"`
+}
+
+// APIKey is one Twilio API key used to sign tokens.
+type APIKey struct {
+	SID    string `yaml:"sid"`
+	Secret Secret `yaml:"secret"`
+}
+
+// Key identifies an API key across reloads (used by the diff).
+func (k APIKey) Key() string { return k.SID }
+
+// RateLimit bounds token issuance.
+type RateLimit struct {
+	PerIdentity int           `yaml:"per_identity"`
+	PerAddress  int           `yaml:"per_address"`
+	Window      time.Duration `yaml:"window"`
+}
+
+// String summarises the config without any secret.
+func (c *Config) String() string {
+	if c == nil {
+		return "config <nil>"
+	}
+	ls := make([]string, len(c.SIP.Listen))
+	for i, l := range c.SIP.Listen {
+		ls[i] = l.String()
+	}
+	tok := "off"
+	if c.Token != nil {
+		tok = c.Token.Listen
+	}
+	return fmt.Sprintf("config %s version %s: sip [%s] realm %s; twilio %s edges [%s]; %d phones; store %s; admin %s; token %s",
+		c.Path, c.Version, strings.Join(ls, " "), c.SIP.Realm, c.Twilio.Domain,
+		strings.Join(c.Twilio.Edges, " "), len(c.Phones), c.Store.Path, c.Admin.Listen, tok)
+}
+
+// Phone returns the phone with the given user, if any.
+func (c *Config) Phone(user string) (Phone, bool) {
+	for _, p := range c.Phones {
+		if p.User == user {
+			return p, true
+		}
+	}
+	return Phone{}, false
+}
+
+// defaults returns a Config holding every documented default. Decoding
+// overwrites what the file sets; required fields stay empty so validation
+// reports them.
+func defaults() *Config {
+	return &Config{
+		Log: Log{Level: slog.LevelInfo, Format: "text"},
+		SIP: SIP{
+			Listen: []Listen{
+				{Transport: "udp", Host: "127.0.0.1", Port: 5060},
+				{Transport: "tcp", Host: "127.0.0.1", Port: 5060},
+			},
+			Realm:            "edgewise",
+			MinExpires:       60 * time.Second,
+			MaxExpires:       3600 * time.Second,
+			DefaultExpires:   3600 * time.Second,
+			ExpiresSpread:    10,
+			MaxContacts:      10,
+			NonceTTL:         30 * time.Second,
+			DigestAlgorithms: []string{"MD5"},
+			Lockout:          Lockout{Failures: 10, Window: time.Minute, Duration: 5 * time.Minute},
+		},
+		Twilio: Twilio{
+			Edges:           []string{"ashburn", "umatilla"},
+			Transport:       "udp",
+			Timeout:         4 * time.Second,
+			RegisterExpires: 600 * time.Second,
+			FailbackHold:    60 * time.Second,
+			Keepalive:       Keepalive{Method: "options", Interval: 10 * time.Second},
+			Move:            Move{Rate: 500, Concurrency: 50},
+		},
+		Admin: Admin{Listen: "127.0.0.1:9060"},
+		Media: Media{RTPPorts: PortRange{Min: 20000, Max: 29999}, Timeout: 60 * time.Second},
+	}
+}
+
+// tokenDefaults holds the defaults of the optional token section.
+func tokenDefaults() *Token {
+	return &Token{
+		Listen:    "127.0.0.1:9061",
+		TTL:       time.Hour,
+		RateLimit: RateLimit{PerIdentity: 10, PerAddress: 60, Window: time.Minute},
+	}
+}

@@ -1,0 +1,277 @@
+package configs
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// validate checks ranges and cross-field rules on the decoded, defaulted
+// config. It never changes a value the file set; the only thing it fills in
+// is derived data (phones' HA1).
+func (d *decoder) validate(c *Config) {
+	d.validateLog(c.Log)
+	d.validateSIP(c.SIP)
+	d.validateTwilio(c.Twilio)
+	d.derivePhones(c)
+	if c.Store.Path == "" {
+		d.problem("store.path", "e.g. /var/lib/edgewise/edgewise.db", "required")
+	}
+	d.validateAdmin(c.Admin)
+	d.validateMedia(c.Media)
+	if c.Token != nil {
+		d.validateToken(c.Token)
+	}
+}
+
+func (d *decoder) validateLog(l Log) {
+	if l.Format != "text" && l.Format != "json" {
+		d.problem("log.format", "", "%q is not one of text, json", l.Format)
+	}
+}
+
+func (d *decoder) validateSIP(s SIP) {
+	if s.PublicAddress != "" && !validHostOptPort(s.PublicAddress) {
+		d.problem("sip.public_address", `host or host:port, e.g. "203.0.113.10" or "sip.example.com:5060"`, "%q is not host[:port]", s.PublicAddress)
+	} else if host, _ := s.Advertise(); len(s.Listen) > 0 && isUnspecified(host) {
+		// 0.0.0.0 in a Contact header would send Twilio's requests nowhere.
+		d.problem("sip.public_address", "set the address Twilio can reach", "required when the first listen address is %s", host)
+	}
+	if s.Realm == "" {
+		d.problem("sip.realm", "", "must not be empty")
+	} else if strings.ContainsAny(s.Realm, "\"\\\r\n") {
+		d.problem("sip.realm", "", "must not contain quotes, backslashes or newlines")
+	}
+	d.wholeSeconds("sip.min_expires", s.MinExpires)
+	d.wholeSeconds("sip.max_expires", s.MaxExpires)
+	d.wholeSeconds("sip.default_expires", s.DefaultExpires)
+	switch {
+	case s.MinExpires <= 0:
+		d.problem("sip.min_expires", "", "must be positive")
+	case s.MinExpires > s.MaxExpires:
+		d.problem("sip.min_expires", "", "%s is above max_expires %s", fmtDur(s.MinExpires), fmtDur(s.MaxExpires))
+	case s.DefaultExpires < s.MinExpires || s.DefaultExpires > s.MaxExpires:
+		d.problem("sip.default_expires", "", "%s is not between min_expires %s and max_expires %s", fmtDur(s.DefaultExpires), fmtDur(s.MinExpires), fmtDur(s.MaxExpires))
+	}
+	if s.ExpiresSpread < 0 || s.ExpiresSpread > 50 {
+		d.problem("sip.expires_spread", "a percentage", "%d is not in 0..50", s.ExpiresSpread)
+	}
+	if s.MaxContacts < 1 {
+		d.problem("sip.max_contacts", "", "must be at least 1")
+	}
+	if s.NonceTTL <= 0 {
+		d.problem("sip.nonce_ttl", "", "must be positive")
+	}
+	if s.QualifyInterval < 0 {
+		d.problem("sip.qualify_interval", "0s turns qualify off", "must not be negative")
+	}
+	lo := s.Lockout
+	switch {
+	case lo.Failures < 0:
+		d.problem("sip.lockout.failures", "0 disables lockout", "must not be negative")
+	case lo.Failures > 0 && lo.Window <= 0:
+		d.problem("sip.lockout.window", "", "must be positive when lockout is enabled")
+	case lo.Failures > 0 && lo.Duration <= 0:
+		d.problem("sip.lockout.duration", "set failures: 0 to disable lockout", "must be positive when lockout is enabled")
+	}
+}
+
+func (d *decoder) validateTwilio(t Twilio) {
+	switch {
+	case t.Domain == "":
+		d.problem("twilio.domain", "the first label of <domain>.sip.twilio.com", "required")
+	case strings.Contains(t.Domain, "."):
+		d.problem("twilio.domain", "give only the first label: for example.sip.twilio.com write example", "%q is not a single DNS label", t.Domain)
+	case !isDNSLabel(t.Domain):
+		d.problem("twilio.domain", "", "%q is not a valid DNS label (letters, digits, inner hyphens, at most 63)", t.Domain)
+	}
+	if t.DNSServer != "" {
+		host, _, err := splitHostPort(t.DNSServer)
+		if err == nil {
+			if _, aerr := netip.ParseAddr(host); aerr != nil {
+				d.problem("twilio.dns_server", "", "host %q must be an IP address", host)
+			}
+		} else {
+			d.problem("twilio.dns_server", `e.g. "127.0.0.1:53"`, "%q: %v", t.DNSServer, err)
+		}
+	}
+	if !contains([]string{"udp", "tcp", "tls"}, t.Transport) {
+		d.problem("twilio.transport", "", "%q is not one of udp, tcp, tls", t.Transport)
+	}
+	if t.Timeout <= 0 || t.Timeout >= 32*time.Second {
+		d.problem("twilio.timeout", "Twilio's own guidance is 4s", "%s must be above 0 and below 32s (SIP timer B)", fmtDur(t.Timeout))
+	}
+	if t.RegisterExpires < 600*time.Second || t.RegisterExpires > 3600*time.Second {
+		d.problem("twilio.register_expires", "", "%s is outside Twilio's limits 600s..3600s (less gets 423 Interval Too Brief, more is cut to 3600s)", fmtDur(t.RegisterExpires))
+	} else {
+		d.wholeSeconds("twilio.register_expires", t.RegisterExpires)
+	}
+	if t.FailbackHold < 0 {
+		d.problem("twilio.failback_hold", "", "must not be negative")
+	}
+	switch t.Keepalive.Method {
+	case "options", "register":
+		if t.Keepalive.Interval <= 0 {
+			d.problem("twilio.keepalive.interval", "or set method: none", "must be positive")
+		}
+	case "none":
+	default:
+		d.problem("twilio.keepalive.method", "", "%q is not one of options, register, none", t.Keepalive.Method)
+	}
+	if t.Move.Rate < 1 {
+		d.problem("twilio.move.rate", "", "must be at least 1 per second")
+	}
+	if t.Move.Concurrency < 1 {
+		d.problem("twilio.move.concurrency", "", "must be at least 1")
+	}
+}
+
+// derivePhones fills HA1 from the password so the registrar has one form of
+// credential to check, whichever the file gave.
+func (d *decoder) derivePhones(c *Config) {
+	for i := range c.Phones {
+		p := &c.Phones[i]
+		if p.Password != "" {
+			sum := md5.Sum([]byte(p.User + ":" + c.SIP.Realm + ":" + p.Password.Value()))
+			p.HA1 = Secret(hex.EncodeToString(sum[:]))
+		}
+	}
+}
+
+func (d *decoder) validateAdmin(a Admin) {
+	host, _, err := splitHostPort(a.Listen)
+	if err != nil {
+		d.problem("admin.listen", `e.g. "127.0.0.1:9060"`, "%q: %v", a.Listen, err)
+		return
+	}
+	if !isLoopback(host) && a.Token == "" && !d.bad["admin.token"] && !d.bad["admin.token_file"] {
+		d.problem("admin.token", "set token: ${EDGEWISE_ADMIN_TOKEN} or token_file", "required because admin.listen %s is not a loopback address", a.Listen)
+	}
+}
+
+func (d *decoder) validateMedia(m Media) {
+	r := m.RTPPorts
+	switch {
+	case r.Min < 1024 || r.Max > 65535:
+		d.problem("media.rtp_ports", "", "%s is outside 1024..65535", r)
+	case r.Min%2 != 0:
+		d.problem("media.rtp_ports", "RTP uses the even port, RTCP the odd one above it", "%s must start on an even port", r)
+	case r.Max <= r.Min:
+		d.problem("media.rtp_ports", "", "%s: the end must be above the start", r)
+	}
+	if m.Timeout <= 0 {
+		d.problem("media.timeout", "", "must be positive")
+	}
+}
+
+func (d *decoder) validateToken(t *Token) {
+	if _, _, err := splitHostPort(t.Listen); err != nil {
+		d.problem("token.listen", `e.g. "127.0.0.1:9061"`, "%q: %v", t.Listen, err)
+	}
+	d.sid("token.account_sid", t.AccountSID, "AC", true)
+	if len(t.APIKeys) == 0 && !d.bad["token.api_keys"] {
+		d.problem("token.api_keys", "[{sid: SK..., secret: ${TWILIO_API_SECRET}}]", "at least one API key is required")
+	}
+	d.sid("token.twiml_app_sid", t.TwiMLAppSID, "AP", true)
+	d.sid("token.push_credential_sid", t.PushCredentialSID, "CR", false)
+	if t.TTL < time.Minute || t.TTL > 24*time.Hour {
+		d.problem("token.ttl", "", "%s is not in 1m..24h (Twilio's maximum token lifetime is 24h)", fmtDur(t.TTL))
+	}
+	if t.IdentityHeader != "" {
+		if !isHeaderName(t.IdentityHeader) {
+			d.problem("token.identity_header", "", "%q is not an HTTP header name", t.IdentityHeader)
+		} else if len(t.TrustedProxies) == 0 && !d.bad["token.trusted_proxies"] {
+			d.problem("token.identity_header", "list the proxies that set it in token.trusted_proxies", "is never trusted without trusted_proxies")
+		}
+	}
+	if t.RateLimit.PerIdentity < 1 {
+		d.problem("token.rate_limit.per_identity", "", "must be at least 1")
+	}
+	if t.RateLimit.PerAddress < 1 {
+		d.problem("token.rate_limit.per_address", "", "must be at least 1")
+	}
+	if t.RateLimit.Window <= 0 {
+		d.problem("token.rate_limit.window", "", "must be positive")
+	}
+}
+
+func (d *decoder) sid(path, v, prefix string, required bool) {
+	switch {
+	case v == "" && required:
+		d.problem(path, "", "required")
+	case v != "" && !isSID(v, prefix):
+		d.problem(path, "", "must be %s followed by 32 hex digits", prefix)
+	}
+}
+
+func (d *decoder) wholeSeconds(path string, v time.Duration) {
+	if v%time.Second != 0 {
+		d.problem(path, "SIP Expires counts whole seconds", "%s is not a whole number of seconds", fmtDur(v))
+	}
+}
+
+// fmtDur prints a duration the way people write it in the file: "2h", not "2h0m0s".
+func fmtDur(v time.Duration) string {
+	s := v.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func isDNSLabel(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func isHeaderName(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r)) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func isUnspecified(host string) bool {
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsUnspecified()
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// validHostOptPort accepts "host", "host:port", "[v6]:port" and a bare IPv6.
+func validHostOptPort(s string) bool {
+	if strings.ContainsAny(s, " /\t") {
+		return false
+	}
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		n, perr := strconv.Atoi(p)
+		return h != "" && perr == nil && n >= 1 && n <= 65535
+	}
+	if strings.Contains(s, ":") {
+		_, err := netip.ParseAddr(strings.Trim(s, "[]"))
+		return err == nil
+	}
+	return true
+}

@@ -1,0 +1,160 @@
+package registrar
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/registrar/digest"
+	"github.com/edgewise-sip/edgewise/registrar/location"
+)
+
+// benchDirectory knows users u0, u1, ... all with password "pw".
+type benchDirectory struct{}
+
+func (benchDirectory) Credential(user string) (Credential, bool) {
+	if !strings.HasPrefix(user, "u") {
+		return Credential{}, false
+	}
+	return Credential{User: user, Password: "pw"}, true
+}
+
+// recordTx serialises the response as sipserver's stateless path does and
+// keeps the status code.
+type recordTx struct {
+	statelessLike
+	code int
+	buf  bytes.Buffer
+}
+
+func (t *recordTx) Respond(res *sip.Response) error {
+	t.code = res.StatusCode
+	t.buf.Reset()
+	res.StringWrite(&t.buf)
+	return nil
+}
+
+// statelessLike provides the rest of sip.ServerTransaction.
+type statelessLike struct{}
+
+func (statelessLike) Terminate()                         {}
+func (statelessLike) OnTerminate(sip.FnTxTerminate) bool { return false }
+func (statelessLike) Done() <-chan struct{}              { return nil }
+func (statelessLike) Err() error                         { return nil }
+func (statelessLike) Acks() <-chan *sip.Request          { return nil }
+func (statelessLike) OnCancel(sip.FnTxCancel) bool       { return false }
+
+func benchRegisterRaw(user string, n int64, auth string) []byte {
+	return fmt.Appendf(nil, "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"+
+		"Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-%d-%s;rport\r\n"+
+		"From: <sip:%s@edgewise>;tag=%d\r\n"+
+		"To: <sip:%s@edgewise>\r\n"+
+		"Call-ID: %d-%s@127.0.0.1\r\n"+
+		"CSeq: %d REGISTER\r\n"+
+		"Contact: <sip:%s@127.0.0.1:5061;transport=udp>\r\n"+
+		"Max-Forwards: 70\r\n"+
+		"Expires: 3600\r\n"+
+		"User-Agent: SIPp\r\n"+
+		"%s"+
+		"Content-Length: 0\r\n\r\n", n, user, user, n, user, n, user, 1+len(auth)%2, user, auth)
+}
+
+// BenchmarkRegister measures the REGISTER handler path as sipserver runs it
+// for each datagram: parse, ServeRegister (digest, location update persisted
+// to bbolt with group commit), build and serialise the response. "challenge"
+// is the first REGISTER of a login (401), "authenticated" the second (200, a
+// new AOR each time, as SIPp's benchmark does).
+func BenchmarkRegister(b *testing.B) {
+	table, err := location.Open(filepath.Join(b.TempDir(), "db"), slog.New(slog.DiscardHandler), location.Settings{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer table.Close()
+	s := defaultSettings()
+	s.NonceTTL = time.Hour
+	s.Algorithms = []digest.Algorithm{digest.MD5}
+	reg, err := New(table, s, benchDirectory{}, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	parser := sip.NewParser()
+	laddr := sip.Addr{IP: net.IPv4(127, 0, 0, 1), Port: 5060}
+	serve := func(raw []byte, tx *recordTx) {
+		msg, err := parser.ParseSIP(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		req := msg.(*sip.Request)
+		req.SetTransport("UDP")
+		req.SetSource("127.0.0.1:5061")
+		req.Laddr = laddr
+		reg.ServeRegister(req, tx)
+	}
+
+	b.Run("challenge", func(b *testing.B) {
+		raw := benchRegisterRaw("u1", 1, "")
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			var tx recordTx
+			for pb.Next() {
+				serve(raw, &tx)
+				if tx.code != 401 {
+					b.Fatalf("got %d", tx.code)
+				}
+			}
+		})
+	})
+
+	b.Run("authenticated", func(b *testing.B) {
+		// One nonce per chunk with increasing nonce-counts: the client side
+		// costs little and the server does all its work (every request is
+		// a new AOR, as in SIPp's benchmark).
+		newNonce := func() string {
+			var tx recordTx
+			serve(benchRegisterRaw("u0", 0, ""), &tx)
+			nonce := tx.buf.String()
+			nonce = nonce[strings.Index(nonce, `nonce="`)+7:]
+			return nonce[:strings.IndexByte(nonce, '"')]
+		}
+		var seq atomic.Int64
+		const chunk = 4096
+		b.ReportAllocs()
+		b.SetParallelism(16) // like sipserver, many handlers wait on commits at once
+		b.RunParallel(func(pb *testing.PB) {
+			var tx recordTx
+			var batch [][]byte
+			for pb.Next() {
+				if len(batch) == 0 {
+					b.StopTimer()
+					start := seq.Add(chunk) - chunk
+					nonce := newNonce()
+					for i := start; i < start+chunk; i++ {
+						user := fmt.Sprintf("u%d", i)
+						cred := digest.Authorization{Username: user, Realm: "edgewise", Nonce: nonce, URI: "sip:127.0.0.1:5060",
+							CNonce: "c0ffee", QOP: "auth", NC: fmt.Sprintf("%08x", i-start+1), Algorithm: "MD5"}
+						cred.Response = digest.Response(digest.MD5, digest.HA1(digest.MD5, user, "edgewise", "pw"), "REGISTER", &cred)
+						auth := fmt.Sprintf(`Authorization: Digest username="%s", realm="edgewise", nonce="%s", uri="%s", response="%s", algorithm=MD5, cnonce="%s", qop=auth, nc=%s`+"\r\n",
+							user, nonce, cred.URI, cred.Response, cred.CNonce, cred.NC)
+						batch = append(batch, benchRegisterRaw(user, i, auth))
+					}
+					b.StartTimer()
+				}
+				serve(batch[0], &tx)
+				batch = batch[1:]
+				if tx.code != 200 {
+					b.Fatalf("got %d: %s", tx.code, tx.buf.String())
+				}
+			}
+		})
+		st := table.Stats()
+		b.ReportMetric(float64(st.Records)/float64(max(st.Commits, 1)), "records/commit")
+	})
+}

@@ -1,0 +1,460 @@
+package location
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Settings tune a Table.
+type Settings struct {
+	// Fsync makes every commit fdatasync the file, which protects
+	// acknowledged registrations against power loss as well as against
+	// process crashes. Off by default; see store for the trade-off.
+	Fsync bool
+	// SweepInterval is how often Run removes expired bindings. Zero means 1 s.
+	SweepInterval time.Duration
+	// Now replaces time.Now, for tests.
+	Now func() time.Time
+}
+
+const numShards = 256
+
+// Table holds the bindings of every user. Reads and writes of different users
+// proceed in parallel (the map is sharded by user; there is no global lock),
+// and every write is persisted before Update returns.
+type Table struct {
+	log    *slog.Logger
+	seed   maphash.Seed
+	shards [numShards]shard
+	store  *store // nil for a memory-only table
+	now    func() time.Time
+	sweep  time.Duration
+	count  atomic.Int64 // bindings held, expired-but-not-swept included
+	users  atomic.Int64 // users held
+	closed atomic.Bool
+	notify *notifier
+}
+
+type shard struct {
+	mu    sync.RWMutex
+	users map[string]*userEntry
+	_     [32]byte // spread shards over cache lines
+}
+
+type userEntry struct {
+	// bindings is replaced, never modified in place: the store's writer and
+	// readers may hold the old slice.
+	bindings []Binding
+	// live is the count last reported to subscribers.
+	live int
+}
+
+// Open opens (creating if needed) the bbolt file at path, loads the bindings
+// that have not expired, deletes the expired ones, and starts the writer.
+func Open(path string, logger *slog.Logger, s Settings) (*Table, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		// Another process holding the file is an error, not a hang.
+		Timeout: 2 * time.Second,
+		NoSync:  !s.Fsync,
+		// The freelist is rebuilt on open instead of being written on every
+		// commit; crash safety is unchanged.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("location: open %s: %w", path, err)
+	}
+	t, err := open(db, true, logger, s)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// OpenDB is Open on a bbolt database the caller owns and shares with other
+// state (the table uses its own bucket). Close does not close db. The caller
+// chooses db.NoSync.
+func OpenDB(db *bolt.DB, logger *slog.Logger, s Settings) (*Table, error) {
+	return open(db, false, logger, s)
+}
+
+// NewMemory returns a table that persists nothing, for tests and tools.
+func NewMemory(logger *slog.Logger, s Settings) *Table {
+	t := newTable(logger, s)
+	t.notify.start()
+	return t
+}
+
+func newTable(logger *slog.Logger, s Settings) *Table {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	t := &Table{
+		log:    logger,
+		seed:   maphash.MakeSeed(),
+		now:    s.Now,
+		sweep:  s.SweepInterval,
+		notify: newNotifier(),
+	}
+	if t.now == nil {
+		t.now = time.Now
+	}
+	if t.sweep <= 0 {
+		t.sweep = time.Second
+	}
+	for i := range t.shards {
+		t.shards[i].users = make(map[string]*userEntry)
+	}
+	return t
+}
+
+func open(db *bolt.DB, own bool, logger *slog.Logger, s Settings) (*Table, error) {
+	t := newTable(logger, s)
+	st := newStore(db, own, t.log)
+	state, err := st.load()
+	if err != nil {
+		return nil, err
+	}
+	now := t.now()
+	n, dropped := 0, 0
+	for user, bs := range state {
+		live := slices.DeleteFunc(bs, func(b Binding) bool { return !b.Live(now) })
+		dropped += len(bs) - len(live)
+		if len(live) == 0 {
+			delete(state, user)
+			continue
+		}
+		state[user] = live
+		t.shard(user).users[user] = &userEntry{bindings: live, live: len(live)}
+		n += len(live)
+	}
+	// Start from a compact journal holding only live bindings, so that expired
+	// ones are gone from the file too and obsolete records do not pile up
+	// across restarts.
+	if dropped > 0 || st.records != len(state) {
+		if err := st.rewrite(state); err != nil {
+			return nil, err
+		}
+	}
+	t.count.Store(int64(n))
+	t.users.Store(int64(len(state)))
+	st.snapshot = t.snapshotShard
+	st.users = func() int { return int(t.users.Load()) }
+	st.start()
+	t.store = st
+	t.notify.start()
+	t.log.Info("bindings loaded", "path", db.Path(), "users", len(state), "bindings", n, "expired_dropped", dropped)
+	return t, nil
+}
+
+// snapshotShard appends the bindings of every user in shard i to out, for
+// journal compaction. The slices are shared: they are never modified in place.
+func (t *Table) snapshotShard(i int, out []record) []record {
+	sh := &t.shards[i]
+	sh.mu.RLock()
+	for user, e := range sh.users {
+		out = append(out, record{user: user, bindings: e.bindings})
+	}
+	sh.mu.RUnlock()
+	return out
+}
+
+// Close stops the writer after committing what is pending, stops
+// notifications and closes the file if Open opened it. Updates after Close
+// fail with ErrClosed.
+func (t *Table) Close() error {
+	if t.closed.Swap(true) {
+		return nil
+	}
+	t.notify.stop()
+	if t.store != nil {
+		return t.store.close()
+	}
+	return nil
+}
+
+func (t *Table) shard(user string) *shard {
+	return &t.shards[maphash.String(t.seed, user)%numShards]
+}
+
+// Update changes one user's bindings atomically. fn receives a copy of the
+// user's live bindings and returns the complete new set (empty removes the
+// user); if fn returns an error nothing changes and the error is returned.
+// Update returns once the new set is persisted, so a caller may acknowledge
+// it; the returned slice is the caller's to keep. Concurrent updates of the
+// same user are serialised; fn must be quick and must not call the Table.
+//
+// The new set is visible to Lookup as soon as fn returns, a few milliseconds
+// before it is durable. If persisting fails the memory keeps the new set and
+// the error is returned, so the caller can refuse the request.
+func (t *Table) Update(user string, fn func(cur []Binding) ([]Binding, error)) ([]Binding, error) {
+	if t.closed.Load() {
+		return nil, ErrClosed
+	}
+	sh := t.shard(user)
+	now := t.now()
+
+	sh.mu.Lock()
+	e := sh.users[user]
+	var cur []Binding
+	if e != nil {
+		cur = liveCopy(e.bindings, now)
+	}
+	out, err := fn(cur)
+	if err != nil {
+		sh.mu.Unlock()
+		return nil, err
+	}
+	for i := range out {
+		out[i].User = user
+	}
+	old := 0
+	if e != nil {
+		old = len(e.bindings)
+	}
+	live := countLive(out, now)
+	var wait *batch
+	if t.store != nil {
+		wait = t.store.enqueue(user, out)
+	}
+	switch {
+	case len(out) == 0:
+		if e != nil {
+			delete(sh.users, user)
+			t.users.Add(-1)
+		}
+	case e == nil:
+		e = &userEntry{}
+		sh.users[user] = e
+		t.users.Add(1)
+		fallthrough
+	default:
+		e.bindings = out
+	}
+	prevLive := 0
+	if e != nil {
+		prevLive = e.live
+		e.live = live
+	}
+	if live != prevLive {
+		t.notify.post(user, live)
+	}
+	sh.mu.Unlock()
+	t.count.Add(int64(len(out) - old))
+
+	res := cloneBindings(out)
+	if wait != nil {
+		if err := wait.wait(); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// Lookup returns a copy of the user's live bindings, qualify state ignored.
+func (t *Table) Lookup(user string) []Binding {
+	sh := t.shard(user)
+	now := t.now()
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	e := sh.users[user]
+	if e == nil {
+		return nil
+	}
+	return liveCopy(e.bindings, now)
+}
+
+// Routable returns the user's live bindings that are not known to be
+// unreachable, best first: highest q, then most recently registered.
+func (t *Table) Routable(user string) []Binding {
+	bs := t.Lookup(user)
+	bs = slices.DeleteFunc(bs, func(b Binding) bool { return b.Reachable == Unreachable })
+	slices.SortStableFunc(bs, func(a, b Binding) int {
+		if c := cmp.Compare(b.Q(), a.Q()); c != 0 {
+			return c
+		}
+		return b.Updated.Compare(a.Updated)
+	})
+	return bs
+}
+
+// SetReachable records the qualify result for one contact of user. It is kept
+// in memory only. It reports whether the binding was found.
+func (t *Table) SetReachable(user, contact string, r Reachability) bool {
+	sh := t.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.users[user]
+	if e == nil {
+		return false
+	}
+	for i := range e.bindings {
+		if e.bindings[i].Contact != contact {
+			continue
+		}
+		if e.bindings[i].Reachable == r {
+			return true
+		}
+		// Copy on write: the old slice may be in the store's hands.
+		bs := slices.Clone(e.bindings)
+		bs[i].Reachable = r
+		e.bindings = bs
+		return true
+	}
+	return false
+}
+
+// Users returns the users with at least one live binding, sorted.
+func (t *Table) Users() []string {
+	now := t.now()
+	var out []string
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.RLock()
+		for user, e := range sh.users {
+			if countLive(e.bindings, now) > 0 {
+				out = append(out, user)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Snapshot returns every live binding, sorted by user then contact, for
+// status pages.
+func (t *Table) Snapshot() []Binding {
+	now := t.now()
+	var out []Binding
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.RLock()
+		for _, e := range sh.users {
+			out = append(out, liveCopy(e.bindings, now)...)
+		}
+		sh.mu.RUnlock()
+	}
+	slices.SortFunc(out, func(a, b Binding) int {
+		return cmp.Or(cmp.Compare(a.User, b.User), cmp.Compare(a.Contact, b.Contact))
+	})
+	return out
+}
+
+// Len returns the number of bindings held, including ones that expired less
+// than a sweep interval ago.
+func (t *Table) Len() int { return int(t.count.Load()) }
+
+// Subscribe registers fn to be told when a user's number of live bindings
+// changes, expiry included. Calls come from one goroutine, in order per user;
+// bursts for one user coalesce into the latest count. fn may call the Table.
+func (t *Table) Subscribe(fn func(user string, live int)) {
+	t.notify.subscribe(fn)
+}
+
+// Run removes expired bindings every sweep interval, persists the removal and
+// notifies subscribers, until ctx is done.
+func (t *Table) Run(ctx context.Context) error {
+	tick := time.NewTicker(t.sweep)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			if err := t.Sweep(); err != nil {
+				t.log.Error("expiry sweep failed", "error", err)
+			}
+		}
+	}
+}
+
+// Sweep removes expired bindings once; Run calls it periodically.
+func (t *Table) Sweep() error {
+	if t.closed.Load() {
+		return nil
+	}
+	now := t.now()
+	var last *batch
+	removed := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for user, e := range sh.users {
+			live := countLive(e.bindings, now)
+			if live == len(e.bindings) {
+				continue
+			}
+			keep := liveCopy(e.bindings, now)
+			removed += len(e.bindings) - len(keep)
+			if t.store != nil {
+				last = t.store.enqueue(user, keep)
+			}
+			if len(keep) == 0 {
+				delete(sh.users, user)
+				t.users.Add(-1)
+			} else {
+				e.bindings = keep
+			}
+			if live != e.live {
+				e.live = live
+				t.notify.post(user, live)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	if removed == 0 {
+		return nil
+	}
+	t.count.Add(-int64(removed))
+	t.log.Debug("expired bindings removed", "count", removed)
+	if last != nil {
+		// Batches commit in order, so waiting for the last covers all.
+		return last.wait()
+	}
+	return nil
+}
+
+// StoreStats describes the persistence work so far.
+type StoreStats struct {
+	Commits     uint64        // bbolt transactions
+	Records     uint64        // user records written or deleted
+	Failures    uint64        // failed commits
+	Busy        time.Duration // time spent committing
+	Compactions uint64        // journal compactions finished
+}
+
+// Stats returns persistence counters; zero for a memory-only table.
+func (t *Table) Stats() StoreStats {
+	if t.store == nil {
+		return StoreStats{}
+	}
+	s := &t.store.stats
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return StoreStats{Commits: s.commits, Records: s.records, Failures: s.failures, Busy: s.busy, Compactions: s.compactions}
+}
+
+func liveCopy(bs []Binding, now time.Time) []Binding {
+	n := countLive(bs, now)
+	if n == 0 {
+		return nil
+	}
+	out := make([]Binding, 0, n)
+	for i := range bs {
+		if bs[i].Live(now) {
+			out = append(out, bs[i].Clone())
+		}
+	}
+	return out
+}

@@ -1,0 +1,302 @@
+package registrar
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/registrar/digest"
+	"github.com/edgewise-sip/edgewise/registrar/location"
+)
+
+var (
+	errOutOfOrder      = errors.New("registrar: CSeq not higher than the binding's")
+	errTooManyContacts = errors.New("registrar: too many contacts")
+)
+
+// ServeRegister answers a REGISTER (RFC 3261 §10.3). It is idempotent, so it
+// is meant for sipserver.HandleStateless: a retransmission is recognised (same
+// Call-ID, CSeq and Via branch) and answered with the current bindings without
+// applying anything twice.
+//
+// Order of checks: lockout, To, Require, digest authentication (401, 401
+// stale, 403), then Contacts: none is a query; "*" with Expires 0 removes
+// all; expiries below min_expires get 423; the update is atomic per user and
+// persisted before 200 OK lists every current binding.
+func (r *Registrar) ServeRegister(req *sip.Request, tx sip.ServerTransaction) {
+	now := r.now()
+	st := r.state.Load()
+	src := sourceOf(req)
+	if r.lockout.blocked(src.Addr(), now) {
+		// sipserver's guard normally stops these first.
+		if sip.IsReliable(req.Transport()) {
+			r.reply(tx, sip.NewResponseFromRequest(req, 403, "Forbidden", nil))
+		}
+		return
+	}
+	r.reply(tx, r.register(req, st, src, now))
+}
+
+func (r *Registrar) reply(tx sip.ServerTransaction, res *sip.Response) {
+	r.metrics.countResponse(res.StatusCode)
+	if err := tx.Respond(res); err != nil {
+		r.log.Debug("sending response failed", "code", res.StatusCode, "error", err)
+	}
+}
+
+// registerHeaders are the headers ServeRegister reads, gathered in one pass.
+type registerHeaders struct {
+	auth       [4]string
+	nauth      int
+	contacts   []*sip.ContactHeader
+	contactBuf [4]*sip.ContactHeader
+	expires    string
+	hasExpires bool
+	require    string
+	userAgent  string
+}
+
+func scanHeaders(req *sip.Request, h *registerHeaders) {
+	h.contacts = h.contactBuf[:0]
+	for _, hdr := range req.Headers() {
+		if c, ok := hdr.(*sip.ContactHeader); ok {
+			h.contacts = append(h.contacts, c)
+			continue
+		}
+		name := hdr.Name()
+		switch {
+		case strings.EqualFold(name, "Authorization"):
+			if h.nauth < len(h.auth) {
+				h.auth[h.nauth] = hdr.Value()
+				h.nauth++
+			}
+		case strings.EqualFold(name, "Expires"):
+			h.expires, h.hasExpires = hdr.Value(), true
+		case strings.EqualFold(name, "Require"):
+			h.require = hdr.Value()
+		case strings.EqualFold(name, "User-Agent"):
+			h.userAgent = hdr.Value()
+		}
+	}
+}
+
+func (r *Registrar) register(req *sip.Request, st *state, src netip.AddrPort, now time.Time) *sip.Response {
+	var h registerHeaders
+	scanHeaders(req, &h)
+
+	to := req.To()
+	user := to.Address.User
+	if user == "" || !isSIPScheme(to.Address.Scheme) {
+		return sip.NewResponseFromRequest(req, 400, "Bad Request - No User In To", nil)
+	}
+	if h.require != "" {
+		// No extension is supported that a REGISTER could require here.
+		res := sip.NewResponseFromRequest(req, 420, "Bad Extension", nil)
+		res.AppendHeader(sip.NewHeader("Unsupported", h.require))
+		return res
+	}
+
+	// Authentication (RFC 3261 §22.3, RFC 7616).
+	var cred digest.Authorization
+	found, malformed := false, false
+	for _, v := range h.auth[:h.nauth] {
+		a, err := digest.ParseAuthorization(v)
+		if err != nil {
+			malformed = malformed || errors.Is(err, digest.ErrMalformed)
+			continue
+		}
+		if a.Realm == st.s.Realm {
+			cred, found = a, true
+			break
+		}
+	}
+	if !found {
+		if malformed {
+			return sip.NewResponseFromRequest(req, 400, "Bad Request - Malformed Authorization", nil)
+		}
+		return r.challenge(req, false, now)
+	}
+	res := r.auth.Verify(string(sip.REGISTER), &cred, st.secret, fingerprint(req), now)
+	switch res.Outcome {
+	case digest.OK:
+	case digest.Challenge:
+		r.debug("credentials not usable, challenging again", req, src, "reason", res.Reason)
+		return r.challenge(req, false, now)
+	case digest.Stale:
+		r.debug("stale credentials", req, src, "reason", res.Reason)
+		return r.challenge(req, true, now)
+	case digest.Malformed:
+		return sip.NewResponseFromRequest(req, 400, "Bad Request - "+res.Reason, nil)
+	default:
+		r.metrics.authFailures.Inc()
+		r.debug("authentication failed", req, src, "user", cred.Username, "reason", res.Reason)
+		if r.lockout.fail(src.Addr(), now, st.s.Lockout, cred.Username) {
+			r.metrics.lockouts.Inc()
+		}
+		return sip.NewResponseFromRequest(req, 403, "Forbidden", nil)
+	}
+	if cred.Username != user {
+		r.debug("authenticated user differs from the address-of-record", req, src, "user", cred.Username, "aor", user)
+		return sip.NewResponseFromRequest(req, 403, "Forbidden", nil)
+	}
+	if res.Retransmission || len(h.contacts) == 0 {
+		// A query (RFC 3261 §10.3 step 6), or a retransmission whose first
+		// copy was applied already: list what is there.
+		return r.ok(req, r.table.Lookup(user), now)
+	}
+
+	ops, fail := r.contactOps(req, &h, st, now)
+	if fail != nil {
+		return fail
+	}
+	callID := string(*req.CallID())
+	cseq := req.CSeq().SeqNo
+	branch, _ := req.Via().Params.Get("branch")
+	b := location.Binding{
+		Source:    src,
+		Local:     localOf(req),
+		Transport: sip.NetworkToLower(req.Transport()),
+		CallID:    callID,
+		CSeq:      cseq,
+		Branch:    branch,
+		Updated:   now,
+		UserAgent: h.userAgent,
+	}
+	bindings, err := r.table.Update(user, func(cur []location.Binding) ([]location.Binding, error) {
+		return applyOps(cur, ops, &b, st.s.MaxContacts, now)
+	})
+	switch {
+	case errors.Is(err, errOutOfOrder):
+		// RFC 3261 §10.3 step 7: the update is aborted and the request fails.
+		return sip.NewResponseFromRequest(req, 500, "Server Internal Error - CSeq Out Of Order", nil)
+	case errors.Is(err, errTooManyContacts):
+		return sip.NewResponseFromRequest(req, 403, "Forbidden - Too Many Contacts (max "+strconv.Itoa(st.s.MaxContacts)+")", nil)
+	case err != nil:
+		r.log.Error("storing bindings failed", "user", user, "error", err)
+		res := sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil)
+		res.AppendHeader(sip.NewHeader("Retry-After", "5"))
+		return res
+	}
+	return r.ok(req, bindings, now)
+}
+
+func (st *state) secret(user string) (digest.Secret, bool) {
+	c, ok := st.dir.Credential(user)
+	if !ok {
+		return digest.Secret{}, false
+	}
+	return digest.Secret{Password: c.Password, HA1: c.HA1}, true
+}
+
+func (r *Registrar) challenge(req *sip.Request, stale bool, now time.Time) *sip.Response {
+	res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
+	var buf [2]string
+	for _, c := range r.auth.Challenges(buf[:0], stale, now) {
+		res.AppendHeader(sip.NewHeader("WWW-Authenticate", c))
+	}
+	return res
+}
+
+// ok builds the 200 listing every live binding with its remaining expiry
+// (RFC 3261 §10.3 step 8) and a Date header.
+func (r *Registrar) ok(req *sip.Request, bindings []location.Binding, now time.Time) *sip.Response {
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	var sb strings.Builder
+	for i := range bindings {
+		b := &bindings[i]
+		if !b.Live(now) {
+			continue
+		}
+		sb.Reset()
+		sb.Grow(len(b.Contact) + 32)
+		sb.WriteByte('<')
+		sb.WriteString(b.Contact)
+		sb.WriteByte('>')
+		for _, p := range b.Params {
+			sb.WriteByte(';')
+			sb.WriteString(p.Name)
+			if p.Value != "" {
+				sb.WriteByte('=')
+				sb.WriteString(p.Value)
+			}
+		}
+		sb.WriteString(";expires=")
+		left := (b.Expires.Sub(now) + time.Second - 1) / time.Second
+		sb.WriteString(strconv.FormatInt(int64(left), 10))
+		res.AppendHeader(sip.NewHeader("Contact", sb.String()))
+	}
+	res.AppendHeader(sip.NewHeader("Date", r.date.get(now)))
+	return res
+}
+
+func (r *Registrar) debug(msg string, req *sip.Request, src netip.AddrPort, args ...any) {
+	if !r.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	args = append(args, "source", src.String(), "call_id", string(*req.CallID()))
+	r.log.Debug(msg, args...)
+}
+
+func sourceOf(req *sip.Request) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+func localOf(req *sip.Request) netip.AddrPort {
+	ip, ok := netip.AddrFromSlice(req.Laddr.IP)
+	if !ok || req.Laddr.Port <= 0 || req.Laddr.Port > 65535 {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(req.Laddr.Port))
+}
+
+var fingerprintSeed = maphash.MakeSeed()
+
+// fingerprint identifies a request for retransmission detection: the same
+// Via branch, Call-ID and CSeq mean the same transaction (RFC 3261 §17.2.3).
+func fingerprint(req *sip.Request) uint64 {
+	var h maphash.Hash
+	h.SetSeed(fingerprintSeed)
+	branch, _ := req.Via().Params.Get("branch")
+	h.WriteString(branch)
+	h.WriteByte(0)
+	h.WriteString(string(*req.CallID()))
+	h.WriteByte(0)
+	h.WriteString(strconv.FormatUint(uint64(req.CSeq().SeqNo), 10))
+	if v := h.Sum64(); v != 0 {
+		return v
+	}
+	return 1
+}
+
+// dateCache formats the Date header once per second.
+type dateCache struct{ v atomic.Pointer[dateEntry] }
+
+type dateEntry struct {
+	sec int64
+	s   string
+}
+
+func (d *dateCache) get(now time.Time) string {
+	sec := now.Unix()
+	if e := d.v.Load(); e != nil && e.sec == sec {
+		return e.s
+	}
+	// RFC 3261 §20.17: RFC 1123 date, always GMT.
+	s := now.UTC().Format("Mon, 02 Jan 2006 15:04:05 GMT")
+	d.v.Store(&dateEntry{sec: sec, s: s})
+	return s
+}
+
+func isSIPScheme(s string) bool { return strings.EqualFold(s, "sip") || strings.EqualFold(s, "sips") }

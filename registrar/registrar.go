@@ -1,0 +1,249 @@
+// Package registrar is edgewise's local SIP registrar (RFC 3261 §10.3): it
+// authenticates phones with digest (MD5 and SHA-256), keeps their bindings in a
+// location.Table, locks out sources that keep failing, and optionally
+// qualifies contacts with OPTIONS.
+//
+// It takes plain Settings and a Directory of credentials, built by the caller
+// from the configuration, and never reads the configuration itself. Wiring:
+//
+//	table, _ := location.Open(path, log, location.Settings{})
+//	srv, _ := sipserver.New(sipserver.Settings{...}, log)
+//	reg, _ := registrar.New(table, settings, dir, registrar.Options{Logger: log, Pinger: srv})
+//	srv.HandleStateless(sip.REGISTER, reg.ServeRegister)
+//	srv.SetGuard(reg.Blocked)
+//	// run srv.Run, reg.Run and table.Run under one errgroup; on reload:
+//	reg.Apply(newSettings, newDir)
+package registrar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgewise-sip/edgewise/registrar/digest"
+	"github.com/edgewise-sip/edgewise/registrar/location"
+)
+
+// Settings are the registrar's tunables, from the sip section of the config.
+type Settings struct {
+	// Realm is the digest realm phones authenticate in.
+	Realm string
+	// MinExpires: a requested expiry below this (other than 0) gets 423.
+	MinExpires time.Duration
+	// MaxExpires caps granted expiries.
+	MaxExpires time.Duration
+	// DefaultExpires applies when a REGISTER gives no expiry.
+	DefaultExpires time.Duration
+	// ExpiresSpread, in percent (0..50), shortens each granted expiry by a
+	// random amount up to that share, so phones that booted together do not
+	// re-register in lockstep (Kamailio's expires_range).
+	ExpiresSpread int
+	// MaxContacts bounds bindings per user; a REGISTER that would exceed it
+	// gets 403.
+	MaxContacts int
+	// NonceTTL is how long a digest nonce is accepted.
+	NonceTTL time.Duration
+	// QualifyInterval, when positive, sends OPTIONS to every contact that
+	// often and marks contacts that do not answer unreachable.
+	QualifyInterval time.Duration
+	// Lockout locks out source addresses that fail authentication too often.
+	Lockout Lockout
+	// Algorithms are the digest algorithms offered, in order; empty means
+	// SHA-256 then MD5 (RFC 8760). Users whose Credential has only an MD5 HA1
+	// can only answer MD5: list MD5 alone (or first) if phones pick SHA-256.
+	Algorithms []digest.Algorithm
+}
+
+// Lockout configures source lockout. Failures 0 disables it.
+type Lockout struct {
+	Failures int           // failed authentications from one source IP ...
+	Window   time.Duration // ... within this window ...
+	Duration time.Duration // ... lock the source out this long.
+}
+
+// Credential is a phone user's secret: Password, or HA1 =
+// hex(MD5(user:realm:password)) when only that is stored (MD5 only).
+type Credential struct {
+	User     string
+	Password string
+	HA1      string
+}
+
+// Directory finds credentials by user name. Implementations must be safe for
+// concurrent use and fast: it is called for every authenticated REGISTER.
+type Directory interface {
+	Credential(user string) (Credential, bool)
+}
+
+// MapDirectory is a Directory backed by a map, keyed by user.
+type MapDirectory map[string]Credential
+
+// Credential implements Directory.
+func (d MapDirectory) Credential(user string) (Credential, bool) {
+	c, ok := d[user]
+	return c, ok
+}
+
+// Pinger sends an OPTIONS request to a contact, from the local address that
+// received its REGISTER, to dst, and reports whether anything answered.
+// sipserver.Server implements it.
+type Pinger interface {
+	Ping(ctx context.Context, transport string, local, dst netip.AddrPort, uri string) error
+}
+
+// Options are fixed for the life of a Registrar.
+type Options struct {
+	Logger *slog.Logger
+	// Pinger enables qualify; nil disables it whatever the settings say.
+	Pinger Pinger
+	// Now replaces time.Now, for tests.
+	Now func() time.Time
+	// MaxTrackedNonces bounds the digest nonce-count cache (see digest.Options).
+	MaxTrackedNonces int
+}
+
+// Registrar handles REGISTER requests.
+type Registrar struct {
+	log    *slog.Logger
+	table  *location.Table
+	auth   *digest.Authenticator
+	pinger Pinger
+	now    func() time.Time
+
+	state   atomic.Pointer[state]
+	applyMu sync.Mutex
+
+	lockout *lockoutTable
+	metrics *metrics
+	date    dateCache
+}
+
+type state struct {
+	s   Settings
+	dir Directory
+}
+
+// New returns a registrar storing bindings in table.
+func New(table *location.Table, s Settings, dir Directory, opts Options) (*Registrar, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	auth, err := digest.NewAuthenticator(digestConfig(s), digest.Options{MaxTrackedNonces: opts.MaxTrackedNonces})
+	if err != nil {
+		return nil, fmt.Errorf("registrar: %w", err)
+	}
+	r := &Registrar{
+		log:     opts.Logger,
+		table:   table,
+		auth:    auth,
+		pinger:  opts.Pinger,
+		now:     opts.Now,
+		lockout: newLockoutTable(opts.Logger),
+	}
+	r.metrics = newMetrics(r)
+	if dir == nil {
+		dir = MapDirectory(nil)
+	}
+	r.state.Store(&state{s: s, dir: dir})
+	return r, nil
+}
+
+func digestConfig(s Settings) digest.Config {
+	return digest.Config{Realm: s.Realm, NonceTTL: s.NonceTTL, Algorithms: s.Algorithms}
+}
+
+// Validate reports the first problem with s.
+func (s Settings) Validate() error {
+	var errs []error
+	if s.Realm == "" {
+		errs = append(errs, errors.New("realm is empty"))
+	}
+	if s.MinExpires <= 0 || s.MinExpires%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("min_expires %s must be a positive whole number of seconds", s.MinExpires))
+	}
+	if s.MaxExpires < s.MinExpires {
+		errs = append(errs, fmt.Errorf("max_expires %s is below min_expires %s", s.MaxExpires, s.MinExpires))
+	}
+	if s.DefaultExpires < s.MinExpires || s.DefaultExpires > s.MaxExpires {
+		errs = append(errs, fmt.Errorf("default_expires %s is outside min_expires..max_expires", s.DefaultExpires))
+	}
+	if s.ExpiresSpread < 0 || s.ExpiresSpread > 50 {
+		errs = append(errs, fmt.Errorf("expires_spread %d is outside 0..50", s.ExpiresSpread))
+	}
+	if s.MaxContacts < 1 {
+		errs = append(errs, fmt.Errorf("max_contacts %d must be at least 1", s.MaxContacts))
+	}
+	if s.NonceTTL < 0 {
+		errs = append(errs, fmt.Errorf("nonce_ttl %s is negative", s.NonceTTL))
+	}
+	if s.QualifyInterval < 0 {
+		errs = append(errs, fmt.Errorf("qualify_interval %s is negative", s.QualifyInterval))
+	}
+	if s.Lockout.Failures < 0 {
+		errs = append(errs, fmt.Errorf("lockout.failures %d is negative", s.Lockout.Failures))
+	}
+	if s.Lockout.Failures > 0 && (s.Lockout.Window <= 0 || s.Lockout.Duration <= 0) {
+		errs = append(errs, errors.New("lockout.window and lockout.duration must be positive when lockout.failures is set"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("registrar: %w", err)
+	}
+	return nil
+}
+
+// Apply swaps in new settings and a new directory. Requests in progress
+// finish with what they started with; nonces already issued stay valid. On
+// error nothing changes.
+func (r *Registrar) Apply(s Settings, dir Directory) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if dir == nil {
+		dir = MapDirectory(nil)
+	}
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	if err := r.auth.SetConfig(digestConfig(s)); err != nil {
+		return fmt.Errorf("registrar: %w", err)
+	}
+	r.state.Store(&state{s: s, dir: dir})
+	return nil
+}
+
+// Settings returns the settings in force.
+func (r *Registrar) Settings() Settings { return r.state.Load().s }
+
+// Blocked reports whether ip is locked out. sipserver calls it for every
+// message (SetGuard), so it is cheap when nothing is locked out.
+func (r *Registrar) Blocked(ip netip.Addr) bool {
+	return r.lockout.blocked(ip, r.now())
+}
+
+// Run sweeps the lockout table and, when enabled, qualifies contacts, until
+// ctx is done.
+func (r *Registrar) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { r.qualifyLoop(ctx) })
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case <-tick.C:
+			r.lockout.sweep(r.now(), r.state.Load().s.Lockout.Window)
+		}
+	}
+}

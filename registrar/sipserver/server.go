@@ -1,0 +1,432 @@
+// Package sipserver owns edgewise's SIP sockets and the sipgo user agent that
+// runs on them. It listens on every configured address, answers requests of
+// idempotent methods (REGISTER, OPTIONS) without a server transaction, hands
+// everything else to sipgo's transaction layer, and gives other components the
+// sipgo Client for outbound requests, sent from the same sockets.
+//
+// Why not sipgo's ListenAndServe alone: sipgo keeps every completed non-INVITE
+// server transaction alive for Timer J (32 s on UDP). At registrar rates that
+// is hundreds of thousands of live transactions, gigabytes of memory, then a
+// collapse (see shared/reference/peer-baselines.md). REGISTER is idempotent,
+// so answering it statelessly, as Kamailio's registrar does with sl_send_reply,
+// is safe: a retransmission is simply answered again. The server therefore
+// reads the sockets itself, parses each message once, dispatches stateless
+// methods directly, and passes the rest to sipgo through a net.PacketConn and
+// a net.Listener it wraps. Malformed messages never reach sipgo.
+package sipserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// Listen is one address to listen on.
+type Listen struct {
+	Transport string // udp or tcp
+	Host      string // IP address; empty means all interfaces
+	Port      int    // 0 picks a free port (tests)
+}
+
+func (l Listen) String() string {
+	return l.Transport + ":" + net.JoinHostPort(l.Host, strconv.Itoa(l.Port))
+}
+
+// Settings configure a Server.
+type Settings struct {
+	Listen []Listen
+	// PublicAddress is host[:port] put in Via of outbound requests; empty
+	// means the first listen address.
+	PublicAddress string
+	// UserAgent is sent as Server in responses and User-Agent in requests.
+	UserAgent string
+	// UDPReadBuffer is the socket receive buffer, set explicitly because the
+	// default (~200 KB) overflows from about 12,000 requests/s. Zero means
+	// 4 MiB; the kernel caps it at net.core.rmem_max.
+	UDPReadBuffer int
+	// Workers is how many goroutines run stateless handlers. Handlers may
+	// wait (the registrar waits for its bindings to be written), so this is
+	// the number of requests in progress at once; when all are busy and the
+	// queue is full, reading stops and the kernel buffers, then drops, as a
+	// UDP server should under overload. Zero means 256.
+	Workers int
+	// ForceRport answers UDP requests at their source port even when the Via
+	// has no rport parameter (RFC 3581 behaviour for every client), which
+	// helps old phones behind NAT. Off: RFC 3261 §18.2.2, the Via port.
+	ForceRport bool
+	// DrainTimeout bounds how long Run waits for handlers at shutdown. Zero
+	// means 5 s.
+	DrainTimeout time.Duration
+}
+
+// Handler answers one request. For methods registered with HandleStateless tx
+// is a stateless stand-in: Respond writes the response straight to the socket,
+// and there is no retransmission absorption, so the handler must be idempotent.
+type Handler func(req *sip.Request, tx sip.ServerTransaction)
+
+// Server is a SIP endpoint on one or more sockets. Register handlers, then Run.
+type Server struct {
+	log      *slog.Logger
+	settings Settings
+
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client *sipgo.Client
+	parser *sip.Parser
+
+	mu            sync.Mutex
+	stateless     map[sip.RequestMethod]Handler
+	transactional map[sip.RequestMethod]Handler
+	allow         string // Allow header value, fixed when Run starts
+	running       bool
+
+	guard atomic.Pointer[func(netip.Addr) bool]
+
+	// jobs feeds the worker pool. Long-lived workers keep their grown stacks;
+	// a goroutine per request spent ~6% of CPU growing stacks under load.
+	jobs     chan job
+	workers  sync.WaitGroup
+	drainMu  sync.RWMutex
+	draining bool
+
+	ready     chan struct{}
+	listeners []*listener // set before ready closes
+
+	stats Stats
+}
+
+// Stats counts what the server did with traffic it did not hand to a handler.
+type Stats struct {
+	Malformed  atomic.Uint64 // unparsable messages (answered 400 when possible)
+	Garbage    atomic.Uint64 // datagrams that are not SIP at all, dropped
+	Blocked    atomic.Uint64 // messages from guarded sources dropped or refused
+	Overloaded atomic.Uint64 // messages for sipgo dropped because its queue was full
+}
+
+// New prepares a server; nothing listens until Run.
+func New(s Settings, logger *slog.Logger) (*Server, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if len(s.Listen) == 0 {
+		return nil, errors.New("sipserver: no listen address")
+	}
+	for _, l := range s.Listen {
+		switch l.Transport {
+		case "udp", "tcp":
+		default:
+			return nil, fmt.Errorf("sipserver: listen %s: unsupported transport %q", l, l.Transport)
+		}
+		if l.Host != "" {
+			if _, err := netip.ParseAddr(l.Host); err != nil {
+				return nil, fmt.Errorf("sipserver: listen %s: host must be an IP address: %w", l, err)
+			}
+		}
+	}
+	if s.UserAgent == "" {
+		s.UserAgent = "edgewise"
+	}
+	if s.UDPReadBuffer == 0 {
+		s.UDPReadBuffer = 4 << 20
+	}
+	if s.Workers <= 0 {
+		s.Workers = 256
+	}
+	if s.DrainTimeout <= 0 {
+		s.DrainTimeout = 5 * time.Second
+	}
+	parser := sip.NewParser()
+	sipLog := logger.With("component", "sipgo")
+	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgent(s.UserAgent),
+		sipgo.WithUserAgentParser(parser),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("sipserver: user agent: %w", err)
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(sipLog))
+	if err != nil {
+		ua.Close()
+		return nil, fmt.Errorf("sipserver: server: %w", err)
+	}
+	host, port := publicHostPort(s)
+	client, err := sipgo.NewClient(ua, sipgo.WithClientLogger(sipLog), sipgo.WithClientHostname(host), sipgo.WithClientPort(port))
+	if err != nil {
+		ua.Close()
+		return nil, fmt.Errorf("sipserver: client: %w", err)
+	}
+	return &Server{
+		log:           logger,
+		settings:      s,
+		ua:            ua,
+		srv:           srv,
+		client:        client,
+		parser:        parser,
+		stateless:     make(map[sip.RequestMethod]Handler),
+		transactional: make(map[sip.RequestMethod]Handler),
+		jobs:          make(chan job, 4*s.Workers),
+		ready:         make(chan struct{}),
+	}, nil
+}
+
+func publicHostPort(s Settings) (string, int) {
+	if s.PublicAddress != "" {
+		if h, p, err := net.SplitHostPort(s.PublicAddress); err == nil {
+			n, _ := strconv.Atoi(p)
+			return h, n
+		}
+		return s.PublicAddress, 0
+	}
+	l := s.Listen[0]
+	return l.Host, l.Port
+}
+
+// Handle routes method to h through sipgo's transaction layer (INVITE, BYE,
+// anything that must not be processed twice). Call before Run.
+func (s *Server) Handle(method sip.RequestMethod, h Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running {
+		panic("sipserver: Handle after Run")
+	}
+	delete(s.stateless, method)
+	s.transactional[method] = h
+	s.srv.OnRequest(method, sipgo.RequestHandler(h))
+}
+
+// HandleStateless routes method to h without a server transaction: REGISTER
+// and OPTIONS, whose handlers are idempotent. Call before Run.
+func (s *Server) HandleStateless(method sip.RequestMethod, h Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running {
+		panic("sipserver: HandleStateless after Run")
+	}
+	delete(s.transactional, method)
+	s.stateless[method] = h
+}
+
+// SetGuard installs a check of source addresses, e.g. the registrar's lockout:
+// UDP datagrams from a guarded address are dropped before parsing, requests
+// over TCP get 403. It may be called at any time.
+func (s *Server) SetGuard(blocked func(netip.Addr) bool) {
+	if blocked == nil {
+		s.guard.Store(nil)
+		return
+	}
+	s.guard.Store(&blocked)
+}
+
+func (s *Server) blocked(a netip.Addr) bool {
+	g := s.guard.Load()
+	return g != nil && (*g)(a)
+}
+
+// Client is the sipgo client for outbound requests. UDP requests leave from a
+// listening socket when their Laddr names it (see Server.Addr).
+func (s *Server) Client() *sipgo.Client { return s.client }
+
+// UserAgent is the configured agent name.
+func (s *Server) UserAgent() string { return s.settings.UserAgent }
+
+// Stats returns the server's drop counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Ready is closed once every address is listening.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr returns the bound address of the first listener of transport (udp or
+// tcp), valid after Ready.
+func (s *Server) Addr(transport string) netip.AddrPort {
+	for _, l := range s.listeners {
+		if l.transport == transport {
+			return l.addr
+		}
+	}
+	return netip.AddrPort{}
+}
+
+type listener struct {
+	transport string
+	addr      netip.AddrPort
+	udp       *udpListener
+	tcp       *tcpListener
+}
+
+// Run listens on every address and serves until ctx is done, then closes the
+// sockets, waits (up to DrainTimeout) for running handlers and stops sipgo.
+// A listen error stops everything and is returned.
+func (s *Server) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.running {
+		s.mu.Unlock()
+		return errors.New("sipserver: Run called twice")
+	}
+	s.running = true
+	s.allow = s.allowHeader()
+	s.mu.Unlock()
+	s.srv.OnNoRoute(s.noRoute)
+
+	for _, l := range s.settings.Listen {
+		ln, err := s.listen(l)
+		if err != nil {
+			s.closeListeners()
+			s.ua.Close()
+			return err
+		}
+		s.listeners = append(s.listeners, ln)
+	}
+
+	for range s.settings.Workers {
+		s.workers.Go(s.work)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2*len(s.listeners))
+	for _, ln := range s.listeners {
+		switch {
+		case ln.udp != nil:
+			u := ln.udp
+			readers := max(2, runtime.GOMAXPROCS(0))
+			for range readers {
+				wg.Go(func() { u.readLoop(s) })
+			}
+			wg.Go(func() {
+				if err := s.srv.ServeUDP(u.sipgoConn()); err != nil && ctx.Err() == nil {
+					errc <- fmt.Errorf("sipserver: serve %s: %w", u.addr, err)
+				}
+			})
+		case ln.tcp != nil:
+			t := ln.tcp
+			wg.Go(func() {
+				if err := s.srv.ServeTCP(t); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+					errc <- fmt.Errorf("sipserver: serve %s: %w", t.Addr(), err)
+				}
+			})
+		}
+		s.log.Info("listening", "transport", ln.transport, "addr", ln.addr.String())
+	}
+	var err error
+	for _, ln := range s.listeners {
+		if ln.udp == nil || err != nil {
+			continue
+		}
+		select {
+		case <-ln.udp.sipgoReady:
+		case err = <-errc:
+		case <-ctx.Done():
+		}
+	}
+	if err == nil && ctx.Err() == nil {
+		close(s.ready)
+		select {
+		case <-ctx.Done():
+		case err = <-errc:
+		}
+	}
+	if err != nil {
+		s.log.Error("listener failed", "error", err)
+	}
+	s.closeListeners()
+	wg.Wait()
+	s.drain()
+	s.ua.Close()
+	return err
+}
+
+func (s *Server) listen(l Listen) (*listener, error) {
+	host := l.Host
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	ap, err := netip.ParseAddrPort(net.JoinHostPort(host, strconv.Itoa(l.Port)))
+	if err != nil {
+		return nil, fmt.Errorf("sipserver: listen %s: %w", l, err)
+	}
+	switch l.Transport {
+	case "udp":
+		u, err := listenUDP(ap, s.settings.UDPReadBuffer, s.log)
+		if err != nil {
+			return nil, fmt.Errorf("sipserver: listen %s: %w", l, err)
+		}
+		return &listener{transport: "udp", addr: u.addr, udp: u}, nil
+	default:
+		t, err := listenTCP(ap, s)
+		if err != nil {
+			return nil, fmt.Errorf("sipserver: listen %s: %w", l, err)
+		}
+		return &listener{transport: "tcp", addr: t.addr, tcp: t}, nil
+	}
+}
+
+func (s *Server) closeListeners() {
+	for _, ln := range s.listeners {
+		if ln.udp != nil {
+			ln.udp.close()
+		}
+		if ln.tcp != nil {
+			ln.tcp.closeAll()
+		}
+	}
+}
+
+// drain stops the worker pool once queued requests are handled, waiting up
+// to DrainTimeout.
+func (s *Server) drain() {
+	s.drainMu.Lock()
+	s.draining = true
+	close(s.jobs)
+	s.drainMu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.workers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(s.settings.DrainTimeout):
+		s.log.Warn("handlers still running at shutdown", "waited", s.settings.DrainTimeout)
+	}
+}
+
+// knownMethods are the methods of RFC 3261 and its common extensions; others
+// get 501 Not Implemented rather than 405 (RFC 3261 §21.5.2).
+var knownMethods = []sip.RequestMethod{
+	sip.INVITE, sip.ACK, sip.BYE, sip.CANCEL, sip.OPTIONS, sip.REGISTER, sip.PRACK,
+	sip.SUBSCRIBE, sip.NOTIFY, sip.PUBLISH, sip.INFO, sip.REFER, sip.MESSAGE, sip.UPDATE,
+}
+
+func (s *Server) allowHeader() string {
+	var ms []string
+	for m := range s.stateless {
+		ms = append(ms, string(m))
+	}
+	for m := range s.transactional {
+		ms = append(ms, string(m))
+	}
+	if !slices.Contains(ms, string(sip.OPTIONS)) {
+		ms = append(ms, string(sip.OPTIONS))
+	}
+	if _, ok := s.transactional[sip.INVITE]; ok {
+		ms = append(ms, string(sip.ACK), string(sip.CANCEL))
+	}
+	slices.Sort(ms)
+	return strings.Join(slices.Compact(ms), ", ")
+}

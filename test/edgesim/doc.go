@@ -1,0 +1,17 @@
+// Package edgesim simulates the parts of Twilio's SIP edge that edgewise
+// depends on, so failover can be demonstrated and tested offline.
+//
+// A simulated edge (ashburn, umatilla, …) is a SIP registrar/UAS listening on
+// each of its loopback IPs, every IP with its own UDP and TCP sockets, the way
+// a real Twilio edge FQDN resolves to several addresses. All edges share one
+// location table, as Twilio's registrar does (twilio-facts §1), and apply
+// Twilio's registration rules: digest auth with 401, 423 below 600 s, expiry
+// cut to 3600 s, at most 10 bindings and 5 REGISTERs per second per AOR.
+//
+// A small DNS server answers the edge FQDNs with the edges' IPs, and an HTTP
+// control API breaks an edge or a single IP (drop, reject, slow, refuse) and
+// heals it. The same operations are methods on [Sim] for tests that embed it.
+//
+// edgesim deliberately shares no code with the edgewise packages it tests:
+// a bug in a shared helper would hide itself.
+package edgesim

@@ -1,0 +1,357 @@
+package edgesim
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// edgeIP is one address of an edge. Each has its own sockets and its own
+// sipgo stack, so closing one (refuse mode) touches nothing else and a
+// response always leaves from the address the request reached.
+type edgeIP struct {
+	sim      *Sim
+	edge     *edge
+	addr     netip.Addr
+	override *ModeSetting // guarded by sim.modeMu; nil follows the edge
+
+	cfgPort int // as configured; 0 = a free port shared with other such IPs
+
+	mu   sync.Mutex
+	port int   // the port to bind: cfgPort, then the bound one once known
+	live *live // nil while the sockets are closed
+
+	countMu  sync.Mutex
+	requests map[string]uint64 // method → requests received
+}
+
+// live is one period during which an edge IP's sockets are open. Re-opening
+// after refuse builds a new one, so nothing of the old stack lingers.
+type live struct {
+	ip   *edgeIP
+	ua   *sipgo.UserAgent
+	udp  net.PacketConn
+	tcp  *connTracker
+	done chan struct{} // closed when this period ends
+
+	serving sync.WaitGroup // sipgo Serve loops
+
+	mu       sync.Mutex
+	closing  bool
+	handlers sync.WaitGroup // requests being served
+}
+
+func (ip *edgeIP) hostPort() string {
+	return netip.AddrPortFrom(ip.addr, uint16(ip.boundPort())).String()
+}
+
+func (ip *edgeIP) boundPort() int {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	return ip.port
+}
+
+func (ip *edgeIP) setPort(p int) {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	ip.port = p
+}
+
+func (ip *edgeIP) isOpen() bool {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	return ip.live != nil
+}
+
+// open binds the IP's sockets (on the same port as before, once one was
+// bound) and starts serving them.
+func (ip *edgeIP) open() error {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	if ip.live != nil {
+		return nil
+	}
+	s := ip.sim
+	wantUDP := slices.Contains(s.cfg.Transports, "udp")
+	wantTCP := slices.Contains(s.cfg.Transports, "tcp")
+	pc, ln, err := bindPair(ip.addr, ip.port, wantUDP, wantTCP)
+	if err != nil {
+		return fmt.Errorf("edge %s: listen on %s port %d: %w", ip.edge.name, ip.addr, ip.port, err)
+	}
+	if pc != nil {
+		ip.port = pc.LocalAddr().(*net.UDPAddr).Port
+	} else {
+		ip.port = ln.Addr().(*net.TCPAddr).Port
+	}
+
+	logger := s.sipgoLogger(ip)
+	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgent("edgesim"),
+		sipgo.WithUserAgentHostname(ip.addr.String()),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerLogger(logger),
+			sip.WithTransportLayerReadFilter(ip.readFilter),
+		),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(logger)),
+	)
+	if err != nil {
+		closeAll(pc, ln)
+		return fmt.Errorf("edge %s: sip stack for %s: %w", ip.edge.name, ip.addr, err)
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(logger))
+	if err != nil {
+		_ = ua.Close()
+		closeAll(pc, ln)
+		return fmt.Errorf("edge %s: sip server for %s: %w", ip.edge.name, ip.addr, err)
+	}
+	l := &live{ip: ip, ua: ua, udp: pc, done: make(chan struct{})}
+	// Every method reaches one entry point: the mode gate comes before any
+	// per-method handling.
+	srv.OnNoRoute(l.handle)
+	if pc != nil {
+		l.serving.Go(func() {
+			if err := srv.ServeUDP(pc); err != nil && !l.isClosing() {
+				s.log.Error("udp serve stopped", "edge", ip.edge.name, "ip", ip.addr.String(), "error", err)
+			}
+		})
+	}
+	if ln != nil {
+		l.tcp = newConnTracker(ln)
+		l.serving.Go(func() {
+			if err := srv.ServeTCP(l.tcp); err != nil && !l.isClosing() {
+				s.log.Error("tcp serve stopped", "edge", ip.edge.name, "ip", ip.addr.String(), "error", err)
+			}
+		})
+	}
+	ip.live = l
+	return nil
+}
+
+// close closes the IP's sockets, so senders get ICMP port unreachable or a
+// refused connection, and waits for its requests to finish.
+func (ip *edgeIP) close() {
+	ip.mu.Lock()
+	l := ip.live
+	ip.live = nil
+	ip.mu.Unlock()
+	if l != nil {
+		l.stop()
+	}
+}
+
+func (l *live) isClosing() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closing
+}
+
+func (l *live) stop() {
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
+	close(l.done)
+	if l.udp != nil {
+		_ = l.udp.Close()
+	}
+	if l.tcp != nil {
+		_ = l.tcp.Close()
+	}
+	_ = l.ua.Close()
+	l.serving.Wait()
+	l.handlers.Wait()
+}
+
+// handle is the sipgo entry point for every request of this period.
+func (l *live) handle(req *sip.Request, tx sip.ServerTransaction) {
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		return
+	}
+	l.handlers.Add(1)
+	l.mu.Unlock()
+	defer l.handlers.Done()
+
+	l.ip.count(string(req.Method))
+	in := &inbound{req: req, tx: tx, ip: l.ip}
+	in.serve(doneContext(l.done))
+}
+
+// readFilter sees raw messages before sipgo parses them. Drop mode acts here,
+// so nothing is answered at all, not even the stateless 400 sipgo sends for
+// a malformed request.
+func (ip *edgeIP) readFilter(props sip.TransportReadProps, data []byte) ([]byte, error) {
+	if ip.sim.effective(ip).Mode != ModeDrop {
+		return data, nil
+	}
+	if m := requestMethod(data); m != "" {
+		ip.count(m)
+		ip.sim.log.Debug("sip request dropped", "edge", ip.edge.name, "ip", ip.addr.String(),
+			"transport", props.Transport, "method", m, "source", props.RemoteAddr.String())
+	}
+	return nil, nil
+}
+
+// requestMethod returns the method of a request's start line, or "" for a
+// response, a keepalive or garbage. A TCP read may hold several messages;
+// only the first is seen, which is enough to count in drop mode.
+func requestMethod(data []byte) string {
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	line = bytes.TrimRight(line, "\r")
+	method, rest, ok := bytes.Cut(line, []byte(" "))
+	if !ok || len(method) == 0 || !bytes.HasSuffix(rest, []byte(" SIP/2.0")) {
+		return ""
+	}
+	for _, c := range method {
+		if c < 'A' || c > 'Z' {
+			return ""
+		}
+	}
+	return string(method)
+}
+
+func (ip *edgeIP) count(method string) {
+	ip.countMu.Lock()
+	ip.requests[method]++
+	ip.countMu.Unlock()
+}
+
+func (ip *edgeIP) counters() map[string]uint64 {
+	ip.countMu.Lock()
+	defer ip.countMu.Unlock()
+	return maps.Clone(ip.requests)
+}
+
+func (ip *edgeIP) resetCounters() {
+	ip.countMu.Lock()
+	ip.requests = map[string]uint64{}
+	ip.countMu.Unlock()
+}
+
+// bindPair binds UDP and/or TCP on addr:port. With port 0 both must land on
+// the same free port, so it retries when the TCP port is taken.
+func bindPair(addr netip.Addr, port int, wantUDP, wantTCP bool) (net.PacketConn, net.Listener, error) {
+	attempts := 1
+	if port == 0 && wantUDP && wantTCP {
+		attempts = 20
+	}
+	var err error
+	for range attempts {
+		var pc net.PacketConn
+		var ln net.Listener
+		p := port
+		if wantUDP {
+			pc, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(p))))
+			if err != nil {
+				return nil, nil, err
+			}
+			p = pc.LocalAddr().(*net.UDPAddr).Port
+		}
+		if wantTCP {
+			ln, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(p))))
+			if err != nil {
+				closeAll(pc, nil)
+				continue
+			}
+		}
+		return pc, ln, nil
+	}
+	return nil, nil, err
+}
+
+func closeAll(pc net.PacketConn, ln net.Listener) {
+	if pc != nil {
+		_ = pc.Close()
+	}
+	if ln != nil {
+		_ = ln.Close()
+	}
+}
+
+// connTracker is a listener that remembers the connections it accepted, so
+// closing it closes them too: an edge whose port is closed also drops the
+// TCP connections senders already had.
+type connTracker struct {
+	net.Listener
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+	closed bool
+}
+
+func newConnTracker(ln net.Listener) *connTracker {
+	return &connTracker{Listener: ln, conns: map[*trackedConn]struct{}{}}
+}
+
+func (t *connTracker) Accept() (net.Conn, error) {
+	c, err := t.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, t: t}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	t.conns[tc] = struct{}{}
+	return tc, nil
+}
+
+// Close closes the listener and resets every accepted connection: linger 0
+// sends RST, as a host whose SIP process died would.
+func (t *connTracker) Close() error {
+	t.mu.Lock()
+	t.closed = true
+	conns := slices.Collect(maps.Keys(t.conns))
+	t.conns = map[*trackedConn]struct{}{}
+	t.mu.Unlock()
+	err := t.Listener.Close()
+	for _, c := range conns {
+		if tcp, ok := c.Conn.(*net.TCPConn); ok {
+			_ = tcp.SetLinger(0)
+		}
+		_ = c.Conn.Close()
+	}
+	return err
+}
+
+type trackedConn struct {
+	net.Conn
+	t *connTracker
+}
+
+func (c *trackedConn) Close() error {
+	c.t.mu.Lock()
+	delete(c.t.conns, c)
+	c.t.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// doneContext is a context that ends when its channel closes; it lets a
+// request handler wait on the period it arrived in without storing a
+// context in a struct.
+type doneContext <-chan struct{}
+
+func (d doneContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (d doneContext) Done() <-chan struct{}       { return d }
+func (d doneContext) Value(any) any               { return nil }
+func (d doneContext) Err() error {
+	select {
+	case <-d:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+var _ context.Context = doneContext(nil)

@@ -1,0 +1,342 @@
+// Package integration drives the real edgewise and edgesim binaries with real
+// SIP clients nobody on the team wrote (SIPp, baresip). Every address is on
+// loopback; every client run is bounded in count and time.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	binDir  string // where TestMain built edgewise and edgesim
+	repoDir string // module root, for scenario files
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "go env GOMOD:", err)
+		return 1
+	}
+	repoDir = filepath.Dir(strings.TrimSpace(string(out)))
+	binDir, err = os.MkdirTemp("", "edgewise-it-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(binDir)
+	build := exec.Command("go", "build", "-race", "-o", binDir+"/", "./cmd/edgewise", "./cmd/edgesim")
+	build.Dir = repoDir
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building binaries:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// requireTool fails (never skips) when a client the tests rely on is missing:
+// `make test` installs them, so a missing one is a broken setup, not a reason
+// to pass quietly.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not installed: run `make test`, which installs it", name)
+	}
+	return p
+}
+
+var ipCounter atomic.Int32
+
+// nextIP hands each test its own loopback address so daemons and clients of
+// different tests never share a port. The range starts at a per-process
+// offset and skips addresses whose SIP port is taken, so two runs of this
+// suite on one machine do not collide either.
+func nextIP() string {
+	base := 70 + os.Getpid()%100
+	for {
+		n := int(ipCounter.Add(1))
+		ip := fmt.Sprintf("127.%d.%d.%d", base, n/250, 1+n%250)
+		if portsFree(ip) {
+			return ip
+		}
+	}
+}
+
+func portsFree(ip string) bool {
+	u, err := net.ListenPacket("udp", ip+":5060")
+	if err != nil {
+		return false
+	}
+	u.Close()
+	l, err := net.Listen("tcp", ip+":5060")
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// proc is a running binary under test.
+type proc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+// startProc starts name (a binary TestMain built, or an absolute path) and
+// kills it when the test ends.
+func startProc(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, out: &syncBuffer{}, done: make(chan struct{})}
+	if !filepath.IsAbs(name) {
+		name = filepath.Join(binDir, name)
+	}
+	p.cmd = exec.Command(name, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.signal(syscall.SIGKILL)
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.out.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) signal(sig os.Signal) {
+	select {
+	case <-p.done:
+	default:
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		p.t.Fatalf("process did not exit within %v; output:\n%s", timeout, p.out.String())
+		return -1
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// daemon is a running `edgewise serve`.
+type daemon struct {
+	*proc
+	ip       string // SIP listens on ip:5060 (UDP and TCP)
+	adminURL string
+	cfgPath  string
+	dir      string
+}
+
+// daemonConfig renders a config for a daemon on ip. Extra YAML is appended
+// verbatim under the given top-level keys by the caller via overrides.
+func daemonConfig(ip, dir string, sipExtra string) string {
+	return fmt.Sprintf(`log:
+  level: debug
+sip:
+  listen: ["udp:%[1]s:5060", "tcp:%[1]s:5060"]
+  realm: edgewise.test
+%[3]stwilio:
+  domain: itest
+  edges: [ashburn, umatilla]
+  dns_server: 127.0.0.1:1
+phones:
+  - user: alice
+    password: alice-secret
+    twilio_password: AliceTwilio123
+  - user: bob
+    password: bob-secret
+    twilio_password: BobTwilio1234
+  - user: carol
+    password: carol-secret
+    twilio_password: CarolTwilio123
+store:
+  path: %[2]s/edgewise.db
+admin:
+  listen: %[1]s:9060
+media:
+  rtp_ports: 30000-30999
+`, ip, dir, sipExtra)
+}
+
+func startDaemon(t *testing.T, cfg func(ip, dir string) string) *daemon {
+	t.Helper()
+	ip := nextIP()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edgewise.yaml")
+	if err := os.WriteFile(path, []byte(cfg(ip, dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{ip: ip, adminURL: "http://" + ip + ":9060", cfgPath: path, dir: dir}
+	d.start(t)
+	return d
+}
+
+// start (re)starts the daemon on its config and waits until it is healthy.
+func (d *daemon) start(t *testing.T) {
+	t.Helper()
+	d.proc = startProc(t, "edgewise", "serve", "-c", d.cfgPath)
+	eventually(t, 15*time.Second, "edgewise /healthz", func() bool {
+		select {
+		case <-d.done:
+			t.Fatalf("edgewise exited early:\n%s", d.out.String())
+		default:
+		}
+		resp, err := http.Get(d.adminURL + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// status is the part of /v1/status the tests read.
+type status struct {
+	Config struct {
+		Version    string `json:"version"`
+		LastReload struct {
+			OK       bool     `json:"ok"`
+			Trigger  string   `json:"trigger"`
+			Problems []string `json:"problems"`
+		} `json:"last_reload"`
+	} `json:"config"`
+	Users []struct {
+		User     string `json:"user"`
+		Contacts []struct {
+			URI       string    `json:"uri"`
+			Source    string    `json:"source"`
+			ExpiresAt time.Time `json:"expires_at"`
+			UserAgent string    `json:"user_agent"`
+		} `json:"contacts"`
+	} `json:"users"`
+}
+
+func (d *daemon) status(t *testing.T) status {
+	t.Helper()
+	resp, err := http.Get(d.adminURL + "/v1/status")
+	if err != nil {
+		t.Fatalf("GET /v1/status: %v", err)
+	}
+	defer resp.Body.Close()
+	var s status
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatalf("decode /v1/status: %v", err)
+	}
+	return s
+}
+
+// contacts returns the contact URIs of user in /v1/status.
+func (d *daemon) contacts(t *testing.T, user string) []string {
+	t.Helper()
+	var uris []string
+	for _, u := range d.status(t).Users {
+		if u.User == user {
+			for _, c := range u.Contacts {
+				uris = append(uris, c.URI)
+			}
+		}
+	}
+	return uris
+}
+
+// sippRun runs one SIPp scenario as a UAC against target with the given
+// injection rows and returns SIPp's exit code (0: every call succeeded) and
+// its output. Bounded by -m (calls) and a hard timeout.
+func sippRun(t *testing.T, scenario, localIP, target string, rows [][]string, calls int, extra ...string) (int, string) {
+	t.Helper()
+	requireTool(t, "sipp")
+	dir := t.TempDir()
+	inf := filepath.Join(dir, "users.csv")
+	var b strings.Builder
+	b.WriteString("SEQUENTIAL\n")
+	for _, r := range rows {
+		b.WriteString(strings.Join(r, ";") + "\n")
+	}
+	if err := os.WriteFile(inf, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{
+		"-sf", filepath.Join(repoDir, "test", "sipp", scenario),
+		"-inf", inf,
+		"-i", localIP,
+		"-m", fmt.Sprint(calls), "-l", "1",
+		"-timeout", "20s", "-timeout_error",
+		"-nostdin", "-trace_err", "-error_file", filepath.Join(dir, "errors.log"),
+	}, extra...)
+	args = append(args, target)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sipp", args...)
+	cmd.Dir = dir
+	out, _ := cmd.CombinedOutput()
+	errs, _ := os.ReadFile(filepath.Join(dir, "errors.log"))
+	return cmd.ProcessState.ExitCode(), string(out) + "\n" + string(errs)
+}
+
+// authRow is one SIPp injection row: user, credentials keyword, expires.
+func authRow(user, password string, expires int) []string {
+	return []string{user, fmt.Sprintf("[authentication username=%s password=%s]", user, password), fmt.Sprint(expires)}
+}
