@@ -34,7 +34,9 @@ func newClock() *clock {
 func (c *clock) Now() time.Time      { return time.Unix(0, c.ns.Load()) }
 func (c *clock) Add(d time.Duration) { c.ns.Add(int64(d)) }
 
-// logBuffer keeps log lines so tests can assert what was logged.
+// logBuffer keeps log lines so tests can assert what was logged, and prints
+// them (from the test goroutine) when the test fails. Background goroutines
+// must not call t.Log: they may outlive the test.
 type logBuffer struct {
 	t     testing.TB
 	mu    sync.Mutex
@@ -46,8 +48,18 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	l.lines = append(l.lines, s)
 	l.mu.Unlock()
-	l.t.Log(s)
 	return len(p), nil
+}
+
+func (l *logBuffer) dumpOnFailure() {
+	if !l.t.Failed() {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.lines {
+		l.t.Log(s)
+	}
 }
 
 func (l *logBuffer) count(substr string) int {
@@ -137,6 +149,7 @@ func newEnv(t *testing.T, mutate func(*Settings)) *env {
 		cancel()
 		wg.Wait()
 		e.table.Close()
+		e.logs.dumpOnFailure()
 	})
 	return e
 }
