@@ -96,7 +96,7 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger) error 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	sip, err := newSIPSide(cfg, table, logger, reg)
+	sip, err := newSIPSide(cfg, table, db, logger, reg)
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,11 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger) error 
 	}
 
 	adm := admin.New(admin.Options{
-		Status: func() any { return buildStatus(started, live, table, time.Now()) },
+		Status: func() any {
+			doc := buildStatus(started, live, table, time.Now())
+			sip.decorate(&doc)
+			return doc
+		},
 		Reload: func(trigger string) (any, bool) {
 			res := live.Reload(trigger)
 			return res, res.OK

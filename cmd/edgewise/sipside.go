@@ -4,26 +4,36 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
+	"net"
+	"strconv"
 
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/edgewise-sip/edgewise/configs"
 	"github.com/edgewise-sip/edgewise/registrar"
 	"github.com/edgewise-sip/edgewise/registrar/digest"
+	"github.com/edgewise-sip/edgewise/registrar/edge"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/sipserver"
+	"github.com/edgewise-sip/edgewise/registrar/upstream"
 )
 
-// sipSide is the phone-facing SIP stack: listeners and the local registrar.
+// sipSide is the SIP stack: listeners, the local registrar, the edge
+// monitor and the upstream registrations that follow it.
 type sipSide struct {
-	logger *slog.Logger
-	server *sipserver.Server
-	reg    *registrar.Registrar
+	logger   *slog.Logger
+	server   *sipserver.Server
+	reg      *registrar.Registrar
+	edges    *edge.Monitor
+	upstream *upstream.Manager
+	tls      *edge.TLSClients
 }
 
-func newSIPSide(cfg *configs.Config, table *location.Table, logger *slog.Logger, metrics prometheus.Registerer) (*sipSide, error) {
+func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer) (*sipSide, error) {
 	srv, err := sipserver.New(sipServerSettings(cfg), logger.With("component", "sip"))
 	if err != nil {
 		return nil, err
@@ -37,8 +47,82 @@ func newSIPSide(cfg *configs.Config, table *location.Table, logger *slog.Logger,
 	}
 	srv.HandleStateless(sip.REGISTER, reg.ServeRegister)
 	srv.SetGuard(reg.Blocked)
-	metrics.MustRegister(reg.Collector())
-	return &sipSide{logger: logger, server: srv, reg: reg}, nil
+
+	// TLS to Twilio needs one client per edge FQDN so SNI and certificate
+	// checks name the FQDN while packets go to one explicit IP.
+	host, port := cfg.SIP.Advertise()
+	tlsClients := edge.NewTLSClients(nil,
+		[]sipgo.UserAgentOption{sipgo.WithUserAgent("edgewise/" + version)},
+		sipgo.WithClientHostname(host), sipgo.WithClientPort(port))
+	proberOpts := []edge.SIPProberOption{edge.WithTLSClients(tlsClients.Client)}
+	if cfg.Twilio.Keepalive.Method == edge.KeepaliveRegister {
+		// Down edges are then probed with an unauthenticated REGISTER: any
+		// answer (Twilio's 401) proves the edge alive.
+		proberOpts = append(proberOpts, edge.WithRegisterProbe("keepalive"))
+	}
+	mon, err := edge.New(edgeSettings(cfg), edge.NewSIPProber(srv.Client(), proberOpts...), logger.With("component", "edge"))
+	if err != nil {
+		return nil, err
+	}
+	up, err := upstream.New(upstreamSettings(cfg), upstreamDirectory(cfg), upstream.Options{
+		Edges:    mon,
+		Bindings: table,
+		Sender:   upstream.ClientSender{Client: srv.Client(), TLS: tlsClients.Client},
+		DB:       db,
+		Logger:   logger.With("component", "upstream"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	metrics.MustRegister(reg.Collector(), mon, up)
+	return &sipSide{logger: logger, server: srv, reg: reg, edges: mon, upstream: up, tls: tlsClients}, nil
+}
+
+func edgeSettings(cfg *configs.Config) edge.Settings {
+	t := cfg.Twilio
+	return edge.Settings{
+		Domain:            t.Domain,
+		Edges:             t.Edges,
+		DNSServer:         t.DNSServer,
+		Transport:         t.Transport,
+		Timeout:           t.Timeout,
+		KeepaliveInterval: t.Keepalive.Interval,
+		FailbackHold:      t.FailbackHold,
+		KeepaliveMethod:   t.Keepalive.Method,
+	}
+}
+
+func upstreamSettings(cfg *configs.Config) upstream.Settings {
+	host, port := cfg.SIP.Advertise()
+	return upstream.Settings{
+		Domain:           cfg.Twilio.Domain,
+		RegisterExpires:  cfg.Twilio.RegisterExpires,
+		MoveRate:         cfg.Twilio.Move.Rate,
+		MoveConcurrency:  cfg.Twilio.Move.Concurrency,
+		PublicAddress:    net.JoinHostPort(host, strconv.Itoa(port)),
+		ContactTransport: contactTransport(cfg),
+		UserAgent:        "edgewise/" + version,
+	}
+}
+
+// contactTransport is the transport Twilio should use for INVITEs to us:
+// the configured upstream transport when edgewise listens on it, else the
+// first listener's.
+func contactTransport(cfg *configs.Config) string {
+	for _, l := range cfg.SIP.Listen {
+		if l.Transport == cfg.Twilio.Transport {
+			return l.Transport
+		}
+	}
+	return cfg.SIP.Listen[0].Transport
+}
+
+func upstreamDirectory(cfg *configs.Config) upstream.StaticDirectory {
+	dir := make(upstream.StaticDirectory, len(cfg.Phones))
+	for _, p := range cfg.Phones {
+		dir[p.User] = upstream.Credentials{User: p.TwilioUser, Password: p.TwilioPassword.Value()}
+	}
+	return dir
 }
 
 func sipServerSettings(cfg *configs.Config) sipserver.Settings {
@@ -89,10 +173,18 @@ func phoneCredentials(cfg *configs.Config) registrar.MapDirectory {
 // apply takes a reloaded config. Listener changes need a restart (the reload
 // result says so); everything else applies at once.
 func (s *sipSide) apply(cfg *configs.Config) {
+	// configs validated the file; a refusal below is a disagreement between
+	// two validations and must be visible.
 	if err := s.reg.Apply(registrarSettings(cfg), phoneCredentials(cfg)); err != nil {
-		// configs validated the file; this is a disagreement between the two
-		// validations and must be visible.
 		s.logger.Error("registrar refused the reloaded settings; keeping the old ones", "error", err)
+	}
+	// The monitor first: a new edge order is its decision, and the upstream
+	// manager follows its change event with paced, make-before-break moves.
+	if err := s.edges.Apply(edgeSettings(cfg)); err != nil {
+		s.logger.Error("edge monitor refused the reloaded settings; keeping the old ones", "error", err)
+	}
+	if err := s.upstream.Apply(upstreamSettings(cfg), upstreamDirectory(cfg)); err != nil {
+		s.logger.Error("upstream registration refused the reloaded settings; keeping the old ones", "error", err)
 	}
 }
 
@@ -100,16 +192,21 @@ func (s *sipSide) apply(cfg *configs.Config) {
 func (s *sipSide) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	var regErr error
-	wg.Go(func() { regErr = s.reg.Run(ctx) })
-	err := s.server.Run(ctx)
-	cancel() // a listener that failed stops the registrar's loops too
-	wg.Wait()
-	if err != nil {
-		return err
-	}
-	return regErr
+	defer s.tls.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.server.Run(gctx) })
+	g.Go(func() error { return s.reg.Run(gctx) })
+	g.Go(func() error { return s.edges.Run(gctx) })
+	g.Go(func() error {
+		// Upstream REGISTERs leave through the SIP listeners.
+		select {
+		case <-s.server.Ready():
+		case <-gctx.Done():
+			return nil
+		}
+		return s.upstream.Run(gctx)
+	})
+	return g.Wait()
 }
 
 // digestAlgorithms maps the configured names onto the registrar's algorithms;
@@ -122,4 +219,15 @@ func digestAlgorithms(names []string) []digest.Algorithm {
 		}
 	}
 	return algs
+}
+
+// decorate adds edge health and each user's upstream registration to the
+// status document.
+func (s *sipSide) decorate(doc *statusDoc) {
+	doc.Edges = s.edges.Status()
+	for i := range doc.Users {
+		if st, ok := s.upstream.Status(doc.Users[i].User); ok {
+			doc.Users[i].Upstream = &st
+		}
+	}
 }

@@ -5,17 +5,19 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/registrar/edge"
 	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/registrar/upstream"
 )
 
 // statusDoc is GET /v1/status. Field names are part of the admin API.
 type statusDoc struct {
-	Version   string       `json:"version"`
-	StartedAt time.Time    `json:"started_at"`
-	Config    configStatus `json:"config"`
-	Users     []userStatus `json:"users"`
-	Edges     any          `json:"edges,omitempty"`
-	Store     storeStatus  `json:"store"`
+	Version   string            `json:"version"`
+	StartedAt time.Time         `json:"started_at"`
+	Config    configStatus      `json:"config"`
+	Users     []userStatus      `json:"users"`
+	Edges     []edge.EdgeStatus `json:"edges"`
+	Store     storeStatus       `json:"store"`
 }
 
 type configStatus struct {
@@ -28,9 +30,9 @@ type configStatus struct {
 }
 
 type userStatus struct {
-	User     string          `json:"user"`
-	Contacts []contactStatus `json:"contacts"`
-	Upstream any             `json:"upstream,omitempty"`
+	User     string           `json:"user"`
+	Contacts []contactStatus  `json:"contacts"`
+	Upstream *upstream.Status `json:"upstream,omitempty"`
 }
 
 type contactStatus struct {
