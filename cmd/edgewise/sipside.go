@@ -54,20 +54,24 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	tlsClients := edge.NewTLSClients(nil,
 		[]sipgo.UserAgentOption{sipgo.WithUserAgent("edgewise/" + version)},
 		sipgo.WithClientHostname(host), sipgo.WithClientPort(port))
+	client, err := upstreamClient(cfg, srv)
+	if err != nil {
+		return nil, err
+	}
 	proberOpts := []edge.SIPProberOption{edge.WithTLSClients(tlsClients.Client)}
 	if cfg.Twilio.Keepalive.Method == edge.KeepaliveRegister {
 		// Down edges are then probed with an unauthenticated REGISTER: any
 		// answer (Twilio's 401) proves the edge alive.
 		proberOpts = append(proberOpts, edge.WithRegisterProbe("keepalive"))
 	}
-	mon, err := edge.New(edgeSettings(cfg), edge.NewSIPProber(srv.Client(), proberOpts...), logger.With("component", "edge"))
+	mon, err := edge.New(edgeSettings(cfg), edge.NewSIPProber(client, proberOpts...), logger.With("component", "edge"))
 	if err != nil {
 		return nil, err
 	}
 	up, err := upstream.New(upstreamSettings(cfg), upstreamDirectory(cfg), upstream.Options{
 		Edges:    mon,
 		Bindings: table,
-		Sender:   upstream.ClientSender{Client: srv.Client(), TLS: tlsClients.Client},
+		Sender:   upstream.ClientSender{Client: client, TLS: tlsClients.Client},
 		DB:       db,
 		Logger:   logger.With("component", "upstream"),
 	})
@@ -76,6 +80,20 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	}
 	metrics.MustRegister(reg.Collector(), mon, up)
 	return &sipSide{logger: logger, server: srv, reg: reg, edges: mon, upstream: up, tls: tlsClients}, nil
+}
+
+// upstreamClient is the client for requests to Twilio. Over UDP they leave
+// from the first UDP listener, so Twilio's answers and its INVITEs to our
+// Contact come back through the socket (and NAT binding) the Via names.
+func upstreamClient(cfg *configs.Config, srv *sipserver.Server) (*sipgo.Client, error) {
+	if cfg.Twilio.Transport == "udp" {
+		for _, l := range cfg.SIP.Listen {
+			if l.Transport == "udp" {
+				return srv.PinnedClient(l.Addr())
+			}
+		}
+	}
+	return srv.Client(), nil
 }
 
 func edgeSettings(cfg *configs.Config) edge.Settings {
@@ -196,16 +214,19 @@ func (s *sipSide) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.server.Run(gctx) })
 	g.Go(func() error { return s.reg.Run(gctx) })
-	g.Go(func() error { return s.edges.Run(gctx) })
-	g.Go(func() error {
-		// Upstream REGISTERs leave through the SIP listeners.
-		select {
-		case <-s.server.Ready():
-		case <-gctx.Done():
-			return nil
+	// Probes and upstream REGISTERs leave through the SIP listeners.
+	afterReady := func(run func(context.Context) error) func() error {
+		return func() error {
+			select {
+			case <-s.server.Ready():
+			case <-gctx.Done():
+				return nil
+			}
+			return run(gctx)
 		}
-		return s.upstream.Run(gctx)
-	})
+	}
+	g.Go(afterReady(s.edges.Run))
+	g.Go(afterReady(s.upstream.Run))
 	return g.Wait()
 }
 

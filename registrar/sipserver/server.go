@@ -241,6 +241,18 @@ func (s *Server) blocked(a netip.Addr) bool {
 // listening socket when their Laddr names it (see Server.Addr).
 func (s *Server) Client() *sipgo.Client { return s.client }
 
+// PinnedClient returns a client on the server's user agent whose UDP
+// requests leave from the listening socket bound to local (host:port of a
+// udp listener), so a peer sees the same address in the source, the Via and
+// the Contact, and answers and calls back through the same NAT binding. Its
+// Via names the public address. Use it for UDP only: sipgo would try to bind
+// local for TCP too. Valid after Ready.
+func (s *Server) PinnedClient(local string) (*sipgo.Client, error) {
+	host, port := publicHostPort(s.settings)
+	return sipgo.NewClient(s.ua, sipgo.WithClientHostname(host), sipgo.WithClientPort(port),
+		sipgo.WithClientConnectionAddr(local))
+}
+
 // UserAgent is the configured agent name.
 func (s *Server) UserAgent() string { return s.settings.UserAgent }
 

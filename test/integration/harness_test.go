@@ -263,8 +263,24 @@ type status struct {
 			Problems []string `json:"problems"`
 		} `json:"last_reload"`
 	} `json:"config"`
+	Edges []struct {
+		Name   string `json:"name"`
+		State  string `json:"state"`
+		Active bool   `json:"active"`
+		Reason string `json:"reason"`
+		IPs    []struct {
+			IP        string `json:"ip"`
+			State     string `json:"state"`
+			LastError string `json:"last_error"`
+		} `json:"ips"`
+	} `json:"edges"`
 	Users []struct {
 		User     string `json:"user"`
+		Upstream *struct {
+			Edge      string `json:"edge"`
+			State     string `json:"state"`
+			LastError string `json:"last_error"`
+		} `json:"upstream"`
 		Contacts []struct {
 			URI       string    `json:"uri"`
 			Source    string    `json:"source"`

@@ -143,21 +143,7 @@ func TestRestartKeepsBindings(t *testing.T) {
 func TestBaresipRegisters(t *testing.T) {
 	requireTool(t, "baresip")
 	d := startDaemon(t, defaultConfig)
-	client := nextIP()
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "config"), fmt.Sprintf(`sip_listen %s:0
-sip_trans_def udp
-audio_player aufile,/dev/null
-audio_source ausine,440
-module_path /usr/lib/baresip/modules
-module g711.so
-module ausine.so
-module aufile.so
-module_app account.so
-`, client))
-	writeFile(t, filepath.Join(dir, "accounts"),
-		fmt.Sprintf("<sip:bob@%s:5060;transport=udp>;auth_pass=bob-secret;regint=600\n", d.ip))
-	startProc(t, requireTool(t, "baresip"), "-f", dir)
+	client := startBaresip(t, d, "bob", "bob-secret")
 	eventually(t, 20*time.Second, "baresip's binding in /v1/status", func() bool {
 		for _, u := range d.status(t).Users {
 			if u.User != "bob" {
@@ -171,6 +157,30 @@ module_app account.so
 		}
 		return false
 	})
+}
+
+// startBaresip runs baresip registered to d as user and returns the address
+// it listens on. Audio comes from a sine generator and goes nowhere, so no
+// sound device is needed.
+func startBaresip(t *testing.T, d *daemon, user, password string) string {
+	t.Helper()
+	client := nextIP()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "config"), fmt.Sprintf(`poll_method epoll
+sip_listen %s:5060
+audio_player aufile,/dev/null
+audio_source ausine,440
+module_path /usr/lib/baresip/modules
+module g711.so
+module ausine.so
+module aufile.so
+module_tmp uuid.so
+module_tmp account.so
+`, client))
+	writeFile(t, filepath.Join(dir, "accounts"),
+		fmt.Sprintf("<sip:%s@%s:5060;transport=udp>;auth_pass=%s;regint=600\n", user, d.ip, password))
+	startProc(t, requireTool(t, "baresip"), "-f", dir)
+	return client
 }
 
 func writeFile(t *testing.T, path, content string) {
