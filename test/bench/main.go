@@ -34,58 +34,84 @@ import (
 
 func main() {
 	var (
-		out      = flag.String("out", "bench-results", "directory for the results table")
-		users    = flag.Int("users", 20000, "distinct users (AORs) registered")
-		stepDur  = flag.Duration("step", 15*time.Second, "duration of each rate step")
-		steady   = flag.Duration("steady", 60*time.Second, "duration of the steady run at the best clean rate")
-		ratesArg = flag.String("rates", "6000,10000,14000,18000,22000", "REGISTER rates (per second) to step through")
-		only     = flag.String("only", "", "run only this server (edgewise|kamailio)")
+		out      = flag.String("out", "bench-results", "directory for the results tables")
+		suites   = flag.String("suites", "registrar,failover,steady,token", "comma-separated suites to run")
+		users    = flag.Int("users", 20000, "registrar: distinct users (AORs) registered")
+		stepDur  = flag.Duration("step", 15*time.Second, "registrar: duration of each rate step")
+		steady   = flag.Duration("steady", 60*time.Second, "registrar: duration of the steady run at the best clean rate")
+		ratesArg = flag.String("rates", "6000,10000,14000,18000,22000", "registrar: REGISTER rates (per second) to step through")
+		only     = flag.String("only", "", "registrar: run only this server (edgewise|kamailio)")
+		window   = flag.Duration("window", 330*time.Second, "steady: measuring window (≥ half the 600 s expiry, so refreshes are in it)")
 	)
 	flag.Parse()
 	log.SetFlags(0)
 
-	rates, err := parseRates(*ratesArg)
-	if err != nil {
-		log.Fatal(err)
-	}
 	repo, err := repoRoot()
 	if err != nil {
 		log.Fatal(err)
 	}
-	work, err := os.MkdirTemp("", "edgewise-bench")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(work)
-
-	usersCSV := filepath.Join(work, "users.csv")
-	if err := writeUsers(usersCSV, *users); err != nil {
-		log.Fatal(err)
-	}
-
-	servers := []server{
-		&edgewiseServer{repo: repo, work: work, users: *users, addr: "127.0.0.1:5080", admin: "127.0.0.1:9080"},
-		&kamailioServer{repo: repo, work: work, addr: "127.0.0.1:5070", children: 4},
-	}
-	var results []result
-	for _, s := range servers {
-		if *only != "" && s.name() != *only {
-			continue
-		}
-		r, err := benchRegistrar(s, repo, usersCSV, rates, *stepDur, *steady)
-		if err != nil {
-			log.Fatalf("%s: %v", s.name(), err)
-		}
-		results = append(results, r)
-	}
-	table := render(results, *users, *stepDur, *steady)
-	fmt.Print(table)
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		log.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(*out, "registrar.txt"), []byte(table), 0o644); err != nil {
-		log.Fatal(err)
+	for _, suite := range strings.Split(*suites, ",") {
+		var table string
+		var err error
+		switch strings.TrimSpace(suite) {
+		case "registrar":
+			table, err = registrarSuite(repo, *users, *ratesArg, *stepDur, *steady, *only)
+		case "failover":
+			table, err = failoverSuite()
+		case "steady":
+			table, err = steadySuite(repo, *window)
+		case "token":
+			table, err = tokenSuite(repo)
+		default:
+			err = fmt.Errorf("unknown suite %q", suite)
+		}
+		if err != nil {
+			log.Fatalf("%s: %v", suite, err)
+		}
+		fmt.Print(table)
+		if err := os.WriteFile(filepath.Join(*out, strings.TrimSpace(suite)+".txt"), []byte(table), 0o644); err != nil {
+			log.Fatal(err)
+		}
 	}
+}
+
+// registrarSuite measures authenticated REGISTER throughput of edgewise and
+// Kamailio in the same run and prints both with their ratio.
+func registrarSuite(repo string, users int, ratesArg string, stepDur, steady time.Duration, only string) (string, error) {
+	rates, err := parseRates(ratesArg)
+	if err != nil {
+		return "", err
+	}
+	work, err := os.MkdirTemp("", "edgewise-bench")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(work)
+	usersCSV := filepath.Join(work, "users.csv")
+	if err := writeUsers(usersCSV, users); err != nil {
+		return "", err
+	}
+	// Addresses of their own, so a Kamailio or edgewise left on the usual
+	// ports by something else does not answer in their place.
+	servers := []server{
+		&edgewiseServer{repo: repo, work: work, users: users, addr: "127.0.9.1:5080", admin: "127.0.9.1:9080"},
+		&kamailioServer{repo: repo, work: work, addr: "127.0.9.2:5070", children: 4},
+	}
+	var results []result
+	for _, s := range servers {
+		if only != "" && s.name() != only {
+			continue
+		}
+		r, err := benchRegistrar(s, repo, usersCSV, rates, stepDur, steady)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", s.name(), err)
+		}
+		results = append(results, r)
+	}
+	return render(results, users, stepDur, steady), nil
 }
 
 // server is one registrar under test.
@@ -187,7 +213,7 @@ func runSIPp(s server, repo, usersCSV string, rate int, dur time.Duration) (step
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sipp",
 		"-sf", filepath.Join(repo, "test", "sipp", "register.xml"),
-		"-inf", usersCSV, "-i", "127.0.0.1",
+		"-inf", usersCSV, "-i", "127.0.9.3",
 		"-r", strconv.Itoa(rate), "-m", strconv.Itoa(calls),
 		"-l", strconv.Itoa(rate*2),
 		"-buff_size", "4194304", "-max_recv_loops", "10000",
