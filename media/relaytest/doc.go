@@ -1,0 +1,13 @@
+// Package relaytest measures RTP relays side by side on loopback: a load
+// generator (Run) that sets calls up over rtpengine's ng control protocol
+// (NGClient: offer/answer/delete, bencode over UDP) and streams G.711-sized
+// packets, drivers for the relays under test (Rtpengine, and Relayd, which is
+// media.Relay behind ServeNG), and the benchmark Suite with its Markdown
+// table. The same generator and the same control commands drive every relay.
+//
+// The generator uses raw non-blocking sockets outside Go's netpoller and
+// polls them, so it costs the relay under test no wake-ups; latency is taken
+// from the send stamp in each packet to the kernel's receive stamp
+// (SO_TIMESTAMPNS), so polling does not inflate it. Every loop is bounded by
+// the run's end time and by its context.
+package relaytest

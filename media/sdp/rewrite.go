@@ -1,0 +1,113 @@
+package sdp
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+
+	psdp "github.com/pion/sdp/v3"
+)
+
+// Target is where the relay wants one side's media: its advertised address
+// and the RTP port of the leg's pair (RTCP is Port+1).
+type Target struct {
+	Addr netip.Addr
+	Port uint16
+}
+
+// iceAttributes point the peer at addresses that bypass the relay; the relay
+// does not terminate ICE, so they are removed (as rtpengine's ICE=remove).
+var iceAttributes = map[string]bool{
+	"candidate": true, "remote-candidates": true, "end-of-candidates": true,
+	"ice-ufrag": true, "ice-pwd": true, "ice-options": true, "ice-lite": true,
+	"ice-mismatch": true,
+}
+
+// Rewrite points body at t: the origin and every connection address become
+// t.Addr, the audio stream the relay carries (Info.Audio) gets t.Port and a
+// matching a=rtcp if it had one, and any other active stream is disabled
+// (port 0, RFC 3264 §6) because the relay carries one stream per call.
+// Codecs, a=rtpmap, a=fmtp, telephone-event and direction attributes are
+// kept as written. Errors wrap ErrInvalid.
+func Rewrite(body []byte, t Target) ([]byte, error) {
+	if !t.Addr.IsValid() || t.Port == 0 {
+		return nil, fmt.Errorf("sdp: rewrite target %v:%d is not an address and port", t.Addr, t.Port)
+	}
+	d, err := unmarshal(body)
+	if err != nil {
+		return nil, err
+	}
+	info, err := describe(d)
+	if err != nil {
+		return nil, err
+	}
+	audio, ok := info.Audio()
+	if !ok {
+		return nil, ErrNoAudio
+	}
+	addr := t.Addr.Unmap()
+	addrType := "IP4"
+	if addr.Is6() {
+		addrType = "IP6"
+	}
+	conn := func() *psdp.ConnectionInformation {
+		return &psdp.ConnectionInformation{NetworkType: "IN", AddressType: addrType,
+			Address: &psdp.Address{Address: addr.String()}}
+	}
+	if _, err := netip.ParseAddr(d.Origin.UnicastAddress); err == nil {
+		d.Origin.NetworkType, d.Origin.AddressType, d.Origin.UnicastAddress = "IN", addrType, addr.String()
+	}
+	if d.ConnectionInformation != nil {
+		d.ConnectionInformation = conn()
+	}
+	d.Attributes = dropICE(d.Attributes)
+	for i, md := range d.MediaDescriptions {
+		if md.ConnectionInformation != nil || d.ConnectionInformation == nil {
+			md.ConnectionInformation = conn()
+		}
+		md.Attributes = dropICE(md.Attributes)
+		if i != audio.Index || !audio.Active() {
+			if md.MediaName.Port.Value != 0 {
+				md.MediaName.Port = psdp.RangedPort{Value: 0}
+			}
+			md.Attributes = dropAttr(md.Attributes, "rtcp")
+			continue
+		}
+		md.MediaName.Port = psdp.RangedPort{Value: int(t.Port)}
+		for k, a := range md.Attributes {
+			if a.Key != "rtcp" {
+				continue
+			}
+			v := strconv.Itoa(int(t.Port) + 1)
+			if audio.RTCPMux {
+				v = strconv.Itoa(int(t.Port))
+			}
+			md.Attributes[k].Value = v + " IN " + addrType + " " + addr.String()
+		}
+	}
+	out, err := d.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return out, nil
+}
+
+func dropICE(attrs []psdp.Attribute) []psdp.Attribute {
+	out := attrs[:0]
+	for _, a := range attrs {
+		if !iceAttributes[a.Key] {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func dropAttr(attrs []psdp.Attribute, key string) []psdp.Attribute {
+	out := attrs[:0]
+	for _, a := range attrs {
+		if a.Key != key {
+			out = append(out, a)
+		}
+	}
+	return out
+}

@@ -1,0 +1,273 @@
+package media
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/edgewise-sip/edgewise/media/internal/mmsg"
+	"github.com/edgewise-sip/edgewise/media/sdp"
+)
+
+// ErrClosed is returned once the relay has stopped.
+var ErrClosed = errors.New("media: relay stopped")
+
+// ErrDuplicate is returned by NewSession for an id already in use.
+var ErrDuplicate = errors.New("media: session id already in use")
+
+// Session is the media of one call: two legs and the state both share.
+// Its methods are safe for concurrent use.
+type Session struct {
+	id      string
+	r       *Relay
+	w       *worker
+	created time.Time
+
+	mu        sync.Mutex
+	legs      [2]Leg
+	hold      bool
+	answered  bool
+	clockFrom int64 // ns: silence counts from here (answer, end of hold)
+	timedOut  bool
+	closed    bool
+	onTimeout func(Side)
+
+	// owned by the worker goroutine
+	entries [4]int32
+	release sync.Once
+}
+
+// endpoint is one socket of a leg and where its packets go.
+type endpoint struct {
+	fd      int
+	sdp     netip.AddrPort // last destination learned from SDP
+	remote  netip.AddrPort // current destination: SDP, then the latched source
+	latched bool
+	name    mmsg.Name // remote encoded for sendmmsg
+	nameLen int
+}
+
+func (e *endpoint) setRemote(ap netip.AddrPort, v6 bool) {
+	e.remote = ap
+	e.nameLen = mmsg.Encode(&e.name, ap, v6)
+	if e.nameLen == 0 {
+		e.remote = netip.AddrPort{}
+	}
+}
+
+// Leg is one side of a session: a local RTP/RTCP pair and the peer it talks
+// to. Its methods lock the session.
+type Leg struct {
+	s         *Session
+	side      Side
+	pair      pair
+	advertise netip.Addr
+	v6        bool
+	allow     []netip.Prefix
+
+	rtp, rtcp endpoint
+	rates     [128]uint32 // clock rate per payload type; 0 = default 8000
+	events    [128]bool   // RFC 4733 payload types (no jitter)
+
+	lastRx int64 // ns; 0 = never
+	rx     rxCounters
+	tx     txCounters
+}
+
+type rxCounters struct {
+	packets, bytes, rtcpPackets, rtcpBytes uint64
+	stream                                 rxStream
+	dropped                                drops
+}
+
+type txCounters struct {
+	packets, bytes, rtcpPackets, rtcpBytes uint64
+	dropped                                drops
+}
+
+// ID returns the id given to NewSession.
+func (s *Session) ID() string { return s.id }
+
+// Leg returns side A or B.
+func (s *Session) Leg(side Side) *Leg { return &s.legs[side&1] }
+
+// Side returns which leg this is.
+func (l *Leg) Side() Side { return l.side }
+
+// LocalAddr is the leg's RTP address as advertised in SDP (its RTCP port is
+// one above).
+func (l *Leg) LocalAddr() netip.AddrPort {
+	return netip.AddrPortFrom(l.advertise, l.pair.port)
+}
+
+// Target is LocalAddr in the form sdp.Rewrite takes.
+func (l *Leg) Target() sdp.Target { return sdp.Target{Addr: l.advertise, Port: l.pair.port} }
+
+// SetRemote sets where the leg's peer wants RTP and RTCP, as its SDP says; a
+// zero rtcp means RTP port + 1. Until the peer's first valid packet arrives
+// (and latches the leg to its real source) media is sent there. A changed
+// address re-opens latching, as after a re-INVITE that moves the stream; the
+// same address again keeps the latch.
+func (l *Leg) SetRemote(rtp, rtcp netip.AddrPort) {
+	if rtp.IsValid() && !rtcp.IsValid() && rtp.Port() < 65535 {
+		rtcp = netip.AddrPortFrom(rtp.Addr(), rtp.Port()+1)
+	}
+	rtp = netip.AddrPortFrom(rtp.Addr().Unmap(), rtp.Port())
+	rtcp = netip.AddrPortFrom(rtcp.Addr().Unmap(), rtcp.Port())
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	for _, x := range []struct {
+		ep *endpoint
+		ap netip.AddrPort
+	}{{&l.rtp, rtp}, {&l.rtcp, rtcp}} {
+		if x.ap == x.ep.sdp {
+			continue
+		}
+		x.ep.sdp = x.ap
+		x.ep.latched = false
+		x.ep.setRemote(x.ap, l.v6)
+	}
+}
+
+// Remote returns the leg's current RTP destination and whether it was
+// learned from the peer's packets.
+func (l *Leg) Remote() (netip.AddrPort, bool) {
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	return l.rtp.remote, l.rtp.latched
+}
+
+// SetCodecs tells the leg the clock rate of each payload type its peer sends
+// (for jitter) and which payload types are RFC 4733 events. Unknown types
+// count at 8000 Hz.
+func (l *Leg) SetCodecs(rates map[uint8]uint32, events []uint8) {
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	l.rates = [128]uint32{}
+	l.events = [128]bool{}
+	for pt, r := range rates {
+		l.rates[pt&0x7f] = r
+	}
+	for _, pt := range events {
+		l.events[pt&0x7f] = true
+	}
+}
+
+// Translate carries one SDP body across the relay: body came from side
+// from's peer (an offer or an answer); its audio address becomes that leg's
+// remote, its rtpmap the leg's clock rates, its direction the session's hold
+// state; and the body is returned rewritten to the other leg's address and
+// port, ready to send on. Errors wrap sdp.ErrInvalid (answer 488).
+func (s *Session) Translate(from Side, body []byte) ([]byte, error) {
+	info, err := sdp.Parse(body)
+	if err != nil {
+		return nil, err
+	}
+	m, ok := info.Audio()
+	if !ok {
+		return nil, sdp.ErrNoAudio
+	}
+	out, err := sdp.Rewrite(body, s.Leg(from.Other()).Target())
+	if err != nil {
+		return nil, err
+	}
+	leg := s.Leg(from)
+	if m.Active() && m.RTP.IsValid() {
+		leg.SetRemote(m.RTP, m.RTCP)
+	}
+	if m.Active() {
+		leg.SetCodecs(m.ClockRates, m.Events)
+	}
+	s.SetHold(m.Hold())
+	return out, nil
+}
+
+// SetHold marks the call held (SDP sendonly, recvonly, inactive or
+// c=0.0.0.0) or resumed. While held no timeout fires; on resume each leg
+// gets a whole Timeout again before its silence counts.
+func (s *Session) SetHold(hold bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hold && !hold {
+		s.clockFrom = s.r.now()
+	}
+	s.hold = hold
+}
+
+// Hold reports the hold state.
+func (s *Session) Hold() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hold
+}
+
+// Answered starts the inactivity clock: before the call is answered a leg
+// may be silent as long as the signalling allows (ringing without early
+// media). Calling it again changes nothing.
+func (s *Session) Answered() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.answered {
+		s.answered = true
+		s.clockFrom = s.r.now()
+	}
+}
+
+// OnTimeout sets the function called, once, when a leg of the answered,
+// unheld call has received nothing for Settings.Timeout; side is the silent
+// leg. It runs on the relay's timer goroutine: hand long work (the BYEs) to
+// another goroutine. The session stays open until Close.
+func (s *Session) OnTimeout(fn func(side Side)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onTimeout = fn
+}
+
+// Close stops relaying and returns the session's ports to the pool before it
+// returns. It is safe to call more than once.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.r.forget(s)
+	s.w.submit(command{s: s, add: false})
+	return nil
+}
+
+// free returns both pairs to the pool; once per session, by whoever
+// finishes it (its worker, or Close when no worker runs).
+func (s *Session) free() {
+	s.release.Do(func() {
+		for i := range s.legs {
+			if err := s.r.pool.release(s.legs[i].pair); err != nil {
+				s.r.log.Error("media: releasing ports", "session", s.id, "err", err)
+			}
+		}
+	})
+}
+
+// silentLeg reports a leg that has been quiet too long, marking the session
+// timed out so it is reported once.
+func (s *Session) silentLeg(now, timeout int64) (Side, func(Side), bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.answered || s.hold || s.timedOut || s.closed {
+		return 0, nil, false
+	}
+	for i := range s.legs {
+		last := max(s.legs[i].lastRx, s.clockFrom)
+		if now-last > timeout {
+			s.timedOut = true
+			return Side(i), s.onTimeout, true
+		}
+	}
+	return 0, nil, false
+}
+
+func (s *Session) String() string { return fmt.Sprintf("session %s", s.id) }
