@@ -81,5 +81,6 @@ func printListening(sim *edgesim.Sim) {
 	}
 	if a := sim.ControlAddr(); a != "" {
 		fmt.Printf("  control http://%s/v1/edges\n", a)
+		fmt.Printf("  calls   http://%s/v1/calls   try: curl -X POST -d '{\"to\":\"alice\"}' http://%s/v1/calls\n", a, a)
 	}
 }

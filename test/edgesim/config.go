@@ -25,6 +25,12 @@ const (
 	DefaultRegisterRate     = 5
 	DefaultDNSTTL           = 600 // seconds; Twilio's edge records carry 10 min (twilio-facts §3)
 	DefaultSlowDelay        = 5 * time.Second
+
+	// Call defaults; a zero field in [CallsConfig] takes these.
+	DefaultSlowAnswer  = 3 * time.Second
+	DefaultRingTimeout = 60 * time.Second
+	DefaultMaxCalls    = 1000
+	DefaultCallHistory = 1000
 )
 
 // Config is the whole edgesim configuration. It is decoded from YAML
@@ -49,6 +55,24 @@ type Config struct {
 	// SlowDelay is how long an edge in slow mode waits before answering when
 	// the mode change names no delay. Zero means 5 s.
 	SlowDelay time.Duration `yaml:"slow_delay"`
+	// Calls tunes the calls edgesim answers and places.
+	Calls CallsConfig `yaml:"calls"`
+}
+
+// CallsConfig tunes calls in both directions; zero fields take defaults.
+type CallsConfig struct {
+	// SlowAnswer is how long the scripted numbers "slowanswer" and
+	// "earlymedia" ring before they answer. Zero means 3 s.
+	SlowAnswer time.Duration `yaml:"slow_answer"`
+	// RingTimeout is how long a placed call rings before edgesim cancels
+	// it, when the request names no timeout. Zero means 60 s.
+	RingTimeout time.Duration `yaml:"ring_timeout"`
+	// MaxCalls bounds calls in progress, both directions together; beyond
+	// it INVITEs get 503 and PlaceCall an error. Zero means 1000.
+	MaxCalls int `yaml:"max_calls"`
+	// History is how many finished calls GET /v1/calls keeps, oldest
+	// dropped first. Zero means 1000.
+	History int `yaml:"history"`
 }
 
 // EdgeConfig is one simulated edge location.
@@ -158,6 +182,18 @@ func (c Config) WithDefaults() Config {
 	if c.SlowDelay == 0 {
 		c.SlowDelay = DefaultSlowDelay
 	}
+	if c.Calls.SlowAnswer == 0 {
+		c.Calls.SlowAnswer = DefaultSlowAnswer
+	}
+	if c.Calls.RingTimeout == 0 {
+		c.Calls.RingTimeout = DefaultRingTimeout
+	}
+	if c.Calls.MaxCalls == 0 {
+		c.Calls.MaxCalls = DefaultMaxCalls
+	}
+	if c.Calls.History == 0 {
+		c.Calls.History = DefaultCallHistory
+	}
 	return c
 }
 
@@ -263,6 +299,19 @@ func (c Config) Validate() error {
 	}
 	if c.SlowDelay <= 0 {
 		bad("slow_delay: %s must be positive", c.SlowDelay)
+	}
+	cc := c.Calls
+	if cc.SlowAnswer < 0 || cc.SlowAnswer > maxSlowDelay {
+		bad("calls.slow_answer: %s is out of range 0..%s", cc.SlowAnswer, maxSlowDelay)
+	}
+	if cc.RingTimeout < 0 || cc.RingTimeout > maxRingTimeout {
+		bad("calls.ring_timeout: %s is out of range 0..%s", cc.RingTimeout, maxRingTimeout)
+	}
+	if cc.MaxCalls < 1 {
+		bad("calls.max_calls: %d must be at least 1", cc.MaxCalls)
+	}
+	if cc.History < 1 {
+		bad("calls.history: %d must be at least 1", cc.History)
 	}
 	return errors.Join(errs...)
 }

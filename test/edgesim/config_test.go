@@ -39,6 +39,7 @@ func TestDemoConfig(t *testing.T) {
 		},
 		Rules:     Rules{MinExpires: 600, MaxExpires: 3600, MaxRegistrations: 10, RegisterRate: 5},
 		SlowDelay: 5 * time.Second,
+		Calls:     CallsConfig{SlowAnswer: 3 * time.Second, RingTimeout: 60 * time.Second, MaxCalls: 1000, History: 1000},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("demo config =\n%+v\nwant\n%+v", cfg, want)
@@ -84,6 +85,7 @@ credentials:
   - {user: "", password: NoDigitsHereAtAll}
 rules: {min_expires: 700, max_expires: 600, max_registrations: -1, register_rate: -2}
 slow_delay: -1s
+calls: {slow_answer: -1s, ring_timeout: 11m, max_calls: -1, history: -5}
 `, []string{
 			`domain: "Demo.Com" is not a DNS label`,
 			`edges[0].ips[1]: 10.0.0.1 is not a loopback address`,
@@ -105,6 +107,10 @@ slow_delay: -1s
 			`rules.max_registrations: -1 must be at least 1`,
 			`rules.register_rate: -2 must be at least 1`,
 			`slow_delay: -1s must be positive`,
+			`calls.slow_answer: -1s is out of range`,
+			`calls.ring_timeout: 11m0s is out of range`,
+			`calls.max_calls: -1 must be at least 1`,
+			`calls.history: -5 must be at least 1`,
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -27,9 +27,14 @@ const maxBody = 64 << 10
 //	POST /v1/reset                 {"keep_bindings":true} (body optional) → {"edges":[…]}
 //	GET  /v1/dns                   DNSStatus
 //	PUT  /v1/dns (or POST)         {"mode":"down"} → DNSStatus
+//	GET  /v1/calls[?state=S&direction=D]  {"calls":[CallStatus…]}
+//	POST /v1/calls                 {"to":"alice","from":"+15550001111","edge":"ashburn","timeout":"30s"} → 201 CallStatus
+//	GET  /v1/calls/{id}            CallStatus
+//	DELETE /v1/calls/{id}          hang up → CallStatus (200 once over, 202 if still ending after 5 s)
 //
-// Errors are {"error":"…"} with 400 (bad body or mode), 404 (unknown edge or
-// IP) or 500 (a socket could not be re-opened).
+// Errors are {"error":"…"} with 400 (bad body or mode), 404 (unknown edge,
+// IP or call), 409 (call already over), 500 (a socket could not be
+// re-opened) or 503 (simulator stopping, too many calls).
 func (s *Sim) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -120,8 +125,79 @@ func (s *Sim) Handler() http.Handler {
 	}
 	mux.HandleFunc("PUT /v1/dns", setDNS)
 	mux.HandleFunc("POST /v1/dns", setDNS)
+	mux.HandleFunc("GET /v1/calls", func(w http.ResponseWriter, r *http.Request) {
+		state, dir := CallState(r.URL.Query().Get("state")), CallDirection(r.URL.Query().Get("direction"))
+		out := []CallStatus{}
+		for _, st := range s.Calls() {
+			if (state == "" || st.State == state) && (dir == "" || st.Direction == dir) {
+				out = append(out, st)
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"calls": out})
+	})
+	mux.HandleFunc("POST /v1/calls", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			To      string `json:"to"`
+			From    string `json:"from"`
+			Edge    string `json:"edge"`
+			Timeout string `json:"timeout"`
+		}
+		if err := decodeBody(r, &body, false); err != nil {
+			respond(w, nil, err)
+			return
+		}
+		req := CallRequest{To: body.To, From: body.From, Edge: body.Edge}
+		if body.Timeout != "" {
+			d, err := time.ParseDuration(body.Timeout)
+			if err != nil {
+				respond(w, nil, fmt.Errorf("%w: timeout %q is not a duration like \"30s\"", errBadBody, body.Timeout))
+				return
+			}
+			req.Timeout = d
+		}
+		id, err := s.PlaceCall(r.Context(), req)
+		if err != nil {
+			respond(w, nil, err)
+			return
+		}
+		st, err := s.Call(id)
+		if err != nil {
+			respond(w, nil, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, st)
+	})
+	mux.HandleFunc("GET /v1/calls/{id}", func(w http.ResponseWriter, r *http.Request) {
+		st, err := s.Call(CallID(r.PathValue("id")))
+		respond(w, st, err)
+	})
+	mux.HandleFunc("DELETE /v1/calls/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id := CallID(r.PathValue("id"))
+		if err := s.HangUp(id); err != nil {
+			respond(w, nil, err)
+			return
+		}
+		// Wait for the BYE or CANCEL to be answered, so a script can go
+		// on at once; a peer that does not answer does not hold the
+		// request long.
+		ctx, cancel := context.WithTimeout(r.Context(), hangUpWait)
+		defer cancel()
+		st, err := s.WaitCall(ctx, id, CallStatus.IsOver)
+		switch {
+		case err == nil:
+			writeJSON(w, http.StatusOK, st)
+		case ctx.Err() != nil:
+			writeJSON(w, http.StatusAccepted, st)
+		default:
+			respond(w, nil, err)
+		}
+	})
 	return mux
 }
+
+// hangUpWait bounds how long DELETE /v1/calls/{id} waits for the call to
+// be over before it answers 202.
+const hangUpWait = 5 * time.Second
 
 var errBadBody = errors.New("bad request body")
 
@@ -172,10 +248,16 @@ func respond(w http.ResponseWriter, v any, err error) {
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, v)
-	case errors.Is(err, ErrUnknownEdge), errors.Is(err, ErrUnknownIP):
+	case errors.Is(err, ErrInvalidCall):
+		writeError(w, http.StatusBadRequest, err)
+	case errors.Is(err, ErrUnknownEdge), errors.Is(err, ErrUnknownIP), errors.Is(err, ErrUnknownCall):
 		writeError(w, http.StatusNotFound, err)
 	case errors.Is(err, ErrInvalidMode), errors.Is(err, errBadBody):
 		writeError(w, http.StatusBadRequest, err)
+	case errors.Is(err, ErrCallEnded):
+		writeError(w, http.StatusConflict, err)
+	case errors.Is(err, ErrNotRunning), errors.Is(err, ErrTooManyCalls):
+		writeError(w, http.StatusServiceUnavailable, err)
 	default:
 		writeError(w, http.StatusInternalServerError, err)
 	}

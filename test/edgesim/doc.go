@@ -8,9 +8,16 @@
 // Twilio's registration rules: digest auth with 401, 423 below 600 s, expiry
 // cut to 3600 s, at most 10 bindings and 5 REGISTERs per second per AOR.
 //
+// Edges also take part in calls: INVITEs from the gateway are challenged
+// with 407 as Twilio does, answered (or refused, per the dialled number)
+// and their RTP echoed like a far-end phone; and on request
+// ([Sim.PlaceCall], POST /v1/calls) edgesim calls a registered user the way
+// Twilio does, forking to every binding of the user in parallel.
+//
 // A small DNS server answers the edge FQDNs with the edges' IPs, and an HTTP
 // control API breaks an edge or a single IP (drop, reject, slow, refuse) and
-// heals it. The same operations are methods on [Sim] for tests that embed it.
+// heals it, places and hangs up calls and lists them with their RTP
+// counters. The same operations are methods on [Sim] for tests that embed it.
 //
 // edgesim deliberately shares no code with the edgewise packages it tests:
 // a bug in a shared helper would hide itself.

@@ -21,8 +21,7 @@ type edge struct {
 	setting ModeSetting // guarded by sim.modeMu
 
 	// handlers serve requests the edge accepted (mode up, or slow after its
-	// delay). Methods missing here get 501; a UAS for INVITE slots in by
-	// adding an entry.
+	// delay). Methods missing here get 501.
 	handlers map[sip.RequestMethod]methodHandler
 }
 
@@ -44,8 +43,18 @@ func newEdge(s *Sim, c EdgeConfig) *edge {
 	e.handlers = map[sip.RequestMethod]methodHandler{
 		sip.REGISTER: s.handleRegister,
 		sip.OPTIONS:  handleOptions,
-		// ACK has no response; it only ends an INVITE transaction.
-		sip.ACK: func(context.Context, *inbound) {},
+		sip.INVITE:   s.handleInvite,
+		// An ACK for a non-2xx response ends its INVITE transaction inside
+		// sipgo; one for a 2xx reaches here.
+		sip.ACK:    s.handleAck,
+		sip.BYE:    s.handleBye,
+		sip.UPDATE: s.handleUpdate,
+		sip.INFO:   s.handleInfo,
+		// CANCEL matching an INVITE transaction is answered by sipgo (200,
+		// then 487 for the INVITE); one that matches nothing gets here.
+		sip.CANCEL: func(_ context.Context, in *inbound) {
+			in.reply(sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist", nil)
+		},
 	}
 	for _, a := range c.IPs {
 		e.ips = append(e.ips, &edgeIP{

@@ -3,11 +3,13 @@ package edgesim
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,11 +39,14 @@ type edgeIP struct {
 // live is one period during which an edge IP's sockets are open. Re-opening
 // after refuse builds a new one, so nothing of the old stack lingers.
 type live struct {
-	ip   *edgeIP
-	ua   *sipgo.UserAgent
-	udp  net.PacketConn
-	tcp  *connTracker
-	done chan struct{} // closed when this period ends
+	ip *edgeIP
+	ua *sipgo.UserAgent
+	// client sends edgesim's own requests (calls it places, BYE, CANCEL,
+	// ACK) from this IP; see edgeIP.request.
+	client *sipgo.Client
+	udp    net.PacketConn
+	tcp    *connTracker
+	done   chan struct{} // closed when this period ends
 
 	serving sync.WaitGroup // sipgo Serve loops
 
@@ -101,7 +106,16 @@ func (ip *edgeIP) open() error {
 			sip.WithTransportLayerLogger(logger),
 			sip.WithTransportLayerReadFilter(ip.readFilter),
 		),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(logger)),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			sip.WithTransactionLayerLogger(logger),
+			// Late 2xx retransmissions and responses to transactions
+			// already given up are normal in calls; keep them out of the
+			// info log.
+			sip.WithTransactionLayerUnhandledResponseHandler(func(res *sip.Response) {
+				s.log.Debug("sip response outside any transaction", "edge", ip.edge.name, "ip", ip.addr.String(),
+					"response", res.StartLine(), "call_id", res.CallID())
+			}),
+		),
 	)
 	if err != nil {
 		closeAll(pc, ln)
@@ -113,7 +127,13 @@ func (ip *edgeIP) open() error {
 		closeAll(pc, ln)
 		return fmt.Errorf("edge %s: sip server for %s: %w", ip.edge.name, ip.addr, err)
 	}
-	l := &live{ip: ip, ua: ua, udp: pc, done: make(chan struct{})}
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(ip.addr.String()), sipgo.WithClientLogger(logger))
+	if err != nil {
+		_ = ua.Close()
+		closeAll(pc, ln)
+		return fmt.Errorf("edge %s: sip client for %s: %w", ip.edge.name, ip.addr, err)
+	}
+	l := &live{ip: ip, ua: ua, client: client, udp: pc, done: make(chan struct{})}
 	// Every method reaches one entry point: the mode gate comes before any
 	// per-method handling.
 	srv.OnNoRoute(l.handle)
@@ -123,6 +143,9 @@ func (ip *edgeIP) open() error {
 				s.log.Error("udp serve stopped", "edge", ip.edge.name, "ip", ip.addr.String(), "error", err)
 			}
 		})
+	}
+	if pc != nil {
+		waitUDPPooled(ua)
 	}
 	if ln != nil {
 		l.tcp = newConnTracker(ln)
@@ -134,6 +157,18 @@ func (ip *edgeIP) open() error {
 	}
 	ip.live = l
 	return nil
+}
+
+// waitUDPPooled waits until sipgo's UDP serve loop has put the socket in
+// its connection pool: only then do requests edgesim sends from the IP
+// leave from it (otherwise sipgo tries to bind the same address again). It
+// takes microseconds; the bound only guards against a serve loop that
+// failed at once, which its goroutine logs.
+func waitUDPPooled(ua *sipgo.UserAgent) {
+	pool := ua.TransportLayer().Pool("udp")
+	for deadline := time.Now().Add(2 * time.Second); pool.Size() == 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Microsecond)
+	}
 }
 
 // close closes the IP's sockets, so senders get ICMP port unreachable or a
@@ -184,6 +219,82 @@ func (l *live) handle(req *sip.Request, tx sip.ServerTransaction) {
 	l.ip.count(string(req.Method))
 	in := &inbound{req: req, tx: tx, ip: l.ip}
 	in.serve(doneContext(l.done))
+}
+
+// errIPClosed: the edge IP's sockets are closed (refuse mode, or Run is
+// not serving), so it cannot send.
+var errIPClosed = errors.New("edge IP sockets are closed")
+
+// request sends req from this edge IP as a new client transaction. Over
+// UDP it leaves from the IP's SIP socket (source port = the edge's SIP
+// port, as a proxy's requests do); over TCP a new connection is made from
+// the IP. Missing Via, Content-Length and the like are filled in.
+func (ip *edgeIP) request(ctx context.Context, req *sip.Request) (sip.ClientTransaction, error) {
+	l, err := ip.sender(req)
+	if err != nil {
+		return nil, err
+	}
+	return l.client.TransactionRequest(ctx, req, sipgo.ClientRequestBuild)
+}
+
+// write sends req without a transaction: an ACK to a 2xx.
+func (ip *edgeIP) write(req *sip.Request) error {
+	l, err := ip.sender(req)
+	if err != nil {
+		return err
+	}
+	return l.client.WriteRequest(req, sipgo.ClientRequestBuild)
+}
+
+// do sends req and waits for its final response.
+func (ip *edgeIP) do(ctx context.Context, req *sip.Request) (*sip.Response, error) {
+	tx, err := ip.request(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.IsProvisional() {
+				continue
+			}
+			return res, nil
+		case <-tx.Done():
+			if err := tx.Err(); err != nil {
+				return nil, err
+			}
+			return nil, errors.New("transaction ended without a final response")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// sender returns the IP's open sockets and pins req's local address to
+// them.
+func (ip *edgeIP) sender(req *sip.Request) (*live, error) {
+	ip.mu.Lock()
+	l, port := ip.live, ip.port
+	ip.mu.Unlock()
+	if l == nil {
+		return nil, fmt.Errorf("%w: %s", errIPClosed, ip.addr)
+	}
+	if !strings.EqualFold(req.Transport(), "UDP") {
+		// A TCP client socket cannot bind the listening port.
+		port = 0
+	}
+	req.Laddr = sip.Addr{IP: net.IP(ip.addr.AsSlice()), Port: port, Hostname: ip.addr.String()}
+	return l, nil
+}
+
+// contact is edgesim's Contact on this IP for transport.
+func (ip *edgeIP) contact(transport string) *sip.ContactHeader {
+	u := sip.Uri{Scheme: "sip", User: "edgesim", Host: ip.addr.String(), Port: ip.boundPort()}
+	if !strings.EqualFold(transport, "UDP") {
+		u.UriParams = sip.HeaderParams{{K: "transport", V: strings.ToLower(transport)}}
+	}
+	return &sip.ContactHeader{Address: u}
 }
 
 // readFilter sees raw messages before sipgo parses them. Drop mode acts here,

@@ -2,6 +2,7 @@ package edgesim
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"runtime"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
 	"github.com/miekg/dns"
 )
 
@@ -95,7 +97,12 @@ func TestRunStopsEverything(t *testing.T) {
 	reqCancel()
 	<-reqDone
 	_ = ua.Close()
+	expectGoroutines(t, baseline)
+}
 
+// expectGoroutines waits until no more than baseline goroutines run.
+func expectGoroutines(t *testing.T, baseline int) {
+	t.Helper()
 	var last int
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -109,4 +116,88 @@ func TestRunStopsEverything(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestStopHangsUpCalls stops the simulator with an answered received call,
+// a ringing received call and a ringing placed call: each is hung up the
+// way it should be (BYE, 480, CANCEL), Run returns promptly, and no
+// goroutine is left once the test's peers are closed. Not parallel: it
+// counts goroutines.
+func TestStopHangsUpCalls(t *testing.T) {
+	const n = 171
+	baseline := runtime.NumGoroutine()
+	t.Run("calls", func(t *testing.T) {
+		sim, err := New(testConfig(n), testLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- sim.Run(ctx) }()
+		<-sim.Ready()
+		callCtx, callCancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer callCancel()
+
+		gw := newTestGateway(t, testIP(n, 200), "udp")
+		addr, _ := sim.SIPAddr(testIP(n, 1))
+		oc, err := gw.invite(callCtx, t, inviteOpts{user: "alice", pass: alicePass, dialled: "+15551230009", addr: addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		oc.rtp.echo(t, oc.answer.addr, 2)
+
+		ringing := make(chan error, 1)
+		go func() {
+			_, err := gw.invite(callCtx, t, inviteOpts{user: "alice", pass: alicePass, dialled: "noanswer", addr: addr})
+			ringing <- err
+		}()
+
+		c := newSIPClient(t)
+		ph := newTestPhone(t, "ph", testIP(n, 201), 0)
+		registerPhone(t, sim, c, ph, "bob", bobPass, "umatilla", testIP(n, 12))
+		placed, err := sim.PlaceCall(callCtx, CallRequest{To: "bob"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recv(t, ph.invites, "INVITE at the phone")
+		waitCall(t, sim, placed, "placed call ringing", inState(CallRinging))
+		eventually(t, "the received call ringing", func() bool {
+			for _, st := range sim.Calls() {
+				if st.To == "noanswer" && st.State == CallRinging {
+					return true
+				}
+			}
+			return false
+		})
+
+		stopAt := time.Now()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return")
+		}
+		if took := time.Since(stopAt); took > 3*time.Second {
+			t.Errorf("Run took %s to stop", took)
+		}
+		recv(t, gw.byes, "BYE for the answered call")
+		recv(t, ph.cancelled, "CANCEL for the placed call")
+		var dr *sipgo.ErrDialogResponse
+		if err := recv(t, ringing, "the ringing call's answer"); !errors.As(err, &dr) || dr.Res.StatusCode != sip.StatusTemporarilyUnavailable {
+			t.Errorf("ringing received call got %v, want 480", err)
+		}
+		for _, st := range sim.Calls() {
+			if !st.IsOver() || st.EndedBy != endedByEdgesim {
+				t.Errorf("after stop: %+v", st)
+			}
+		}
+		if _, err := sim.PlaceCall(context.Background(), CallRequest{To: "bob"}); !errors.Is(err, ErrNotRunning) {
+			t.Errorf("PlaceCall after stop: %v", err)
+		}
+	})
+	expectGoroutines(t, baseline)
 }

@@ -53,7 +53,7 @@ func (s *Sim) handleRegister(_ context.Context, in *inbound) {
 		})
 		return
 	}
-	if !s.authorize(in, aor, now) {
+	if !s.authorize(in, aor, now, wwwDigest) {
 		return
 	}
 
@@ -124,35 +124,50 @@ func (s *Sim) handleRegister(_ context.Context, in *inbound) {
 	s.replyBindings(in, bindings)
 }
 
+// digestKind is the challenge flavour: 401 for REGISTER, 407 for INVITE
+// (twilio-facts §1: "INVITEs are challenged with 407").
+type digestKind struct {
+	code                   int
+	reason                 string
+	challengeHdr, credsHdr string
+}
+
+var (
+	wwwDigest   = digestKind{sip.StatusUnauthorized, "Unauthorized", "WWW-Authenticate", "Authorization"}
+	proxyDigest = digestKind{sip.StatusProxyAuthRequired, "Proxy Authentication Required", "Proxy-Authenticate", "Proxy-Authorization"}
+)
+
 // authorize runs digest auth and answers the request itself unless the
-// sender is allowed to register aor.
-func (s *Sim) authorize(in *inbound, aor string, now time.Time) bool {
+// sender proved it is user: for REGISTER the AOR, for INVITE the From user.
+// The credentials must be user's own, exactly as Twilio matches them.
+func (s *Sim) authorize(in *inbound, user string, now time.Time, kind digestKind) bool {
 	nonces := in.ip.edge.nonces
+	method := string(in.req.Method)
 	challenge := func(stale bool) {
-		in.reply(sip.StatusUnauthorized, "Unauthorized", func(res *sip.Response) {
-			res.AppendHeader(sip.NewHeader("WWW-Authenticate", nonces.challenge(now, stale)))
+		in.reply(kind.code, kind.reason, func(res *sip.Response) {
+			res.AppendHeader(sip.NewHeader(kind.challengeHdr, nonces.challenge(now, stale)))
 		})
 	}
-	h := in.req.GetHeader("Authorization")
+	h := in.req.GetHeader(kind.credsHdr)
 	if h == nil {
 		challenge(false)
 		return false
 	}
 	creds, err := parseDigestCredentials(h.Value())
 	if err != nil {
-		in.reply(sip.StatusBadRequest, "Bad Authorization", nil)
-		s.log.Info("register auth malformed", "edge", in.ip.edge.name, "user", aor, "error", err)
+		in.reply(sip.StatusBadRequest, "Bad "+kind.credsHdr, nil)
+		s.log.Info("auth malformed", "method", method, "edge", in.ip.edge.name, "user", user, "error", err)
 		return false
 	}
 	if !sameURI(creds.uri, in.req.Recipient) {
 		in.reply(sip.StatusBadRequest, "Digest URI Mismatch", nil)
-		s.log.Info("register digest uri differs from request uri", "edge", in.ip.edge.name, "user", aor,
+		s.log.Info("digest uri differs from request uri", "method", method, "edge", in.ip.edge.name, "user", user,
 			"digest_uri", creds.uri, "request_uri", in.req.Recipient.String())
 		return false
 	}
-	outcome, why := nonces.verify(creds, string(in.req.Method), s.password, now)
-	if outcome == authOK && creds.username != aor {
-		outcome, why = authForbidden, fmt.Sprintf("digest user %q is not the AOR %q", creds.username, aor)
+	outcome, why := nonces.verify(creds, method, s.password, now)
+	if outcome == authOK && creds.username != user {
+		outcome, why = authForbidden, fmt.Sprintf("digest user %q is not %q", creds.username, user)
 	}
 	switch outcome {
 	case authOK:
@@ -164,9 +179,9 @@ func (s *Sim) authorize(in *inbound, aor string, now time.Time) bool {
 	case authForbidden:
 		in.reply(sip.StatusForbidden, reasonWrongUser, nil)
 	default:
-		in.reply(sip.StatusBadRequest, "Bad Authorization", nil)
+		in.reply(sip.StatusBadRequest, "Bad "+kind.credsHdr, nil)
 	}
-	s.log.Info("register auth failed", "edge", in.ip.edge.name, "ip", in.ip.addr.String(), "user", aor, "reason", why)
+	s.log.Info("auth failed", "method", method, "edge", in.ip.edge.name, "ip", in.ip.addr.String(), "user", user, "reason", why)
 	return false
 }
 

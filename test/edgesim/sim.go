@@ -41,6 +41,7 @@ type Sim struct {
 	loc     *location
 	limiter *rateLimiter
 	dns     *dnsServer
+	calls   *callManager
 
 	// modeMu guards edge.setting and edgeIP.override. Requests read them on
 	// every message, so it is a RWMutex separate from changeMu.
@@ -88,6 +89,7 @@ func New(cfg Config, logger *slog.Logger) (*Sim, error) {
 		}
 	}
 	s.dns = newDNSServer(s)
+	s.calls = newCallManager(s)
 	return s, nil
 }
 
@@ -134,6 +136,7 @@ func (s *Sim) Run(ctx context.Context) error {
 		defer ctrl.close()
 	}
 	s.logListening()
+	s.calls.start()
 	close(s.ready)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -154,6 +157,9 @@ func (s *Sim) Run(ctx context.Context) error {
 		return errors.Join(errs...)
 	})
 	err = g.Wait()
+	// Calls hang up while the edges can still send their BYEs and
+	// CANCELs; then the edges close.
+	s.calls.stop()
 	s.closeEdges()
 	s.log.Info("edgesim stopped")
 	return err
@@ -342,8 +348,8 @@ func (s *Sim) lookupIP(ip string) (*edgeIP, error) {
 }
 
 // Reset puts every edge and IP back up, zeroes the counters, brings DNS up,
-// forgets rate-limit state and, unless keepBindings, empties the location
-// table.
+// forgets rate-limit state and finished calls and, unless keepBindings,
+// empties the location table. Calls in progress go on.
 func (s *Sim) Reset(keepBindings bool) error {
 	err := s.change(func() {
 		for _, e := range s.edges {
@@ -362,6 +368,7 @@ func (s *Sim) Reset(keepBindings bool) error {
 	s.dns.setDown(false)
 	s.dns.queries.Store(0)
 	s.limiter.clear()
+	s.calls.forgetFinished()
 	if !keepBindings {
 		s.loc.clear()
 	}
