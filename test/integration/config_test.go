@@ -64,7 +64,7 @@ admin:
 func TestBrokenConfigAtStart(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edgewise.yaml")
-	writeFile(t, path, strings.Replace(daemonConfig(nextIP(), dir, ""), "edges: [ashburn, umatilla]", "edges: [roaming]", 1))
+	writeFile(t, path, strings.Replace(daemonConfig(nextIP(t), dir, ""), "edges: [ashburn, umatilla]", "edges: [roaming]", 1))
 	p := startProc(t, "edgewise", "serve", "-c", path)
 	if code := p.wait(10 * time.Second); code == 0 {
 		t.Fatalf("serve started on a broken file:\n%s", p.out.String())
@@ -113,7 +113,7 @@ func TestReload(t *testing.T) {
 		t.Fatalf("version changed to %s after a refused reload", v)
 	}
 	// The registrar still serves on the old config.
-	if code, out := sippRun(t, "register.xml", nextIP(), d.ip+":5060", [][]string{authRow("alice", "alice-secret", 600)}, 1); code != 0 {
+	if code, out := sippRun(t, "register.xml", nextIP(t), d.ip+":5060", [][]string{authRow("alice", "alice-secret", 600)}, 1); code != 0 {
 		t.Fatalf("register after refused reload: sipp exited %d:\n%s", code, out)
 	}
 

@@ -71,29 +71,32 @@ var ipCounter atomic.Int32
 // different tests never share a port. The range starts at a per-process
 // offset and skips addresses whose SIP port is taken, so two runs of this
 // suite on one machine do not collide either.
-func nextIP() string {
+func nextIP(t *testing.T) string {
+	t.Helper()
 	base := 70 + os.Getpid()%100
-	for {
+	var err error
+	for range 100 {
 		n := int(ipCounter.Add(1))
-		ip := fmt.Sprintf("127.%d.%d.%d", base, n/250, 1+n%250)
-		if portsFree(ip) {
+		ip := fmt.Sprintf("127.%d.%d.%d", base, n/250%250, 1+n%250)
+		if err = portsFree(ip); err == nil {
 			return ip
 		}
 	}
+	t.Fatalf("no free loopback address for SIP port 5060 after 100 tries (is something bound to *:5060?): %v", err)
+	return ""
 }
 
-func portsFree(ip string) bool {
+func portsFree(ip string) error {
 	u, err := net.ListenPacket("udp", ip+":5060")
 	if err != nil {
-		return false
+		return err
 	}
 	u.Close()
 	l, err := net.Listen("tcp", ip+":5060")
 	if err != nil {
-		return false
+		return err
 	}
-	l.Close()
-	return true
+	return l.Close()
 }
 
 // syncBuffer collects a child's output while the test reads it.
@@ -223,7 +226,7 @@ media:
 
 func startDaemon(t *testing.T, cfg func(ip, dir string) string) *daemon {
 	t.Helper()
-	ip := nextIP()
+	ip := nextIP(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "edgewise.yaml")
 	if err := os.WriteFile(path, []byte(cfg(ip, dir)), 0o600); err != nil {

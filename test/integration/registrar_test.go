@@ -19,7 +19,7 @@ func TestSIPpRegistrar(t *testing.T) {
 	target := d.ip + ":5060"
 	for _, transport := range []string{"u1", "t1"} {
 		t.Run(transport, func(t *testing.T) {
-			client := nextIP()
+			client := nextIP(t)
 			cases := []struct {
 				name     string
 				scenario string
@@ -70,7 +70,7 @@ func TestSIPpRegistrar(t *testing.T) {
 // registrar keeps serving.
 func TestMalformedRequest(t *testing.T) {
 	d := startDaemon(t, defaultConfig)
-	client := nextIP()
+	client := nextIP(t)
 	for _, transport := range []string{"u1", "t1"} {
 		code, out := sippRun(t, "malformed.xml", client, d.ip+":5060", [][]string{{"alice"}}, 1, "-t", transport)
 		if code != 0 {
@@ -90,7 +90,7 @@ func TestLockout(t *testing.T) {
 	d := startDaemon(t, func(ip, dir string) string {
 		return daemonConfig(ip, dir, "  lockout: {failures: 10, window: 1m, duration: 5m}\n")
 	})
-	attacker, neighbour := nextIP(), nextIP()
+	attacker, neighbour := nextIP(t), nextIP(t)
 	rows := make([][]string, 10)
 	for i := range rows {
 		rows[i] = authRow("alice", fmt.Sprintf("guess-%d", i), 600)
@@ -120,7 +120,7 @@ func TestRestartKeepsBindings(t *testing.T) {
 	users := map[string]string{"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
 	clients := map[string]string{}
 	for user, pw := range users {
-		clients[user] = nextIP()
+		clients[user] = nextIP(t)
 		if code, out := sippRun(t, "register.xml", clients[user], d.ip+":5060",
 			[][]string{authRow(user, pw, 3600)}, 1); code != 0 {
 			t.Fatalf("register %s: sipp exited %d:\n%s", user, code, out)
@@ -164,7 +164,7 @@ func TestBaresipRegisters(t *testing.T) {
 // sound device is needed.
 func startBaresip(t *testing.T, d *daemon, user, password string) string {
 	t.Helper()
-	client := nextIP()
+	client := nextIP(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "config"), fmt.Sprintf(`poll_method epoll
 sip_listen %s:5060

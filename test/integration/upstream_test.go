@@ -23,12 +23,12 @@ type sim struct {
 func startSim(t *testing.T) *sim {
 	t.Helper()
 	s := &sim{ips: map[string][]string{}}
-	ctl := nextIP()
+	ctl := nextIP(t)
 	s.control = "http://" + ctl + ":9070"
 	s.dns = ctl + ":5353"
 	var edges strings.Builder
 	for _, name := range []string{"ashburn", "umatilla"} {
-		ips := []string{nextIP(), nextIP(), nextIP()}
+		ips := []string{nextIP(t), nextIP(t), nextIP(t)}
 		s.ips[name] = ips
 		fmt.Fprintf(&edges, "  - {name: %s, ips: [%s], port: 5060}\n", name, strings.Join(ips, ", "))
 	}
@@ -280,7 +280,7 @@ func TestUpstreamWrongTwilioPassword(t *testing.T) {
 func registerPhones(t *testing.T, d *daemon, users ...string) {
 	t.Helper()
 	for _, u := range users {
-		if code, out := sippRun(t, "register.xml", nextIP(), d.ip+":5060",
+		if code, out := sippRun(t, "register.xml", nextIP(t), d.ip+":5060",
 			[][]string{authRow(u, u+"-secret", 3600)}, 1); code != 0 {
 			t.Fatalf("register %s: sipp exited %d:\n%s", u, code, out)
 		}
