@@ -37,12 +37,12 @@ func (r *Registrar) contactOps(req *sip.Request, h *registerHeaders, st *state, 
 		if c.Address.Wildcard {
 			// RFC 3261 §10.3 step 6: "*" only alone and only with Expires: 0.
 			if len(h.contacts) != 1 || !h.hasExpires || !hdrOK || hdrExpires != 0 {
-				return nil, sip.NewResponseFromRequest(req, 400, "Bad Request - Invalid Wildcard Contact", nil)
+				return nil, newResponse(req, 400, "Bad Request - Invalid Wildcard Contact")
 			}
 			return []contactOp{{wildcard: true}}, nil
 		}
 		if !isSIPScheme(c.Address.Scheme) {
-			return nil, sip.NewResponseFromRequest(req, 400, "Bad Request - Contact Must Be A SIP URI", nil)
+			return nil, newResponse(req, 400, "Bad Request - Contact Must Be A SIP URI")
 		}
 		requested := int64(s.DefaultExpires / time.Second)
 		if hdrOK {
@@ -65,7 +65,7 @@ func (r *Registrar) contactOps(req *sip.Request, h *registerHeaders, st *state, 
 			}
 		}
 		if requested != 0 && requested < int64(s.MinExpires/time.Second) {
-			res := sip.NewResponseFromRequest(req, 423, "Interval Too Brief", nil)
+			res := newResponse(req, 423, "Interval Too Brief")
 			res.AppendHeader(sip.NewHeader("Min-Expires", strconv.FormatInt(int64(s.MinExpires/time.Second), 10)))
 			return nil, res
 		}

@@ -38,11 +38,65 @@ func (r *Registrar) ServeRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if r.lockout.blocked(src.Addr(), now) {
 		// sipserver's guard normally stops these first.
 		if sip.IsReliable(req.Transport()) {
-			r.reply(tx, sip.NewResponseFromRequest(req, 403, "Forbidden", nil))
+			r.reply(tx, newResponse(req, 403, "Forbidden"))
 		}
 		return
 	}
-	r.reply(tx, r.register(req, st, src, now))
+	res, upd := r.register(req, st, src, now)
+	if upd == nil {
+		r.reply(tx, res)
+		return
+	}
+	if d, ok := tx.(detachable); ok && d.Detached() {
+		// Answer from the commit callback: the reader that called us
+		// goes on with the next message meanwhile, so a slow commit delays
+		// only the REGISTERs that wait for it, not the 401s behind them.
+		r.table.UpdateAsync(upd.user, upd.apply, func(bs []location.Binding, err error) {
+			r.reply(tx, r.updated(req, upd, bs, err))
+		})
+		return
+	}
+	bs, err := r.table.Update(upd.user, upd.apply)
+	r.reply(tx, r.updated(req, upd, bs, err))
+}
+
+// detachable is implemented by transactions that may be answered after the
+// handler returned: sipserver's stateless ones. A sipgo server transaction is
+// terminated when its handler returns, so it is answered synchronously.
+type detachable interface{ Detached() bool }
+
+// pendingUpdate is a binding change that passed every check and only needs
+// to be applied and persisted.
+type pendingUpdate struct {
+	user        string
+	ops         []contactOp
+	tmpl        location.Binding
+	maxContacts int
+	noop        bool // keep the bindings as they are
+}
+
+func (u *pendingUpdate) apply(cur []location.Binding) ([]location.Binding, error) {
+	if u.noop {
+		return cur, nil
+	}
+	return applyOps(cur, u.ops, &u.tmpl, u.maxContacts, u.tmpl.Updated)
+}
+
+// updated answers once the update is applied and persisted (or failed).
+func (r *Registrar) updated(req *sip.Request, u *pendingUpdate, bindings []location.Binding, err error) *sip.Response {
+	switch {
+	case errors.Is(err, errOutOfOrder):
+		// RFC 3261 §10.3 step 7: the update is aborted and the request fails.
+		return newResponse(req, 500, "Server Internal Error - CSeq Out Of Order")
+	case errors.Is(err, errTooManyContacts):
+		return newResponse(req, 403, "Forbidden - Too Many Contacts (max "+strconv.Itoa(u.maxContacts)+")")
+	case err != nil:
+		r.log.Error("storing bindings failed", "user", u.user, "error", err)
+		res := newResponse(req, 500, "Server Internal Error")
+		res.AppendHeader(sip.NewHeader("Retry-After", "5"))
+		return res
+	}
+	return r.ok(req, bindings, r.now())
 }
 
 func (r *Registrar) reply(tx sip.ServerTransaction, res *sip.Response) {
@@ -88,20 +142,22 @@ func scanHeaders(req *sip.Request, h *registerHeaders) {
 	}
 }
 
-func (r *Registrar) register(req *sip.Request, st *state, src netip.AddrPort, now time.Time) *sip.Response {
+// register runs every check of a REGISTER. It returns the response, or, when
+// bindings must change, the update to apply before answering.
+func (r *Registrar) register(req *sip.Request, st *state, src netip.AddrPort, now time.Time) (*sip.Response, *pendingUpdate) {
 	var h registerHeaders
 	scanHeaders(req, &h)
 
 	to := req.To()
 	user := to.Address.User
 	if user == "" || !isSIPScheme(to.Address.Scheme) {
-		return sip.NewResponseFromRequest(req, 400, "Bad Request - No User In To", nil)
+		return newResponse(req, 400, "Bad Request - No User In To"), nil
 	}
 	if h.require != "" {
 		// No extension is supported that a REGISTER could require here.
-		res := sip.NewResponseFromRequest(req, 420, "Bad Extension", nil)
+		res := newResponse(req, 420, "Bad Extension")
 		res.AppendHeader(sip.NewHeader("Unsupported", h.require))
-		return res
+		return res, nil
 	}
 
 	// Authentication (RFC 3261 §22.3, RFC 7616).
@@ -120,72 +176,64 @@ func (r *Registrar) register(req *sip.Request, st *state, src netip.AddrPort, no
 	}
 	if !found {
 		if malformed {
-			return sip.NewResponseFromRequest(req, 400, "Bad Request - Malformed Authorization", nil)
+			return newResponse(req, 400, "Bad Request - Malformed Authorization"), nil
 		}
-		return r.challenge(req, false, now)
+		return r.challenge(req, false, now), nil
 	}
 	res := r.auth.Verify(string(sip.REGISTER), &cred, st.secret, fingerprint(req), now)
 	switch res.Outcome {
 	case digest.OK:
 	case digest.Challenge:
 		r.debug("credentials not usable, challenging again", req, src, "reason", res.Reason)
-		return r.challenge(req, false, now)
+		return r.challenge(req, false, now), nil
 	case digest.Stale:
 		r.debug("stale credentials", req, src, "reason", res.Reason)
-		return r.challenge(req, true, now)
+		return r.challenge(req, true, now), nil
 	case digest.Malformed:
-		return sip.NewResponseFromRequest(req, 400, "Bad Request - "+res.Reason, nil)
+		return newResponse(req, 400, "Bad Request - "+res.Reason), nil
 	default:
 		r.metrics.authFailures.Inc()
 		r.debug("authentication failed", req, src, "user", cred.Username, "reason", res.Reason)
 		if r.lockout.fail(src.Addr(), now, st.s.Lockout, cred.Username) {
 			r.metrics.lockouts.Inc()
 		}
-		return sip.NewResponseFromRequest(req, 403, "Forbidden", nil)
+		return newResponse(req, 403, "Forbidden"), nil
 	}
 	if cred.Username != user {
 		r.debug("authenticated user differs from the address-of-record", req, src, "user", cred.Username, "aor", user)
-		return sip.NewResponseFromRequest(req, 403, "Forbidden", nil)
+		return newResponse(req, 403, "Forbidden"), nil
 	}
-	if res.Retransmission || len(h.contacts) == 0 {
-		// A query (RFC 3261 §10.3 step 6), or a retransmission whose first
-		// copy was applied already: list what is there.
-		return r.ok(req, r.table.Lookup(user), now)
+	if res.Retransmission {
+		// The first copy was applied already, but its commit may still be
+		// in flight: an empty update waits for it, so this 200 too is only
+		// sent for persisted bindings.
+		return nil, &pendingUpdate{user: user, noop: true, maxContacts: st.s.MaxContacts}
+	}
+	if len(h.contacts) == 0 {
+		// A query (RFC 3261 §10.3 step 6): list what is there.
+		return r.ok(req, r.table.Lookup(user), now), nil
 	}
 
 	ops, fail := r.contactOps(req, &h, st, now)
 	if fail != nil {
-		return fail
+		return fail, nil
 	}
-	callID := string(*req.CallID())
-	cseq := req.CSeq().SeqNo
 	branch, _ := req.Via().Params.Get("branch")
-	b := location.Binding{
-		Source:    src,
-		Local:     localOf(req),
-		Transport: sip.NetworkToLower(req.Transport()),
-		CallID:    callID,
-		CSeq:      cseq,
-		Branch:    branch,
-		Updated:   now,
-		UserAgent: h.userAgent,
+	return nil, &pendingUpdate{
+		user: user,
+		ops:  ops,
+		tmpl: location.Binding{
+			Source:    src,
+			Local:     localOf(req),
+			Transport: sip.NetworkToLower(req.Transport()),
+			CallID:    string(*req.CallID()),
+			CSeq:      req.CSeq().SeqNo,
+			Branch:    branch,
+			Updated:   now,
+			UserAgent: h.userAgent,
+		},
+		maxContacts: st.s.MaxContacts,
 	}
-	bindings, err := r.table.Update(user, func(cur []location.Binding) ([]location.Binding, error) {
-		return applyOps(cur, ops, &b, st.s.MaxContacts, now)
-	})
-	switch {
-	case errors.Is(err, errOutOfOrder):
-		// RFC 3261 §10.3 step 7: the update is aborted and the request fails.
-		return sip.NewResponseFromRequest(req, 500, "Server Internal Error - CSeq Out Of Order", nil)
-	case errors.Is(err, errTooManyContacts):
-		return sip.NewResponseFromRequest(req, 403, "Forbidden - Too Many Contacts (max "+strconv.Itoa(st.s.MaxContacts)+")", nil)
-	case err != nil:
-		r.log.Error("storing bindings failed", "user", user, "error", err)
-		res := sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil)
-		res.AppendHeader(sip.NewHeader("Retry-After", "5"))
-		return res
-	}
-	return r.ok(req, bindings, now)
 }
 
 func (st *state) secret(user string) (digest.Secret, bool) {
@@ -197,7 +245,7 @@ func (st *state) secret(user string) (digest.Secret, bool) {
 }
 
 func (r *Registrar) challenge(req *sip.Request, stale bool, now time.Time) *sip.Response {
-	res := sip.NewResponseFromRequest(req, 401, "Unauthorized", nil)
+	res := newResponse(req, 401, "Unauthorized")
 	var buf [2]string
 	for _, c := range r.auth.Challenges(buf[:0], stale, now) {
 		res.AppendHeader(sip.NewHeader("WWW-Authenticate", c))
@@ -208,7 +256,7 @@ func (r *Registrar) challenge(req *sip.Request, stale bool, now time.Time) *sip.
 // ok builds the 200 listing every live binding with its remaining expiry
 // (RFC 3261 §10.3 step 8) and a Date header.
 func (r *Registrar) ok(req *sip.Request, bindings []location.Binding, now time.Time) *sip.Response {
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res := newResponse(req, 200, "OK")
 	var sb strings.Builder
 	for i := range bindings {
 		b := &bindings[i]

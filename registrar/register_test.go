@@ -3,12 +3,15 @@ package registrar
 import (
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 	icholy "github.com/icholy/digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgewise-sip/edgewise/registrar/location"
 )
@@ -303,6 +306,16 @@ func TestLockout(t *testing.T) {
 		if n := e.logs.count("source locked out"); n != 1 {
 			t.Fatalf("lockout start logged %d times", n)
 		}
+		if got := testutil.ToFloat64(e.reg.metrics.lockouts); got != 1 {
+			t.Errorf("lockouts_total = %v", got)
+		}
+		if got := testutil.ToFloat64(e.reg.metrics.authFailures); got != 10 {
+			t.Errorf("auth_failures_total = %v", got)
+		}
+		// The locked-out request itself is refused by sipserver's guard.
+		if got := testutil.ToFloat64(e.reg.metrics.byCode[403]); got != 10 {
+			t.Errorf("403 count = %v", got)
+		}
 		e.clock.Add(5*time.Minute + time.Second)
 		e.reg.lockout.sweep(e.clock.Now(), time.Minute)
 		if n := e.logs.count("source lockout ended"); n != 1 {
@@ -499,5 +512,55 @@ func TestQualify(t *testing.T) {
 	}
 	if len(e.table.Lookup("alice")) != 2 {
 		t.Fatal("unreachable contact removed")
+	}
+}
+
+// TestMetricsExposition checks the collector registers cleanly and exposes
+// the documented names.
+func TestMetricsExposition(t *testing.T) {
+	e := newEnv(t, nil)
+	p := newPhone(t, e, "UDP", "alice", "wonderland")
+	p.register(200, "Contact: "+p.contact(5070))
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(e.reg.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	n, err := testutil.GatherAndCount(reg,
+		"edgewise_registrar_requests_total", "edgewise_registrar_bindings", "edgewise_registrar_auth_failures_total",
+		"edgewise_registrar_lockouts_total", "edgewise_registrar_locked_sources")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 6 { // two request codes (401, 200) + four single series
+		t.Fatalf("%d series", n)
+	}
+	if got := testutil.ToFloat64(e.reg.metrics.byCode[200]); got != 1 {
+		t.Fatalf("200 count = %v", got)
+	}
+}
+
+// TestStackStopsCleanly runs sipserver, registrar and location together,
+// registers over both transports, stops everything and checks that no
+// goroutine is left behind.
+func TestStackStopsCleanly(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Run("run", func(t *testing.T) {
+		e := newEnv(t, func(s *Settings) { s.QualifyInterval = 100 * time.Millisecond })
+		for _, tp := range []string{"UDP", "TCP"} {
+			p := newPhone(t, e, tp, "alice", "wonderland")
+			p.register(200, "Contact: "+p.contact(5070))
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= before {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

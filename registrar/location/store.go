@@ -38,8 +38,9 @@ const (
 	journalPrefix = "location.journal."
 	compactFactor = 4
 	compactMin    = 50_000
-	// compactChunk is about how many users one compaction step copies.
-	compactChunk = 4096
+	// compactChunk is about how many users one compaction step copies; it
+	// bounds the extra latency a step adds to the commit it rides on.
+	compactChunk = 1024
 )
 
 // store writes user records to bbolt with group commit: callers hand over the
@@ -101,6 +102,9 @@ type compaction struct {
 type batch struct {
 	done chan struct{}
 	err  error
+	// callbacks of UpdateAsync callers, run after the commit on a goroutine
+	// of their own so the writer can start the next commit at once.
+	callbacks []func(error)
 }
 
 type storeStats struct {
@@ -141,20 +145,27 @@ func newStore(db *bolt.DB, own bool, log *slog.Logger) *store {
 func (s *store) start() { go s.writer() }
 
 // enqueue schedules user's bindings (empty: delete the user) for the next
-// commit and returns the batch to wait on. Calls for one user must be ordered
-// by the caller (the table holds the user's shard lock), and the table must
-// already show the new state, which compaction relies on.
-func (s *store) enqueue(user string, bs []Binding) *batch {
+// commit and returns the batch to wait on; cb, if not nil, is called with the
+// commit's outcome instead. Calls for one user must be ordered by the caller
+// (the table holds the user's shard lock), and the table must already show
+// the new state, which compaction relies on.
+func (s *store) enqueue(user string, bs []Binding, cb func(error)) *batch {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		b := newBatch()
 		b.err = ErrClosed
 		close(b.done)
+		if cb != nil {
+			go cb(ErrClosed)
+		}
 		return b
 	}
 	s.pending[user] = bs
 	b := s.batch
+	if cb != nil {
+		b.callbacks = append(b.callbacks, cb)
+	}
 	s.mu.Unlock()
 	select {
 	case s.kick <- struct{}{}:
@@ -295,6 +306,13 @@ func (s *store) cycle(buf *[]byte) {
 	if len(p) > 0 {
 		b.err = err
 		close(b.done)
+		if cbs := b.callbacks; len(cbs) > 0 {
+			go func() {
+				for _, cb := range cbs {
+					cb(err)
+				}
+			}()
+		}
 		clear(p)
 		s.mu.Lock()
 		s.spare = p

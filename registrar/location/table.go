@@ -47,7 +47,20 @@ type Table struct {
 type shard struct {
 	mu    sync.RWMutex
 	users map[string]*userEntry
-	_     [32]byte // spread shards over cache lines
+	// nextExpiry (Unix ns, 0 = none) is a lower bound on the earliest expiry
+	// in the shard, so Sweep skips shards with nothing to expire instead of
+	// walking every binding every second.
+	nextExpiry int64
+	_          [24]byte // spread shards over cache lines
+}
+
+// noteExpiries lowers the shard's nextExpiry to cover bs. Hold sh.mu.
+func (sh *shard) noteExpiries(bs []Binding) {
+	for i := range bs {
+		if e := bs[i].Expires.UnixNano(); sh.nextExpiry == 0 || e < sh.nextExpiry {
+			sh.nextExpiry = e
+		}
+	}
 }
 
 type userEntry struct {
@@ -135,7 +148,9 @@ func open(db *bolt.DB, own bool, logger *slog.Logger, s Settings) (*Table, error
 			continue
 		}
 		state[user] = live
-		t.shard(user).users[user] = &userEntry{bindings: live, live: len(live)}
+		sh := t.shard(user)
+		sh.users[user] = &userEntry{bindings: live, live: len(live)}
+		sh.noteExpiries(live)
 		n += len(live)
 	}
 	// Start from a compact journal holding only live bindings, so that expired
@@ -192,14 +207,47 @@ func (t *Table) shard(user string) *shard {
 // user); if fn returns an error nothing changes and the error is returned.
 // Update returns once the new set is persisted, so a caller may acknowledge
 // it; the returned slice is the caller's to keep. Concurrent updates of the
-// same user are serialised; fn must be quick and must not call the Table.
+// same user are serialised; fn must be quick, must not call the Table and
+// must not keep the slice it returns.
 //
 // The new set is visible to Lookup as soon as fn returns, a few milliseconds
 // before it is durable. If persisting fails the memory keeps the new set and
 // the error is returned, so the caller can refuse the request.
 func (t *Table) Update(user string, fn func(cur []Binding) ([]Binding, error)) ([]Binding, error) {
+	res, wait, err := t.update(user, fn, nil)
+	if err != nil {
+		return nil, err
+	}
+	if wait != nil {
+		if err := wait.wait(); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// UpdateAsync is Update for callers that must not block while the change is
+// written: committed is called exactly once with the new set and the outcome,
+// after the commit, from a goroutine the table starts for each batch (or, if
+// fn fails or the table is closed, before UpdateAsync returns, with a nil set).
+// committed should not block for long: it delays the other callbacks of its
+// batch.
+func (t *Table) UpdateAsync(user string, fn func(cur []Binding) ([]Binding, error), committed func([]Binding, error)) {
+	res, _, err := t.update(user, fn, committed)
+	if err != nil {
+		committed(nil, err)
+		return
+	}
+	if t.store == nil {
+		committed(res, nil)
+	}
+}
+
+// update applies fn under the user's shard lock and queues the write. With
+// committed set (and a store), committed is called after the commit.
+func (t *Table) update(user string, fn func(cur []Binding) ([]Binding, error), committed func([]Binding, error)) ([]Binding, *batch, error) {
 	if t.closed.Load() {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	sh := t.shard(user)
 	now := t.now()
@@ -213,11 +261,14 @@ func (t *Table) Update(user string, fn func(cur []Binding) ([]Binding, error)) (
 	out, err := fn(cur)
 	if err != nil {
 		sh.mu.Unlock()
-		return nil, err
+		return nil, nil, err
 	}
 	for i := range out {
 		out[i].User = user
 	}
+	// The caller's copy is made before the commit can start, so a callback
+	// never races with this goroutine over it.
+	res := cloneBindings(out)
 	old := 0
 	if e != nil {
 		old = len(e.bindings)
@@ -225,7 +276,11 @@ func (t *Table) Update(user string, fn func(cur []Binding) ([]Binding, error)) (
 	live := countLive(out, now)
 	var wait *batch
 	if t.store != nil {
-		wait = t.store.enqueue(user, out)
+		var cb func(error)
+		if committed != nil {
+			cb = func(err error) { committed(res, err) }
+		}
+		wait = t.store.enqueue(user, out, cb)
 	}
 	switch {
 	case len(out) == 0:
@@ -241,6 +296,7 @@ func (t *Table) Update(user string, fn func(cur []Binding) ([]Binding, error)) (
 	default:
 		e.bindings = out
 	}
+	sh.noteExpiries(out)
 	prevLive := 0
 	if e != nil {
 		prevLive = e.live
@@ -251,14 +307,7 @@ func (t *Table) Update(user string, fn func(cur []Binding) ([]Binding, error)) (
 	}
 	sh.mu.Unlock()
 	t.count.Add(int64(len(out) - old))
-
-	res := cloneBindings(out)
-	if wait != nil {
-		if err := wait.wait(); err != nil {
-			return res, err
-		}
-	}
-	return res, nil
+	return res, wait, nil
 }
 
 // Lookup returns a copy of the user's live bindings, qualify state ignored.
@@ -390,21 +439,28 @@ func (t *Table) Sweep() error {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
+		if sh.nextExpiry == 0 || now.UnixNano() < sh.nextExpiry {
+			sh.mu.Unlock()
+			continue
+		}
+		sh.nextExpiry = 0
 		for user, e := range sh.users {
 			live := countLive(e.bindings, now)
 			if live == len(e.bindings) {
+				sh.noteExpiries(e.bindings)
 				continue
 			}
 			keep := liveCopy(e.bindings, now)
 			removed += len(e.bindings) - len(keep)
 			if t.store != nil {
-				last = t.store.enqueue(user, keep)
+				last = t.store.enqueue(user, keep, nil)
 			}
 			if len(keep) == 0 {
 				delete(sh.users, user)
 				t.users.Add(-1)
 			} else {
 				e.bindings = keep
+				sh.noteExpiries(keep)
 			}
 			if live != e.live {
 				e.live = live

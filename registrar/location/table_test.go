@@ -28,8 +28,9 @@ func newClock() *clock {
 	c.ns.Store(time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC).UnixNano())
 	return c
 }
-func (c *clock) Now() time.Time            { return time.Unix(0, c.ns.Load()) }
-func (c *clock) Add(d time.Duration)       { c.ns.Add(int64(d)) }
+func (c *clock) Now() time.Time      { return time.Unix(0, c.ns.Load()) }
+func (c *clock) Add(d time.Duration) { c.ns.Add(int64(d)) }
+
 // testLogger logs to stderr with -v and nowhere otherwise (t.Log from the
 // table's goroutines would race with the end of a test).
 func testLogger(t testing.TB) *slog.Logger {
@@ -530,5 +531,55 @@ func TestLoadReplaysGenerationsInOrder(t *testing.T) {
 	}
 	if tb.Lookup("bob") != nil || tb.Lookup("carol") == nil {
 		t.Errorf("users = %v", tb.Users())
+	}
+}
+
+func TestUpdateAsync(t *testing.T) {
+	clk := newClock()
+	for _, persisted := range []bool{true, false} {
+		t.Run(fmt.Sprint("persisted=", persisted), func(t *testing.T) {
+			var tb *Table
+			if persisted {
+				var err error
+				tb, err = Open(filepath.Join(t.TempDir(), "db"), testLogger(t), Settings{Now: clk.Now})
+				if err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				tb = NewMemory(testLogger(t), Settings{Now: clk.Now})
+			}
+			defer tb.Close()
+			const n = 200
+			done := make(chan error, n+1)
+			for i := range n {
+				user := "u" + strconv.Itoa(i%7)
+				tb.UpdateAsync(user, func(cur []Binding) ([]Binding, error) {
+					return append(cur, binding(fmt.Sprintf("sip:%s@192.0.2.1:%d", user, i), clk.Now().Add(time.Hour))), nil
+				}, func(bs []Binding, err error) {
+					if err == nil && (len(bs) == 0 || bs[0].User != user) {
+						err = fmt.Errorf("callback got %+v", bs)
+					}
+					done <- err
+				})
+			}
+			boom := errors.New("refused")
+			tb.UpdateAsync("x", func([]Binding) ([]Binding, error) { return nil, boom }, func(_ []Binding, err error) { done <- err })
+			refused := 0
+			for i := range n + 1 {
+				select {
+				case err := <-done:
+					if errors.Is(err, boom) {
+						refused++
+					} else if err != nil {
+						t.Fatal(err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%d of %d callbacks ran", i, n+1)
+				}
+			}
+			if tb.Len() != n || refused != 1 {
+				t.Fatalf("Len = %d, refused = %d", tb.Len(), refused)
+			}
+		})
 	}
 }

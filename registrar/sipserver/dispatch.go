@@ -147,39 +147,16 @@ func (s *Server) malformed(o origin, pkt []byte, reason string, err error) {
 	}
 }
 
-// job is one request for the worker pool.
-type job struct {
-	h   Handler
-	req *sip.Request
-	tx  *statelessTx
-}
-
-// dispatch queues a stateless request for the worker pool. Handlers may wait
-// (the registrar waits for its commit) and the readers must keep reading
-// meanwhile; when the queue is full the reader waits, which is the
-// backpressure a UDP server wants.
+// dispatch runs a stateless handler on the reading goroutine. Handlers do not
+// block (see Handler), so this costs no handoff; a panic is contained to the
+// one message.
 func (s *Server) dispatch(h Handler, req *sip.Request, tx *statelessTx) {
-	s.drainMu.RLock()
-	defer s.drainMu.RUnlock()
-	if s.draining {
-		return
-	}
-	s.jobs <- job{h: h, req: req, tx: tx}
-}
-
-func (s *Server) work() {
-	for j := range s.jobs {
-		s.run(j)
-	}
-}
-
-func (s *Server) run(j job) {
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error("handler panicked", "method", string(j.req.Method), "panic", p, "stack", string(debug.Stack()))
+			s.log.Error("handler panicked", "method", string(req.Method), "panic", p, "stack", string(debug.Stack()))
 		}
 	}()
-	j.h(j.req, j.tx)
+	h(req, tx)
 }
 
 // builtin answers requests nobody handles: OPTIONS to the server itself,
@@ -288,6 +265,12 @@ func (t *statelessTx) Respond(res *sip.Response) error {
 	bufPool.Put(buf)
 	return err
 }
+
+// Detached reports that Respond may be called after the handler returned:
+// nothing is torn down when it does. Handlers that wait for slow work (the
+// registrar's commit) use this to answer from a callback instead of blocking
+// the reader.
+func (t *statelessTx) Detached() bool { return true }
 
 func (t *statelessTx) Terminate()                         {}
 func (t *statelessTx) OnTerminate(sip.FnTxTerminate) bool { return false }

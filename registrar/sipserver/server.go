@@ -28,7 +28,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -57,24 +56,18 @@ type Settings struct {
 	// default (~200 KB) overflows from about 12,000 requests/s. Zero means
 	// 4 MiB; the kernel caps it at net.core.rmem_max.
 	UDPReadBuffer int
-	// Workers is how many goroutines run stateless handlers. Handlers may
-	// wait (the registrar waits for its bindings to be written), so this is
-	// the number of requests in progress at once; when all are busy and the
-	// queue is full, reading stops and the kernel buffers, then drops, as a
-	// UDP server should under overload. Zero means 256.
-	Workers int
 	// ForceRport answers UDP requests at their source port even when the Via
 	// has no rport parameter (RFC 3581 behaviour for every client), which
 	// helps old phones behind NAT. Off: RFC 3261 §18.2.2, the Via port.
 	ForceRport bool
-	// DrainTimeout bounds how long Run waits for handlers at shutdown. Zero
-	// means 5 s.
-	DrainTimeout time.Duration
 }
 
 // Handler answers one request. For methods registered with HandleStateless tx
 // is a stateless stand-in: Respond writes the response straight to the socket,
 // and there is no retransmission absorption, so the handler must be idempotent.
+// A stateless handler runs on the goroutine that read the message and must not
+// block: one that waits for slow work returns and calls Respond later (the
+// stand-in allows it, see its Detached method).
 type Handler func(req *sip.Request, tx sip.ServerTransaction)
 
 // Server is a SIP endpoint on one or more sockets. Register handlers, then Run.
@@ -94,13 +87,6 @@ type Server struct {
 	running       bool
 
 	guard atomic.Pointer[func(netip.Addr) bool]
-
-	// jobs feeds the worker pool. Long-lived workers keep their grown stacks;
-	// a goroutine per request spent ~6% of CPU growing stacks under load.
-	jobs     chan job
-	workers  sync.WaitGroup
-	drainMu  sync.RWMutex
-	draining bool
 
 	ready     chan struct{}
 	listeners []*listener // set before ready closes
@@ -142,12 +128,6 @@ func New(s Settings, logger *slog.Logger) (*Server, error) {
 	if s.UDPReadBuffer == 0 {
 		s.UDPReadBuffer = 4 << 20
 	}
-	if s.Workers <= 0 {
-		s.Workers = 256
-	}
-	if s.DrainTimeout <= 0 {
-		s.DrainTimeout = 5 * time.Second
-	}
 	parser := sip.NewParser()
 	sipLog := logger.With("component", "sipgo")
 	ua, err := sipgo.NewUA(
@@ -179,7 +159,6 @@ func New(s Settings, logger *slog.Logger) (*Server, error) {
 		parser:        parser,
 		stateless:     make(map[sip.RequestMethod]Handler),
 		transactional: make(map[sip.RequestMethod]Handler),
-		jobs:          make(chan job, 4*s.Workers),
 		ready:         make(chan struct{}),
 	}, nil
 }
@@ -210,7 +189,8 @@ func (s *Server) Handle(method sip.RequestMethod, h Handler) {
 }
 
 // HandleStateless routes method to h without a server transaction: REGISTER
-// and OPTIONS, whose handlers are idempotent. Call before Run.
+// and OPTIONS, whose handlers are idempotent. h runs on the reading goroutine
+// (no handoff, no goroutine per request) and must not block. Call before Run.
 func (s *Server) HandleStateless(method sip.RequestMethod, h Handler) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -281,8 +261,9 @@ type listener struct {
 }
 
 // Run listens on every address and serves until ctx is done, then closes the
-// sockets, waits (up to DrainTimeout) for running handlers and stops sipgo.
-// A listen error stops everything and is returned.
+// sockets, waits for its readers (and so for the stateless handlers they run)
+// and stops sipgo. A listen error stops everything and is returned. Responses
+// a detached handler sends after that fail with a closed-socket error.
 func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.running {
@@ -302,10 +283,6 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 		s.listeners = append(s.listeners, ln)
-	}
-
-	for range s.settings.Workers {
-		s.workers.Go(s.work)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -358,7 +335,6 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.closeListeners()
 	wg.Wait()
-	s.drain()
 	s.ua.Close()
 	return err
 }
@@ -396,25 +372,6 @@ func (s *Server) closeListeners() {
 		if ln.tcp != nil {
 			ln.tcp.closeAll()
 		}
-	}
-}
-
-// drain stops the worker pool once queued requests are handled, waiting up
-// to DrainTimeout.
-func (s *Server) drain() {
-	s.drainMu.Lock()
-	s.draining = true
-	close(s.jobs)
-	s.drainMu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		s.workers.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(s.settings.DrainTimeout):
-		s.log.Warn("handlers still running at shutdown", "waited", s.settings.DrainTimeout)
 	}
 }
 
