@@ -1,0 +1,165 @@
+package b2bua
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strconv"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+	clientdigest "github.com/icholy/digest"
+
+	"github.com/edgewise-sip/edgewise/registrar/digest"
+)
+
+// authenticate checks a phone's INVITE with digest (RFC 3261 §22.3): a
+// proxy challenge (407) as a SIP proxy would send, so phones answer with
+// the credentials they register with. It answers the request itself unless
+// the credentials are good, and returns the authenticated user.
+func (b *B2BUA) authenticate(req *sip.Request, tx sip.ServerTransaction, st *state) (string, bool) {
+	var cred digest.Authorization
+	found, malformed := false, false
+	for _, name := range []string{"Proxy-Authorization", "Authorization"} {
+		for _, h := range req.GetHeaders(name) {
+			a, err := digest.ParseAuthorization(h.Value())
+			if err != nil {
+				malformed = malformed || errors.Is(err, digest.ErrMalformed)
+				continue
+			}
+			if a.Realm == st.s.Realm {
+				cred, found = a, true
+				break
+			}
+		}
+		if found {
+			break
+		}
+	}
+	now := b.now()
+	if !found {
+		if malformed {
+			b.reply(tx, req, 400, "Bad Request - Malformed Authorization")
+			return "", false
+		}
+		b.challenge(req, tx, false)
+		return "", false
+	}
+	lookup := func(user string) (digest.Secret, bool) {
+		c, ok := st.phones.Credential(user)
+		if !ok {
+			return digest.Secret{}, false
+		}
+		return digest.Secret{Password: c.Password, HA1: c.HA1}, true
+	}
+	res := b.auth.Verify(string(sip.INVITE), &cred, lookup, fingerprint(req), now)
+	switch res.Outcome {
+	case digest.OK:
+		return cred.Username, true
+	case digest.Challenge:
+		b.challenge(req, tx, false)
+	case digest.Stale:
+		b.challenge(req, tx, true)
+	case digest.Malformed:
+		b.reply(tx, req, 400, "Bad Request - "+res.Reason)
+	default:
+		b.metrics.authFailures.Inc()
+		b.log.Debug("INVITE authentication failed", "user", cred.Username, "source", req.Source(), "reason", res.Reason)
+		b.reply(tx, req, 403, "Forbidden")
+	}
+	return "", false
+}
+
+func (b *B2BUA) challenge(req *sip.Request, tx sip.ServerTransaction, stale bool) {
+	res := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
+	var buf [2]string
+	for _, c := range b.auth.Challenges(buf[:0], stale, b.now()) {
+		res.AppendHeader(sip.NewHeader("Proxy-Authenticate", c))
+	}
+	b.send(tx, res)
+}
+
+var fingerprintSeed = maphash.MakeSeed()
+
+// fingerprint identifies the transaction for the digest nonce-count check.
+func fingerprint(req *sip.Request) uint64 {
+	var h maphash.Hash
+	h.SetSeed(fingerprintSeed)
+	branch, _ := req.Via().Params.Get("branch")
+	h.WriteString(branch)
+	h.WriteByte(0)
+	h.WriteString(string(*req.CallID()))
+	h.WriteByte(0)
+	h.WriteString(strconv.FormatUint(uint64(req.CSeq().SeqNo), 10))
+	if v := h.Sum64(); v != 0 {
+		return v
+	}
+	return 1
+}
+
+// twilioAuth answers Twilio's 401/407 to our INVITEs with the user's Twilio
+// credentials. The last challenge is kept, so an INVITE retried at the next
+// IP carries credentials at once.
+type twilioAuth struct {
+	user, password string
+	chal           *clientdigest.Challenge
+	proxy          bool
+	nc             int
+	attempts       int
+}
+
+// maxAuthAttempts bounds challenges answered per call: a second challenge
+// after an answer with the same nonce means the credentials are wrong.
+const maxAuthAttempts = 2
+
+// learn takes a 401/407. It returns false when the challenge cannot be
+// answered (or was already answered too often).
+func (a *twilioAuth) learn(res *sip.Response) error {
+	name := "WWW-Authenticate"
+	proxy := res.StatusCode == sip.StatusProxyAuthRequired
+	if proxy {
+		name = "Proxy-Authenticate"
+	}
+	h := res.GetHeader(name)
+	if h == nil {
+		return fmt.Errorf("%d without %s", res.StatusCode, name)
+	}
+	chal, err := clientdigest.ParseChallenge(h.Value())
+	if err != nil {
+		return fmt.Errorf("bad %s: %w", name, err)
+	}
+	chal.Algorithm = strings.ToUpper(chal.Algorithm)
+	if !clientdigest.CanDigest(chal) {
+		return fmt.Errorf("unsupported digest challenge (algorithm %q)", chal.Algorithm)
+	}
+	a.attempts++
+	if a.attempts > maxAuthAttempts || a.chal != nil && a.chal.Nonce == chal.Nonce && !chal.Stale {
+		return errors.New("twilio credentials rejected")
+	}
+	a.chal, a.proxy, a.nc = chal, proxy, 0
+	return nil
+}
+
+// apply adds credentials for the last challenge, if any.
+func (a *twilioAuth) apply(req *sip.Request) error {
+	if a.chal == nil {
+		return nil
+	}
+	a.nc++
+	cred, err := clientdigest.Digest(a.chal, clientdigest.Options{
+		Method:   string(req.Method),
+		URI:      req.Recipient.String(),
+		Username: a.user,
+		Password: a.password,
+		Count:    a.nc,
+	})
+	if err != nil {
+		return fmt.Errorf("digest: %w", err)
+	}
+	name := "Authorization"
+	if a.proxy {
+		name = "Proxy-Authorization"
+	}
+	req.AppendHeader(sip.NewHeader(name, cred.String()))
+	return nil
+}

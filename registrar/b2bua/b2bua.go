@@ -1,0 +1,244 @@
+package b2bua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/media"
+	"github.com/edgewise-sip/edgewise/registrar"
+	"github.com/edgewise-sip/edgewise/registrar/digest"
+	"github.com/edgewise-sip/edgewise/registrar/edge"
+	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/registrar/sipserver"
+	"github.com/edgewise-sip/edgewise/registrar/upstream"
+)
+
+// SIP is what the B2BUA sends through: sipserver.Server.
+type SIP interface {
+	// Client sends requests from the listening sockets.
+	Client() *sipgo.Client
+	// Addr is the bound address of the first listener of transport ("udp",
+	// "tcp"); requests leave from it.
+	Addr(transport string) netip.AddrPort
+}
+
+// Router installs request handlers: sipserver.Server.
+type Router interface {
+	Handle(method sip.RequestMethod, h sipserver.Handler)
+	HandleStateless(method sip.RequestMethod, h sipserver.Handler)
+}
+
+// Bindings finds where a user's phones are: location.Table.
+type Bindings interface {
+	Routable(user string) []location.Binding
+}
+
+// Edges is the edge monitor as a new outbound call sees it: edge.Monitor.
+type Edges interface {
+	Plan() []edge.Target
+	Report(t edge.Target, res edge.Result, err error)
+}
+
+// Relay allocates the media of a call: media.Relay.
+type Relay interface {
+	NewSession(id string) (*media.Session, error)
+}
+
+var (
+	_ SIP      = (*sipserver.Server)(nil)
+	_ Router   = (*sipserver.Server)(nil)
+	_ Bindings = (*location.Table)(nil)
+	_ Edges    = (*edge.Monitor)(nil)
+	_ Relay    = (*media.Relay)(nil)
+)
+
+// Options are fixed for the life of a B2BUA.
+type Options struct {
+	SIP      SIP
+	Bindings Bindings
+	Edges    Edges
+	Relay    Relay
+	// TLS returns the client for an edge FQDN when twilio.transport is tls
+	// (edge.TLSClients.Client): SNI and the verified name must be the FQDN.
+	TLS    func(fqdn string) (*sipgo.Client, error)
+	Logger *slog.Logger
+	// Now replaces time.Now (digest nonces), for tests.
+	Now func() time.Time
+}
+
+// B2BUA bridges every call through edgewise as two SIP dialogs, phone side
+// and Twilio side, with the media relayed by a media.Session.
+type B2BUA struct {
+	log      *slog.Logger
+	sip      SIP
+	tls      func(fqdn string) (*sipgo.Client, error)
+	bindings Bindings
+	edges    Edges
+	relay    Relay
+	now      func() time.Time
+	auth     *digest.Authenticator
+	metrics  *metrics
+
+	state   atomic.Pointer[state]
+	applyMu sync.Mutex
+
+	mu       sync.Mutex
+	calls    map[string]*call
+	dialogs  map[dialogKey]*leg
+	merged   map[string]*call    // Call-ID, From tag, CSeq of an INVITE received
+	sids     map[string]*call    // X-Twilio-CallSid
+	options  map[string]struct{} // in-dialog OPTIONS being relayed (Call-ID, branch)
+	stopping bool                // Run's ctx is done: new calls get 503
+	closing  bool                // no more goroutines may start
+	wg       sync.WaitGroup      // goroutines the B2BUA started
+	ran      bool
+}
+
+// dialogKey finds a dialog from a request inside it: its Call-ID and our tag
+// (the To tag of a request we receive).
+type dialogKey struct {
+	callID string
+	tag    string
+}
+
+// New returns a B2BUA. Register its handlers on the server, run it, and call
+// Apply on every reload.
+func New(s Settings, phones registrar.Directory, twilio upstream.Directory, opts Options) (*B2BUA, error) {
+	if opts.SIP == nil || opts.Bindings == nil || opts.Edges == nil || opts.Relay == nil {
+		return nil, errors.New("b2bua: SIP, Bindings, Edges and Relay are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	st, err := newState(s, phones, twilio)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := digest.NewAuthenticator(st.digestConfig(), digest.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("b2bua: %w", err)
+	}
+	b := &B2BUA{
+		log:      opts.Logger,
+		sip:      opts.SIP,
+		tls:      opts.TLS,
+		bindings: opts.Bindings,
+		edges:    opts.Edges,
+		relay:    opts.Relay,
+		now:      opts.Now,
+		auth:     auth,
+		metrics:  newMetrics(),
+		calls:    make(map[string]*call),
+		dialogs:  make(map[dialogKey]*leg),
+		merged:   make(map[string]*call),
+		sids:     make(map[string]*call),
+		options:  make(map[string]struct{}),
+	}
+	b.state.Store(st)
+	return b, nil
+}
+
+// Apply swaps in new settings and directories. Calls in progress keep the
+// snapshot they started with; nonces already issued stay valid. On error
+// nothing changes.
+func (b *B2BUA) Apply(s Settings, phones registrar.Directory, twilio upstream.Directory) error {
+	st, err := newState(s, phones, twilio)
+	if err != nil {
+		return err
+	}
+	b.applyMu.Lock()
+	defer b.applyMu.Unlock()
+	if err := b.auth.SetConfig(st.digestConfig()); err != nil {
+		return fmt.Errorf("b2bua: %w", err)
+	}
+	b.state.Store(st)
+	return nil
+}
+
+// Settings returns the settings in force, defaults filled in.
+func (b *B2BUA) Settings() Settings { return b.state.Load().s }
+
+// Register installs the B2BUA's handlers: INVITE (new calls and
+// re-INVITEs), ACK, CANCEL, BYE, UPDATE and INFO through sipgo's transaction
+// layer, and OPTIONS statelessly (out of dialog it is a keepalive answered
+// at once; in a dialog it is relayed from a goroutine of the B2BUA, and
+// relaying it twice is harmless). Call before the server runs.
+func (b *B2BUA) Register(r Router) {
+	r.Handle(sip.INVITE, b.serveInvite)
+	r.Handle(sip.ACK, b.serveAck)
+	r.Handle(sip.CANCEL, b.serveCancel)
+	r.Handle(sip.BYE, b.serveBye)
+	r.Handle(sip.UPDATE, b.serveInDialog)
+	r.Handle(sip.INFO, b.serveInDialog)
+	r.HandleStateless(sip.OPTIONS, b.serveOptions)
+}
+
+// Run waits for ctx, then refuses new calls, hangs up every call in
+// progress (BYE on both legs, best effort), releases their media and waits
+// for every goroutine the B2BUA started.
+func (b *B2BUA) Run(ctx context.Context) error {
+	b.mu.Lock()
+	if b.ran {
+		b.mu.Unlock()
+		return errors.New("b2bua: Run called twice")
+	}
+	b.ran = true
+	b.mu.Unlock()
+	<-ctx.Done()
+
+	b.mu.Lock()
+	b.stopping = true
+	calls := make([]*call, 0, len(b.calls))
+	for _, c := range b.calls {
+		calls = append(calls, c)
+	}
+	b.mu.Unlock()
+	if len(calls) > 0 {
+		b.log.Info("hanging up calls at shutdown", "calls", len(calls))
+	}
+	var wg sync.WaitGroup
+	for _, c := range calls {
+		wg.Go(func() { b.hangup(c, "shutdown", nil) })
+	}
+	wg.Wait()
+	b.mu.Lock()
+	b.closing = true
+	b.mu.Unlock()
+	b.wg.Wait()
+	return nil
+}
+
+// spawn runs fn in a goroutine the B2BUA owns, unless it is shutting down.
+func (b *B2BUA) spawn(fn func()) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closing {
+		return false
+	}
+	b.wg.Go(fn)
+	return true
+}
+
+func (b *B2BUA) findLeg(callID, tag string) *leg {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.dialogs[dialogKey{callID, tag}]
+}
+
+func (b *B2BUA) addDialog(l *leg) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.dialogs[dialogKey{l.callID, l.localTag}] = l
+}
