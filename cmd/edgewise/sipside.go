@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 
 	"github.com/emiago/sipgo"
@@ -14,7 +15,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/media"
 	"github.com/edgewise-sip/edgewise/registrar"
+	"github.com/edgewise-sip/edgewise/registrar/b2bua"
 	"github.com/edgewise-sip/edgewise/registrar/digest"
 	"github.com/edgewise-sip/edgewise/registrar/edge"
 	"github.com/edgewise-sip/edgewise/registrar/location"
@@ -31,6 +34,8 @@ type sipSide struct {
 	edges    *edge.Monitor
 	upstream *upstream.Manager
 	tls      *edge.TLSClients
+	relay    *media.Relay
+	calls    *b2bua.B2BUA
 }
 
 func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer) (*sipSide, error) {
@@ -78,8 +83,52 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	if err != nil {
 		return nil, err
 	}
-	metrics.MustRegister(reg.Collector(), mon, up)
-	return &sipSide{logger: logger, server: srv, reg: reg, edges: mon, upstream: up, tls: tlsClients}, nil
+	relay, err := media.NewRelay(mediaSettings(cfg), logger.With("component", "media"))
+	if err != nil {
+		return nil, err
+	}
+	calls, err := b2bua.New(b2buaSettings(cfg), phoneCredentials(cfg), upstreamDirectory(cfg), b2bua.Options{
+		SIP: srv, Bindings: table, Edges: mon, Relay: relay,
+		TLS:    tlsClients.Client, // only used when twilio.transport is tls
+		Logger: logger.With("component", "b2bua"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	calls.Register(srv)
+	metrics.MustRegister(reg.Collector(), mon, up, relay, calls)
+	return &sipSide{logger: logger, server: srv, reg: reg, edges: mon, upstream: up, tls: tlsClients, relay: relay, calls: calls}, nil
+}
+
+// mediaSettings places the relay: phones reach it on the SIP listener's
+// address, Twilio on the public one. Both must be IP addresses.
+func mediaSettings(cfg *configs.Config) media.Settings {
+	public, _ := cfg.SIP.Advertise()
+	pub, _ := netip.ParseAddr(public)
+	local, err := netip.ParseAddr(cfg.SIP.Listen[0].Host)
+	if err != nil || local.IsUnspecified() {
+		local = pub
+	}
+	return media.Settings{
+		Ports:    media.PortRange{Min: cfg.Media.RTPPorts.Min, Max: cfg.Media.RTPPorts.Max},
+		Timeout:  cfg.Media.Timeout,
+		LocalIP:  local,
+		PublicIP: pub,
+	}
+}
+
+func b2buaSettings(cfg *configs.Config) b2bua.Settings {
+	host, port := cfg.SIP.Advertise()
+	return b2bua.Settings{
+		Domain:          cfg.Twilio.Domain,
+		PublicAddress:   net.JoinHostPort(host, strconv.Itoa(port)),
+		Timeout:         cfg.Twilio.Timeout,
+		SignallingCIDRs: cfg.Twilio.SignallingCIDRs,
+		Realm:           cfg.SIP.Realm,
+		NonceTTL:        cfg.SIP.NonceTTL,
+		Algorithms:      digestAlgorithms(cfg.SIP.DigestAlgorithms),
+		UserAgent:       "edgewise/" + version,
+	}
 }
 
 // upstreamClient is the client for requests to Twilio. Over UDP they leave
@@ -204,29 +253,48 @@ func (s *sipSide) apply(cfg *configs.Config) {
 	if err := s.upstream.Apply(upstreamSettings(cfg), upstreamDirectory(cfg)); err != nil {
 		s.logger.Error("upstream registration refused the reloaded settings; keeping the old ones", "error", err)
 	}
+	// Calls in progress keep the snapshot they started with.
+	if err := s.calls.Apply(b2buaSettings(cfg), phoneCredentials(cfg), upstreamDirectory(cfg)); err != nil {
+		s.logger.Error("b2bua refused the reloaded settings; keeping the old ones", "error", err)
+	}
 }
 
 // run serves SIP and runs the registrar's background work until ctx is done.
+//
+// Shutdown runs in two steps: when ctx is done the B2BUA hangs up the calls
+// in progress first (its BYEs go out through the server and the relay), and
+// only then are the server, the relay and the rest stopped.
 func (s *sipSide) run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	defer s.tls.Close()
-	g, gctx := errgroup.WithContext(ctx)
+	infra, stopInfra := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopInfra()
+	g, gctx := errgroup.WithContext(infra)
 	g.Go(func() error { return s.server.Run(gctx) })
 	g.Go(func() error { return s.reg.Run(gctx) })
-	// Probes and upstream REGISTERs leave through the SIP listeners.
-	afterReady := func(run func(context.Context) error) func() error {
+	g.Go(func() error { return s.relay.Run(gctx) })
+	// Probes, upstream REGISTERs and calls use the SIP listeners.
+	afterReady := func(ctx context.Context, run func(context.Context) error) func() error {
 		return func() error {
 			select {
 			case <-s.server.Ready():
-			case <-gctx.Done():
+			case <-ctx.Done():
 				return nil
 			}
-			return run(gctx)
+			return run(ctx)
 		}
 	}
-	g.Go(afterReady(s.edges.Run))
-	g.Go(afterReady(s.upstream.Run))
+	g.Go(afterReady(gctx, s.edges.Run))
+	g.Go(afterReady(gctx, s.upstream.Run))
+
+	calls, stopCalls := context.WithCancel(ctx)
+	defer stopCalls()
+	stop := context.AfterFunc(gctx, stopCalls) // a failed component ends the calls too
+	defer stop()
+	g.Go(func() error {
+		err := afterReady(calls, s.calls.Run)()
+		stopInfra() // calls are over: stop everything else
+		return err
+	})
 	return g.Wait()
 }
 
@@ -246,6 +314,7 @@ func digestAlgorithms(names []string) []digest.Algorithm {
 // status document.
 func (s *sipSide) decorate(doc *statusDoc) {
 	doc.Edges = s.edges.Status()
+	doc.Calls = s.calls.Calls()
 	for i := range doc.Users {
 		if st, ok := s.upstream.Status(doc.Users[i].User); ok {
 			doc.Users[i].Upstream = &st

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/registrar/b2bua"
 	"github.com/edgewise-sip/edgewise/registrar/edge"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/upstream"
@@ -12,12 +13,13 @@ import (
 
 // statusDoc is GET /v1/status. Field names are part of the admin API.
 type statusDoc struct {
-	Version   string            `json:"version"`
-	StartedAt time.Time         `json:"started_at"`
-	Config    configStatus      `json:"config"`
-	Users     []userStatus      `json:"users"`
-	Edges     []edge.EdgeStatus `json:"edges"`
-	Store     storeStatus       `json:"store"`
+	Version   string             `json:"version"`
+	StartedAt time.Time          `json:"started_at"`
+	Config    configStatus       `json:"config"`
+	Users     []userStatus       `json:"users"`
+	Edges     []edge.EdgeStatus  `json:"edges"`
+	Calls     []b2bua.CallStatus `json:"calls"`
+	Store     storeStatus        `json:"store"`
 }
 
 type configStatus struct {
