@@ -8,7 +8,7 @@ PKGS     := ./...
 APT      := DEBIAN_FRONTEND=noninteractive apt-get
 # Debian packages the tests drive (binary:package). Installed only when missing.
 TEST_DEPS  := sipp:sip-tester baresip:baresip chromium:chromium
-BENCH_DEPS := kamailio:kamailio
+BENCH_DEPS := kamailio:kamailio rtpengine:rtpengine-daemon
 
 .PHONY: all build run test unit integration vet fmt-check fuzz bench deps bench-deps clean
 

@@ -35,7 +35,7 @@ import (
 func main() {
 	var (
 		out      = flag.String("out", "bench-results", "directory for the results tables")
-		suites   = flag.String("suites", "registrar,failover,steady,token", "comma-separated suites to run")
+		suites   = flag.String("suites", "registrar,failover,steady,token,relay", "comma-separated suites to run")
 		users    = flag.Int("users", 20000, "registrar: distinct users (AORs) registered")
 		stepDur  = flag.Duration("step", 15*time.Second, "registrar: duration of each rate step")
 		steady   = flag.Duration("steady", 60*time.Second, "registrar: duration of the steady run at the best clean rate")
@@ -65,6 +65,8 @@ func main() {
 			table, err = steadySuite(repo, *window)
 		case "token":
 			table, err = tokenSuite(repo)
+		case "relay":
+			table, err = relaySuite(repo)
 		default:
 			err = fmt.Errorf("unknown suite %q", suite)
 		}

@@ -234,3 +234,18 @@ func tokenSuite(repo string) (string, error) {
 	}
 	return o.String(), nil
 }
+
+// relaySuite runs media/relaytest's relay benchmark: edgewise's RTP relay and
+// rtpengine (userspace, driven over its ng protocol) with the same generator,
+// (a) many 50 pps G.711 streams, (b) one stream at rising rates, (c) one-way
+// latency at 1,000 calls. It prints its own table.
+func relaySuite(repo string) (string, error) {
+	cmd := exec.Command("go", "run", "./media/relaytest/relaybench")
+	cmd.Dir = repo
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("relaybench: %w", err)
+	}
+	return "\n" + string(out), nil
+}
