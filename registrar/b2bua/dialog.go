@@ -329,3 +329,32 @@ func tagOf(p sip.HeaderParams) string {
 	t, _ := p.Get("tag")
 	return t
 }
+
+// newInvite builds the initial INVITE of this leg (RFC 3261 §8.1.1) toward
+// target, carrying the headers worth passing on from the other leg's request
+// and the (already rewritten) offer, which may be empty for a delayed offer.
+func (l *leg) newInvite(target sip.Uri, cseq uint32, userAgent string, other *sip.Request, offer []byte) *sip.Request {
+	req := sip.NewRequest(sip.INVITE, target)
+	req.AppendHeader(l.via())
+	maxFwd := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&maxFwd)
+	from := &sip.FromHeader{DisplayName: l.local.name, Address: l.local.uri, Params: sip.NewParams()}
+	from.Params.Add("tag", l.localTag)
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: l.remote.uri, Params: sip.NewParams()})
+	callID := sip.CallIDHeader(l.callID)
+	req.AppendHeader(&callID)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: sip.INVITE})
+	req.AppendHeader(l.contact.Clone())
+	req.AppendHeader(sip.NewHeader("Allow", allowed))
+	if userAgent != "" {
+		req.AppendHeader(sip.NewHeader("User-Agent", userAgent))
+	}
+	copyHeaders(req, other)
+	if len(offer) > 0 {
+		req.AppendHeader(sdpHeader())
+	}
+	req.SetBody(offer)
+	l.route(req)
+	return req
+}

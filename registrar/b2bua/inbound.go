@@ -421,29 +421,7 @@ func (r *ring) forkLeg(bnd location.Binding) (*leg, error) {
 
 func (f *fork) invite() *sip.Request {
 	r, l := f.r, f.l
-	req := sip.NewRequest(sip.INVITE, *l.target.Clone())
-	req.AppendHeader(l.via())
-	maxFwd := sip.MaxForwardsHeader(70)
-	req.AppendHeader(&maxFwd)
-	from := &sip.FromHeader{DisplayName: l.local.name, Address: l.local.uri, Params: sip.NewParams()}
-	from.Params.Add("tag", l.localTag)
-	req.AppendHeader(from)
-	req.AppendHeader(&sip.ToHeader{Address: l.remote.uri, Params: sip.NewParams()})
-	callID := sip.CallIDHeader(l.callID)
-	req.AppendHeader(&callID)
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: r.cseq, MethodName: sip.INVITE})
-	req.AppendHeader(l.contact.Clone())
-	req.AppendHeader(sip.NewHeader("Allow", allowed))
-	if ua := r.c.st.s.UserAgent; ua != "" {
-		req.AppendHeader(sip.NewHeader("User-Agent", ua))
-	}
-	copyHeaders(req, r.treq)
-	if len(r.offer) > 0 {
-		req.AppendHeader(sdpHeader())
-	}
-	req.SetBody(r.offer)
-	l.route(req)
-	return req
+	return l.newInvite(*l.target.Clone(), r.cseq, r.c.st.s.UserAgent, r.treq, r.offer)
 }
 
 // run rings one phone until it answers, fails, stays silent for Timeout, or

@@ -197,29 +197,7 @@ func (d *dial) buildInvite(l *leg, t edge.Target) *sip.Request {
 	l.mu.Lock()
 	l.cseq = d.cseq
 	l.mu.Unlock()
-	req := sip.NewRequest(sip.INVITE, t.URI(d.dialled))
-	req.AppendHeader(l.via())
-	maxFwd := sip.MaxForwardsHeader(70)
-	req.AppendHeader(&maxFwd)
-	from := &sip.FromHeader{DisplayName: l.local.name, Address: l.local.uri, Params: sip.NewParams()}
-	from.Params.Add("tag", l.localTag)
-	req.AppendHeader(from)
-	req.AppendHeader(&sip.ToHeader{Address: l.remote.uri, Params: sip.NewParams()})
-	callID := sip.CallIDHeader(l.callID)
-	req.AppendHeader(&callID)
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: d.cseq, MethodName: sip.INVITE})
-	req.AppendHeader(l.contact.Clone())
-	req.AppendHeader(sip.NewHeader("Allow", allowed))
-	if ua := d.c.st.s.UserAgent; ua != "" {
-		req.AppendHeader(sip.NewHeader("User-Agent", ua))
-	}
-	copyHeaders(req, d.preq)
-	if len(d.offer) > 0 {
-		req.AppendHeader(sdpHeader())
-	}
-	req.SetBody(d.offer)
-	l.route(req)
-	return req
+	return l.newInvite(t.URI(d.dialled), d.cseq, d.c.st.s.UserAgent, d.preq, d.offer)
 }
 
 // allowed is what edgewise accepts inside a bridged dialog.
