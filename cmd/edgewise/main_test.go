@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edgewise-sip/edgewise/configs"
+)
+
+func TestRunDispatch(t *testing.T) {
+	cases := []struct {
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{nil, 2, "usage"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"version"}, 0, "edgewise dev"},
+		{[]string{"help"}, 0, "token serve"},
+		{[]string{"token"}, 2, "usage: edgewise token serve"},
+		{[]string{"check", "-c", "/nonexistent/edgewise.yaml"}, 1, "/nonexistent/edgewise.yaml"},
+		{[]string{"check", "-bogus"}, 2, "flag provided but not defined"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out bytes.Buffer
+			if code := run(tc.args, &out, &out); code != tc.wantCode {
+				t.Fatalf("exit %d, want %d; output:\n%s", code, tc.wantCode, out.String())
+			}
+			if !strings.Contains(out.String(), tc.wantOut) {
+				t.Fatalf("output lacks %q:\n%s", tc.wantOut, out.String())
+			}
+		})
+	}
+}
+
+// parse builds a config from the demo file with edits applied.
+func parse(t *testing.T, edit func(string) string) *configs.Config {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "configs", "demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "edgewise.yaml")
+	cfg, err := configs.Parse(path, []byte(edit(string(data))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestPhoneDirectory(t *testing.T) {
+	cfg := parse(t, func(s string) string {
+		// carol keeps only her HA1: MD5("carol:edgewise.demo:carol-secret").
+		return strings.Replace(s, "    password: carol-secret\n", "    ha1: 2552ad82ba993899cfe44fdd900e2fbb\n", 1)
+	})
+	dir := phoneDirectory{cfg}
+	cases := []struct {
+		user, password string
+		want           bool
+	}{
+		{"alice", "alice-secret", true},
+		{"alice", "alice-secret ", false},
+		{"alice", "", false},
+		{"mallory", "alice-secret", false},
+		{"carol", "carol-secret", true},
+		{"carol", "carol-secre", false},
+	}
+	for _, tc := range cases {
+		if got := dir.CheckPassword(tc.user, tc.password); got != tc.want {
+			t.Errorf("CheckPassword(%q, %q) = %v, want %v", tc.user, tc.password, got, tc.want)
+		}
+	}
+}
+
+func TestSettingsFromConfig(t *testing.T) {
+	cfg := parse(t, func(s string) string {
+		s = strings.Replace(s, `listen: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]`, `listen: ["udp:0.0.0.0:5060"]`, 1)
+		return strings.Replace(s, "public_address: 127.0.0.1", "public_address: 192.0.2.10:5080", 1)
+	})
+	m := mediaSettings(cfg)
+	if m.LocalIP.String() != "192.0.2.10" || m.PublicIP.String() != "192.0.2.10" {
+		t.Errorf("media on a wildcard listener: local %v public %v, want the public address for both", m.LocalIP, m.PublicIP)
+	}
+	if m.Ports.Min != cfg.Media.RTPPorts.Min || m.Ports.Max != cfg.Media.RTPPorts.Max {
+		t.Errorf("media ports %+v, want %v", m.Ports, cfg.Media.RTPPorts)
+	}
+	if u := upstreamSettings(cfg); u.PublicAddress != "192.0.2.10:5080" || u.ContactTransport != "udp" {
+		t.Errorf("upstream contact %s over %s", u.PublicAddress, u.ContactTransport)
+	}
+	ts := tokenSettings(cfg)
+	if strings.Join(ts.Edges, ",") != strings.Join(cfg.Twilio.Edges, ",") || len(ts.Keys) != len(cfg.Token.APIKeys) {
+		t.Errorf("token settings do not follow the config: edges %v keys %d", ts.Edges, len(ts.Keys))
+	}
+	for _, p := range cfg.Phones {
+		c := phoneCredentials(cfg)[p.User]
+		if c.Password == "" && c.HA1 == "" {
+			t.Errorf("phone %s has no credential for the registrar", p.User)
+		}
+	}
+}
