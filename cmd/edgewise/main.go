@@ -3,6 +3,7 @@
 //	edgewise serve -c FILE         run the gateway
 //	edgewise check -c FILE         validate a config file
 //	edgewise token serve -c FILE   run a standalone token provider replica
+//	edgewise status [-admin URL] [-token T] [--json]
 //	edgewise version
 package main
 
@@ -21,6 +22,9 @@ commands:
   serve -c FILE         run the gateway (SIGHUP reloads, SIGINT/SIGTERM stop)
   check -c FILE         validate a config; print every problem as FILE:LINE: field: problem
   token serve -c FILE   run a token provider replica only (no SIP)
+  status [-admin URL] [-token T] [--json]
+                        show the running daemon's edges, users, calls and last
+                        reload (token also from $EDGEWISE_ADMIN_TOKEN)
   version               print the version
 `
 
@@ -41,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdToken(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "edgewise", version)
 		return 0

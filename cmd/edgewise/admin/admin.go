@@ -1,7 +1,8 @@
-// Package admin serves edgewise's operator API: health, status, reload and
-// metrics. It listens on loopback by default; anything it exposes beyond
-// /healthz needs the configured bearer token when one is set, because status
-// names users and contacts and reload changes what the daemon does.
+// Package admin serves edgewise's operator API: health, status, a live
+// status page, reload and metrics. It listens on loopback by default;
+// anything it exposes beyond /healthz needs the configured bearer token when
+// one is set, because status names users and contacts and reload changes
+// what the daemon does.
 package admin
 
 import (
@@ -53,6 +54,8 @@ func New(opts Options, logger *slog.Logger) *Server {
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.authed(s.readyz))
 	s.mux.HandleFunc("GET /v1/status", s.authed(s.status))
+	s.mux.HandleFunc("GET /v1/events", s.authed(s.events))
+	s.mux.HandleFunc("GET /{$}", s.authed(s.page))
 	s.mux.HandleFunc("POST /v1/reload", s.authed(s.reload))
 	if opts.Gatherer != nil {
 		s.mux.Handle("GET /metrics", s.authed(promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}).ServeHTTP))
@@ -73,6 +76,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		Handler:           s.mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+		// Request contexts end with ctx, so long-lived /v1/events streams
+		// stop on shutdown instead of holding Shutdown for its full drain.
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -1,0 +1,245 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The page is one embedded template so the binary serves it with no external
+// assets and no front-end build step.
+//
+//go:embed page/status.html
+var pageFS embed.FS
+
+var pageTmpl = template.Must(template.New("status.html").Funcs(template.FuncMap{
+	"ago": func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return t.UTC().Format("2006-01-02 15:04:05Z")
+	},
+	"join": strings.Join,
+}).ParseFS(pageFS, "page/status.html"))
+
+// eventInterval is how often /v1/events sends a fresh status.
+const eventInterval = time.Second
+
+// pageView is the part of the status document the page shows. The admin
+// package does not know the daemon's status type (Options.Status returns
+// any), so the page decodes the same JSON /v1/status serves: the page and the
+// API can then never disagree, and a replica's smaller document simply
+// leaves sections empty.
+type pageView struct {
+	Version   string    `json:"version"`
+	StartedAt time.Time `json:"started_at"`
+	Config    struct {
+		Path       string     `json:"path"`
+		Hash       string     `json:"hash"`
+		Edges      []string   `json:"edges"`
+		LastReload reloadView `json:"last_reload"`
+	} `json:"config"`
+	Edges []edgeView `json:"edges"`
+	Users []userView `json:"users"`
+	Calls []callView `json:"calls"`
+	// Now is when the view was built; shown so a stale page is visible.
+	Now time.Time `json:"-"`
+}
+
+type reloadView struct {
+	Time         time.Time `json:"time"`
+	Trigger      string    `json:"trigger"`
+	OK           bool      `json:"ok"`
+	Unchanged    bool      `json:"unchanged"`
+	Problems     []string  `json:"problems"`
+	Changed      []string  `json:"changed"`
+	NeedsRestart []string  `json:"needs_restart"`
+}
+
+type edgeView struct {
+	Name   string `json:"name"`
+	State  string `json:"state"`
+	Active bool   `json:"active"`
+	Reason string `json:"reason"`
+	IPs    []struct {
+		IP        string  `json:"ip"`
+		State     string  `json:"state"`
+		LastRTTMs float64 `json:"last_rtt_ms"`
+		LastError string  `json:"last_error"`
+	} `json:"ips"`
+}
+
+type userView struct {
+	User     string `json:"user"`
+	Contacts []struct {
+		URI       string `json:"uri"`
+		Source    string `json:"source"`
+		Transport string `json:"transport"`
+		ExpiresIn int    `json:"expires_in"`
+		Reachable string `json:"reachable"`
+	} `json:"contacts"`
+	Upstream *struct {
+		Edge      string `json:"edge"`
+		State     string `json:"state"`
+		LastError string `json:"last_error"`
+	} `json:"upstream"`
+}
+
+type callView struct {
+	ID        string `json:"id"`
+	Direction string `json:"direction"`
+	User      string `json:"user"`
+	From      string `json:"from"`
+	To        string `json:"to"`
+	State     string `json:"state"`
+	Edge      string `json:"edge"`
+	Media     *struct {
+		Legs []struct {
+			Side   string `json:"side"`
+			Remote string `json:"remote"`
+			RX     struct {
+				Packets uint64 `json:"packets"`
+				Bytes   uint64 `json:"bytes"`
+				Lost    int64  `json:"lost"`
+			} `json:"rx"`
+			TX struct {
+				Packets uint64 `json:"packets"`
+				Bytes   uint64 `json:"bytes"`
+			} `json:"tx"`
+		} `json:"legs"`
+	} `json:"media"`
+}
+
+// view builds the page model from the current status.
+func (s *Server) view() (*pageView, error) {
+	raw, err := json.Marshal(s.opts.Status())
+	if err != nil {
+		return nil, fmt.Errorf("encode status: %w", err)
+	}
+	v := &pageView{Now: time.Now()}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return nil, fmt.Errorf("decode status for page: %w", err)
+	}
+	// Show edges in the configured (failover) order, whatever order the
+	// edge manager reports them in.
+	rank := make(map[string]int, len(v.Config.Edges))
+	for i, name := range v.Config.Edges {
+		rank[name] = i
+	}
+	slices.SortStableFunc(v.Edges, func(a, b edgeView) int {
+		ra, oka := rank[a.Name]
+		rb, okb := rank[b.Name]
+		switch {
+		case oka && okb:
+			return ra - rb
+		case oka:
+			return -1
+		case okb:
+			return 1
+		}
+		return 0
+	})
+	return v, nil
+}
+
+// renderBody renders the live part of the page (everything but the shell).
+func (s *Server) renderBody() ([]byte, error) {
+	v, err := s.view()
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := pageTmpl.ExecuteTemplate(&buf, "body", v); err != nil {
+		return nil, fmt.Errorf("render status page: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
+	v, err := s.view()
+	if err != nil {
+		s.logger.Error("status page", "error", err)
+		http.Error(w, "status unavailable", http.StatusInternalServerError)
+		return
+	}
+	var buf bytes.Buffer
+	if err := pageTmpl.Execute(&buf, v); err != nil {
+		s.logger.Error("status page", "error", err)
+		http.Error(w, "status unavailable", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(buf.Bytes())
+}
+
+// events streams the status as server-sent events every eventInterval until
+// the client goes away or the server shuts down (Serve ties every request
+// context to its own). By default each event is "status" with the JSON
+// document; ?view=html sends "html" events with the rendered page body, which
+// is what the page itself listens to, so the rendering lives only on the
+// server.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	html := r.URL.Query().Get("view") == "html"
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	s.streamEvents(r.Context(), w, flusher, html)
+}
+
+func (s *Server) streamEvents(ctx context.Context, w http.ResponseWriter, flusher http.Flusher, html bool) {
+	tick := time.NewTicker(eventInterval)
+	defer tick.Stop()
+	for {
+		if err := s.writeEvent(w, html); err != nil {
+			// The client went away mid-write; the context will say so too.
+			return
+		}
+		flusher.Flush()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) writeEvent(w http.ResponseWriter, html bool) error {
+	name := "status"
+	var data []byte
+	var err error
+	if html {
+		name = "html"
+		data, err = s.renderBody()
+		// A bare CR would also end an SSE line; none is meaningful in HTML.
+		data = bytes.ReplaceAll(data, []byte("\r"), []byte(" "))
+	} else {
+		data, err = json.Marshal(s.opts.Status())
+	}
+	if err != nil {
+		s.logger.Warn("status event", "error", err)
+		return nil // skip this tick; the next may succeed
+	}
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "event: %s\n", name)
+	// SSE ends an event at a blank line, so multi-line data goes out as
+	// one "data:" line per line; the browser joins them with newlines.
+	for line := range strings.SplitSeq(string(data), "\n") {
+		fmt.Fprintf(&buf, "data: %s\n", line)
+	}
+	buf.WriteString("\n")
+	_, err = w.Write(buf.Bytes())
+	return err
+}
