@@ -180,7 +180,7 @@ func (r *Registrar) register(req *sip.Request, st *state, src netip.AddrPort, no
 		}
 		return r.challenge(req, false, now), nil
 	}
-	res := r.auth.Verify(string(sip.REGISTER), &cred, st.secret, fingerprint(req), now)
+	res := r.auth.Verify(string(sip.REGISTER), &cred, st.secret, Fingerprint(req), now)
 	switch res.Outcome {
 	case digest.OK:
 	case digest.Challenge:
@@ -311,9 +311,11 @@ func localOf(req *sip.Request) netip.AddrPort {
 
 var fingerprintSeed = maphash.MakeSeed()
 
-// fingerprint identifies a request for retransmission detection: the same
-// Via branch, Call-ID and CSeq mean the same transaction (RFC 3261 §17.2.3).
-func fingerprint(req *sip.Request) uint64 {
+// Fingerprint identifies a request for the digest nonce-count check
+// (digest.Authenticator.Verify): the same Via branch, Call-ID and CSeq mean
+// the same transaction (RFC 3261 §17.2.3), so a retransmission is answered
+// again instead of being refused as a replay. Never 0.
+func Fingerprint(req *sip.Request) uint64 {
 	var h maphash.Hash
 	h.SetSeed(fingerprintSeed)
 	branch, _ := req.Via().Params.Get("branch")

@@ -3,13 +3,12 @@ package b2bua
 import (
 	"errors"
 	"fmt"
-	"hash/maphash"
-	"strconv"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
 	clientdigest "github.com/icholy/digest"
 
+	"github.com/edgewise-sip/edgewise/registrar"
 	"github.com/edgewise-sip/edgewise/registrar/digest"
 )
 
@@ -52,7 +51,7 @@ func (b *B2BUA) authenticate(req *sip.Request, tx sip.ServerTransaction, st *sta
 		}
 		return digest.Secret{Password: c.Password, HA1: c.HA1}, true
 	}
-	res := b.auth.Verify(string(sip.INVITE), &cred, lookup, fingerprint(req), now)
+	res := b.auth.Verify(string(sip.INVITE), &cred, lookup, registrar.Fingerprint(req), now)
 	switch res.Outcome {
 	case digest.OK:
 		return cred.Username, true
@@ -77,24 +76,6 @@ func (b *B2BUA) challenge(req *sip.Request, tx sip.ServerTransaction, stale bool
 		res.AppendHeader(sip.NewHeader("Proxy-Authenticate", c))
 	}
 	b.send(tx, res)
-}
-
-var fingerprintSeed = maphash.MakeSeed()
-
-// fingerprint identifies the transaction for the digest nonce-count check.
-func fingerprint(req *sip.Request) uint64 {
-	var h maphash.Hash
-	h.SetSeed(fingerprintSeed)
-	branch, _ := req.Via().Params.Get("branch")
-	h.WriteString(branch)
-	h.WriteByte(0)
-	h.WriteString(string(*req.CallID()))
-	h.WriteByte(0)
-	h.WriteString(strconv.FormatUint(uint64(req.CSeq().SeqNo), 10))
-	if v := h.Sum64(); v != 0 {
-		return v
-	}
-	return 1
 }
 
 // twilioAuth answers Twilio's 401/407 to our INVITEs with the user's Twilio
