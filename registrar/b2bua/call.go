@@ -103,6 +103,24 @@ func (c *call) setPhase(p phase) {
 	c.phase = p
 }
 
+// markAnswered records l as the answered far leg (and, outbound, the Twilio
+// IP it reached) unless the call already ended — the caller gave up while
+// the 2xx was on its way. It reports whether the call is now answered.
+func (c *call) markAnswered(l *leg, target *edge.Target) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.phase == phaseEnded {
+		return false
+	}
+	c.out = l
+	if target != nil {
+		c.target = *target
+	}
+	c.phase = phaseAnswered
+	c.answered = time.Now()
+	return true
+}
+
 func (c *call) ended() bool {
 	select {
 	case <-c.done:

@@ -323,15 +323,7 @@ func (r *ring) answered(f *fork, res *sip.Response) {
 		b.finish(c, "unusable SDP in the answer")
 		return
 	}
-	c.mu.Lock()
-	ended := c.phase == phaseEnded
-	if !ended {
-		c.out = l
-		c.phase = phaseAnswered
-		c.answered = time.Now()
-	}
-	c.mu.Unlock()
-	if ended {
+	if !c.markAnswered(l, nil) {
 		if delayed {
 			f.sendAck(nil)
 		}

@@ -394,16 +394,7 @@ func (d *dial) answered(iv *invite, t edge.Target, res *sip.Response) {
 		return
 	}
 
-	c.mu.Lock()
-	ended := c.phase == phaseEnded
-	if !ended {
-		c.out = l
-		c.target = t
-		c.phase = phaseAnswered
-		c.answered = time.Now()
-	}
-	c.mu.Unlock()
-	if ended {
+	if !c.markAnswered(l, &t) {
 		// The phone gave up while the 2xx was on its way.
 		if delayed {
 			sendAck(nil)
