@@ -15,7 +15,7 @@ import (
 // cross-field and range checks are in validate.go. It returns false when the
 // file is not a mapping at all, where field-by-field checks would be noise.
 func (d *decoder) decode(root *yaml.Node, c *Config) bool {
-	top := d.mapping(root, "", "log", "sip", "twilio", "phones", "store", "admin", "media", "token")
+	top := d.mapping(root, "", "log", "sip", "twilio", "phones", "store", "admin", "media", "token", "shutdown")
 	if !top.ok {
 		return false
 	}
@@ -34,6 +34,9 @@ func (d *decoder) decode(root *yaml.Node, c *Config) bool {
 	if top.has("token") {
 		c.Token = d.decodeToken(top.node("token"))
 	}
+	sd := d.mapping(top.node("shutdown"), "shutdown", "drain_timeout", "retry_after")
+	sd.dur("drain_timeout", &c.Shutdown.DrainTimeout)
+	sd.dur("retry_after", &c.Shutdown.RetryAfter)
 	return true
 }
 

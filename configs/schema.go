@@ -24,14 +24,24 @@ type Config struct {
 	Hash    string `yaml:"-"` // hex sha256 of the file bytes
 	Version string `yaml:"-"` // first 12 hex chars of Hash
 
-	Log    Log     `yaml:"log"`
-	SIP    SIP     `yaml:"sip"`
-	Twilio Twilio  `yaml:"twilio"`
-	Phones []Phone `yaml:"phones"`
-	Store  Store   `yaml:"store"`
-	Admin  Admin   `yaml:"admin"`
-	Media  Media   `yaml:"media"`
-	Token  *Token  `yaml:"token"` // nil = token provider disabled
+	Log      Log      `yaml:"log"`
+	SIP      SIP      `yaml:"sip"`
+	Twilio   Twilio   `yaml:"twilio"`
+	Phones   []Phone  `yaml:"phones"`
+	Store    Store    `yaml:"store"`
+	Admin    Admin    `yaml:"admin"`
+	Media    Media    `yaml:"media"`
+	Token    *Token   `yaml:"token"` // nil = token provider disabled
+	Shutdown Shutdown `yaml:"shutdown"`
+}
+
+// Shutdown configures the graceful stop on SIGTERM: new calls and
+// registrations get 503 with Retry-After while calls in progress have up to
+// DrainTimeout to end by themselves; the rest are then hung up with BYE.
+// SIGINT skips the drain.
+type Shutdown struct {
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	RetryAfter   time.Duration `yaml:"retry_after"` // whole seconds in the Retry-After header
 }
 
 // Log configures the process logger.
@@ -285,8 +295,9 @@ func defaults() *Config {
 			Keepalive:       Keepalive{Method: "options", Interval: 10 * time.Second},
 			Move:            Move{Rate: 500, Concurrency: 50},
 		},
-		Admin: Admin{Listen: "127.0.0.1:9060"},
-		Media: Media{RTPPorts: PortRange{Min: 20000, Max: 29999}, Timeout: 60 * time.Second},
+		Admin:    Admin{Listen: "127.0.0.1:9060"},
+		Media:    Media{RTPPorts: PortRange{Min: 20000, Max: 29999}, Timeout: 60 * time.Second},
+		Shutdown: Shutdown{DrainTimeout: 30 * time.Second, RetryAfter: 30 * time.Second},
 	}
 }
 

@@ -23,6 +23,7 @@ func (d *decoder) validate(c *Config) {
 	}
 	d.validateAdmin(c.Admin)
 	d.validateMedia(c.Media)
+	d.validateShutdown(c.Shutdown)
 	if c.Token != nil {
 		d.validateToken(c.Token)
 	}
@@ -165,6 +166,15 @@ func (d *decoder) validateMedia(m Media) {
 	}
 	if m.Timeout <= 0 {
 		d.problem("media.timeout", "", "must be positive")
+	}
+}
+
+func (d *decoder) validateShutdown(s Shutdown) {
+	if s.DrainTimeout < 0 {
+		d.problem("shutdown.drain_timeout", "0s hangs up every call at once", "must not be negative")
+	}
+	if s.RetryAfter < time.Second || s.RetryAfter > time.Hour {
+		d.problem("shutdown.retry_after", "phones and Twilio retry after this; e.g. 30s", "%s is outside 1s..1h", s.RetryAfter)
 	}
 }
 

@@ -24,23 +24,54 @@ import (
 	"github.com/edgewise-sip/edgewise/token"
 )
 
-// cmdServe runs the daemon until SIGINT or SIGTERM.
+// cmdServe runs the daemon until SIGINT or SIGTERM; SIGTERM drains first.
 func cmdServe(args []string, stderr io.Writer) int {
 	cfg, code := loadFromFlags("serve", args, stderr)
 	if cfg == nil {
 		return code
 	}
-	return runUntilSignal(cfg, stderr, "edgewise", serve)
+	return runUntilSignal(cfg, stderr, "edgewise", true, serve)
 }
 
-// runUntilSignal runs fn with the configured logger until SIGINT or SIGTERM
-// and turns its outcome into an exit code.
-func runUntilSignal(cfg *configs.Config, stderr io.Writer, what string,
-	fn func(context.Context, *configs.Config, *slog.Logger) error) int {
+// runUntilSignal runs fn with the configured logger until a signal stops it
+// and turns its outcome into an exit code. SIGINT stops at once (ctx is
+// cancelled). With graceful, the first SIGTERM closes drain instead and fn
+// decides how to wind down; a second SIGTERM, or SIGINT, then stops at once.
+// Without it SIGTERM stops at once too.
+func runUntilSignal(cfg *configs.Config, stderr io.Writer, what string, graceful bool,
+	fn func(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain <-chan struct{}) error) int {
 	logger := newLogger(cfg.Log, stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := fn(ctx, cfg, logger); err != nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	drain := make(chan struct{})
+	watcher := make(chan struct{})
+	go func() { // stops with ctx, which the deferred cancel ends
+		defer close(watcher)
+		draining := false
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-sigs:
+				if sig == syscall.SIGTERM && graceful && !draining {
+					draining = true
+					logger.Info("SIGTERM: draining; SIGINT or another SIGTERM stops at once")
+					close(drain)
+					continue
+				}
+				logger.Info("stopping now", "signal", sig.String())
+				cancel()
+				return
+			}
+		}
+	}()
+	err := fn(ctx, cfg, logger, drain)
+	cancel()
+	<-watcher
+	if err != nil {
 		logger.Error(what+" stopped", "error", err)
 		return 1
 	}
@@ -78,7 +109,9 @@ func openStore(path string) (*bolt.DB, error) {
 
 // serve wires every component and runs them under one errgroup: the first to
 // fail stops the others, and serve returns when all have returned.
-func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger) error {
+//
+// drain closing starts a graceful stop (see drainThenStop).
+func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain <-chan struct{}) error {
 	started := time.Now()
 	live := configs.NewLive(cfg, logger.With("component", "config"))
 
@@ -120,7 +153,8 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger) error 
 			res := live.Reload(trigger)
 			return res, res.OK
 		},
-		Ready:    func() bool { return ctx.Err() == nil },
+		// Draining is not ready: load balancers and monitors stop sending.
+		Ready:    func() bool { return ctx.Err() == nil && !sip.draining() },
 		Gatherer: reg,
 	}, logger.With("component", "admin"))
 	adm.SetToken(cfg.Admin.Token.Value())
@@ -170,13 +204,45 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger) error 
 	}
 	g.Go(func() error { return live.Watch(ctx) })
 	g.Go(func() error { return reloadOnSIGHUP(ctx, live) })
+	g.Go(func() error { return drainThenStop(ctx, drain, live, sip, logger) })
 
 	logger.Info("edgewise running", "version", version, "config", cfg.String())
 	err = g.Wait()
-	if errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, errDrained) {
 		err = nil
 	}
 	return err
+}
+
+// errDrained ends the errgroup once a graceful stop has drained: the
+// ordinary shutdown then hangs up whatever is left.
+var errDrained = errors.New("drained")
+
+// drainThenStop waits for drain, refuses new registrations and calls (503
+// with Retry-After), lets the calls in progress end by themselves for up to
+// shutdown.drain_timeout, and then stops everything; the shutdown that
+// follows sends BYE on both legs of any call still up. Bindings and upstream
+// state are in the store, so nothing is lost.
+func drainThenStop(ctx context.Context, drain <-chan struct{}, live *configs.Live, sip *sipSide, logger *slog.Logger) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-drain:
+	}
+	sd := live.Current().Shutdown
+	started := time.Now()
+	idle := sip.drain(sd.RetryAfter)
+	deadline := time.NewTimer(sd.DrainTimeout)
+	defer deadline.Stop()
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-idle:
+		logger.Info("drained: every call ended by itself", "took", time.Since(started).Round(time.Millisecond))
+	case <-deadline.C:
+		logger.Warn("drain deadline passed: hanging up the calls left", "calls", len(sip.calls.Calls()), "drain_timeout", sd.DrainTimeout)
+	}
+	return errDrained
 }
 
 // reloadOnSIGHUP reloads the config on every SIGHUP until ctx is done.

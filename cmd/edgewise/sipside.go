@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
+	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -36,6 +38,9 @@ type sipSide struct {
 	tls      *edge.TLSClients
 	relay    *media.Relay
 	calls    *b2bua.B2BUA
+	// retryAfter is non-zero once a graceful stop began: REGISTERs then get
+	// 503 with this many seconds in Retry-After.
+	retryAfter atomic.Int64
 }
 
 func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer) (*sipSide, error) {
@@ -50,7 +55,8 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	if err != nil {
 		return nil, err
 	}
-	srv.HandleStateless(sip.REGISTER, reg.ServeRegister)
+	side := &sipSide{logger: logger, server: srv, reg: reg}
+	srv.HandleStateless(sip.REGISTER, side.refuseWhileDraining(reg.ServeRegister))
 	srv.SetGuard(reg.Blocked)
 
 	// TLS to Twilio needs one client per edge FQDN so SNI and certificate
@@ -89,15 +95,17 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	}
 	calls, err := b2bua.New(b2buaSettings(cfg), phoneCredentials(cfg), upstreamDirectory(cfg), b2bua.Options{
 		SIP: srv, Bindings: table, Edges: mon, Relay: relay,
-		TLS:    tlsClients.Client, // only used when twilio.transport is tls
-		Logger: logger.With("component", "b2bua"),
+		TLS:     tlsClients.Client, // only used when twilio.transport is tls
+		Lockout: reg,               // wrong INVITE passwords lock out like wrong REGISTER ones
+		Logger:  logger.With("component", "b2bua"),
 	})
 	if err != nil {
 		return nil, err
 	}
 	calls.Register(srv)
 	metrics.MustRegister(reg.Collector(), mon, up, relay, calls)
-	return &sipSide{logger: logger, server: srv, reg: reg, edges: mon, upstream: up, tls: tlsClients, relay: relay, calls: calls}, nil
+	side.edges, side.upstream, side.tls, side.relay, side.calls = mon, up, tlsClients, relay, calls
+	return side, nil
 }
 
 // mediaSettings places the relay: phones reach it on the SIP listener's
@@ -296,6 +304,36 @@ func (s *sipSide) run(ctx context.Context) error {
 		return err
 	})
 	return g.Wait()
+}
+
+// drain starts a graceful stop: REGISTERs and new calls get 503 with
+// Retry-After while calls in progress go on. The channel is closed once no
+// call is left. Upstream registrations stay: a restarted edgewise resumes
+// them, and phones' bindings are persisted.
+func (s *sipSide) drain(retryAfter time.Duration) <-chan struct{} {
+	s.retryAfter.Store(int64(max(1, retryAfter/time.Second)))
+	return s.calls.Drain(retryAfter)
+}
+
+// draining reports whether a graceful stop began.
+func (s *sipSide) draining() bool { return s.retryAfter.Load() != 0 }
+
+// refuseWhileDraining answers REGISTERs with 503 and Retry-After during a
+// graceful stop (RFC 3261 §21.5.4), so phones retry after the restart or
+// use their backup registrar rather than count a failure.
+func (s *sipSide) refuseWhileDraining(h sipserver.Handler) sipserver.Handler {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		secs := s.retryAfter.Load()
+		if secs == 0 {
+			h(req, tx)
+			return
+		}
+		res := sip.NewResponseFromRequest(req, sip.StatusServiceUnavailable, "Service Unavailable - Shutting Down", nil)
+		res.AppendHeader(sip.NewHeader("Retry-After", strconv.FormatInt(secs, 10)))
+		if err := tx.Respond(res); err != nil {
+			s.logger.Debug("503 to a REGISTER not sent", "error", err)
+		}
+	}
 }
 
 // digestAlgorithms maps the configured names onto the registrar's algorithms;

@@ -33,7 +33,7 @@ func cmdToken(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: no token section: the token provider is not configured\n", cfg.Path)
 		return 1
 	}
-	return runUntilSignal(cfg, stderr, "token provider", serveTokens)
+	return runUntilSignal(cfg, stderr, "token provider", false, serveTokens)
 }
 
 // tokenReplicaStatus is GET /v1/status of a standalone replica.
@@ -45,7 +45,9 @@ type tokenReplicaStatus struct {
 	Reason    string       `json:"reason,omitempty"`
 }
 
-func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger) error {
+// serveTokens serves until ctx ends; a replica has nothing to drain (its
+// HTTP server finishes requests in flight when it stops).
+func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger, _ <-chan struct{}) error {
 	started := time.Now()
 	live := configs.NewLive(cfg, logger.With("component", "config"))
 	tokens := token.New(logger)

@@ -64,6 +64,9 @@ func (b *B2BUA) authenticate(req *sip.Request, tx sip.ServerTransaction, st *sta
 	default:
 		b.metrics.authFailures.Inc()
 		b.log.Debug("INVITE authentication failed", "user", cred.Username, "source", req.Source(), "reason", res.Reason)
+		if b.lockout != nil {
+			b.lockout.AuthFailed(sourceOf(req).Addr(), cred.Username)
+		}
 		b.reply(tx, req, 403, "Forbidden")
 	}
 	return "", false

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,7 +54,13 @@ type Relay interface {
 	NewSession(id string) (*media.Session, error)
 }
 
+// Lockout counts authentication failures per source: registrar.Registrar.
+type Lockout interface {
+	AuthFailed(source netip.Addr, user string) bool
+}
+
 var (
+	_ Lockout  = (*registrar.Registrar)(nil)
 	_ SIP      = (*sipserver.Server)(nil)
 	_ Router   = (*sipserver.Server)(nil)
 	_ Bindings = (*location.Table)(nil)
@@ -69,8 +76,12 @@ type Options struct {
 	Relay    Relay
 	// TLS returns the client for an edge FQDN when twilio.transport is tls
 	// (edge.TLSClients.Client): SNI and the verified name must be the FQDN.
-	TLS    func(fqdn string) (*sipgo.Client, error)
-	Logger *slog.Logger
+	TLS func(fqdn string) (*sipgo.Client, error)
+	// Lockout, when set, hears every failed INVITE authentication, so a
+	// source guessing passwords through calls is locked out like one
+	// guessing them through REGISTER (registrar.Registrar.AuthFailed).
+	Lockout Lockout
+	Logger  *slog.Logger
 	// Now replaces time.Now (digest nonces), for tests.
 	Now func() time.Time
 }
@@ -84,6 +95,7 @@ type B2BUA struct {
 	bindings Bindings
 	edges    Edges
 	relay    Relay
+	lockout  Lockout
 	now      func() time.Time
 	auth     *digest.Authenticator
 	metrics  *metrics
@@ -98,6 +110,8 @@ type B2BUA struct {
 	sids     map[string]*call    // X-Twilio-CallSid
 	options  map[string]struct{} // in-dialog OPTIONS being relayed (Call-ID, branch)
 	stopping bool                // Run's ctx is done: new calls get 503
+	ending   int                 // calls removed from calls whose end (BYEs) is still running
+	drain    *drainState         // set by Drain
 	closing  bool                // no more goroutines may start
 	wg       sync.WaitGroup      // goroutines the B2BUA started
 	ran      bool
@@ -137,6 +151,7 @@ func New(s Settings, phones registrar.Directory, twilio upstream.Directory, opts
 		bindings: opts.Bindings,
 		edges:    opts.Edges,
 		relay:    opts.Relay,
+		lockout:  opts.Lockout,
 		now:      opts.Now,
 		auth:     auth,
 		metrics:  newMetrics(),
@@ -218,6 +233,54 @@ func (b *B2BUA) Run(ctx context.Context) error {
 	b.mu.Unlock()
 	b.wg.Wait()
 	return nil
+}
+
+// drainState is a graceful stop in progress.
+type drainState struct {
+	retryAfter time.Duration
+	idle       chan struct{} // closed once no call is left
+	closed     bool
+}
+
+// Drain starts a graceful stop: new calls get 503 with Retry-After (whole
+// seconds of retryAfter) while calls in progress go on. The channel it
+// returns is closed once every call has ended, BYEs included; then cancel
+// Run's context. Calling Drain again returns the same channel.
+func (b *B2BUA) Drain(retryAfter time.Duration) <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.drain == nil {
+		b.drain = &drainState{retryAfter: retryAfter, idle: make(chan struct{})}
+		b.log.Info("draining: new calls are refused", "calls", len(b.calls), "retry_after", retryAfter)
+		b.checkIdleLocked()
+	}
+	return b.drain.idle
+}
+
+// checkIdleLocked closes the drain's channel when nothing is left. b.mu is held.
+func (b *B2BUA) checkIdleLocked() {
+	d := b.drain
+	if d == nil || d.closed || len(b.calls) > 0 || b.ending > 0 {
+		return
+	}
+	d.closed = true
+	close(d.idle)
+}
+
+// refusal is what admit's 503 carries: Retry-After while draining, so
+// phones and Twilio come back (or go elsewhere) rather than fail.
+func (b *B2BUA) refusal(code int) []sip.Header {
+	if code != sip.StatusServiceUnavailable {
+		return nil
+	}
+	b.mu.Lock()
+	d := b.drain
+	b.mu.Unlock()
+	if d == nil {
+		return nil
+	}
+	secs := max(1, int(d.retryAfter/time.Second))
+	return []sip.Header{sip.NewHeader("Retry-After", strconv.Itoa(secs))}
 }
 
 // spawn runs fn in a goroutine the B2BUA owns, unless it is shutting down.

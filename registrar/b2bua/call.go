@@ -138,7 +138,7 @@ func (c *call) ended() bool {
 func (b *B2BUA) admit(c *call) (code int, reason string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.stopping {
+	if b.stopping || b.drain != nil {
 		return 503, "Service Unavailable - Shutting Down"
 	}
 	if prev := b.merged[c.merged]; prev != nil {
@@ -205,8 +205,15 @@ func (b *B2BUA) end(c *call, why string, from *leg, bye bool) {
 			delete(b.dialogs, dialogKey{l.callID, l.localTag})
 		}
 	}
+	b.ending++
 	b.mu.Unlock()
 	b.metrics.active.WithLabelValues(string(c.dir)).Dec()
+	defer func() {
+		b.mu.Lock()
+		b.ending--
+		b.checkIdleLocked()
+		b.mu.Unlock()
+	}()
 
 	// Media first: nothing is relayed for a call that is over, and the
 	// ports are back in the pool before the BYEs are answered.

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -127,6 +128,7 @@ type env struct {
 	relay     *media.Relay
 	edges     *fakeEdges
 	binds     *fakeBindings
+	lockout   *fakeLockout
 	stopB2BUA func()
 	// closers close the test's peers once edgewise has stopped, so nothing
 	// is in flight toward a peer when it closes (sipgo may open a new
@@ -197,14 +199,14 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, n: n, ip: ip, srv: srv, relay: relay, edges: &fakeEdges{}, binds: &fakeBindings{}}
+	e := &env{t: t, n: n, ip: ip, srv: srv, relay: relay, edges: &fakeEdges{}, binds: &fakeBindings{}, lockout: &fakeLockout{}}
 	phones := registrar.MapDirectory{"alice": {User: "alice", Password: alicePass}, "bob": {User: "bob", Password: "bob-secret-1"}}
 	tw := upstream.StaticDirectory{"alice": {User: twilioUser, Password: twilioPass}}
 	var edges Edges = e.edges
 	if cfg.edges != nil {
 		edges = cfg.edges
 	}
-	b, err := New(s, phones, tw, Options{SIP: srv, Bindings: e.binds, Edges: edges, Relay: relay, Logger: log.With("component", "b2bua")})
+	b, err := New(s, phones, tw, Options{SIP: srv, Bindings: e.binds, Edges: edges, Relay: relay, Lockout: e.lockout, Logger: log.With("component", "b2bua")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -728,4 +730,23 @@ func (e *fakeEdges) setPlan(ts ...edge.Target) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.plan = ts
+}
+
+// fakeLockout records the failures the B2BUA reports.
+type fakeLockout struct {
+	mu       sync.Mutex
+	failures []string // "source user"
+}
+
+func (f *fakeLockout) AuthFailed(source netip.Addr, user string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failures = append(f.failures, source.String()+" "+user)
+	return false
+}
+
+func (f *fakeLockout) reported() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.failures)
 }

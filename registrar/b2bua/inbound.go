@@ -48,7 +48,7 @@ func (b *B2BUA) inbound(req *sip.Request, tx sip.ServerTransaction, st *state, u
 		if code == 482 {
 			b.log.Info("duplicate INVITE collapsed", "user", user, "edge", edgeName, "call_sid", c.callSid, "call_id", string(*req.CallID()))
 		}
-		b.reply(tx, req, code, reason)
+		b.reply(tx, req, code, reason, b.refusal(code)...)
 		b.metrics.setup(inbound, admitOutcome(code))
 		return
 	}

@@ -79,6 +79,55 @@ func TestShutdownHangsUpCalls(t *testing.T) {
 	}
 }
 
+func TestDrainRefusesNewCallsAndWaitsForOldOnes(t *testing.T) {
+	e, tw, phone, prtp := outboundSetup(t, "answer")
+	ctx := testCtx(t)
+	sess, err := e.dialOut(ctx, phone, "100", offer(prtp.addr, "sendrecv"), nil)
+	if err != nil {
+		t.Fatalf("call failed: %v", err)
+	}
+	theirs, _ := mediaOf(t, sess.InviteResponse.Body())
+	idle := e.b.Drain(20 * time.Second)
+	if again := e.b.Drain(time.Second); again != idle {
+		t.Error("a second Drain returned another channel")
+	}
+	select {
+	case <-idle:
+		t.Fatal("idle with a call in progress")
+	default:
+	}
+
+	var refusal *sip.Response
+	_, err = e.dialOut(ctx, phone, "200", offer(prtp.addr, "sendrecv"), func(r *sip.Response) error {
+		if r.StatusCode == 503 {
+			refusal = r
+		}
+		return nil
+	})
+	if code := statusCode(err); code != 503 {
+		t.Fatalf("new call while draining: %v (code %d), want 503", err, code)
+	}
+	if refusal == nil {
+		t.Fatal("503 not seen")
+	}
+	if h := refusal.GetHeader("Retry-After"); h == nil || h.Value() != "20" {
+		t.Errorf("Retry-After %v, want 20", h)
+	}
+
+	// The call in progress is untouched and ends when its parties say so.
+	prtp.send(t, theirs, 10)
+	waitFor(t, "the echo", 5*time.Second, func() bool { return prtp.got.Load() >= 10 })
+	if err := sess.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tw.waitRequest(sip.BYE, 1)
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		t.Fatal("not idle after the last call ended")
+	}
+}
+
 func TestApplyKeepsCallsOnTheirSnapshot(t *testing.T) {
 	e, tw, phone, prtp := outboundSetup(t, "answer")
 	ctx := testCtx(t)

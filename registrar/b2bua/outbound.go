@@ -42,7 +42,7 @@ func (b *B2BUA) outbound(req *sip.Request, tx sip.ServerTransaction, st *state) 
 	defer cancel(nil)
 	c.cancelSetup = cancel
 	if code, reason := b.admit(c); code != 0 {
-		b.reply(tx, req, code, reason)
+		b.reply(tx, req, code, reason, b.refusal(code)...)
 		b.metrics.setup(outbound, admitOutcome(code))
 		return
 	}

@@ -2,6 +2,7 @@ package b2bua
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -160,6 +161,11 @@ func TestOutboundWrongPassword(t *testing.T) {
 	}
 	if n := len(tw.requests(sip.INVITE)); n != 0 {
 		t.Errorf("Twilio got %d INVITEs", n)
+	}
+	// The failure counts toward the source's lockout, as a REGISTER's would.
+	want := []string{phone.addr.Addr().String() + " alice"}
+	if got := e.lockout.reported(); !slices.Equal(got, want) {
+		t.Errorf("lockout heard %q, want %q", got, want)
 	}
 }
 
