@@ -1,12 +1,14 @@
 package configs
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"strconv"
 	"strings"
 
+	"github.com/emiago/sipgo/sip"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -207,7 +209,7 @@ func (d *decoder) decodePhones(top *fields) []Phone {
 	seen := map[string]string{}
 	for _, it := range items {
 		f := d.mapping(it.Node, it.Path, "user", "password", "password_file", "ha1",
-			"twilio_user", "twilio_password", "twilio_password_file")
+			"twilio_user", "twilio_password", "twilio_password_file", "targets")
 		if !f.ok {
 			continue
 		}
@@ -251,9 +253,59 @@ func (d *decoder) decodePhones(top *fields) []Phone {
 		if !f.secret("twilio_password", &p.TwilioPassword) {
 			d.problem(f.sub("twilio_password"), "", "required (or twilio_password_file)")
 		}
+		p.Targets = d.decodeTargets(f)
 		out = append(out, p)
 	}
 	return out
+}
+
+// decodeTargets reads a phone's fixed call targets.
+func (d *decoder) decodeTargets(phone *fields) []Target {
+	items, _ := phone.list("targets")
+	var out []Target
+	for _, it := range items {
+		f := d.mapping(it.Node, it.Path, "uri", "priority", "weight")
+		if !f.ok {
+			continue
+		}
+		t := Target{Priority: 10, Weight: 10}
+		if !f.str("uri", &t.URI) || t.URI == "" {
+			d.problem(f.sub("uri"), "e.g. sip:alice@192.0.2.20:5060;transport=tcp", "required")
+		} else if err := checkTargetURI(t.URI); err != nil {
+			d.problem(f.sub("uri"), "e.g. sip:alice@192.0.2.20:5060;transport=tcp", "%q: %v", t.URI, err)
+		}
+		for _, n := range []struct {
+			key string
+			dst *int
+		}{{"priority", &t.Priority}, {"weight", &t.Weight}} {
+			if f.integer(n.key, n.dst) && (*n.dst < 0 || *n.dst > 65535) {
+				d.problem(f.sub(n.key), "", "%d is outside 0..65535", *n.dst)
+			}
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// checkTargetURI accepts the SIP URIs the B2BUA can call: sip: with a host,
+// over UDP or TCP.
+func checkTargetURI(s string) error {
+	var u sip.Uri
+	if err := sip.ParseUri(s, &u); err != nil {
+		return err
+	}
+	switch {
+	case u.Scheme != "sip":
+		return fmt.Errorf("scheme %q: only sip: targets are supported", u.Scheme)
+	case u.Host == "":
+		return errors.New("no host")
+	}
+	if tp, ok := u.UriParams.Get("transport"); ok {
+		if tp = strings.ToLower(tp); tp != "udp" && tp != "tcp" {
+			return fmt.Errorf("transport %q: use udp or tcp", tp)
+		}
+	}
+	return nil
 }
 
 func (d *decoder) decodeMedia(n *yaml.Node, m *Media) {

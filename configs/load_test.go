@@ -73,6 +73,25 @@ func TestParseProblems(t *testing.T) {
 		{"unknown key far from any", minimal + "zzzzzzzz: 1\n", []string{
 			`c.yaml:5: zzzzzzzz: unknown key (hint: known keys: log, sip, twilio, phones, store, admin, media, token, shutdown)`,
 		}},
+		{"targets", minimal + `phones:
+  - user: alice
+    password: p
+    twilio_password: t
+    targets:
+      - uri: sip:pbx@192.0.2.20:5060;transport=tcp
+        priority: 5
+      - uri: sips:pbx@192.0.2.21
+      - uri: sip:pbx@192.0.2.22;transport=ws
+        weight: 70000
+      - priority: 1
+      - uri: "not a uri"
+`, []string{
+			`c.yaml:12: phones[0].targets[1].uri: "sips:pbx@192.0.2.21": scheme "sips": only sip: targets are supported (hint: e.g. sip:alice@192.0.2.20:5060;transport=tcp)`,
+			`c.yaml:13: phones[0].targets[2].uri: "sip:pbx@192.0.2.22;transport=ws": transport "ws": use udp or tcp (hint: e.g. sip:alice@192.0.2.20:5060;transport=tcp)`,
+			`c.yaml:14: phones[0].targets[2].weight: 70000 is outside 0..65535`,
+			`c.yaml:15: phones[0].targets[3].uri: required (hint: e.g. sip:alice@192.0.2.20:5060;transport=tcp)`,
+			`c.yaml:16: phones[0].targets[4].uri: "not a uri": invalid uri scheme (hint: e.g. sip:alice@192.0.2.20:5060;transport=tcp)`,
+		}},
 		{"unknown nested key", "twilio:\n  domain: example\n  edgse: [ashburn]\nstore: {path: /x}\n", []string{
 			`c.yaml:3: twilio.edgse: unknown key (hint: did you mean "edges"?)`,
 		}},

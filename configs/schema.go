@@ -171,11 +171,23 @@ type Move struct {
 
 // Phone is one local user and the Twilio credentials it registers with.
 type Phone struct {
-	User           string `yaml:"user"`
-	Password       Secret `yaml:"password"` // empty when only ha1 was given
-	HA1            Secret `yaml:"ha1"`      // hex MD5(user:realm:password); derived when password is given
-	TwilioUser     string `yaml:"twilio_user"`
-	TwilioPassword Secret `yaml:"twilio_password"`
+	User           string   `yaml:"user"`
+	Password       Secret   `yaml:"password"` // empty when only ha1 was given
+	HA1            Secret   `yaml:"ha1"`      // hex MD5(user:realm:password); derived when password is given
+	TwilioUser     string   `yaml:"twilio_user"`
+	TwilioPassword Secret   `yaml:"twilio_password"`
+	Targets        []Target `yaml:"targets"`
+}
+
+// Target is a fixed destination for the user's calls from Twilio (a PBX, an
+// SBC, a phone that cannot register), tried after the user's registered
+// phones: lowest Priority first, spread by Weight within a priority (RFC
+// 2782), the next one when a target does not answer — as Twilio does with a
+// trunk's origination URIs.
+type Target struct {
+	URI      string `yaml:"uri"`      // sip:[user@]host[:port][;transport=udp|tcp]
+	Priority int    `yaml:"priority"` // 0..65535, lower first; default 10
+	Weight   int    `yaml:"weight"`   // 0..65535 within a priority; default 10
 }
 
 // Key identifies a phone across reloads (used by the diff).

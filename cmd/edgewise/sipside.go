@@ -136,7 +136,19 @@ func b2buaSettings(cfg *configs.Config) b2bua.Settings {
 		NonceTTL:        cfg.SIP.NonceTTL,
 		Algorithms:      digestAlgorithms(cfg.SIP.DigestAlgorithms),
 		UserAgent:       "edgewise/" + version,
+		Targets:         callTargets(cfg),
 	}
+}
+
+// callTargets gives the B2BUA each user's fixed targets.
+func callTargets(cfg *configs.Config) map[string][]b2bua.Target {
+	out := make(map[string][]b2bua.Target)
+	for _, p := range cfg.Phones {
+		for _, t := range p.Targets {
+			out[p.User] = append(out[p.User], b2bua.Target{URI: t.URI, Priority: t.Priority, Weight: t.Weight})
+		}
+	}
+	return out
 }
 
 // upstreamClient is the client for requests to Twilio. Over UDP they leave

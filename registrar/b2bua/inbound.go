@@ -65,8 +65,8 @@ func (b *B2BUA) inbound(req *sip.Request, tx sip.ServerTransaction, st *state, u
 	}
 	c.log.Info("inbound call", "edge", edgeName, "from", c.from, "call_sid", c.callSid)
 
-	bindings := b.bindings.Routable(user)
-	if len(bindings) == 0 {
+	plan := stages(b.bindings.Routable(user), c.st.s.Targets[user], randIntN)
+	if len(plan) == 0 {
 		b.reply(tx, req, 480, "Temporarily Unavailable", reasonHeader(480, "no phone registered for "+user))
 		b.metrics.setup(inbound, outNoBinding)
 		b.finish(c, "no binding")
@@ -82,7 +82,7 @@ func (b *B2BUA) inbound(req *sip.Request, tx sip.ServerTransaction, st *state, u
 		callID: newCallID(), fromTag: newTag(), cseq: initialCSeq(),
 		events: make(chan forkEvent), stop: make(chan struct{}), over: make(chan struct{}),
 	}
-	r.run(ctx, bindings)
+	r.run(ctx, plan)
 }
 
 // ring is the setup of one inbound call: the forks to the user's phones.
@@ -126,20 +126,53 @@ type forkEvent struct {
 	err error         // no response, transport failure
 }
 
-// run rings every binding; ctx ends when Twilio cancels or the call ends.
-func (r *ring) run(ctx context.Context, bindings []location.Binding) {
+// run goes through the stages of the search until one answers, the user's
+// answer ends it (busy, 6xx), or Twilio cancels; ctx ends when Twilio
+// cancels or the call ends.
+func (r *ring) run(ctx context.Context, plan []stage) {
+	c := r.c
+	setup := time.NewTimer(c.st.s.SetupTimeout)
+	defer setup.Stop()
+	var best *sip.Response
+	var failures []string
+	for i, s := range plan {
+		if i > 0 {
+			c.log.Info("trying the next target", "target", s.String(), "failures", strings.Join(failures, "; "))
+		}
+		bindings, err := s.resolve(ctx, c.st.s.Timeout)
+		if err != nil {
+			c.log.Warn("target not usable", "error", err)
+			failures = append(failures, err.Error())
+			continue
+		}
+		if r.ringStage(ctx, setup.C, bindings, &best, &failures) {
+			return
+		}
+		if endsSearch(best) || ctx.Err() != nil {
+			break
+		}
+	}
+	r.halt(nil)
+	r.failed(best, failures)
+}
+
+// ringStage rings bindings in parallel. It returns true when the call was
+// settled here (answered, cancelled, timed out: Twilio has its answer) and
+// false when every fork failed, with best and failures updated.
+func (r *ring) ringStage(ctx context.Context, setup <-chan time.Time, bindings []location.Binding, best **sip.Response, failures *[]string) bool {
 	b, c := r.b, r.c
 	var forks []*fork
 	for _, bnd := range bindings {
 		l, err := r.forkLeg(bnd)
 		if err != nil {
 			c.log.Warn("binding not usable", "contact", bnd.Contact, "error", err)
+			*failures = append(*failures, fmt.Sprintf("%s: %v", bnd.Contact, err))
 			continue
 		}
 		forks = append(forks, &fork{r: r, binding: bnd, l: l})
 	}
 	c.mu.Lock()
-	c.forks = forks
+	c.forks = append(c.forks, forks...)
 	c.mu.Unlock()
 	pending := 0
 	for _, f := range forks {
@@ -147,11 +180,6 @@ func (r *ring) run(ctx context.Context, bindings []location.Binding) {
 			pending++
 		}
 	}
-	setup := time.NewTimer(c.st.s.SetupTimeout)
-	defer setup.Stop()
-
-	var best *sip.Response
-	var failures []string
 	for pending > 0 {
 		select {
 		case ev := <-r.events:
@@ -161,16 +189,16 @@ func (r *ring) run(ctx context.Context, bindings []location.Binding) {
 			case ev.res != nil && ev.res.IsSuccess():
 				r.halt(completedElsewhere)
 				r.answered(ev.f, ev.res)
-				return
+				return true
 			default:
 				pending--
 				if ev.res != nil {
-					best = better(best, ev.res)
-					failures = append(failures, fmt.Sprintf("%s: %d", ev.f.binding.Contact, ev.res.StatusCode))
+					*best = better(*best, ev.res)
+					*failures = append(*failures, fmt.Sprintf("%s: %d", ev.f.binding.Contact, ev.res.StatusCode))
 				} else {
-					failures = append(failures, fmt.Sprintf("%s: %v", ev.f.binding.Contact, ev.err))
+					*failures = append(*failures, fmt.Sprintf("%s: %v", ev.f.binding.Contact, ev.err))
 				}
-				if best != nil && best.StatusCode >= 600 {
+				if *best != nil && (*best).StatusCode >= 600 {
 					// A 6xx ends the search (RFC 3261 §16.7 step 5).
 					pending = 0
 				}
@@ -186,17 +214,16 @@ func (r *ring) run(ctx context.Context, bindings []location.Binding) {
 				b.metrics.setup(inbound, outShuttingDown)
 				b.finish(c, cause.Error())
 			}
-			return
-		case <-setup.C:
+			return true
+		case <-setup:
 			r.halt(nil)
 			b.reply(r.ttx, r.treq, 480, "Temporarily Unavailable", reasonHeader(480, "not answered within "+c.st.s.SetupTimeout.String()))
 			b.metrics.setup(inbound, outNoAnswer)
 			b.finish(c, "not answered in time")
-			return
+			return true
 		}
 	}
-	r.halt(nil)
-	r.failed(best, failures)
+	return false
 }
 
 // completedElsewhere tells the phones that lost the race not to log a

@@ -72,6 +72,17 @@ type Settings struct {
 	Algorithms []digest.Algorithm
 	// UserAgent is sent as User-Agent and Server.
 	UserAgent string
+	// Targets are fixed destinations per user for calls from Twilio, tried
+	// after the user's registered phones (see orderTargets).
+	Targets map[string][]Target
+}
+
+// Target is a fixed destination for a user's calls: a PBX, an SBC, a phone
+// that cannot register.
+type Target struct {
+	URI      string // sip:[user@]host[:port][;transport=udp|tcp]
+	Priority int    // lower first
+	Weight   int    // share of the calls within a priority; 0 = last resort
 }
 
 func (s Settings) withDefaults() Settings {
