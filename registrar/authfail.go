@@ -1,6 +1,9 @@
 package registrar
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 // AuthFailed records an authentication failure that happened outside
 // REGISTER (a phone's INVITE with a wrong password, say) against source, so
@@ -8,9 +11,17 @@ import "net/netip"
 // them through registrations does. It reports whether this failure started a
 // lockout.
 func (r *Registrar) AuthFailed(source netip.Addr, user string) bool {
-	if !r.lockout.fail(source.Unmap(), r.now(), r.state.Load().s.Lockout, user) {
+	return r.authFailed(source.Unmap(), user, r.now(), r.state.Load().s.Lockout)
+}
+
+// authFailed counts one failure and reports whether it started a lockout.
+func (r *Registrar) authFailed(source netip.Addr, user string, now time.Time, cfg Lockout) bool {
+	if !r.lockout.fail(source, now, cfg, user) {
 		return false
 	}
 	r.metrics.lockouts.Inc()
+	if r.onLockout != nil {
+		r.onLockout(source, user, now.Add(cfg.Duration))
+	}
 	return true
 }

@@ -194,9 +194,7 @@ func (r *Registrar) register(req *sip.Request, st *state, src netip.AddrPort, no
 	default:
 		r.metrics.authFailures.Inc()
 		r.debug("authentication failed", req, src, "user", cred.Username, "reason", res.Reason)
-		if r.lockout.fail(src.Addr(), now, st.s.Lockout, cred.Username) {
-			r.metrics.lockouts.Inc()
-		}
+		r.authFailed(src.Addr(), cred.Username, now, st.s.Lockout)
 		return newResponse(req, 403, "Forbidden"), nil
 	}
 	if cred.Username != user {

@@ -105,6 +105,9 @@ type Options struct {
 	Now func() time.Time
 	// MaxTrackedNonces bounds the digest nonce-count cache (see digest.Options).
 	MaxTrackedNonces int
+	// OnLockout, when set, hears every lockout as it starts (for the status
+	// page's recent events); it must not block.
+	OnLockout func(source netip.Addr, user string, until time.Time)
 }
 
 // Registrar handles REGISTER requests.
@@ -114,6 +117,8 @@ type Registrar struct {
 	auth   *digest.Authenticator
 	pinger Pinger
 	now    func() time.Time
+	// onLockout is Options.OnLockout, never nil.
+	onLockout func(source netip.Addr, user string, until time.Time)
 
 	state   atomic.Pointer[state]
 	applyMu sync.Mutex
@@ -144,12 +149,13 @@ func New(table *location.Table, s Settings, dir Directory, opts Options) (*Regis
 		return nil, fmt.Errorf("registrar: %w", err)
 	}
 	r := &Registrar{
-		log:     opts.Logger,
-		table:   table,
-		auth:    auth,
-		pinger:  opts.Pinger,
-		now:     opts.Now,
-		lockout: newLockoutTable(opts.Logger),
+		log:       opts.Logger,
+		table:     table,
+		auth:      auth,
+		pinger:    opts.Pinger,
+		now:       opts.Now,
+		lockout:   newLockoutTable(opts.Logger),
+		onLockout: opts.OnLockout,
 	}
 	r.metrics = newMetrics(r)
 	if dir == nil {

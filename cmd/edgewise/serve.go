@@ -129,7 +129,7 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	sip, err := newSIPSide(cfg, table, db, logger, reg)
+	sip, err := newSIPSide(cfg, table, db, logger, reg, &journal{})
 	if err != nil {
 		return err
 	}

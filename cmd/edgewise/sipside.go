@@ -41,9 +41,10 @@ type sipSide struct {
 	// retryAfter is non-zero once a graceful stop began: REGISTERs then get
 	// 503 with this many seconds in Retry-After.
 	retryAfter atomic.Int64
+	journal    *journal
 }
 
-func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer) (*sipSide, error) {
+func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer, events *journal) (*sipSide, error) {
 	srv, err := sipserver.New(sipServerSettings(cfg), logger.With("component", "sip"))
 	if err != nil {
 		return nil, err
@@ -51,11 +52,15 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	reg, err := registrar.New(table, registrarSettings(cfg), phoneCredentials(cfg), registrar.Options{
 		Logger: logger.With("component", "registrar"),
 		Pinger: srv,
+		OnLockout: func(source netip.Addr, user string, until time.Time) {
+			events.add(event{Kind: "lockout", Severity: "warn",
+				Text: fmt.Sprintf("source %s locked out until %s after failed logins (last user %s)", source, until.UTC().Format(time.TimeOnly), user)})
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	side := &sipSide{logger: logger, server: srv, reg: reg}
+	side := &sipSide{logger: logger, server: srv, reg: reg, journal: events}
 	srv.HandleStateless(sip.REGISTER, side.refuseWhileDraining(reg.ServeRegister))
 	srv.SetGuard(reg.Blocked)
 
@@ -79,6 +84,7 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	if err != nil {
 		return nil, err
 	}
+	mon.Subscribe(events.edgeChange) // for the life of the process
 	up, err := upstream.New(upstreamSettings(cfg), upstreamDirectory(cfg), upstream.Options{
 		Edges:    mon,
 		Bindings: table,
@@ -324,6 +330,7 @@ func (s *sipSide) run(ctx context.Context) error {
 // them, and phones' bindings are persisted.
 func (s *sipSide) drain(retryAfter time.Duration) <-chan struct{} {
 	s.retryAfter.Store(int64(max(1, retryAfter/time.Second)))
+	s.journal.add(event{Kind: "drain", Severity: "warn", Text: fmt.Sprintf("graceful stop: refusing new calls and registrations (Retry-After %s), %d calls in progress", retryAfter, len(s.calls.Calls()))})
 	return s.calls.Drain(retryAfter)
 }
 
@@ -363,6 +370,7 @@ func digestAlgorithms(names []string) []digest.Algorithm {
 // decorate adds edge health and each user's upstream registration to the
 // status document.
 func (s *sipSide) decorate(doc *statusDoc) {
+	doc.Events = s.journal.recent(doc.Config.Reloads)
 	doc.Edges = s.edges.Status()
 	doc.Calls = s.calls.Calls()
 	for i := range doc.Users {

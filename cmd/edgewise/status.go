@@ -20,6 +20,7 @@ type statusDoc struct {
 	Edges     []edge.EdgeStatus  `json:"edges"`
 	Calls     []b2bua.CallStatus `json:"calls"`
 	Store     storeStatus        `json:"store"`
+	Events    []event            `json:"events"` // newest first
 }
 
 type configStatus struct {

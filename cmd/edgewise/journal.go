@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/registrar/edge"
+)
+
+// journalSize bounds the recent events kept for the status page: enough for
+// an incident's story (a failover, the moves, a reload, the failback).
+const journalSize = 100
+
+// event is one line of the recent-events list in /v1/status and on the
+// status page.
+type event struct {
+	At       time.Time `json:"at"`
+	Kind     string    `json:"kind"`     // edge_failover, edge_failback, edge_reload, edge_unavailable, reload, reload_refused, lockout, drain
+	Severity string    `json:"severity"` // info, warn, error
+	Text     string    `json:"text"`
+}
+
+// journal keeps the most recent events in memory. Reloads are not written
+// here: configs.Live keeps their history, and recent merges it in.
+type journal struct {
+	mu     sync.Mutex
+	events []event // oldest first, at most journalSize
+}
+
+func (j *journal) add(e event) {
+	if e.At.IsZero() {
+		e.At = time.Now()
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if len(j.events) == journalSize {
+		j.events = slices.Delete(j.events, 0, 1)
+	}
+	j.events = append(j.events, e)
+}
+
+// edgeChange records a change of the active edge.
+func (j *journal) edgeChange(c edge.Change) {
+	sev := "info"
+	switch c.Kind {
+	case edge.ChangeFailover:
+		sev = "warn"
+	case edge.ChangeUnavailable:
+		sev = "error"
+	}
+	text := fmt.Sprintf("active edge %s → %s", orNone(c.From), orNone(c.To))
+	if c.Reason != "" {
+		text += ": " + c.Reason
+	}
+	j.add(event{At: c.At, Kind: "edge_" + string(c.Kind), Severity: sev, Text: text})
+}
+
+// recent returns the events and the reload history, newest first, at most
+// journalSize of them.
+func (j *journal) recent(reloads []configs.ReloadResult) []event {
+	j.mu.Lock()
+	out := slices.Clone(j.events)
+	j.mu.Unlock()
+	for _, r := range reloads {
+		out = append(out, reloadEvent(r))
+	}
+	slices.SortStableFunc(out, func(a, b event) int { return b.At.Compare(a.At) })
+	if len(out) > journalSize {
+		out = out[:journalSize]
+	}
+	return out
+}
+
+func reloadEvent(r configs.ReloadResult) event {
+	e := event{At: r.Time, Kind: "reload", Severity: "info"}
+	switch {
+	case !r.OK:
+		e.Kind, e.Severity = "reload_refused", "error"
+		e.Text = fmt.Sprintf("config reload (%s) refused: %s", r.Trigger, strings.Join(r.Problems, "; "))
+	case r.Trigger == "startup":
+		e.Text = "started with config " + r.Version
+	case r.Unchanged:
+		e.Text = fmt.Sprintf("config reload (%s): nothing changed", r.Trigger)
+	default:
+		e.Text = fmt.Sprintf("config reload (%s) → %s: changed %s", r.Trigger, r.Version, strings.Join(r.Changed, ", "))
+		if len(r.NeedsRestart) > 0 {
+			e.Severity = "warn"
+			e.Text += "; needs a restart: " + strings.Join(r.NeedsRestart, ", ")
+		}
+	}
+	return e
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
