@@ -7,7 +7,8 @@ BIN      := bin
 PKGS     := ./...
 APT      := DEBIAN_FRONTEND=noninteractive apt-get
 # Debian packages the tests drive (binary:package). Installed only when missing.
-TEST_DEPS  := sipp:sip-tester baresip:baresip chromium:chromium
+# npm (Debian's package pulls in nodejs) installs SIP.js for the browser tests.
+TEST_DEPS  := sipp:sip-tester baresip:baresip chromium:chromium npm:npm
 BENCH_DEPS := kamailio:kamailio rtpengine:rtpengine-daemon
 
 .PHONY: all build run test unit integration vet fmt-check fuzz bench deps bench-deps clean
@@ -30,6 +31,9 @@ endef
 deps:
 	$(call ensure,$(TEST_DEPS))
 	$(GO) mod download
+	@# SIP.js for the browser tests, into test/browser/node_modules (not committed).
+	@test test/browser/node_modules/.package-lock.json -nt test/browser/package-lock.json || \
+	  npm ci --prefix test/browser --no-audit --no-fund --loglevel=error
 
 bench-deps: deps
 	$(call ensure,$(BENCH_DEPS))

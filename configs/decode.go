@@ -64,7 +64,7 @@ func (d *decoder) decodeLog(n *yaml.Node, l *Log) {
 
 func (d *decoder) decodeSIP(n *yaml.Node, s *SIP) {
 	f := d.mapping(n, "sip", "listen", "public_address", "realm", "min_expires", "max_expires",
-		"default_expires", "expires_spread", "max_contacts", "nonce_ttl", "digest_algorithms", "qualify_interval", "lockout")
+		"default_expires", "expires_spread", "max_contacts", "nonce_ttl", "digest_algorithms", "qualify_interval", "lockout", "tls")
 	if f.emptyList("listen") {
 		d.problem("sip.listen", `e.g. ["udp:127.0.0.1:5060"]`, "must list at least one address")
 	}
@@ -120,6 +120,13 @@ func (d *decoder) decodeSIP(n *yaml.Node, s *SIP) {
 	lo.integer("failures", &s.Lockout.Failures)
 	lo.dur("window", &s.Lockout.Window)
 	lo.dur("duration", &s.Lockout.Duration)
+	tl := d.mapping(f.node("tls"), "sip.tls", "cert_file", "key_file")
+	if tl.str("cert_file", &s.TLS.CertFile) && s.TLS.CertFile != "" {
+		s.TLS.CertFile = d.resolvePath(s.TLS.CertFile)
+	}
+	if tl.str("key_file", &s.TLS.KeyFile) && s.TLS.KeyFile != "" {
+		s.TLS.KeyFile = d.resolvePath(s.TLS.KeyFile)
+	}
 }
 
 func (d *decoder) decodeTwilio(n *yaml.Node, t *Twilio) {

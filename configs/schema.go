@@ -68,6 +68,15 @@ type SIP struct {
 	DigestAlgorithms []string      `yaml:"digest_algorithms"` // "MD5" | "SHA-256"
 	QualifyInterval  time.Duration `yaml:"qualify_interval"`  // 0 = off
 	Lockout          Lockout       `yaml:"lockout"`
+	// TLS is the certificate wss: listeners present to browsers.
+	TLS SIPTLS `yaml:"tls"`
+}
+
+// SIPTLS names PEM files, resolved against the config file's directory.
+// They are read at start: replacing them needs a restart.
+type SIPTLS struct {
+	CertFile string `yaml:"cert_file"` // certificate chain, leaf first
+	KeyFile  string `yaml:"key_file"`
 }
 
 // Advertise returns the host and port to put in Contact/Via towards Twilio:

@@ -2,9 +2,11 @@ package configs
 
 import (
 	"crypto/md5"
+	"crypto/tls"
 	"encoding/hex"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +44,7 @@ func (d *decoder) validateSIP(s SIP) {
 		// 0.0.0.0 in a Contact header would send Twilio's requests nowhere.
 		d.problem("sip.public_address", "set the address Twilio can reach", "required when the first listen address is %s", host)
 	}
+	d.validateListenTLS(s)
 	if s.Realm == "" {
 		d.problem("sip.realm", "", "must not be empty")
 	} else if strings.ContainsAny(s.Realm, "\"\\\r\n") {
@@ -284,4 +287,48 @@ func validHostOptPort(s string) bool {
 		return err == nil
 	}
 	return true
+}
+
+// validateListenTLS checks what WebSocket listeners need: they serve
+// browsers, so they cannot be the first address (the one Twilio is told to
+// reach), and wss: needs a certificate and key that load as a pair.
+func (d *decoder) validateListenTLS(s SIP) {
+	if len(s.Listen) > 0 && (s.Listen[0].Transport == "ws" || s.Listen[0].Transport == "wss") {
+		d.problem("sip.listen[0]", `list a udp or tcp address first, e.g. ["udp:0.0.0.0:5060", "`+s.Listen[0].String()+`"]`,
+			"%s cannot come first: the first address is the one Twilio is told to reach", s.Listen[0])
+	}
+	wss := ""
+	for i, l := range s.Listen {
+		if l.Transport == "wss" {
+			wss = index("sip.listen", i)
+			break
+		}
+	}
+	if wss == "" {
+		return
+	}
+	if s.TLS.CertFile == "" {
+		d.problem("sip.tls.cert_file", "a PEM certificate chain, e.g. /etc/edgewise/tls/fullchain.pem", "required by the wss: listener %s", wss)
+	}
+	if s.TLS.KeyFile == "" {
+		d.problem("sip.tls.key_file", "the PEM private key of cert_file, e.g. /etc/edgewise/tls/privkey.pem", "required by the wss: listener %s", wss)
+	}
+	if s.TLS.CertFile == "" || s.TLS.KeyFile == "" {
+		return
+	}
+	certPEM, err := os.ReadFile(s.TLS.CertFile)
+	if err != nil {
+		d.problem("sip.tls.cert_file", "", "%v", unwrapPathErr(err))
+	}
+	keyPEM, kerr := os.ReadFile(s.TLS.KeyFile)
+	if kerr != nil {
+		d.problem("sip.tls.key_file", "", "%v", unwrapPathErr(kerr))
+	}
+	if err != nil || kerr != nil {
+		return
+	}
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		d.problem("sip.tls.cert_file", "cert_file must hold the certificate chain (leaf first) and key_file its private key, both PEM",
+			"%s and %s do not load as a certificate and key: %v", s.TLS.CertFile, s.TLS.KeyFile, err)
+	}
 }

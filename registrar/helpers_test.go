@@ -118,7 +118,9 @@ func newEnv(t *testing.T, mutate func(*Settings)) *env {
 		t.Fatal(err)
 	}
 	e.srv, err = sipserver.New(sipserver.Settings{
-		Listen:    []sipserver.Listen{{Transport: "udp", Host: "127.0.0.1"}, {Transport: "tcp", Host: "127.0.0.1"}},
+		Listen: []sipserver.Listen{
+			{Transport: "udp", Host: "127.0.0.1"}, {Transport: "tcp", Host: "127.0.0.1"}, {Transport: "ws", Host: "127.0.0.1"},
+		},
 		UserAgent: "edgewise-test",
 	}, log)
 	if err != nil {
@@ -130,6 +132,7 @@ func newEnv(t *testing.T, mutate func(*Settings)) *env {
 	}
 	e.srv.HandleStateless(sip.REGISTER, e.reg.ServeRegister)
 	e.srv.SetGuard(e.reg.Blocked)
+	e.srv.OnConnClosed(e.reg.ConnClosed)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

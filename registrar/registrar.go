@@ -11,6 +11,7 @@
 //	reg, _ := registrar.New(table, settings, dir, registrar.Options{Logger: log, Pinger: srv})
 //	srv.HandleStateless(sip.REGISTER, reg.ServeRegister)
 //	srv.SetGuard(reg.Blocked)
+//	srv.OnConnClosed(reg.ConnClosed) // WebSocket bindings go with their connection
 //	// run srv.Run, reg.Run and table.Run under one errgroup; on reload:
 //	reg.Apply(newSettings, newDir)
 package registrar

@@ -63,6 +63,9 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	side := &sipSide{logger: logger, server: srv, reg: reg, journal: events}
 	srv.HandleStateless(sip.REGISTER, side.refuseWhileDraining(reg.ServeRegister))
 	srv.SetGuard(reg.Blocked)
+	// A browser is only reachable over its WebSocket: when that closes,
+	// its bindings go (and with them, maybe, the upstream registration).
+	srv.OnConnClosed(reg.ConnClosed)
 
 	// TLS to Twilio needs one client per edge FQDN so SNI and certificate
 	// checks name the FQDN while packets go to one explicit IP.
@@ -219,7 +222,11 @@ func upstreamDirectory(cfg *configs.Config) upstream.StaticDirectory {
 }
 
 func sipServerSettings(cfg *configs.Config) sipserver.Settings {
-	s := sipserver.Settings{UserAgent: "edgewise/" + version}
+	s := sipserver.Settings{
+		UserAgent:   "edgewise/" + version,
+		TLSCertFile: cfg.SIP.TLS.CertFile, // for wss: listeners
+		TLSKeyFile:  cfg.SIP.TLS.KeyFile,
+	}
 	for _, l := range cfg.SIP.Listen {
 		s.Listen = append(s.Listen, sipserver.Listen{Transport: l.Transport, Host: l.Host, Port: l.Port})
 	}

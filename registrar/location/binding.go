@@ -30,7 +30,8 @@ type Binding struct {
 	// Requests to the contact should leave from it: that is the address the
 	// phone's NAT pinhole was opened towards.
 	Local netip.AddrPort
-	// Transport is the lower-case transport the REGISTER came over: udp, tcp.
+	// Transport is the lower-case transport the REGISTER came over: udp,
+	// tcp, ws or wss.
 	Transport string
 	// CallID and CSeq are from the REGISTER that last changed the binding,
 	// for the ordering rules of RFC 3261 §10.3 step 7.
@@ -78,6 +79,11 @@ func (r Reachability) String() string {
 		return "unknown"
 	}
 }
+
+// ConnectionBound reports whether the contact is only reachable over the
+// connection its REGISTER came on: a WebSocket one (RFC 7118 §5), whose
+// browser listens nowhere and whose Contact host is a .invalid name.
+func (b *Binding) ConnectionBound() bool { return b.Transport == "ws" || b.Transport == "wss" }
 
 // Live reports whether the binding has not expired at now.
 func (b *Binding) Live(now time.Time) bool { return b.Expires.After(now) }

@@ -3,9 +3,11 @@ package location
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -140,9 +142,15 @@ func open(db *bolt.DB, own bool, logger *slog.Logger, s Settings) (*Table, error
 	}
 	now := t.now()
 	n, dropped := 0, 0
+	connBound := 0
 	for user, bs := range state {
 		live := slices.DeleteFunc(bs, func(b Binding) bool { return !b.Live(now) })
 		dropped += len(bs) - len(live)
+		// A WebSocket binding is only reachable over the connection it was
+		// registered on, which did not survive the restart.
+		before := len(live)
+		live = slices.DeleteFunc(live, func(b Binding) bool { return b.ConnectionBound() })
+		connBound += before - len(live)
 		if len(live) == 0 {
 			delete(state, user)
 			continue
@@ -156,7 +164,7 @@ func open(db *bolt.DB, own bool, logger *slog.Logger, s Settings) (*Table, error
 	// Start from a compact journal holding only live bindings, so that expired
 	// ones are gone from the file too and obsolete records do not pile up
 	// across restarts.
-	if dropped > 0 || st.records != len(state) {
+	if dropped > 0 || connBound > 0 || st.records != len(state) {
 		if err := st.rewrite(state); err != nil {
 			return nil, err
 		}
@@ -168,7 +176,7 @@ func open(db *bolt.DB, own bool, logger *slog.Logger, s Settings) (*Table, error
 	st.start()
 	t.store = st
 	t.notify.start()
-	t.log.Info("bindings loaded", "path", db.Path(), "users", len(state), "bindings", n, "expired_dropped", dropped)
+	t.log.Info("bindings loaded", "path", db.Path(), "users", len(state), "bindings", n, "expired_dropped", dropped, "websocket_dropped", connBound)
 	return t, nil
 }
 
@@ -308,6 +316,43 @@ func (t *Table) update(user string, fn func(cur []Binding) ([]Binding, error), c
 	sh.mu.Unlock()
 	t.count.Add(int64(len(out) - old))
 	return res, wait, nil
+}
+
+// RemoveSource removes every binding registered over transport from src —
+// one WebSocket connection, whose bindings are unreachable once it closes —
+// persists the removal and notifies subscribers. It returns how many it
+// removed. It walks every user, which is fine at the rate browsers
+// disconnect; an index would cost every REGISTER.
+func (t *Table) RemoveSource(transport string, src netip.AddrPort) (int, error) {
+	match := func(b *Binding) bool { return b.Source == src && b.Transport == transport }
+	var users []string
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.RLock()
+		for user, e := range sh.users {
+			for j := range e.bindings {
+				if match(&e.bindings[j]) {
+					users = append(users, user)
+					break
+				}
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	removed := 0
+	var errs []error
+	for _, user := range users {
+		_, err := t.Update(user, func(cur []Binding) ([]Binding, error) {
+			n := len(cur)
+			cur = slices.DeleteFunc(cur, func(b Binding) bool { return match(&b) })
+			removed += n - len(cur)
+			return cur, nil
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("location: remove %s bindings of %s from %s: %w", transport, user, src, err))
+		}
+	}
+	return removed, errors.Join(errs...)
 }
 
 // Lookup returns a copy of the user's live bindings, qualify state ignored.

@@ -150,7 +150,7 @@ func (s *Server) malformed(o origin, pkt []byte, reason string, err error) {
 // dispatch runs a stateless handler on the reading goroutine. Handlers do not
 // block (see Handler), so this costs no handoff; a panic is contained to the
 // one message.
-func (s *Server) dispatch(h Handler, req *sip.Request, tx *statelessTx) {
+func (s *Server) dispatch(h Handler, req *sip.Request, tx sip.ServerTransaction) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("handler panicked", "method", string(req.Method), "panic", p, "stack", string(debug.Stack()))
@@ -161,7 +161,7 @@ func (s *Server) dispatch(h Handler, req *sip.Request, tx *statelessTx) {
 
 // builtin answers requests nobody handles: OPTIONS to the server itself,
 // CANCEL of nothing, methods without a handler.
-func (s *Server) builtin(req *sip.Request, tx *statelessTx) {
+func (s *Server) builtin(req *sip.Request, tx sip.ServerTransaction) {
 	var res *sip.Response
 	switch req.Method {
 	case sip.ACK:
@@ -185,17 +185,16 @@ func (s *Server) builtin(req *sip.Request, tx *statelessTx) {
 	}
 }
 
-// noRoute answers requests sipgo received for a method without a handler;
-// with the dispatch above that only happens for ACK/CANCEL routing gaps.
+// noRoute answers requests sipgo received for a method without a handler:
+// over UDP and TCP only ACK/CANCEL routing gaps, over WebSocket everything
+// the built-in answers cover (OPTIONS to the server, unknown methods).
 func (s *Server) noRoute(req *sip.Request, tx sip.ServerTransaction) {
-	if req.IsAck() {
+	if reason := validate(req); reason != "" {
+		s.stats.Malformed.Add(1)
+		s.respond(tx, sip.NewResponseFromRequest(req, 400, "Bad Request - "+reason, nil))
 		return
 	}
-	res := sip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil)
-	res.AppendHeader(sip.NewHeader("Allow", s.allow))
-	if err := tx.Respond(res); err != nil {
-		s.log.Debug("no-route response failed", "error", err)
-	}
+	s.builtin(req, tx)
 }
 
 func isKnownMethod(m sip.RequestMethod) bool {

@@ -15,7 +15,8 @@ import (
 // back (a 404 or 405 still proves the contact is there). Over UDP it leaves
 // from the listening socket at local (or the first UDP socket), so it travels
 // through the NAT pinhole the phone's REGISTER opened; over TCP it uses the
-// phone's connection. It implements registrar.Pinger for qualify.
+// phone's connection, over WebSocket the browser's. It implements
+// registrar.Pinger for qualify.
 func (s *Server) Ping(ctx context.Context, transport string, local, dst netip.AddrPort, uri string) error {
 	select {
 	case <-s.ready:
@@ -43,6 +44,13 @@ func (s *Server) Ping(ctx context.Context, transport string, local, dst netip.Ad
 		if a := s.Addr("tcp"); a.IsValid() {
 			from = a
 		}
+	case "ws", "wss":
+		// Only over the browser's own connection: sipgo would otherwise
+		// dial the browser, which listens nowhere.
+		if s.wsConnFor(tp, dst) == nil {
+			return fmt.Errorf("sipserver: ping %s: no %s connection from there", dst, tp)
+		}
+		from = s.Addr(tp)
 	default:
 		return fmt.Errorf("sipserver: ping: unsupported transport %q", transport)
 	}

@@ -17,6 +17,7 @@ package sipserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,7 +36,7 @@ import (
 
 // Listen is one address to listen on.
 type Listen struct {
-	Transport string // udp or tcp
+	Transport string // udp, tcp, ws or wss
 	Host      string // IP address; empty means all interfaces
 	Port      int    // 0 picks a free port (tests)
 }
@@ -60,6 +61,10 @@ type Settings struct {
 	// has no rport parameter (RFC 3581 behaviour for every client), which
 	// helps old phones behind NAT. Off: RFC 3261 §18.2.2, the Via port.
 	ForceRport bool
+	// TLSCertFile and TLSKeyFile are the PEM certificate chain and key
+	// that wss listeners present; required when there is one.
+	TLSCertFile string
+	TLSKeyFile  string
 }
 
 // Handler answers one request. For methods registered with HandleStateless tx
@@ -88,6 +93,12 @@ type Server struct {
 
 	guard atomic.Pointer[func(netip.Addr) bool]
 
+	tlsConf  *tls.Config // for wss listeners
+	onClosed func(transport string, remote netip.AddrPort)
+	closedMu sync.Mutex
+	closedQ  []closedConn
+	closedCh chan struct{} // signals closedQ has entries
+
 	ready     chan struct{}
 	listeners []*listener // set before ready closes
 
@@ -100,6 +111,12 @@ type Stats struct {
 	Garbage    atomic.Uint64 // datagrams that are not SIP at all, dropped
 	Blocked    atomic.Uint64 // messages from guarded sources dropped or refused
 	Overloaded atomic.Uint64 // messages for sipgo dropped because its queue was full
+	// WSRefused counts WebSocket connections refused at the handshake:
+	// no "sip" subprotocol, not an upgrade, failed TLS, too many pending.
+	WSRefused atomic.Uint64
+	// WSOversized counts WebSocket connections closed for a frame or
+	// message over the size limit, or a malformed frame header.
+	WSOversized atomic.Uint64
 }
 
 // New prepares a server; nothing listens until Run.
@@ -110,9 +127,22 @@ func New(s Settings, logger *slog.Logger) (*Server, error) {
 	if len(s.Listen) == 0 {
 		return nil, errors.New("sipserver: no listen address")
 	}
+	var tlsConf *tls.Config
 	for _, l := range s.Listen {
 		switch l.Transport {
-		case "udp", "tcp":
+		case "udp", "tcp", "ws":
+		case "wss":
+			if tlsConf != nil {
+				break
+			}
+			if s.TLSCertFile == "" || s.TLSKeyFile == "" {
+				return nil, fmt.Errorf("sipserver: listen %s: a certificate and key file are required", l)
+			}
+			cert, err := tls.LoadX509KeyPair(s.TLSCertFile, s.TLSKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("sipserver: listen %s: %w", l, err)
+			}
+			tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		default:
 			return nil, fmt.Errorf("sipserver: listen %s: unsupported transport %q", l, l.Transport)
 		}
@@ -160,6 +190,8 @@ func New(s Settings, logger *slog.Logger) (*Server, error) {
 		stateless:     make(map[sip.RequestMethod]Handler),
 		transactional: make(map[sip.RequestMethod]Handler),
 		ready:         make(chan struct{}),
+		tlsConf:       tlsConf,
+		closedCh:      make(chan struct{}, 1),
 	}, nil
 }
 
@@ -199,6 +231,8 @@ func (s *Server) HandleStateless(method sip.RequestMethod, h Handler) {
 	}
 	delete(s.transactional, method)
 	s.stateless[method] = h
+	// UDP and TCP never hand these methods to sipgo; WebSocket always does.
+	s.srv.OnRequest(method, s.viaSipgo(h))
 }
 
 // SetGuard installs a check of source addresses, e.g. the registrar's lockout:
@@ -242,8 +276,8 @@ func (s *Server) Stats() *Stats { return &s.stats }
 // Ready is closed once every address is listening.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
-// Addr returns the bound address of the first listener of transport (udp or
-// tcp), valid after Ready.
+// Addr returns the bound address of the first listener of transport (udp,
+// tcp, ws or wss), valid after Ready.
 func (s *Server) Addr(transport string) netip.AddrPort {
 	for _, l := range s.listeners {
 		if l.transport == transport {
@@ -258,6 +292,7 @@ type listener struct {
 	addr      netip.AddrPort
 	udp       *udpListener
 	tcp       *tcpListener
+	ws        *wsListener
 }
 
 // Run listens on every address and serves until ctx is done, then closes the
@@ -309,9 +344,22 @@ func (s *Server) Run(ctx context.Context) error {
 					errc <- fmt.Errorf("sipserver: serve %s: %w", t.Addr(), err)
 				}
 			})
+		case ln.ws != nil:
+			w := ln.ws
+			wg.Go(w.acceptLoop)
+			serve := s.srv.ServeWS
+			if w.tls != nil {
+				serve = s.srv.ServeWSS
+			}
+			wg.Go(func() {
+				if err := serve(w); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+					errc <- fmt.Errorf("sipserver: serve %s:%s: %w", w.transport, w.addr, err)
+				}
+			})
 		}
 		s.log.Info("listening", "transport", ln.transport, "addr", ln.addr.String())
 	}
+	wg.Go(func() { s.closedLoop(ctx) })
 	var err error
 	for _, ln := range s.listeners {
 		if ln.udp == nil || err != nil {
@@ -355,6 +403,16 @@ func (s *Server) listen(l Listen) (*listener, error) {
 			return nil, fmt.Errorf("sipserver: listen %s: %w", l, err)
 		}
 		return &listener{transport: "udp", addr: u.addr, udp: u}, nil
+	case "ws", "wss":
+		var conf *tls.Config
+		if l.Transport == "wss" {
+			conf = s.tlsConf
+		}
+		w, err := listenWS(ap, l.Transport, conf, s)
+		if err != nil {
+			return nil, fmt.Errorf("sipserver: listen %s: %w", l, err)
+		}
+		return &listener{transport: l.Transport, addr: w.addr, ws: w}, nil
 	default:
 		t, err := listenTCP(ap, s)
 		if err != nil {
@@ -371,6 +429,9 @@ func (s *Server) closeListeners() {
 		}
 		if ln.tcp != nil {
 			ln.tcp.closeAll()
+		}
+		if ln.ws != nil {
+			ln.ws.closeAll()
 		}
 	}
 }

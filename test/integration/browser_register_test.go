@@ -1,0 +1,335 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Browser softphones over SIP WebSocket (RFC 7118): headless Chromium runs
+// SIP.js (test/browser, from npm) and registers to edgewise's ws: listener
+// like a desk phone. The page reports what SIP.js sees by POSTing events to
+// the test's HTTP server, which also serves it.
+
+// TestBrowserRegisterOverWebSocket: the browser's binding appears in
+// /v1/status with transport ws, its user is registered upstream on the
+// primary edge, and when the browser goes away its binding goes and the user
+// is unregistered upstream.
+func TestBrowserRegisterOverWebSocket(t *testing.T) {
+	chromium := browserDeps(t)
+	s := startSim(t)
+	d := startDaemon(t, browserDaemonConfig(s))
+	page := browserServePage(t)
+	b := browserLaunch(t, chromium, page.url(d, "alice", "alice-secret"))
+
+	// SIP.js reports the state change before the response it came from;
+	// the page posts events in order.
+	page.waitFor(t, b, 30*time.Second, "response", "200")
+	page.mustHaveSeen(t, "state", "Registered")
+	var c browserContact
+	eventually(t, 10*time.Second, "alice's browser binding in /v1/status", func() bool {
+		cs := browserContacts(t, d, "alice")
+		if len(cs) != 1 {
+			return false
+		}
+		c = cs[0]
+		return true
+	})
+	if c.Transport != "ws" || !strings.Contains(c.URI, ".invalid") || !strings.Contains(c.URI, "transport=ws") ||
+		!strings.HasPrefix(c.Source, "127.0.0.1:") || !strings.Contains(c.UserAgent, "SIP.js") {
+		t.Errorf("binding %+v, want a transport=ws .invalid contact from the browser's connection", c)
+	}
+	eventually(t, 10*time.Second, "alice registered upstream on ashburn", func() bool {
+		return onlyOn(s.edgesOf(t, "alice"), "ashburn")
+	})
+
+	b.close()
+	eventually(t, 10*time.Second, "alice's binding gone after the browser closed", func() bool {
+		return len(browserContacts(t, d, "alice")) == 0
+	})
+	eventually(t, 10*time.Second, "alice unregistered upstream", func() bool {
+		return len(s.edgesOf(t, "alice")) == 0
+	})
+	if !strings.Contains(d.out.String(), "websocket closed, bindings removed") {
+		t.Error("edgewise did not log the removal")
+	}
+}
+
+// TestBrowserRegisterEdgeFailover: while the browser is registered the
+// primary edge stops answering; the browser's user moves to the next edge
+// like a desk phone's user, and the browser stays registered to edgewise.
+func TestBrowserRegisterEdgeFailover(t *testing.T) {
+	chromium := browserDeps(t)
+	s := startSim(t)
+	d := startDaemon(t, browserDaemonConfig(s))
+	page := browserServePage(t)
+	b := browserLaunch(t, chromium, page.url(d, "carol", "carol-secret"))
+
+	page.waitFor(t, b, 30*time.Second, "response", "200")
+	eventually(t, 10*time.Second, "carol registered upstream on ashburn", func() bool {
+		return onlyOn(s.edgesOf(t, "carol"), "ashburn")
+	})
+	broken := time.Now()
+	s.setMode(t, "edges/ashburn", "drop")
+	// timeout 500 ms + keepalive 1 s + 2 s, with a margin for a busy box.
+	eventually(t, 10*time.Second, "carol moved to umatilla", func() bool {
+		return onlyOn(s.edgesOf(t, "carol"), "umatilla")
+	})
+	t.Logf("failover took %v", time.Since(broken).Round(time.Millisecond))
+	if cs := browserContacts(t, d, "carol"); len(cs) != 1 || cs[0].Transport != "ws" {
+		t.Errorf("carol's browser binding after the failover: %+v", cs)
+	}
+	page.mustNotHaveSeen(t, "state", "Unregistered")
+}
+
+// browserDaemonConfig is upstreamConfig (edgesim, short timers) with a ws:
+// listener on the daemon's own loopback address.
+func browserDaemonConfig(s *sim) func(ip, dir string) string {
+	return func(ip, dir string) string {
+		cfg := upstreamConfig(s, "")(ip, dir)
+		old := fmt.Sprintf(`listen: ["udp:%[1]s:5060", "tcp:%[1]s:5060"]`, ip)
+		if !strings.Contains(cfg, old) {
+			panic("daemonConfig changed its listen line: " + old)
+		}
+		return strings.Replace(cfg, old, fmt.Sprintf(`listen: ["udp:%[1]s:5060", "tcp:%[1]s:5060", "ws:%[1]s:8080"]`, ip), 1)
+	}
+}
+
+var browserNPM sync.Mutex
+
+// browserDeps returns Chromium's path and makes sure SIP.js is installed in
+// test/browser/node_modules, running `npm ci` there when it is not. A
+// missing Chromium or a failed install fails the test: `make deps` installs
+// both, so either is a broken setup, not a reason to pass quietly.
+func browserDeps(t *testing.T) string {
+	t.Helper()
+	chromium := requireTool(t, "chromium")
+	dir := filepath.Join(repoDir, "test", "browser")
+	lib := filepath.Join(dir, "node_modules", "sip.js", "lib", "index.js")
+	browserNPM.Lock()
+	defer browserNPM.Unlock()
+	if _, err := os.Stat(lib); err == nil {
+		return chromium
+	}
+	requireTool(t, "npm")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "npm", "ci", "--prefix", dir, "--no-audit", "--no-fund")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("npm ci --prefix %s: %v\n%s", dir, err, out)
+	}
+	if _, err := os.Stat(lib); err != nil {
+		t.Fatalf("npm ci did not install SIP.js: %v", err)
+	}
+	return chromium
+}
+
+type browserEvent struct {
+	Event  string `json:"event"`
+	Detail string `json:"detail"`
+}
+
+// browserPage serves test/browser/register.html and SIP.js on loopback and
+// collects the events the page posts.
+type browserPage struct {
+	srv    *httptest.Server
+	events chan browserEvent
+
+	mu   sync.Mutex
+	seen []browserEvent
+}
+
+func browserServePage(t *testing.T) *browserPage {
+	t.Helper()
+	dir := filepath.Join(repoDir, "test", "browser")
+	p := &browserPage{events: make(chan browserEvent, 256)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /register.html", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, filepath.Join(dir, "register.html"))
+	})
+	mux.Handle("GET /sip.js/", http.StripPrefix("/sip.js/", http.FileServer(http.Dir(filepath.Join(dir, "node_modules", "sip.js")))))
+	mux.HandleFunc("GET /favicon.ico", http.NotFound)
+	mux.HandleFunc("POST /event", func(w http.ResponseWriter, r *http.Request) {
+		var ev browserEvent
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&ev); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		p.mu.Lock()
+		p.seen = append(p.seen, ev)
+		p.mu.Unlock()
+		select {
+		case p.events <- ev:
+		default: // nobody waiting on this many; seen keeps it
+		}
+	})
+	p.srv = httptest.NewServer(mux)
+	t.Cleanup(p.srv.Close)
+	t.Cleanup(func() {
+		if t.Failed() || testing.Verbose() {
+			t.Logf("browser events:\n%s", p.transcript())
+		}
+	})
+	return p
+}
+
+func (p *browserPage) url(d *daemon, user, password string) string {
+	q := url.Values{
+		"ws":       {"ws://" + d.ip + ":8080"},
+		"user":     {user},
+		"password": {password},
+		"domain":   {"edgewise.test"},
+	}
+	return p.srv.URL + "/register.html?" + q.Encode()
+}
+
+func (p *browserPage) transcript() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var b strings.Builder
+	for _, ev := range p.seen {
+		fmt.Fprintf(&b, "  %s %s\n", ev.Event, ev.Detail)
+	}
+	return b.String()
+}
+
+// waitFor waits for the page to report event with detail; an "error"
+// event, or the browser exiting, fails at once.
+func (p *browserPage) waitFor(t *testing.T, b *browserProc, timeout time.Duration, event, detail string) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case ev := <-p.events:
+			if ev.Event == "error" {
+				t.Fatalf("page error: %s", ev.Detail)
+			}
+			if ev.Event == event && ev.Detail == detail {
+				return
+			}
+		case <-b.exited:
+			t.Fatalf("chromium exited before %s %s:\n%s", event, detail, b.log())
+		case <-deadline:
+			t.Fatalf("no %s %s from the page within %v; chromium output:\n%s", event, detail, timeout, b.log())
+		}
+	}
+}
+
+func (p *browserPage) mustHaveSeen(t *testing.T, event, detail string) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ev := range p.seen {
+		if ev.Event == event && ev.Detail == detail {
+			return
+		}
+	}
+	t.Errorf("page did not report %s %s", event, detail)
+}
+
+func (p *browserPage) mustNotHaveSeen(t *testing.T, event, detail string) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ev := range p.seen {
+		if ev.Event == event && ev.Detail == detail {
+			t.Errorf("page reported %s %s", event, detail)
+		}
+	}
+}
+
+// browserProc is a headless Chromium with fake media devices, in its own
+// process group so that closing it ends every process it started (the
+// network service holds the WebSocket).
+type browserProc struct {
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+	once    sync.Once
+}
+
+func browserLaunch(t *testing.T, chromium, pageURL string) *browserProc {
+	t.Helper()
+	dir := t.TempDir()
+	b := &browserProc{logPath: filepath.Join(dir, "chromium.log"), exited: make(chan struct{})}
+	logf, err := os.Create(b.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.cmd = exec.Command(chromium,
+		"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--disable-dev-shm-usage", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+		"--user-data-dir="+filepath.Join(dir, "profile"), pageURL)
+	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	b.cmd.Stdout, b.cmd.Stderr = logf, logf
+	if err := b.cmd.Start(); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	go func() {
+		_ = b.cmd.Wait()
+		logf.Close()
+		close(b.exited)
+	}()
+	t.Cleanup(b.close)
+	return b
+}
+
+// close ends the browser as a user closing it would: every connection it
+// had goes with it. SIGKILL leaves SIP.js no chance to unregister, so only
+// the closed WebSocket can remove the binding.
+func (b *browserProc) close() {
+	b.once.Do(func() {
+		_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
+		<-b.exited
+	})
+}
+
+func (b *browserProc) log() string {
+	data, _ := os.ReadFile(b.logPath)
+	return string(data)
+}
+
+type browserContact struct {
+	URI       string `json:"uri"`
+	Source    string `json:"source"`
+	Transport string `json:"transport"`
+	UserAgent string `json:"user_agent"`
+}
+
+// browserContacts returns user's contacts in /v1/status, transport included.
+func browserContacts(t *testing.T, d *daemon, user string) []browserContact {
+	t.Helper()
+	resp, err := http.Get(d.adminURL + "/v1/status")
+	if err != nil {
+		t.Fatalf("GET /v1/status: %v", err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Users []struct {
+			User     string           `json:"user"`
+			Contacts []browserContact `json:"contacts"`
+		} `json:"users"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatalf("decode /v1/status: %v", err)
+	}
+	for _, u := range doc.Users {
+		if u.User == user {
+			return u.Contacts
+		}
+	}
+	return nil
+}
