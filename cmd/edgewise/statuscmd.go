@@ -20,16 +20,43 @@ import (
 
 const defaultAdminURL = "http://127.0.0.1:9060"
 
-// cliStatus is the part of GET /v1/status the table shows. Calls stay raw:
-// only their number is printed, and decoding them fully would tie this
-// command to every media type's JSON form.
+// cliStatus is the part of GET /v1/status the table shows. Calls are read
+// through a small local view rather than the B2BUA's and relay's types, so
+// a field added there never breaks this command.
 type cliStatus struct {
 	Version string            `json:"version"`
 	Config  configStatus      `json:"config"`
 	Users   []userStatus      `json:"users"`
 	Edges   []edge.EdgeStatus `json:"edges"`
-	Calls   []json.RawMessage `json:"calls"`
+	Calls   []cliCall         `json:"calls"`
 }
+
+// cliCall is what the calls table shows of one call.
+type cliCall struct {
+	ID        string    `json:"id"`
+	Direction string    `json:"direction"`
+	User      string    `json:"user"`
+	To        string    `json:"to"`
+	State     string    `json:"state"`
+	Edge      string    `json:"edge"`
+	Started   time.Time `json:"started"`
+	Media     *struct {
+		Legs []struct {
+			Side string `json:"side"`
+			RX   struct {
+				Packets uint64 `json:"packets"`
+				Lost    int64  `json:"lost"`
+			} `json:"rx"`
+			TX struct {
+				Packets uint64 `json:"packets"`
+			} `json:"tx"`
+		} `json:"legs"`
+	} `json:"media"`
+}
+
+// maxCallRows bounds the calls table: during an incident the operator needs
+// the count and a sample, not a thousand lines scrolling the edges away.
+const maxCallRows = 20
 
 // cmdStatus prints the running daemon's status as a table, or the raw JSON
 // with --json. Exit 1 when the daemon cannot be asked, 2 for bad flags.
@@ -63,7 +90,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "edgewise status: the daemon's answer is not a status document: %v\n", err)
 		return 1
 	}
-	printStatus(stdout, &st)
+	printStatus(stdout, &st, time.Now())
 	return 0
 }
 
@@ -97,7 +124,7 @@ func fetchStatus(base, token string) ([]byte, error) {
 
 // printStatus writes the operator's table: edges in configured order, users
 // grouped by the edge they are registered upstream on, calls, last reload.
-func printStatus(w io.Writer, st *cliStatus) {
+func printStatus(w io.Writer, st *cliStatus, now time.Time) {
 	byEdge := map[string][]userStatus{}
 	for _, u := range st.Users {
 		name := ""
@@ -162,7 +189,25 @@ func printStatus(w io.Writer, st *cliStatus) {
 	_ = tw.Flush()
 
 	fmt.Fprintf(w, "\nCalls: %d active\n", len(st.Calls))
-	fmt.Fprintf(w, "Last reload: %s\n", describeReload(st.Config.LastReload))
+	printCalls(w, st.Calls, now)
+	fmt.Fprintf(w, "\nLast reload: %s\n", describeReload(st.Config.LastReload))
+	// A refused or no-op reload (a SIGHUP after the file watcher already
+	// applied the file) would hide the change that is running; name it too.
+	if last := st.Config.LastReload; !last.OK || last.Unchanged {
+		if c, ok := lastChange(st.Config.Reloads); ok {
+			fmt.Fprintf(w, "Last change: %s\n", describeReload(c))
+		}
+	}
+}
+
+// lastChange is the newest applied reload that changed something.
+func lastChange(hist []configs.ReloadResult) (configs.ReloadResult, bool) {
+	for i := len(hist) - 1; i >= 0; i-- {
+		if r := hist[i]; r.OK && !r.Unchanged && len(r.Changed) > 0 {
+			return r, true
+		}
+	}
+	return configs.ReloadResult{}, false
 }
 
 func describeReload(r configs.ReloadResult) string {
@@ -190,4 +235,44 @@ func describeReload(r configs.ReloadResult) string {
 		b.WriteString("; needs restart: " + strings.Join(r.NeedsRestart, ", "))
 	}
 	return b.String()
+}
+
+// printCalls lists up to maxCallRows calls with their RTP counters per leg
+// (A: phone side, B: Twilio side): packets received/sent and lost.
+func printCalls(w io.Writer, calls []cliCall, now time.Time) {
+	if len(calls) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CALL\tDIRECTION\tUSER\tTO\tEDGE\tSTATE\tAGE\tRTP RX/TX/LOST")
+	for i, c := range calls {
+		if i == maxCallRows {
+			break
+		}
+		age := "-"
+		if !c.Started.IsZero() {
+			age = now.Sub(c.Started).Round(time.Second).String()
+		}
+		rtp := "-"
+		if c.Media != nil && len(c.Media.Legs) > 0 {
+			legs := make([]string, 0, len(c.Media.Legs))
+			for _, l := range c.Media.Legs {
+				legs = append(legs, fmt.Sprintf("%s %d/%d/%d", l.Side, l.RX.Packets, l.TX.Packets, l.RX.Lost))
+			}
+			rtp = strings.Join(legs, " ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.Direction, orDash(c.User), orDash(c.To), orDash(c.Edge), c.State, age, rtp)
+	}
+	_ = tw.Flush()
+	if len(calls) > maxCallRows {
+		fmt.Fprintf(w, "... and %d more (edgewise status --json lists all)\n", len(calls)-maxCallRows)
+	}
+}
+
+// orDash shows an empty cell as "-" so columns stay aligned and countable.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

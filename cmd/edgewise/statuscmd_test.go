@@ -79,6 +79,16 @@ func TestStatusTable(t *testing.T) {
 	mustLine("alice", "1", "umatilla", "registered")
 	mustLine("bob", "0", "-", "failing", "408", "request", "timeout")
 	mustLine("Calls:", "1", "active")
+	mustLine("CALL", "DIRECTION", "USER", "TO", "EDGE", "STATE", "AGE", "RTP", "RX/TX/LOST")
+	callRow := false
+	for _, l := range lines {
+		f := strings.Fields(l)
+		callRow = callRow || (len(f) == 9 && reflect.DeepEqual(f[:6], []string{"c1", "outbound", "alice", "+15550100", "-", "answered"}) &&
+			reflect.DeepEqual(f[7:], []string{"A", "10/9/0"}))
+	}
+	if !callRow {
+		t.Errorf("no row for call c1 with its RTP counters in:\n%s", got)
+	}
 	mustLine("Last", "reload:", "2026-01-02T03:04:05Z", "by", "sighup:", "ok;", "changed", "twilio.edges")
 	// Edges keep the daemon's (configured) order.
 	if strings.Index(got, "ashburn") > strings.Index(got, "umatilla") {

@@ -49,8 +49,21 @@ type pageView struct {
 	Edges []edgeView `json:"edges"`
 	Users []userView `json:"users"`
 	Calls []callView `json:"calls"`
+	// Events are the recent events, newest first.
+	Events []eventView `json:"events"`
 	// Now is when the view was built; shown so a stale page is visible.
 	Now time.Time `json:"-"`
+}
+
+// maxPageEvents bounds the events shown: the story of the current incident,
+// not the whole journal (/v1/status has that).
+const maxPageEvents = 25
+
+type eventView struct {
+	At       time.Time `json:"at"`
+	Kind     string    `json:"kind"`
+	Severity string    `json:"severity"`
+	Text     string    `json:"text"`
 }
 
 type reloadView struct {
@@ -126,6 +139,9 @@ func (s *Server) view() (*pageView, error) {
 	v := &pageView{Now: time.Now()}
 	if err := json.Unmarshal(raw, v); err != nil {
 		return nil, fmt.Errorf("decode status for page: %w", err)
+	}
+	if len(v.Events) > maxPageEvents {
+		v.Events = v.Events[:maxPageEvents]
 	}
 	// Show edges in the configured (failover) order, whatever order the
 	// edge manager reports them in.

@@ -24,6 +24,10 @@ const fixtureStatus = `{
   ],
   "users": [{"user": "alice", "contacts": [{"uri": "sip:alice@127.0.0.9:5062", "source": "127.0.0.9:5062", "transport": "udp", "expires_in": 300, "reachable": "yes"}],
     "upstream": {"edge": "umatilla", "state": "registered", "last_error": ""}}],
+  "events": [
+    {"at": "2026-01-02T03:04:06Z", "kind": "edge_failover", "severity": "warn", "text": "active edge ashburn → umatilla: no answer"},
+    {"at": "2026-01-02T03:04:05Z", "kind": "reload", "severity": "info", "text": "config reload (sighup) → 2: changed twilio.edges"}
+  ],
   "calls": [{"id": "c1", "direction": "outbound", "user": "alice", "from": "alice", "to": "+15550100", "state": "answered", "edge": "umatilla",
     "media": {"legs": [{"side": "A", "remote": "127.0.0.9:4000", "rx": {"packets": 1234, "bytes": 5678, "lost": 2}, "tx": {"packets": 1200, "bytes": 5600}}]}}]
 }`
@@ -68,6 +72,8 @@ func TestPageShowsDownEdge(t *testing.T) {
 		`twilio.edges`,
 		`sighup`,
 		`EventSource("v1/events?view=html")`,
+		`<tr class="sev-warn" data-kind="edge_failover">`,
+		`active edge ashburn → umatilla: no answer`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q", want)
