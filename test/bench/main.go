@@ -35,13 +35,19 @@ import (
 func main() {
 	var (
 		out      = flag.String("out", "bench-results", "directory for the results tables")
-		suites   = flag.String("suites", "registrar,failover,steady,token,relay", "comma-separated suites to run")
+		suites   = flag.String("suites", "registrar,failover,steady,token,relay,calls", "comma-separated suites to run")
 		users    = flag.Int("users", 20000, "registrar: distinct users (AORs) registered")
 		stepDur  = flag.Duration("step", 15*time.Second, "registrar: duration of each rate step")
 		steady   = flag.Duration("steady", 60*time.Second, "registrar: duration of the steady run at the best clean rate")
 		ratesArg = flag.String("rates", "6000,10000,14000,18000,22000", "registrar: REGISTER rates (per second) to step through")
 		only     = flag.String("only", "", "registrar: run only this server (edgewise|kamailio)")
 		window   = flag.Duration("window", 330*time.Second, "steady: measuring window (≥ half the 600 s expiry, so refreshes are in it)")
+		callRate = flag.String("call-rates", "100,200,300,400,600,800", "calls: offered call setup rates (per second) to step through")
+		callStep = flag.Duration("call-step", 10*time.Second, "calls: length of each rate step (calls offered = rate × step)")
+		callHold = flag.Duration("call-hold", time.Second, "calls: how long each short call stays up before BYE")
+		memCalls = flag.Int("call-mem", 1000, "calls: concurrent calls held for the memory-per-call figure")
+		memHold  = flag.Duration("call-mem-hold", 20*time.Second, "calls: how long those calls stay up")
+		callRuns = flag.Int("call-runs", 3, "calls: repetitions (fresh processes each); the table gives medians")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -67,6 +73,12 @@ func main() {
 			table, err = tokenSuite(repo)
 		case "relay":
 			table, err = relaySuite(repo)
+		case "calls":
+			var rates []int
+			if rates, err = parseRates(*callRate); err == nil {
+				table, err = callsSuite(repo, callsOptions{rates: rates, step: *callStep, hold: *callHold,
+					memCalls: *memCalls, memHold: *memHold, runs: *callRuns})
+			}
 		default:
 			err = fmt.Errorf("unknown suite %q", suite)
 		}

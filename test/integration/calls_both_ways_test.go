@@ -30,9 +30,12 @@ type simCall struct {
 		State   string `json:"state"`
 		Code    int    `json:"code"`
 	} `json:"forks"`
-	Media *struct {
+	StartedAt time.Time `json:"started_at"`
+	Media     *struct {
 		PacketsReceived uint64 `json:"packets_received"`
 		PacketsEchoed   uint64 `json:"packets_echoed"`
+		RTCPReceived    uint64 `json:"rtcp_received"`
+		Invalid         uint64 `json:"invalid"`
 		Direction       string `json:"direction"`
 	} `json:"media"`
 	Reinvites int `json:"reinvites"`
@@ -51,6 +54,23 @@ func (s *sim) calls(t *testing.T) []simCall {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		return nil
+	}
+	return body.Calls
+}
+
+// mustCalls lists edgesim's calls and fails the test when it cannot.
+func (s *sim) mustCalls(t *testing.T) []simCall {
+	t.Helper()
+	resp, err := http.Get(s.control + "/v1/calls")
+	if err != nil {
+		t.Fatalf("edgesim calls: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Calls []simCall `json:"calls"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("edgesim calls: %v", err)
 	}
 	return body.Calls
 }

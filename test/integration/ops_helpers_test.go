@@ -410,43 +410,13 @@ func (w *opsCallWatch) summary() opsRTPSummary {
 	return s
 }
 
-// opsSimCall is one of edgesim's calls as the load tests read it.
-type opsSimCall struct {
-	ID        string    `json:"id"`
-	State     string    `json:"state"`
-	Code      int       `json:"code"`
-	Edge      string    `json:"edge"`
-	EndedBy   string    `json:"ended_by"`
-	StartedAt time.Time `json:"started_at"`
-	Media     *struct {
-		PacketsReceived uint64 `json:"packets_received"`
-		PacketsEchoed   uint64 `json:"packets_echoed"`
-	} `json:"media"`
-}
-
-func opsSimCalls(t *testing.T, s *sim) []opsSimCall {
-	t.Helper()
-	resp, err := http.Get(s.control + "/v1/calls")
-	if err != nil {
-		t.Fatalf("edgesim calls: %v", err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Calls []opsSimCall `json:"calls"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatalf("edgesim calls: %v", err)
-	}
-	return body.Calls
-}
-
 // checkOpsSimCalls checks edgesim's view of every call a load placed: as
 // many calls as SIPp made, each answered (code 200) and ended by the
 // gateway's BYE, none failed, and RTP received and echoed on each. It
 // returns the calls for further checks.
-func checkOpsSimCalls(t *testing.T, s *sim, want int) []opsSimCall {
+func checkOpsSimCalls(t *testing.T, s *sim, want int) []simCall {
 	t.Helper()
-	calls := opsSimCalls(t, s)
+	calls := s.mustCalls(t)
 	var received, echoed uint64
 	bad := 0
 	for _, c := range calls {

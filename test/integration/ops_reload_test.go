@@ -187,7 +187,7 @@ func TestOpsBrokenReloadUnderLoad(t *testing.T) {
 // call answered and ended by the phone's BYE with RTP both ways, edgewise
 // counted every setup as answered and has no call left, and the relay
 // showed no loss or stall beyond jitter. It returns edgesim's calls.
-func runOpsLoad(t *testing.T, s *sim, d *daemon, spec opsLoadSpec, op func()) []opsSimCall {
+func runOpsLoad(t *testing.T, s *sim, d *daemon, spec opsLoadSpec, op func()) []simCall {
 	t.Helper()
 	m0 := opsMetrics(t, d)
 	// RTP must flow from shortly after the answer (setup on this busy box
