@@ -316,7 +316,7 @@ func checkTargetURI(s string) error {
 }
 
 func (d *decoder) decodeMedia(n *yaml.Node, m *Media) {
-	f := d.mapping(n, "media", "rtp_ports", "timeout")
+	f := d.mapping(n, "media", "rtp_ports", "timeout", "webrtc")
 	var ports string
 	if f.str("rtp_ports", &ports) {
 		if r, ok := parsePortRange(ports); ok {
@@ -326,6 +326,18 @@ func (d *decoder) decodeMedia(n *yaml.Node, m *Media) {
 		}
 	}
 	f.dur("timeout", &m.Timeout)
+	w := d.mapping(f.node("webrtc"), "media.webrtc", "listen", "advertise")
+	w.str("listen", &m.WebRTC.Listen)
+	if items, ok := w.strList("advertise"); ok {
+		for _, it := range items {
+			a, err := netip.ParseAddr(it.Value)
+			if err != nil || a.IsUnspecified() {
+				d.problem(it.Path, "an IP address browsers can reach, e.g. 203.0.113.10", "%q is not a usable IP address", it.Value)
+				continue
+			}
+			m.WebRTC.Advertise = append(m.WebRTC.Advertise, a)
+		}
+	}
 }
 
 func parsePortRange(s string) (PortRange, bool) {

@@ -8,7 +8,7 @@ import (
 // restartFields cannot be applied to a running process: they own sockets or
 // files opened once at start. "token" is listed for the section being added
 // or removed, which starts or stops a listener.
-var restartFields = []string{"sip.listen", "sip.tls.cert_file", "sip.tls.key_file", "admin.listen", "store.path", "token.listen", "token"}
+var restartFields = []string{"sip.listen", "sip.tls.cert_file", "sip.tls.key_file", "media.webrtc.listen", "admin.listen", "store.path", "token.listen", "token"}
 
 // Diff lists the field paths that differ between a and b, in schema order,
 // named as in the file ("twilio.edges", "sip.lockout.window"). Lists of

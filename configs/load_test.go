@@ -92,6 +92,24 @@ func TestParseProblems(t *testing.T) {
 			`c.yaml:15: phones[0].targets[3].uri: required (hint: e.g. sip:alice@192.0.2.20:5060;transport=tcp)`,
 			`c.yaml:16: phones[0].targets[4].uri: "not a uri": invalid uri scheme (hint: e.g. sip:alice@192.0.2.20:5060;transport=tcp)`,
 		}},
+		{"webrtc", minimal + `media:
+  rtp_ports: 20000-20999
+  webrtc:
+    listen: 0.0.0.0:20500
+    advertise: [0.0.0.0, nope]
+`, []string{
+			`c.yaml:8: media.webrtc.listen: port 20500 is inside media.rtp_ports 20000-20999 (hint: pick a port outside media.rtp_ports)`,
+			`c.yaml:9: media.webrtc.advertise[0]: "0.0.0.0" is not a usable IP address (hint: an IP address browsers can reach, e.g. 203.0.113.10)`,
+			`c.yaml:9: media.webrtc.advertise[1]: "nope" is not a usable IP address (hint: an IP address browsers can reach, e.g. 203.0.113.10)`,
+		}},
+		{"webrtc on every interface needs addresses", minimal + `sip:
+  listen: ["udp:0.0.0.0:5060"]
+  public_address: sip.example.com
+media:
+  webrtc: {listen: "0.0.0.0:3479"}
+`, []string{
+			`c.yaml:9: media.webrtc.advertise: required when media.webrtc.listen is 0.0.0.0 and sip.public_address is not an IP (hint: list the IPs browsers reach edgewise on)`,
+		}},
 		{"unknown nested key", "twilio:\n  domain: example\n  edgse: [ashburn]\nstore: {path: /x}\n", []string{
 			`c.yaml:3: twilio.edgse: unknown key (hint: did you mean "edges"?)`,
 		}},

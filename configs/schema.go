@@ -217,6 +217,19 @@ type Admin struct {
 type Media struct {
 	RTPPorts PortRange     `yaml:"rtp_ports"`
 	Timeout  time.Duration `yaml:"timeout"`
+	WebRTC   WebRTC        `yaml:"webrtc"`
+}
+
+// WebRTC configures the media of browser softphones (SIP over WebSocket):
+// edgewise terminates their ICE/DTLS-SRTP and bridges it to plain RTP.
+type WebRTC struct {
+	// Listen is the one UDP host:port every browser's media uses (ICE-lite,
+	// demultiplexed by ICE username); "" disables WebRTC media, and a
+	// browser's call then gets 488.
+	Listen string `yaml:"listen"`
+	// Advertise are the addresses given to browsers as ICE candidates;
+	// empty means Listen's IP, or sip.public_address when Listen is 0.0.0.0.
+	Advertise []netip.Addr `yaml:"advertise"`
 }
 
 // PortRange is an inclusive UDP port range; Min is even so RTP/RTCP pairs fit.

@@ -24,7 +24,7 @@ func (d *decoder) validate(c *Config) {
 		d.problem("store.path", "e.g. /var/lib/edgewise/edgewise.db", "required")
 	}
 	d.validateAdmin(c.Admin)
-	d.validateMedia(c.Media)
+	d.validateMedia(c.Media, c.SIP)
 	d.validateShutdown(c.Shutdown)
 	if c.Token != nil {
 		d.validateToken(c.Token)
@@ -157,7 +157,7 @@ func (d *decoder) validateAdmin(a Admin) {
 	}
 }
 
-func (d *decoder) validateMedia(m Media) {
+func (d *decoder) validateMedia(m Media, sip SIP) {
 	r := m.RTPPorts
 	switch {
 	case r.Min < 1024 || r.Max > 65535:
@@ -169,6 +169,21 @@ func (d *decoder) validateMedia(m Media) {
 	}
 	if m.Timeout <= 0 {
 		d.problem("media.timeout", "", "must be positive")
+	}
+	if w := m.WebRTC; w.Listen != "" {
+		host, port, err := splitHostPort(w.Listen)
+		switch {
+		case err != nil:
+			d.problem("media.webrtc.listen", `e.g. "0.0.0.0:3479"`, "%q: %v", w.Listen, err)
+		case port >= m.RTPPorts.Min && port <= m.RTPPorts.Max+1:
+			d.problem("media.webrtc.listen", "pick a port outside media.rtp_ports", "port %d is inside media.rtp_ports %s", port, m.RTPPorts)
+		default:
+			if ip, err := netip.ParseAddr(host); err != nil {
+				d.problem("media.webrtc.listen", `e.g. "0.0.0.0:3479"`, "%q: host must be an IP address", w.Listen)
+			} else if ip.IsUnspecified() && len(w.Advertise) == 0 && !publicIP(sip) {
+				d.problem("media.webrtc.advertise", "list the IPs browsers reach edgewise on", "required when media.webrtc.listen is %s and sip.public_address is not an IP", host)
+			}
+		}
 	}
 }
 
@@ -331,4 +346,11 @@ func (d *decoder) validateListenTLS(s SIP) {
 		d.problem("sip.tls.cert_file", "cert_file must hold the certificate chain (leaf first) and key_file its private key, both PEM",
 			"%s and %s do not load as a certificate and key: %v", s.TLS.CertFile, s.TLS.KeyFile, err)
 	}
+}
+
+// publicIP reports whether the address advertised to Twilio is a usable IP.
+func publicIP(s SIP) bool {
+	host, _ := s.Advertise()
+	ip, err := netip.ParseAddr(host)
+	return err == nil && !ip.IsUnspecified()
 }

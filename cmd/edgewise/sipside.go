@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/configs"
 	"github.com/edgewise-sip/edgewise/media"
+	"github.com/edgewise-sip/edgewise/media/webrtc"
 	"github.com/edgewise-sip/edgewise/registrar"
 	"github.com/edgewise-sip/edgewise/registrar/b2bua"
 	"github.com/edgewise-sip/edgewise/registrar/digest"
@@ -42,6 +43,7 @@ type sipSide struct {
 	// 503 with this many seconds in Retry-After.
 	retryAfter atomic.Int64
 	journal    *journal
+	browsers   *webrtc.Hub // nil without media.webrtc.listen
 }
 
 func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer, events *journal) (*sipSide, error) {
@@ -102,12 +104,20 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	if err != nil {
 		return nil, err
 	}
-	calls, err := b2bua.New(b2buaSettings(cfg), phoneCredentials(cfg), upstreamDirectory(cfg), b2bua.Options{
+	opts := b2bua.Options{
 		SIP: srv, Bindings: table, Edges: mon, Relay: relay,
 		TLS:     tlsClients.Client, // only used when twilio.transport is tls
 		Lockout: reg,               // wrong INVITE passwords lock out like wrong REGISTER ones
 		Logger:  logger.With("component", "b2bua"),
-	})
+	}
+	if ws, ok := webrtcSettings(cfg); ok {
+		hub, err := webrtc.NewHub(ws, logger.With("component", "webrtc"))
+		if err != nil {
+			return nil, err
+		}
+		side.browsers, opts.Browsers = hub, hub
+	}
+	calls, err := b2bua.New(b2buaSettings(cfg), phoneCredentials(cfg), upstreamDirectory(cfg), opts)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +125,23 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	metrics.MustRegister(reg.Collector(), mon, up, relay, calls)
 	side.edges, side.upstream, side.tls, side.relay, side.calls = mon, up, tlsClients, relay, calls
 	return side, nil
+}
+
+// webrtcSettings places browsers' WebRTC media; ok is false when it is off.
+func webrtcSettings(cfg *configs.Config) (webrtc.Settings, bool) {
+	w := cfg.Media.WebRTC
+	if w.Listen == "" {
+		return webrtc.Settings{}, false
+	}
+	listen, _ := netip.ParseAddrPort(w.Listen) // validated by configs
+	s := webrtc.Settings{Listen: listen, Advertise: w.Advertise}
+	if len(s.Advertise) == 0 && listen.Addr().IsUnspecified() {
+		public, _ := cfg.SIP.Advertise()
+		if ip, err := netip.ParseAddr(public); err == nil {
+			s.Advertise = []netip.Addr{ip}
+		}
+	}
+	return s, true
 }
 
 // mediaSettings places the relay: phones reach it on the SIP listener's
@@ -325,6 +352,9 @@ func (s *sipSide) run(ctx context.Context) error {
 	defer stop()
 	g.Go(func() error {
 		err := afterReady(calls, s.calls.Run)()
+		if s.browsers != nil {
+			s.browsers.Close() // after the calls: their bridges are closed already
+		}
 		stopInfra() // calls are over: stop everything else
 		return err
 	})

@@ -30,6 +30,10 @@ type SIP interface {
 	// Addr is the bound address of the first listener of transport ("udp",
 	// "tcp"); requests leave from it.
 	Addr(transport string) netip.AddrPort
+	// Connected reports whether a WebSocket connection from remote is open
+	// on a listener of transport (ws, wss): a browser is only reachable
+	// over the connection it registered on.
+	Connected(transport string, remote netip.AddrPort) bool
 }
 
 // Router installs request handlers: sipserver.Server.
@@ -81,7 +85,10 @@ type Options struct {
 	// source guessing passwords through calls is locked out like one
 	// guessing them through REGISTER (registrar.Registrar.AuthFailed).
 	Lockout Lockout
-	Logger  *slog.Logger
+	// Browsers, when set, terminates browsers' WebRTC media (webrtc.Hub);
+	// without it a WebRTC offer gets 488.
+	Browsers Browsers
+	Logger   *slog.Logger
 	// Now replaces time.Now (digest nonces), for tests.
 	Now func() time.Time
 }
@@ -96,6 +103,7 @@ type B2BUA struct {
 	edges    Edges
 	relay    Relay
 	lockout  Lockout
+	browsers Browsers
 	now      func() time.Time
 	auth     *digest.Authenticator
 	metrics  *metrics
@@ -152,6 +160,7 @@ func New(s Settings, phones registrar.Directory, twilio upstream.Directory, opts
 		edges:    opts.Edges,
 		relay:    opts.Relay,
 		lockout:  opts.Lockout,
+		browsers: opts.Browsers,
 		now:      opts.Now,
 		auth:     auth,
 		metrics:  newMetrics(),

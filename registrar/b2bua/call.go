@@ -220,6 +220,7 @@ func (b *B2BUA) end(c *call, why string, from *leg, bye bool) {
 	if sess != nil {
 		sess.Close()
 	}
+	c.closeBrowsers()
 	if bye && answered {
 		var wg sync.WaitGroup
 		for _, l := range []*leg{in, out} {

@@ -13,6 +13,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/edgewise-sip/edgewise/media"
+	"github.com/edgewise-sip/edgewise/media/webrtc"
 )
 
 // leg is one of a call's two dialogs (RFC 3261 §12): the phone's (side A)
@@ -42,6 +43,7 @@ type leg struct {
 	cseq       uint32   // last CSeq we sent
 	remoteCSeq uint32   // last CSeq the peer sent
 	acks       map[uint32]chan *sip.Request
+	browser    *webrtc.Bridge // the peer's WebRTC media, when it is a browser
 }
 
 type nameAddr struct {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/media"
 	"github.com/edgewise-sip/edgewise/media/sdp"
+	"github.com/edgewise-sip/edgewise/media/webrtc"
 	"github.com/edgewise-sip/edgewise/registrar"
 	"github.com/edgewise-sip/edgewise/registrar/edge"
 	"github.com/edgewise-sip/edgewise/registrar/location"
@@ -129,6 +130,7 @@ type env struct {
 	edges     *fakeEdges
 	binds     *fakeBindings
 	lockout   *fakeLockout
+	hub       *webrtc.Hub
 	stopB2BUA func()
 	// closers close the test's peers once edgewise has stopped, so nothing
 	// is in flight toward a peer when it closes (sipgo may open a new
@@ -148,6 +150,10 @@ type envConfig struct {
 	n        int
 	edges    Edges
 	baseline int
+	// browsers gives edgewise WebRTC media (a webrtc.Hub on its address),
+	// with hub adjusting its settings when set.
+	browsers bool
+	hub      func(*webrtc.Settings)
 }
 
 type envOption func(*envConfig)
@@ -206,7 +212,21 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if cfg.edges != nil {
 		edges = cfg.edges
 	}
-	b, err := New(s, phones, tw, Options{SIP: srv, Bindings: e.binds, Edges: edges, Relay: relay, Lockout: e.lockout, Logger: log.With("component", "b2bua")})
+	bopts := Options{SIP: srv, Bindings: e.binds, Edges: edges, Relay: relay, Lockout: e.lockout, Logger: log.With("component", "b2bua")}
+	if cfg.browsers {
+		hs := webrtc.Settings{Listen: netip.AddrPortFrom(ip, 0)}
+		if cfg.hub != nil {
+			cfg.hub(&hs)
+		}
+		hub, err := webrtc.NewHub(hs, log.With("component", "webrtc"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.hub = hub
+		e.closers = append(e.closers, func() { hub.Close() })
+		bopts.Browsers = hub
+	}
+	b, err := New(s, phones, tw, bopts)
 	if err != nil {
 		t.Fatal(err)
 	}

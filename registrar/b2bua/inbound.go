@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -115,6 +116,7 @@ type fork struct {
 	r       *ring
 	binding location.Binding
 	l       *leg
+	offer   []byte // r.offer, or its WebRTC form for a browser
 	iv      *invite
 	sendAck func(body []byte)
 }
@@ -169,7 +171,18 @@ func (r *ring) ringStage(ctx context.Context, setup <-chan time.Time, bindings [
 			*failures = append(*failures, fmt.Sprintf("%s: %v", bnd.Contact, err))
 			continue
 		}
-		forks = append(forks, &fork{r: r, binding: bnd, l: l})
+		f := &fork{r: r, binding: bnd, l: l, offer: r.offer}
+		if bnd.ConnectionBound() {
+			if f.offer, err = r.browserOffer(l); err != nil {
+				c.log.Warn("browser not rung", "contact", bnd.Contact, "error", err)
+				*failures = append(*failures, fmt.Sprintf("%s: %v", bnd.Contact, err))
+				if br := l.bridge(); br != nil {
+					br.Close()
+				}
+				continue
+			}
+		}
+		forks = append(forks, f)
 	}
 	c.mu.Lock()
 	c.forks = append(c.forks, forks...)
@@ -317,7 +330,7 @@ func (r *ring) failed(best *sip.Response, failures []string) {
 func (r *ring) relayProvisional(f *fork, res *sip.Response) {
 	c := r.c
 	var body []byte
-	if isSDP(res) {
+	if isSDP(res) && f.l.bridge() == nil { // browsers: no early media (see outbound)
 		out, err := c.sess.Translate(media.A, res.Body())
 		if err != nil {
 			c.log.Info("unusable early-media SDP from a phone", "contact", f.binding.Contact, "error", err)
@@ -338,7 +351,7 @@ func (r *ring) answered(f *fork, res *sip.Response) {
 	b, c := r.b, r.c
 	l := f.l
 	delayed := len(r.offer) == 0
-	answer, err := c.translateBody(media.A, res)
+	answer, err := c.translateBody(l, res)
 	if err != nil || answer == nil {
 		c.log.Info("unusable SDP in the phone's answer", "contact", f.binding.Contact, "error", err)
 		if delayed {
@@ -359,6 +372,7 @@ func (r *ring) answered(f *fork, res *sip.Response) {
 	}
 	b.addDialog(l)
 	b.startMedia(c)
+	r.closeLosingBrowsers(f)
 
 	p := r.twilio.response(r.treq, res.StatusCode, res.Reason, answer)
 	p.AppendHeader(sdpHeader())
@@ -382,7 +396,10 @@ func (r *ring) answered(f *fork, res *sip.Response) {
 		return
 	}
 	if delayed {
-		body, err := c.translateBody(media.B, ack)
+		body, err := c.translateBody(r.twilio, ack)
+		if err == nil {
+			body, err = c.toLeg(l, body)
+		}
 		if err != nil || body == nil {
 			f.sendAck(nil)
 			b.metrics.setup(inbound, outBadSDP)
@@ -406,6 +423,10 @@ func (r *ring) forkLeg(bnd location.Binding) (*leg, error) {
 	}
 	if !bnd.Source.IsValid() {
 		return nil, errors.New("binding has no source address")
+	}
+	if bnd.ConnectionBound() && !b.sip.Connected(bnd.Transport, bnd.Source) {
+		// Closed a moment ago; its binding is on its way out.
+		return nil, errors.New("the browser's WebSocket connection is closed")
 	}
 	tp := strings.ToUpper(bnd.Transport)
 	if tp == "" {
@@ -440,7 +461,7 @@ func (r *ring) forkLeg(bnd location.Binding) (*leg, error) {
 
 func (f *fork) invite() *sip.Request {
 	r, l := f.r, f.l
-	return l.newInvite(*l.target.Clone(), r.cseq, r.c.st.s.UserAgent, r.treq, r.offer)
+	return l.newInvite(*l.target.Clone(), r.cseq, r.c.st.s.UserAgent, r.treq, f.offer)
 }
 
 // run rings one phone until it answers, fails, stays silent for Timeout, or
@@ -521,10 +542,36 @@ func (f *fork) run() {
 	}
 }
 
-// translateBody carries a message's SDP (if it has one) across the relay.
-func (c *call) translateBody(from media.Side, m message) ([]byte, error) {
+// translateBody carries the SDP (if any) of a message from's peer sent
+// across the relay.
+func (c *call) translateBody(from *leg, m message) ([]byte, error) {
 	if !isSDP(m) {
 		return nil, nil
 	}
-	return c.sess.Translate(from, m.Body())
+	return c.fromLeg(from, m.Body())
+}
+
+// closeLosingBrowsers frees the WebRTC media of the forks that lost.
+func (r *ring) closeLosingBrowsers(winner *fork) {
+	r.c.mu.Lock()
+	forks := slices.Clone(r.c.forks)
+	r.c.mu.Unlock()
+	for _, f := range forks {
+		if br := f.l.bridge(); f != winner && br != nil {
+			br.Close()
+		}
+	}
+}
+
+// browserOffer is the WebRTC offer for a fork to a browser: its own bridge
+// turns the relay's plain offer into ICE/DTLS-SRTP.
+func (r *ring) browserOffer(l *leg) ([]byte, error) {
+	if len(r.offer) == 0 {
+		return nil, errors.New("a browser needs an offer and Twilio's INVITE has none")
+	}
+	br, err := r.b.attachBrowser(r.c, l)
+	if err != nil {
+		return nil, err
+	}
+	return br.ToBrowser(r.offer)
 }

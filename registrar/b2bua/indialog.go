@@ -149,8 +149,12 @@ func (b *B2BUA) serveInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	offered, heldByOffer := false, false
 	switch {
 	case isSDP(req):
-		body, err := c.sess.Translate(l.side, req.Body())
+		body, err := c.fromLeg(l, req.Body())
+		if err == nil {
+			body, err = c.toLeg(to, body)
+		}
 		if err != nil {
+			rollback(l, to)
 			c.log.Info("unusable SDP in a relayed request", "method", string(req.Method), "error", err)
 			b.reply(tx, req, 488, "Not Acceptable Here")
 			return
@@ -209,6 +213,9 @@ wait:
 	if !req.IsInvite() {
 		otx.Terminate()
 	}
+	if offered && !res.IsSuccess() {
+		rollback(l, to) // the offer was refused: the bridges forget it
+	}
 	var sendAck func([]byte)
 	if req.IsInvite() && res.IsSuccess() {
 		to.refreshTarget(res.Contact())
@@ -224,7 +231,10 @@ wait:
 	back := l.response(req, res.StatusCode, res.Reason, nil)
 	switch {
 	case isSDP(res):
-		body, err := c.sess.Translate(to.side, res.Body())
+		body, err := c.fromLeg(to, res.Body())
+		if err == nil {
+			body, err = c.toLeg(l, body)
+		}
 		if err != nil {
 			c.log.Info("unusable SDP in a relayed response", "method", string(req.Method), "error", err)
 		} else {
@@ -259,7 +269,10 @@ wait:
 		var body []byte
 		if ok {
 			var err error
-			if body, err = c.translateBody(l.side, ack); err != nil {
+			if body, err = c.translateBody(l, ack); err == nil {
+				body, err = c.toLeg(to, body)
+			}
+			if err != nil {
 				c.log.Info("unusable SDP in a re-INVITE's ACK", "error", err)
 			}
 		}

@@ -148,7 +148,21 @@ func (b *B2BUA) openMedia(c *call, req *sip.Request, tx sip.ServerTransaction, f
 	if len(offer) == 0 {
 		return nil, true // delayed offer: the callee's 2xx offers, the caller's ACK answers
 	}
-	out, err := sess.Translate(from, offer)
+	caller := c.in
+	if from == media.A && sdp.IsWebRTC(offer) {
+		if _, err := b.attachBrowser(c, caller); err != nil {
+			c.log.Info("browser media refused", "error", err)
+			if errors.Is(err, sdp.ErrInvalid) {
+				b.reply(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 edgewise "WebRTC media is not enabled"`))
+				b.metrics.setup(c.dir, outBadSDP)
+			} else {
+				b.reply(tx, req, 500, "Server Internal Error")
+				b.metrics.setup(c.dir, outError)
+			}
+			return nil, false
+		}
+	}
+	out, err := c.fromLeg(caller, offer)
 	if err != nil {
 		c.log.Info("unusable SDP offer", "error", err)
 		if errors.Is(err, sdp.ErrInvalid) {

@@ -39,7 +39,9 @@ type metrics struct {
 	authFailures prometheus.Counter
 	refused      prometheus.Counter
 	mediaTimeout prometheus.Counter
-	all          []prometheus.Collector
+	// browserFailures counts calls a browser's WebRTC media failure ended.
+	browserFailures prometheus.Counter
+	all             []prometheus.Collector
 }
 
 func newMetrics() *metrics {
@@ -76,8 +78,12 @@ func newMetrics() *metrics {
 			Namespace: namespace, Subsystem: subsystem, Name: "media_timeouts_total",
 			Help: "Calls ended because a media stream went silent.",
 		}),
+		browserFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "browser_media_failures_total",
+			Help: "Calls ended because a browser's WebRTC media failed (ICE, DTLS, consent lost).",
+		}),
 	}
-	m.all = []prometheus.Collector{m.active, m.setups, m.responses, m.failovers, m.relayed, m.authFailures, m.refused, m.mediaTimeout}
+	m.all = []prometheus.Collector{m.active, m.setups, m.responses, m.failovers, m.relayed, m.authFailures, m.refused, m.mediaTimeout, m.browserFailures}
 	for _, d := range []direction{outbound, inbound} {
 		m.active.WithLabelValues(string(d))
 	}

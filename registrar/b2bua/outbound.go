@@ -329,7 +329,9 @@ func (d *dial) cancelled(ctx context.Context, iv *invite) {
 func (d *dial) relayProvisional(res *sip.Response) {
 	c := d.c
 	var body []byte
-	if isSDP(res) {
+	// A browser gets its answer in the 2xx only: WebRTC has no early media
+	// without an answer that sticks, and the 2xx repeats the same SDP.
+	if isSDP(res) && d.phone.bridge() == nil {
 		out, err := c.sess.Translate(media.B, res.Body())
 		if err != nil {
 			c.log.Info("unusable early-media SDP from Twilio", "error", err)
@@ -377,7 +379,10 @@ func (d *dial) answered(iv *invite, t edge.Target, res *sip.Response) {
 	}
 	var answer []byte
 	if isSDP(res) {
-		out, err := c.sess.Translate(media.B, res.Body())
+		out, err := c.fromLeg(l, res.Body())
+		if err == nil {
+			out, err = c.toLeg(d.phone, out)
+		}
 		if err != nil {
 			c.log.Info("unusable SDP in Twilio's answer", "error", err)
 		}
@@ -428,7 +433,7 @@ func (d *dial) answered(iv *invite, t edge.Target, res *sip.Response) {
 		return
 	}
 	if delayed {
-		body, err := c.translateBody(media.A, ack)
+		body, err := c.translateBody(d.phone, ack)
 		if err != nil || body == nil {
 			sendAck(nil)
 			b.metrics.setup(outbound, outBadSDP)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/media"
+	"github.com/edgewise-sip/edgewise/media/webrtc"
 )
 
 // CallStatus is one call in /v1/status ("calls": [...]).
@@ -30,6 +31,9 @@ type CallStatus struct {
 	Forks     int        `json:"forks,omitempty"`
 	// Media is the relay's view: per-leg addresses and RTP/RTCP counters.
 	Media *media.SessionStats `json:"media,omitempty"`
+	// Browser is the WebRTC bridge of a browser's leg: ICE/DTLS state, SRTP
+	// in and out toward the browser, plain RTP toward the relay.
+	Browser *webrtc.Stats `json:"browser,omitempty"`
 }
 
 // LegStatus is one dialog of a call.
@@ -82,6 +86,10 @@ func (c *call) status() CallStatus {
 			continue
 		}
 		ls := l.status()
+		if br := l.bridge(); br != nil {
+			bs := br.Stats()
+			st.Browser = &bs
+		}
 		if l.side == media.A {
 			st.Phone = &ls
 		} else {

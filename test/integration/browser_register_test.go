@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,7 +140,7 @@ type browserEvent struct {
 	Detail string `json:"detail"`
 }
 
-// browserPage serves test/browser/register.html and SIP.js on loopback and
+// browserPage serves test/browser/phone.html and SIP.js on loopback and
 // collects the events the page posts.
 type browserPage struct {
 	srv    *httptest.Server
@@ -156,8 +155,8 @@ func browserServePage(t *testing.T) *browserPage {
 	dir := filepath.Join(repoDir, "test", "browser")
 	p := &browserPage{events: make(chan browserEvent, 256)}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /register.html", func(w http.ResponseWriter, r *http.Request) {
-		http.ServeFile(w, r, filepath.Join(dir, "register.html"))
+	mux.HandleFunc("GET /phone.html", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, filepath.Join(dir, "phone.html"))
 	})
 	mux.Handle("GET /sip.js/", http.StripPrefix("/sip.js/", http.FileServer(http.Dir(filepath.Join(dir, "node_modules", "sip.js")))))
 	mux.HandleFunc("GET /favicon.ico", http.NotFound)
@@ -185,14 +184,9 @@ func browserServePage(t *testing.T) *browserPage {
 	return p
 }
 
+// url is phone.html registering user, neither calling nor answering.
 func (p *browserPage) url(d *daemon, user, password string) string {
-	q := url.Values{
-		"ws":       {"ws://" + d.ip + ":8080"},
-		"user":     {user},
-		"password": {password},
-		"domain":   {"edgewise.test"},
-	}
-	return p.srv.URL + "/register.html?" + q.Encode()
+	return p.phoneURL(d, user, password, "", "")
 }
 
 func (p *browserPage) transcript() string {
@@ -209,6 +203,15 @@ func (p *browserPage) transcript() string {
 // event, or the browser exiting, fails at once.
 func (p *browserPage) waitFor(t *testing.T, b *browserProc, timeout time.Duration, event, detail string) {
 	t.Helper()
+	p.waitUntil(t, b, timeout, event+" "+detail, func(ev browserEvent) bool {
+		return ev.Event == event && ev.Detail == detail
+	})
+}
+
+// waitUntil waits for an event the page reports that satisfies ok and
+// returns it; an "error" event, or the browser exiting, fails at once.
+func (p *browserPage) waitUntil(t *testing.T, b *browserProc, timeout time.Duration, what string, ok func(browserEvent) bool) browserEvent {
+	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		select {
@@ -216,13 +219,13 @@ func (p *browserPage) waitFor(t *testing.T, b *browserProc, timeout time.Duratio
 			if ev.Event == "error" {
 				t.Fatalf("page error: %s", ev.Detail)
 			}
-			if ev.Event == event && ev.Detail == detail {
-				return
+			if ok(ev) {
+				return ev
 			}
 		case <-b.exited:
-			t.Fatalf("chromium exited before %s %s:\n%s", event, detail, b.log())
+			t.Fatalf("chromium exited before %s:\n%s", what, b.log())
 		case <-deadline:
-			t.Fatalf("no %s %s from the page within %v; chromium output:\n%s", event, detail, timeout, b.log())
+			t.Fatalf("no %s from the page within %v; chromium output:\n%s", what, timeout, b.log())
 		}
 	}
 }
@@ -272,6 +275,8 @@ func browserLaunch(t *testing.T, chromium, pageURL string) *browserProc {
 		"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--disable-dev-shm-usage", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+		// WebRTC on loopback: edgewise's ICE candidates are 127.x addresses.
+		"--allow-loopback-in-peer-connection",
 		"--user-data-dir="+filepath.Join(dir, "profile"), pageURL)
 	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	b.cmd.Stdout, b.cmd.Stderr = logf, logf

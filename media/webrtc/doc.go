@@ -1,0 +1,6 @@
+// Package webrtc is the WebRTC media leg: a Bridge terminates one
+// browser's media (ICE-lite, DTLS-SRTP, rtcp-mux, BUNDLE) with
+// github.com/pion/webrtc/v4 and exposes it as a plain RTP endpoint on a
+// local UDP socket, so the relay in package media carries the call as if
+// the browser were a phone. See README.md.
+package webrtc

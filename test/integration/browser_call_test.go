@@ -1,0 +1,186 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Calls with a browser softphone: headless Chromium runs SIP.js
+// (test/browser/phone.html) with its fake microphone; edgewise terminates
+// the browser's WebRTC media (ICE-lite, DTLS-SRTP) and bridges it to plain
+// RTP toward edgesim, which echoes it.
+
+// browserCallConfig is browserDaemonConfig with WebRTC media on the
+// daemon's address.
+func browserCallConfig(s *sim) func(ip, dir string) string {
+	return func(ip, dir string) string {
+		cfg := browserDaemonConfig(s)(ip, dir)
+		const old = "media:\n  rtp_ports: 30000-30999\n"
+		if !strings.Contains(cfg, old) {
+			panic("daemonConfig changed its media section")
+		}
+		return strings.Replace(cfg, old, old+fmt.Sprintf("  webrtc: {listen: \"%s:3479\"}\n", ip), 1)
+	}
+}
+
+// phoneURL is phone.html for user in mode ("call" with to, or "answer").
+func (p *browserPage) phoneURL(d *daemon, user, password, mode, to string) string {
+	q := url.Values{
+		"ws":       {"ws://" + d.ip + ":8080"},
+		"user":     {user},
+		"password": {password},
+		"domain":   {"edgewise.test"},
+		"mode":     {mode},
+		"to":       {to},
+	}
+	return p.srv.URL + "/phone.html?" + q.Encode()
+}
+
+// waitRTP waits until the page's getStats() counts at least n audio
+// packets sent and received.
+func (p *browserPage) waitRTP(t *testing.T, b *browserProc, n int) (sent, received int) {
+	t.Helper()
+	p.waitUntil(t, b, 20*time.Second, fmt.Sprintf("%d RTP packets each way in getStats()", n), func(ev browserEvent) bool {
+		if ev.Event != "rtp" {
+			return false
+		}
+		if _, err := fmt.Sscanf(ev.Detail, "sent=%d received=%d", &sent, &received); err != nil {
+			return false
+		}
+		return sent >= n && received >= n
+	})
+	return sent, received
+}
+
+// browserCall is the part of a call in /v1/status these tests read.
+type browserCall struct {
+	State   string `json:"state"`
+	Browser *struct {
+		ICE  string `json:"ice"`
+		DTLS string `json:"dtls"`
+		SRTP struct {
+			Rx struct{ Packets uint64 } `json:"rx"`
+			Tx struct{ Packets uint64 } `json:"tx"`
+		} `json:"srtp"`
+		RTP struct {
+			Rx struct{ Packets uint64 } `json:"rx"`
+			Tx struct{ Packets uint64 } `json:"tx"`
+		} `json:"rtp"`
+	} `json:"browser"`
+	Media *struct {
+		Legs []struct {
+			Side string                   `json:"side"`
+			RX   struct{ Packets uint64 } `json:"rx"`
+			TX   struct{ Packets uint64 } `json:"tx"`
+		} `json:"legs"`
+	} `json:"media"`
+}
+
+func browserCalls(t *testing.T, d *daemon) []browserCall {
+	t.Helper()
+	resp, err := http.Get(d.adminURL + "/v1/status")
+	if err != nil {
+		t.Fatalf("GET /v1/status: %v", err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Calls []browserCall `json:"calls"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatalf("decode /v1/status: %v", err)
+	}
+	return doc.Calls
+}
+
+// checkBridged asserts that edgewise's one call counts SRTP in and out
+// toward the browser and plain RTP in and out on the relay's legs.
+func checkBridged(t *testing.T, d *daemon) {
+	t.Helper()
+	var c browserCall
+	eventually(t, 10*time.Second, "edgewise's call counting SRTP and RTP both ways", func() bool {
+		cs := browserCalls(t, d)
+		if len(cs) != 1 || cs[0].Browser == nil || cs[0].Media == nil {
+			return false
+		}
+		c = cs[0]
+		br := c.Browser
+		if br.SRTP.Rx.Packets == 0 || br.SRTP.Tx.Packets == 0 || br.RTP.Rx.Packets == 0 || br.RTP.Tx.Packets == 0 {
+			return false
+		}
+		for _, l := range c.Media.Legs {
+			if l.RX.Packets == 0 || l.TX.Packets == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if c.Browser.DTLS != "connected" {
+		t.Errorf("browser leg DTLS %q, want connected", c.Browser.DTLS)
+	}
+	t.Logf("browser leg: SRTP in %d out %d, RTP toward the relay in %d out %d",
+		c.Browser.SRTP.Rx.Packets, c.Browser.SRTP.Tx.Packets, c.Browser.RTP.Rx.Packets, c.Browser.RTP.Tx.Packets)
+}
+
+// TestBrowserCallsOut: SIP.js in Chromium calls a number; edgesim answers
+// and echoes. The page's getStats() counts audio both ways, edgewise counts
+// SRTP on the browser's side and RTP on the relay, edgesim's hang-up ends
+// the browser's session and frees the bridge.
+func TestBrowserCallsOut(t *testing.T) {
+	chromium := browserDeps(t)
+	s := startSim(t)
+	d := startDaemon(t, browserCallConfig(s))
+	page := browserServePage(t)
+	b := browserLaunch(t, chromium, page.phoneURL(d, "alice", "alice-secret", "call", "15550001111"))
+
+	page.waitFor(t, b, 30*time.Second, "call", "Established")
+	sent, received := page.waitRTP(t, b, 50)
+	t.Logf("browser getStats(): %d audio packets sent, %d received", sent, received)
+	checkBridged(t, d)
+	c := s.onlyCall(t, "edgesim to see the call answered", func(c simCall) bool { return c.State == "answered" })
+	eventually(t, 5*time.Second, "edgesim echoing the browser's audio", func() bool {
+		m := s.call(t, c.ID).Media
+		return m != nil && m.PacketsReceived > 0 && m.PacketsEchoed > 0
+	})
+
+	s.hangUp(t, c.ID)
+	page.waitFor(t, b, 10*time.Second, "call", "Terminated")
+	noCallsLeft(t, d)
+}
+
+// TestBrowserAnswersForkedCall: Twilio (edgesim) calls bob, registered
+// from a browser and from a SIPp phone. Both ring; the browser answers; the
+// SIPp phone is cancelled; media flows between the browser and edgesim's
+// echo.
+func TestBrowserAnswersForkedCall(t *testing.T) {
+	chromium := browserDeps(t)
+	s := startSim(t)
+	d := startDaemon(t, browserCallConfig(s))
+	ringIP := nextIP(t)
+	if code, out := sippRun(t, "register.xml", ringIP, d.ip+":5060",
+		[][]string{authRow("bob", "bob-secret", 3600)}, 1, "-p", "5060"); code != 0 {
+		t.Fatalf("register bob from %s: sipp exited %d:\n%s", ringIP, code, out)
+	}
+	ringing := sippUAS(t, "uas_ring_cancel.xml", ringIP)
+	page := browserServePage(t)
+	b := browserLaunch(t, chromium, page.phoneURL(d, "bob", "bob-secret", "answer", ""))
+	page.waitFor(t, b, 30*time.Second, "response", "200")
+	eventually(t, 10*time.Second, "bob's two bindings", func() bool { return len(d.contacts(t, "bob")) == 2 })
+	eventually(t, 10*time.Second, "bob registered upstream", func() bool { return len(s.edgesOf(t, "bob")) > 0 })
+
+	placed := s.placeCall(t, "bob")
+	page.waitUntil(t, b, 10*time.Second, "the browser ringing", func(ev browserEvent) bool { return ev.Event == "invite" })
+	page.waitFor(t, b, 15*time.Second, "call", "Established")
+	eventually(t, 10*time.Second, "the placed call answered", func() bool { return s.call(t, placed.ID).State == "answered" })
+	waitSipp(t, ringing, "the SIPp phone cancelled")
+	page.waitRTP(t, b, 50)
+	checkBridged(t, d)
+
+	s.hangUp(t, placed.ID)
+	page.waitFor(t, b, 10*time.Second, "call", "Terminated")
+	noCallsLeft(t, d)
+}
