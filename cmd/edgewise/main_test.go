@@ -78,7 +78,7 @@ func TestPhoneDirectory(t *testing.T) {
 
 func TestSettingsFromConfig(t *testing.T) {
 	cfg := parse(t, func(s string) string {
-		s = strings.Replace(s, `listen: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]`, `listen: ["udp:0.0.0.0:5060"]`, 1)
+		s = strings.Replace(s, `listen: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "ws:127.0.0.1:8080"]`, `listen: ["udp:0.0.0.0:5060"]`, 1)
 		return strings.Replace(s, "public_address: 127.0.0.1", "public_address: 192.0.2.10:5080", 1)
 	})
 	m := mediaSettings(cfg)

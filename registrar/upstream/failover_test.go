@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -133,6 +134,8 @@ func TestEdgeDown(t *testing.T) {
 
 // Scenario 4: the primary heals; users return after the failback hold, and
 // at no moment is a user registered nowhere.
+var failbackLine = regexp.MustCompile(`moving \d+ registrations to ashburn|not on the active edge ashburn; moving them`)
+
 func TestFailback(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envConfig{net: 30, users: 20})
@@ -153,7 +156,10 @@ func TestFailback(t *testing.T) {
 			t.Errorf("binding registered %s after healing, before the %s hold: %+v", b.RegisteredAt.Sub(healed), testHold, b)
 		}
 	}
-	if !strings.Contains(e.logs.String(), "moving 20 registrations to ashburn") {
+	// The monitor's failback event moves them, unless the keepalive tick
+	// saw the new active edge a moment before the event arrived and moved
+	// some (or all) first: either way a move line names ashburn.
+	if !failbackLine.MatchString(e.logs.String()) {
 		t.Error("no failback move line in the log")
 	}
 }
