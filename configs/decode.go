@@ -326,8 +326,9 @@ func (d *decoder) decodeMedia(n *yaml.Node, m *Media) {
 		}
 	}
 	f.dur("timeout", &m.Timeout)
-	w := d.mapping(f.node("webrtc"), "media.webrtc", "listen", "advertise")
+	w := d.mapping(f.node("webrtc"), "media.webrtc", "listen", "advertise", "connect_timeout")
 	w.str("listen", &m.WebRTC.Listen)
+	w.dur("connect_timeout", &m.WebRTC.ConnectTimeout)
 	if items, ok := w.strList("advertise"); ok {
 		for _, it := range items {
 			a, err := netip.ParseAddr(it.Value)

@@ -44,6 +44,8 @@ type Live struct {
 	hist   []ReloadResult // ring, oldest first after rotation
 	next   int
 
+	reloads reloadCounts // for the Prometheus collector
+
 	watching func() // test hook: called once Watch has its fsnotify watch in place
 }
 
@@ -154,6 +156,7 @@ func (l *Live) History() []ReloadResult {
 }
 
 func (l *Live) record(r ReloadResult) {
+	l.reloads.count(r)
 	l.histMu.Lock()
 	defer l.histMu.Unlock()
 	if len(l.hist) < historySize {

@@ -230,6 +230,9 @@ type WebRTC struct {
 	// Advertise are the addresses given to browsers as ICE candidates;
 	// empty means Listen's IP, or sip.public_address when Listen is 0.0.0.0.
 	Advertise []netip.Addr `yaml:"advertise"`
+	// ConnectTimeout bounds ICE and DTLS after the answer: a browser whose
+	// media is not up by then is hung up ("ice failed").
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 }
 
 // PortRange is an inclusive UDP port range; Min is even so RTP/RTCP pairs fit.
@@ -329,8 +332,9 @@ func defaults() *Config {
 			Keepalive:       Keepalive{Method: "options", Interval: 10 * time.Second},
 			Move:            Move{Rate: 500, Concurrency: 50},
 		},
-		Admin:    Admin{Listen: "127.0.0.1:9060"},
-		Media:    Media{RTPPorts: PortRange{Min: 20000, Max: 29999}, Timeout: 60 * time.Second},
+		Admin: Admin{Listen: "127.0.0.1:9060"},
+		Media: Media{RTPPorts: PortRange{Min: 20000, Max: 29999}, Timeout: 60 * time.Second,
+			WebRTC: WebRTC{ConnectTimeout: 20 * time.Second}},
 		Shutdown: Shutdown{DrainTimeout: 30 * time.Second, RetryAfter: 30 * time.Second},
 	}
 }

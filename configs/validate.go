@@ -170,6 +170,9 @@ func (d *decoder) validateMedia(m Media, sip SIP) {
 	if m.Timeout <= 0 {
 		d.problem("media.timeout", "", "must be positive")
 	}
+	if t := m.WebRTC.ConnectTimeout; t < time.Second || t > 2*time.Minute {
+		d.problem("media.webrtc.connect_timeout", "e.g. 20s", "%s is outside 1s..2m", t)
+	}
 	if w := m.WebRTC; w.Listen != "" {
 		host, port, err := splitHostPort(w.Listen)
 		switch {

@@ -24,6 +24,9 @@ var (
 		"Media sessions created.", nil, nil)
 	descSetupFail = prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, "session_failures_total"),
 		"Media sessions refused, by reason (no_ports|duplicate|stopped).", []string{"reason"}, nil)
+	descLost = prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, "lost_packets_total"),
+		"RTP packets lost on the way to edgewise (sequence-number gaps, RFC 3550 A.3), counted when a call ends; "+
+			"calls in progress show their loss in /v1/status.", nil, nil)
 	descTimeouts = prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, "timeouts_total"),
 		"Calls whose media went silent for media.timeout.", nil, nil)
 	descPortsUsed = prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, "ports_in_use"),
@@ -39,7 +42,7 @@ var _ prometheus.Collector = (*Relay)(nil)
 // Describe implements prometheus.Collector.
 func (r *Relay) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPackets, descBytes, descDropped, descActive,
-		descCreated, descSetupFail, descTimeouts, descPortsUsed, descPortsFree, descBindFail} {
+		descCreated, descSetupFail, descLost, descTimeouts, descPortsUsed, descPortsFree, descBindFail} {
 		ch <- d
 	}
 }
@@ -73,6 +76,7 @@ func (r *Relay) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSetupFail, prometheus.CounterValue,
 			float64(r.failures[i].Load()), setupFailureNames[i])
 	}
+	ch <- prometheus.MustNewConstMetric(descLost, prometheus.CounterValue, float64(r.lost.Load()))
 	ch <- prometheus.MustNewConstMetric(descTimeouts, prometheus.CounterValue, float64(r.timeouts.Load()))
 	ps := r.pool.Stats()
 	ch <- prometheus.MustNewConstMetric(descPortsUsed, prometheus.GaugeValue, float64(2*ps.InUse))

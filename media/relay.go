@@ -28,6 +28,7 @@ type Relay struct {
 	sessions map[string]*Session
 
 	created, timeouts atomic.Uint64
+	lost              atomic.Uint64 // RTP lost (sequence gaps) on sessions that ended
 	failures          [numSetupFailures]atomic.Uint64
 
 	// afterCheck, when set (tests), runs after each timeout sweep.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestRelayBothWays(t *testing.T) {
@@ -306,6 +307,16 @@ func TestLossAndJitter(t *testing.T) {
 	// toward 20 ms. TestRxStream checks the arithmetic exactly.
 	if st.JitterMs < 10 || st.JitterMs > 40 {
 		t.Errorf("jitter %.2f ms, want between 10 and 40", st.JitterMs)
+	}
+	// The call's loss joins the relay's counter when the call ends.
+	lost := metricFrom(t, r, "edgewise_media_lost_packets_total", "")
+	if got := testutil.ToFloat64(lost); got != 0 {
+		t.Errorf("lost_packets_total %v during the call, want 0", got)
+	}
+	s.Close()
+	waitFor(t, "the session freed", func() bool { return r.Pool().InUse == 0 })
+	if got := testutil.ToFloat64(metricFrom(t, r, "edgewise_media_lost_packets_total", "")); got != 11 {
+		t.Errorf("lost_packets_total %v after the call, want 11", got)
 	}
 }
 

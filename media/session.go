@@ -244,6 +244,13 @@ func (s *Session) Close() error {
 // finishes it (its worker, or Close when no worker runs).
 func (s *Session) free() {
 	s.release.Do(func() {
+		s.mu.Lock()
+		var lost int64
+		for i := range s.legs {
+			lost += s.legs[i].rx.stream.lost()
+		}
+		s.mu.Unlock()
+		s.r.lost.Add(uint64(lost))
 		for i := range s.legs {
 			if err := s.r.pool.release(s.legs[i].pair); err != nil {
 				s.r.log.Error("media: releasing ports", "session", s.id, "err", err)

@@ -27,8 +27,8 @@ type metrics struct {
 func newMetrics(r *Registrar) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: subsystem, Name: "requests_total",
-			Help: "REGISTER requests answered, by response code.",
+			Namespace: namespace, Subsystem: subsystem, Name: "responses_total",
+			Help: "Responses to REGISTER requests, by status code.",
 		}, []string{"code"}),
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "auth_failures_total",

@@ -526,7 +526,7 @@ func TestMetricsExposition(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, err := testutil.GatherAndCount(reg,
-		"edgewise_registrar_requests_total", "edgewise_registrar_bindings", "edgewise_registrar_auth_failures_total",
+		"edgewise_registrar_responses_total", "edgewise_registrar_bindings", "edgewise_registrar_auth_failures_total",
 		"edgewise_registrar_lockouts_total", "edgewise_registrar_locked_sources")
 	if err != nil {
 		t.Fatal(err)

@@ -19,7 +19,7 @@ const journalSize = 100
 // status page.
 type event struct {
 	At       time.Time `json:"at"`
-	Kind     string    `json:"kind"`     // edge_failover, edge_failback, edge_reload, edge_unavailable, reload, reload_refused, lockout, drain
+	Kind     string    `json:"kind"`     // edge_failover, edge_failback, edge_reload, edge_unavailable, edge_available, moved, reload, reload_refused, lockout, drain
 	Severity string    `json:"severity"` // info, warn, error
 	Text     string    `json:"text"`
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -127,7 +128,7 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 	defer table.Close()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo(), live)
 
 	sip, err := newSIPSide(cfg, table, db, logger, reg, &journal{})
 	if err != nil {
@@ -212,6 +213,18 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 		err = nil
 	}
 	return err
+}
+
+// buildInfo is edgewise_build_info{version,goversion} 1, so dashboards can
+// tell which build answered.
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "edgewise_build_info",
+		Help:        "Always 1, labelled with the edgewise version and the Go version it was built with.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }
 
 // errDrained ends the errgroup once a graceful stop has drained: the

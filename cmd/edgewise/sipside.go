@@ -96,6 +96,10 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 		Sender:   upstream.ClientSender{Client: client, TLS: tlsClients.Client},
 		DB:       db,
 		Logger:   logger.With("component", "upstream"),
+		OnMoved: func(kind, to string, moved int, took time.Duration) {
+			events.add(event{Kind: "moved", Severity: "info",
+				Text: fmt.Sprintf("%s: %d registrations now on %s (took %s)", kind, moved, to, took.Round(time.Millisecond))})
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -134,7 +138,7 @@ func webrtcSettings(cfg *configs.Config) (webrtc.Settings, bool) {
 		return webrtc.Settings{}, false
 	}
 	listen, _ := netip.ParseAddrPort(w.Listen) // validated by configs
-	s := webrtc.Settings{Listen: listen, Advertise: w.Advertise}
+	s := webrtc.Settings{Listen: listen, Advertise: w.Advertise, ConnectTimeout: w.ConnectTimeout}
 	if len(s.Advertise) == 0 && listen.Addr().IsUnspecified() {
 		public, _ := cfg.SIP.Advertise()
 		if ip, err := netip.ParseAddr(public); err == nil {

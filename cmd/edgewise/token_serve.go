@@ -55,7 +55,7 @@ func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger, 
 		return fmt.Errorf("token: %w", err)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), tokens.Collector())
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), tokens.Collector(), buildInfo(), live)
 
 	adm := admin.New(admin.Options{
 		Status: func() any {

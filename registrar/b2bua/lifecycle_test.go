@@ -26,8 +26,13 @@ func TestMediaTimeoutHangsUpBothLegs(t *testing.T) {
 	// Nobody sends media: the relay's timeout ends the call on both sides.
 	tw.waitRequest(sip.BYE, 1)
 	phone.waitRequest(sip.BYE, 1)
-	if got := testutil.ToFloat64(e.b.metrics.mediaTimeout); got != 1 {
-		t.Errorf("media timeouts = %v, want 1", got)
+	// Counted once, by the relay.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(e.relay)
+	want := "# HELP edgewise_media_timeouts_total Calls whose media went silent for media.timeout.\n" +
+		"# TYPE edgewise_media_timeouts_total counter\nedgewise_media_timeouts_total 1\n"
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "edgewise_media_timeouts_total"); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -38,7 +38,6 @@ type metrics struct {
 	relayed      *prometheus.CounterVec
 	authFailures prometheus.Counter
 	refused      prometheus.Counter
-	mediaTimeout prometheus.Counter
 	// browserFailures counts calls a browser's WebRTC media failure ended.
 	browserFailures prometheus.Counter
 	all             []prometheus.Collector
@@ -74,18 +73,23 @@ func newMetrics() *metrics {
 			Namespace: namespace, Subsystem: subsystem, Name: "acl_refused_total",
 			Help: "INVITEs to a user's Twilio contact from outside the Twilio signalling ranges.",
 		}),
-		mediaTimeout: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: subsystem, Name: "media_timeouts_total",
-			Help: "Calls ended because a media stream went silent.",
-		}),
 		browserFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "browser_media_failures_total",
 			Help: "Calls ended because a browser's WebRTC media failed (ICE, DTLS, consent lost).",
 		}),
 	}
-	m.all = []prometheus.Collector{m.active, m.setups, m.responses, m.failovers, m.relayed, m.authFailures, m.refused, m.mediaTimeout, m.browserFailures}
+	m.all = []prometheus.Collector{m.active, m.setups, m.responses, m.failovers, m.relayed, m.authFailures, m.refused, m.browserFailures}
+	// Every label value of the closed sets exists from the start: a
+	// dashboard shows 0 rather than no data before the first failure.
 	for _, d := range []direction{outbound, inbound} {
 		m.active.WithLabelValues(string(d))
+		for _, o := range []string{outAnswered, outBusy, outRejected, outCancelled, outNoAnswer, outUnavailable,
+			outNoBinding, outUnknownUser, outBadSDP, outNoPorts, outDuplicate, outForbidden, outShuttingDown, outError} {
+			m.setups.WithLabelValues(string(d), o)
+		}
+	}
+	for _, r := range []string{"timeout", "transport", "error_response"} {
+		m.failovers.WithLabelValues(r)
 	}
 	return m
 }

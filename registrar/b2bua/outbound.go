@@ -450,7 +450,6 @@ func (d *dial) answered(iv *invite, t edge.Target, res *sip.Response) {
 func (b *B2BUA) startMedia(c *call) {
 	c.sess.Answered()
 	c.sess.OnTimeout(func(side media.Side) {
-		b.metrics.mediaTimeout.Inc()
 		b.spawn(func() { b.hangup(c, "media timeout on the "+sideName(side)+" side", nil) })
 	})
 }

@@ -69,6 +69,21 @@ func newMetrics() *metrics {
 	}
 }
 
+// withSeries creates every label value of the closed sets up front, so a
+// dashboard shows 0 rather than no data before the first failover.
+func (x *metrics) withSeries() *metrics {
+	for _, r := range []string{"timeout", "transport", "error_response", "dns", "mixed", "removed"} {
+		x.failovers.WithLabelValues(r)
+	}
+	for _, r := range []string{"hold_elapsed", "recovered"} {
+		x.failbacks.WithLabelValues(r)
+	}
+	for _, k := range []ChangeKind{ChangeFailover, ChangeFailback, ChangeReload, ChangeUnavailable, ChangeAvailable} {
+		x.changes.WithLabelValues(string(k))
+	}
+	return x
+}
+
 func (x *metrics) vecs() []prometheus.Collector {
 	return []prometheus.Collector{x.rttHist, x.results, x.failovers, x.failbacks, x.changes, x.dnsFails}
 }

@@ -62,7 +62,7 @@ func New(s Settings, prober Prober, logger *slog.Logger) (*Monitor, error) {
 		prober:  prober,
 		log:     logger,
 		now:     time.Now,
-		metrics: newMetrics(),
+		metrics: newMetrics().withSeries(),
 		s:       s,
 		res:     newResolver(s.DNSServer),
 		ready:   make(chan struct{}),

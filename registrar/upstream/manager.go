@@ -58,6 +58,10 @@ type Options struct {
 	DB *bolt.DB
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// OnMoved, when set, hears each completed move batch: every
+	// registration an active-edge change moved is registered at the new
+	// edge (for the status page's recent events). It must not block.
+	OnMoved func(kind, to string, moved int, took time.Duration)
 }
 
 // Manager keeps one upstream registration per local user that has at least
@@ -68,6 +72,7 @@ type Options struct {
 // persists its state so a restart resumes without a storm. All methods are
 // safe for concurrent use.
 type Manager struct {
+	onMoved func(kind, to string, moved int, took time.Duration)
 	mon     EdgeMonitor
 	table   Bindings
 	sender  Sender
@@ -127,7 +132,7 @@ func New(s Settings, dir Directory, opts Options) (*Manager, error) {
 		table:    opts.Bindings,
 		sender:   opts.Sender,
 		log:      log,
-		metrics:  newMetrics(),
+		metrics:  newMetrics().withSeries(),
 		now:      time.Now,
 		s:        s,
 		dir:      dir,
@@ -136,6 +141,7 @@ func New(s Settings, dir Directory, opts Options) (*Manager, error) {
 		inFlight: map[string]map[uint64]context.CancelCauseFunc{},
 		live:     map[string]int{},
 		wake:     make(chan struct{}, 1),
+		onMoved:  opts.OnMoved,
 	}
 	m.pace.set(s.MoveRate)
 	if opts.DB != nil {

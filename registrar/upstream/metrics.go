@@ -49,7 +49,7 @@ func newMetrics() *metrics {
 			Help: "Active-edge changes acted on, by kind (failover|failback|reload|available).",
 		}, []string{"kind"}),
 		batchSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Subsystem: subsystem, Name: "move_batch_seconds",
+			Namespace: namespace, Subsystem: subsystem, Name: "move_batch_duration_seconds",
 			Help:    "Time from an active-edge change until every registration it moved was registered at the new edge.",
 			Buckets: []float64{.1, .25, .5, 1, 2, 4, 8, 16, 32, 64},
 		}, []string{"kind"}),
@@ -64,13 +64,28 @@ func newMetrics() *metrics {
 		registrations: prometheus.NewDesc(name("registrations"),
 			"Users by upstream registration state (registering|registered|moving|failing|unregistering|unregistered|not_configured).",
 			[]string{"state"}, nil),
-		byEdge: prometheus.NewDesc(name("registered"),
+		byEdge: prometheus.NewDesc(name("edge_registrations"),
 			"Current upstream registrations by edge.",
 			[]string{"edge"}, nil),
 		leftovers: prometheus.NewDesc(name("leftover_contacts"),
 			"Contacts still to be removed upstream (old edges, unregistered users).",
 			nil, nil),
 	}
+}
+
+// withSeries creates the label values of the closed sets up front, so a
+// dashboard shows 0 rather than no data before the first move.
+func (x *metrics) withSeries() *metrics {
+	for _, k := range []string{"move", "refresh", "register"} {
+		x.moves.WithLabelValues(k)
+	}
+	for _, k := range []string{"failover", "failback", "reload", "available"} {
+		x.batches.WithLabelValues(k)
+	}
+	for _, f := range []string{"edge", "user"} {
+		x.failures.WithLabelValues(f)
+	}
+	return x
 }
 
 func (x *metrics) vecs() []prometheus.Collector {

@@ -79,11 +79,11 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("lint: %v %v", err, problems)
 	}
 	want := `
-# HELP edgewise_upstream_registered Current upstream registrations by edge.
-# TYPE edgewise_upstream_registered gauge
-edgewise_upstream_registered{edge="ashburn"} 3
+# HELP edgewise_upstream_edge_registrations Current upstream registrations by edge.
+# TYPE edgewise_upstream_edge_registrations gauge
+edgewise_upstream_edge_registrations{edge="ashburn"} 3
 `
-	if err := testutil.CollectAndCompare(e.mgr, strings.NewReader(want), "edgewise_upstream_registered"); err != nil {
+	if err := testutil.CollectAndCompare(e.mgr, strings.NewReader(want), "edgewise_upstream_edge_registrations"); err != nil {
 		t.Error(err)
 	}
 	if n := testutil.ToFloat64(e.mgr.metrics.requests.WithLabelValues(kindRegister, resOK)); n != 3 {

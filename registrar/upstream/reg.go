@@ -138,6 +138,7 @@ type moveBatch struct {
 	to      string
 	start   time.Time
 	pending int
+	total   int // pending when the batch started
 }
 
 // regHeap orders users by when they are next due.

@@ -233,6 +233,9 @@ func (m *Manager) registered(ctx context.Context, r *reg, a *action, t edge.Targ
 				m.metrics.batchSeconds.WithLabelValues(b.kind).Observe(d.Seconds())
 				m.log.Debug(fmt.Sprintf("moved every registration to %s in %s", b.to, d.Round(time.Millisecond)), "to", b.to, "kind", b.kind)
 				m.batch = nil
+				if m.onMoved != nil {
+					m.onMoved(b.kind, b.to, b.total, d)
+				}
 			}
 		}
 	}

@@ -125,6 +125,7 @@ func (m *Manager) applyChange(ch edge.Change) {
 	m.log.Log(context.Background(), level, fmt.Sprintf("%s; moving %d registrations to %s", ch.Reason, b.pending, ch.To),
 		"kind", ch.Kind, "from", ch.From, "to", ch.To, "registrations", b.pending)
 	m.metrics.batches.WithLabelValues(string(ch.Kind)).Inc()
+	b.total = b.pending
 	if b.pending > 0 {
 		m.batch = b
 	}

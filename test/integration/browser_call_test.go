@@ -184,3 +184,35 @@ func TestBrowserAnswersForkedCall(t *testing.T) {
 	page.waitFor(t, b, 10*time.Second, "call", "Terminated")
 	noCallsLeft(t, d)
 }
+
+// TestBrowserICETimeoutEndsCall: edgewise gives the browser an ICE
+// candidate where nothing listens (another loopback address), so the
+// browser's connectivity checks never arrive. After
+// media.webrtc.connect_timeout the call ends on both legs, and the BYE the
+// browser gets says why.
+func TestBrowserICETimeoutEndsCall(t *testing.T) {
+	chromium := browserDeps(t)
+	s := startSim(t)
+	nowhere := nextIP(t)
+	d := startDaemon(t, func(ip, dir string) string {
+		cfg := browserCallConfig(s)(ip, dir)
+		old := fmt.Sprintf("  webrtc: {listen: \"%s:3479\"}\n", ip)
+		return strings.Replace(cfg, old, fmt.Sprintf("  webrtc: {listen: \"%s:3479\", advertise: [%s], connect_timeout: 2s}\n", ip, nowhere), 1)
+	})
+	page := browserServePage(t)
+	b := browserLaunch(t, chromium, page.phoneURL(d, "alice", "alice-secret", "call", "15550001111"))
+
+	page.waitFor(t, b, 30*time.Second, "call", "Established")
+	bye := page.waitUntil(t, b, 15*time.Second, "the BYE", func(ev browserEvent) bool { return ev.Event == "bye" })
+	if !strings.Contains(bye.Detail, "ice failed") {
+		t.Errorf("BYE to the browser has Reason %q, want it to say ice failed", bye.Detail)
+	}
+	page.waitFor(t, b, 10*time.Second, "call", "Terminated")
+	s.onlyCall(t, "edgesim to see the call ended by the gateway", func(c simCall) bool {
+		return c.State == "ended" && c.EndedBy == "gateway"
+	})
+	noCallsLeft(t, d)
+	if !strings.Contains(d.out.String(), "browser media failed") {
+		t.Error("edgewise did not log the failure")
+	}
+}

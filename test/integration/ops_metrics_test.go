@@ -46,8 +46,8 @@ func TestOpsMetricsFailoverCounter(t *testing.T) {
 		if v := opsSum(fams, "edgewise_edge_state", map[string]string{"edge": "ashburn", "state": "down"}); v != 1 {
 			t.Errorf("round %d: edgewise_edge_state{edge=ashburn,state=down} = %v", round, v)
 		}
-		if v := opsSum(fams, "edgewise_upstream_registered", map[string]string{"edge": "umatilla"}); v != float64(len(users)) {
-			t.Errorf("round %d: edgewise_upstream_registered{edge=umatilla} = %v, want %d", round, v, len(users))
+		if v := opsSum(fams, "edgewise_upstream_edge_registrations", map[string]string{"edge": "umatilla"}); v != float64(len(users)) {
+			t.Errorf("round %d: edgewise_upstream_edge_registrations{edge=umatilla} = %v, want %d", round, v, len(users))
 		}
 
 		s.setMode(t, "edges/ashburn", "up")
@@ -113,7 +113,7 @@ func opsCheckMetricNames(t *testing.T, fams map[string]*dto.MetricFamily, userNa
 	t.Logf("%d edgewise metric families: %s", len(ours), strings.Join(ours, " "))
 	for _, want := range []string{
 		"edgewise_edge_failovers_total", "edgewise_edge_failbacks_total", "edgewise_edge_state", "edgewise_edge_ip_state",
-		"edgewise_edge_rtt_seconds", "edgewise_upstream_registered", "edgewise_registrar_requests_total",
+		"edgewise_edge_rtt_seconds", "edgewise_upstream_edge_registrations", "edgewise_registrar_responses_total",
 		"edgewise_b2bua_calls_active", "edgewise_media_packets_total", "edgewise_media_ports_in_use",
 	} {
 		if fams[want] == nil {
