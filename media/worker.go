@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -200,7 +201,14 @@ func (w *worker) loop() error {
 		if w.apply() {
 			return nil
 		}
-		n, err := unix.EpollWait(w.epfd, events, -1)
+		// Under load something is almost always ready: a poll that does not
+		// wait, as a raw syscall, skips the scheduler's hand-off of this
+		// goroutine's P (entersyscall/exitsyscall, and a P to win back
+		// afterwards). Only an idle set blocks.
+		n, err := pollNow(w.epfd, events)
+		if err == nil && n == 0 {
+			n, err = unix.EpollWait(w.epfd, events, -1)
+		}
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -223,6 +231,17 @@ func (w *worker) loop() error {
 			unix.Nanosleep(&nap, nil)
 		}
 	}
+}
+
+// pollNow is epoll_wait with a zero timeout, which never sleeps, so the raw
+// form is safe (epoll_pwait: the one every Linux architecture has).
+func pollNow(epfd int, events []unix.EpollEvent) (int, error) {
+	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd),
+		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
 }
 
 // apply runs queued commands; it reports true (after shutting down) when
