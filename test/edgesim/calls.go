@@ -139,6 +139,9 @@ type MediaStatus struct {
 	Invalid      uint64 `json:"invalid"`
 	RTCPReceived uint64 `json:"rtcp_received"`
 	RTCPEchoed   uint64 `json:"rtcp_echoed"`
+	// PayloadTypes counts RTP received by payload type ("0": PCMU, "101":
+	// telephone-event as the SDP numbered it, ...).
+	PayloadTypes map[string]uint64 `json:"payload_types,omitempty"`
 }
 
 // newCallSid makes a Twilio-style CallSid.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -32,6 +33,7 @@ type mediaStream struct {
 
 	rtpIn, rtpInBytes, rtpOut, rtpOutBytes atomic.Uint64
 	invalid, rtcpIn, rtcpOut               atomic.Uint64
+	byPT                                   [128]atomic.Uint64 // RTP received per payload type
 	source                                 atomic.Pointer[netip.AddrPort]
 
 	wg        sync.WaitGroup
@@ -86,6 +88,7 @@ func (m *mediaStream) serveRTP() {
 		}
 		m.rtpIn.Add(1)
 		m.rtpInBytes.Add(uint64(n))
+		m.byPT[h.PayloadType&0x7f].Add(1)
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		m.source.Store(&from)
 		if !m.echo.Load() {
@@ -149,4 +152,12 @@ func (m *mediaStream) fill(st *MediaStatus) {
 	st.Invalid = m.invalid.Load()
 	st.RTCPReceived = m.rtcpIn.Load()
 	st.RTCPEchoed = m.rtcpOut.Load()
+	for pt := range m.byPT {
+		if n := m.byPT[pt].Load(); n > 0 {
+			if st.PayloadTypes == nil {
+				st.PayloadTypes = make(map[string]uint64)
+			}
+			st.PayloadTypes[strconv.Itoa(pt)] = n
+		}
+	}
 }

@@ -216,3 +216,55 @@ func TestBrowserICETimeoutEndsCall(t *testing.T) {
 		t.Error("edgewise did not log the failure")
 	}
 }
+
+// TestBrowserHoldAndDTMF: during a browser's call the page sends RFC 4733
+// DTMF (RTCDTMFSender), holds (re-INVITE sendonly) and resumes. The digits
+// cross the bridge and the relay as telephone-event packets and reach
+// edgesim; both re-INVITEs reach edgesim through the bridge; audio comes
+// back after the resume.
+func TestBrowserHoldAndDTMF(t *testing.T) {
+	chromium := browserDeps(t)
+	s := startSim(t)
+	d := startDaemon(t, browserCallConfig(s))
+	page := browserServePage(t)
+	b := browserLaunch(t, chromium, page.phoneURL(d, "alice", "alice-secret", "call", "15550001111")+"&actions=dtmf,hold,unhold")
+
+	page.waitFor(t, b, 30*time.Second, "call", "Established")
+	c := s.onlyCall(t, "edgesim to see the call answered", func(c simCall) bool { return c.State == "answered" })
+	for _, want := range []string{"dtmf sent", "hold accepted", "unhold accepted"} {
+		page.waitUntil(t, b, 20*time.Second, want, func(ev browserEvent) bool {
+			if ev.Event == "action" && ev.Detail != want {
+				t.Fatalf("page action %q, want %q", ev.Detail, want)
+			}
+			return ev.Event == "action"
+		})
+	}
+	var got simCall
+	eventually(t, 10*time.Second, "edgesim to count the re-INVITEs and the digits", func() bool {
+		got = s.call(t, c.ID)
+		return got.Reinvites == 2 && got.Media != nil && dtmfPackets(got) > 0
+	})
+	if got.Media.Direction != "sendrecv" {
+		t.Errorf("edgesim's direction after the resume %q, want sendrecv", got.Media.Direction)
+	}
+	t.Logf("edgesim received by payload type: %v", got.Media.PayloadTypes)
+	// Audio comes back after the resume.
+	_, before := page.waitRTP(t, b, 1)
+	page.waitRTP(t, b, before+25)
+
+	s.hangUp(t, c.ID)
+	page.waitFor(t, b, 10*time.Second, "call", "Terminated")
+	noCallsLeft(t, d)
+}
+
+// dtmfPackets counts what edgesim received that is neither PCMU nor PCMA:
+// the telephone-event packets, whatever payload type the SDP gave them.
+func dtmfPackets(c simCall) uint64 {
+	var n uint64
+	for pt, k := range c.Media.PayloadTypes {
+		if pt != "0" && pt != "8" {
+			n += k
+		}
+	}
+	return n
+}

@@ -32,11 +32,12 @@ type simCall struct {
 	} `json:"forks"`
 	StartedAt time.Time `json:"started_at"`
 	Media     *struct {
-		PacketsReceived uint64 `json:"packets_received"`
-		PacketsEchoed   uint64 `json:"packets_echoed"`
-		RTCPReceived    uint64 `json:"rtcp_received"`
-		Invalid         uint64 `json:"invalid"`
-		Direction       string `json:"direction"`
+		PacketsReceived uint64            `json:"packets_received"`
+		PacketsEchoed   uint64            `json:"packets_echoed"`
+		RTCPReceived    uint64            `json:"rtcp_received"`
+		Invalid         uint64            `json:"invalid"`
+		Direction       string            `json:"direction"`
+		PayloadTypes    map[string]uint64 `json:"payload_types"`
 	} `json:"media"`
 	Reinvites int `json:"reinvites"`
 }
