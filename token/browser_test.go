@@ -7,18 +7,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/chromedp/chromedp/remote"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgewise-sip/edgewise/test/chromium"
 )
 
 const chromiumPath = "/usr/bin/chromium"
@@ -63,7 +61,7 @@ func TestBrowserHelper(t *testing.T) {
 	html := b.String()
 	pageHTML.Store(&html)
 
-	bctx := startChromium(ctx, t)
+	bctx, _ := chromium.DevTools(ctx, t, chromiumPath)
 	logConsole(bctx, t)
 
 	if err := chromedp.Do(bctx, chromedp.Navigate(page.URL)); err != nil {
@@ -147,74 +145,6 @@ func TestBrowserHelper(t *testing.T) {
 	if wp.OK || !wp.IsTokenError || wp.Status != 401 || wp.Failures != 2 {
 		t.Errorf("wrong password: %+v", wp)
 	}
-}
-
-// startChromium launches headless Chromium with DevTools on an ephemeral
-// port, reads the port from DevToolsActivePort, and returns a chromedp
-// context attached to it. Cleanup closes the tab and ends the browser's
-// process group.
-func startChromium(ctx context.Context, t *testing.T) context.Context {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command(chromiumPath,
-		"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-dev-shm-usage", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-		"--user-data-dir="+dir, "about:blank")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	logf, err := os.Create(filepath.Join(t.TempDir(), "chromium.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		// The group holds the renderer and helper processes too.
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		logf.Close()
-	})
-
-	var port, path string
-	waitFor(t, "DevToolsActivePort", 30*time.Second, func() bool {
-		select {
-		case <-exited:
-			out, _ := os.ReadFile(logf.Name())
-			t.Fatalf("chromium exited early:\n%s", out)
-		default:
-		}
-		data, err := os.ReadFile(filepath.Join(dir, "DevToolsActivePort"))
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		if err != nil || len(lines) != 2 {
-			return false
-		}
-		port, path = lines[0], lines[1]
-		return true
-	})
-
-	actx, acancel := remote.NewAllocator(ctx, "ws://127.0.0.1:"+port+path, remote.NoModifyURL)
-	bctx, bcancel := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		bcancel()
-		acancel()
-	})
-	// Attach and open the tab now, before several goroutines use the context.
-	if err := chromedp.Do(bctx); err != nil {
-		t.Fatalf("attach to chromium: %v", err)
-	}
-	return bctx
 }
 
 // logConsole copies the page's console into the test log until the test ends.

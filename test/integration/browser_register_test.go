@@ -12,9 +12,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/chromium"
 )
 
 // Browser softphones over SIP WebSocket (RFC 7118): headless Chromium runs
@@ -54,7 +55,7 @@ func TestBrowserRegisterOverWebSocket(t *testing.T) {
 		return onlyOn(s.edgesOf(t, "alice"), "ashburn")
 	})
 
-	b.close()
+	b.Close()
 	eventually(t, 10*time.Second, "alice's binding gone after the browser closed", func() bool {
 		return len(browserContacts(t, d, "alice")) == 0
 	})
@@ -222,10 +223,10 @@ func (p *browserPage) waitUntil(t *testing.T, b *browserProc, timeout time.Durat
 			if ok(ev) {
 				return ev
 			}
-		case <-b.exited:
-			t.Fatalf("chromium exited before %s:\n%s", what, b.log())
+		case <-b.Exited:
+			t.Fatalf("chromium exited before %s:\n%s", what, b.Log())
 		case <-deadline:
-			t.Fatalf("no %s from the page within %v; chromium output:\n%s", what, timeout, b.log())
+			t.Fatalf("no %s from the page within %v; chromium output:\n%s", what, timeout, b.Log())
 		}
 	}
 }
@@ -253,58 +254,16 @@ func (p *browserPage) mustNotHaveSeen(t *testing.T, event, detail string) {
 	}
 }
 
-// browserProc is a headless Chromium with fake media devices, in its own
-// process group so that closing it ends every process it started (the
-// network service holds the WebSocket).
-type browserProc struct {
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan struct{}
-	once    sync.Once
-}
+// browserProc is a headless Chromium with fake media devices.
+type browserProc = chromium.Browser
 
-func browserLaunch(t *testing.T, chromium, pageURL string) *browserProc {
+// browserLaunch opens pageURL in headless Chromium with a fake microphone
+// and camera, permission prompts answered yes, and WebRTC allowed on
+// loopback (edgewise's ICE candidates are 127.x addresses).
+func browserLaunch(t *testing.T, bin, pageURL string) *browserProc {
 	t.Helper()
-	dir := t.TempDir()
-	b := &browserProc{logPath: filepath.Join(dir, "chromium.log"), exited: make(chan struct{})}
-	logf, err := os.Create(b.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.cmd = exec.Command(chromium,
-		"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-dev-shm-usage", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-		// WebRTC on loopback: edgewise's ICE candidates are 127.x addresses.
-		"--allow-loopback-in-peer-connection",
-		"--user-data-dir="+filepath.Join(dir, "profile"), pageURL)
-	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	b.cmd.Stdout, b.cmd.Stderr = logf, logf
-	if err := b.cmd.Start(); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	go func() {
-		_ = b.cmd.Wait()
-		logf.Close()
-		close(b.exited)
-	}()
-	t.Cleanup(b.close)
-	return b
-}
-
-// close ends the browser as a user closing it would: every connection it
-// had goes with it. SIGKILL leaves SIP.js no chance to unregister, so only
-// the closed WebSocket can remove the binding.
-func (b *browserProc) close() {
-	b.once.Do(func() {
-		_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
-		<-b.exited
-	})
-}
-
-func (b *browserProc) log() string {
-	data, _ := os.ReadFile(b.logPath)
-	return string(data)
+	return chromium.Launch(t, bin, pageURL,
+		"--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection")
 }
 
 type browserContact struct {

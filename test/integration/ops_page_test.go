@@ -6,16 +6,15 @@ import (
 	"image"
 	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/chromedp/chromedp/remote"
+
+	"github.com/edgewise-sip/edgewise/test/chromium"
 )
 
 // TestOpsStatusPageInChromium: with phones registered through edgewise and
@@ -35,7 +34,7 @@ func TestOpsStatusPageInChromium(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	bctx := opsStartChromium(ctx, t)
+	bctx, _ := chromium.DevTools(ctx, t, requireTool(t, "chromium"))
 	if err := chromedp.Do(bctx, chromedp.EmulateViewport(1280, 900), chromedp.Navigate(d.adminURL+"/")); err != nil {
 		t.Fatalf("open the status page: %v", err)
 	}
@@ -178,71 +177,4 @@ func opsArtifactDir(t *testing.T) string {
 		t.Fatalf("artifact directory: %v", err)
 	}
 	return dir
-}
-
-// opsStartChromium launches headless Chromium with DevTools on an ephemeral
-// loopback port, reads the port from DevToolsActivePort, and returns a
-// chromedp context attached to one tab. Cleanup ends the browser's process
-// group (renderer and helpers included).
-func opsStartChromium(ctx context.Context, t *testing.T) context.Context {
-	t.Helper()
-	bin := requireTool(t, "chromium")
-	dir := t.TempDir()
-	logPath := filepath.Join(t.TempDir(), "chromium.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin,
-		"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-dev-shm-usage", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-		"--user-data-dir="+dir, "about:blank")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		logf.Close()
-	})
-
-	var port, path string
-	eventually(t, 30*time.Second, "chromium's DevToolsActivePort", func() bool {
-		select {
-		case <-exited:
-			out, _ := os.ReadFile(logPath)
-			t.Fatalf("chromium exited early:\n%s", out)
-		default:
-		}
-		data, err := os.ReadFile(filepath.Join(dir, "DevToolsActivePort"))
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		if err != nil || len(lines) != 2 {
-			return false
-		}
-		port, path = lines[0], lines[1]
-		return true
-	})
-	actx, acancel := remote.NewAllocator(ctx, "ws://127.0.0.1:"+port+path, remote.NoModifyURL)
-	bctx, bcancel := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		bcancel()
-		acancel()
-	})
-	if err := chromedp.Do(bctx); err != nil {
-		t.Fatalf("attach to chromium: %v", err)
-	}
-	return bctx
 }
