@@ -84,6 +84,12 @@ func (b *Browser) Close() {
 	})
 }
 
+// Signal sends sig to the browser's whole process group (SIGSTOP freezes
+// it: a browser that vanished without closing anything).
+func (b *Browser) Signal(sig syscall.Signal) {
+	_ = syscall.Kill(-b.cmd.Process.Pid, sig)
+}
+
 // Log is what the browser printed so far.
 func (b *Browser) Log() string {
 	data, _ := os.ReadFile(b.logPath)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -267,4 +268,35 @@ func dtmfPackets(c simCall) uint64 {
 		}
 	}
 	return n
+}
+
+// TestBrowserConsentLostHangsUp: the browser freezes mid-call (SIGSTOP on
+// its process group: no media, no ICE consent checks, but its WebSocket
+// stays open). With the default timeouts edgewise notices the lost consent
+// (RFC 7675) and ends the call within 30 s.
+func TestBrowserConsentLostHangsUp(t *testing.T) {
+	chromium := browserDeps(t)
+	s := startSim(t)
+	d := startDaemon(t, browserCallConfig(s))
+	page := browserServePage(t)
+	b := browserLaunch(t, chromium, page.phoneURL(d, "alice", "alice-secret", "call", "15550001111"))
+	page.waitFor(t, b, 30*time.Second, "call", "Established")
+	page.waitRTP(t, b, 25)
+	c := s.onlyCall(t, "edgesim to see the call answered", func(c simCall) bool { return c.State == "answered" })
+
+	b.Signal(syscall.SIGSTOP)
+	frozen := time.Now()
+	eventually(t, 35*time.Second, "edgewise to end the call", func() bool {
+		got := s.call(t, c.ID)
+		return got.State == "ended" && got.EndedBy == "gateway"
+	})
+	took := time.Since(frozen)
+	t.Logf("call ended %v after the browser froze", took.Round(100*time.Millisecond))
+	if took > 30*time.Second {
+		t.Errorf("ended after %v, want within 30 s", took)
+	}
+	if !strings.Contains(d.out.String(), "consent lost") {
+		t.Error("edgewise did not log the lost consent")
+	}
+	noCallsLeft(t, d)
 }
