@@ -128,6 +128,20 @@ type callView struct {
 			} `json:"tx"`
 		} `json:"legs"`
 	} `json:"media"`
+	// Browser is a WebRTC leg's bridge: ICE/DTLS state and SRTP counters.
+	Browser *struct {
+		ICE     string `json:"ice"`
+		DTLS    string `json:"dtls"`
+		Failure string `json:"failure"`
+		SRTP    struct {
+			Rx struct {
+				Packets uint64 `json:"packets"`
+			} `json:"rx"`
+			Tx struct {
+				Packets uint64 `json:"packets"`
+			} `json:"tx"`
+		} `json:"srtp"`
+	} `json:"browser"`
 }
 
 // view builds the page model from the current status.

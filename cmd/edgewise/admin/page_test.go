@@ -29,7 +29,8 @@ const fixtureStatus = `{
     {"at": "2026-01-02T03:04:05Z", "kind": "reload", "severity": "info", "text": "config reload (sighup) → 2: changed twilio.edges"}
   ],
   "calls": [{"id": "c1", "direction": "outbound", "user": "alice", "from": "alice", "to": "+15550100", "state": "answered", "edge": "umatilla",
-    "media": {"legs": [{"side": "A", "remote": "127.0.0.9:4000", "rx": {"packets": 1234, "bytes": 5678, "lost": 2}, "tx": {"packets": 1200, "bytes": 5600}}]}}]
+    "media": {"legs": [{"side": "A", "remote": "127.0.0.9:4000", "rx": {"packets": 1234, "bytes": 5678, "lost": 2}, "tx": {"packets": 1200, "bytes": 5600}}]},
+    "browser": {"ice": "connected", "dtls": "connected", "srtp": {"rx": {"packets": 1240}, "tx": {"packets": 1201}}}}]
 }`
 
 func fixtureServer(t *testing.T) *Server {
@@ -69,6 +70,7 @@ func TestPageShowsDownEdge(t *testing.T) {
 		`data-user="alice" data-edge="umatilla"`,
 		`sip:alice@127.0.0.9:5062`,
 		`rx 1234/5678/2 · tx 1200/5600`,
+		`browser (WebRTC): ICE connected, DTLS connected · SRTP rx 1240 · tx 1201`,
 		`twilio.edges`,
 		`sighup`,
 		`EventSource("v1/events?view=html")`,
