@@ -115,6 +115,10 @@ func (l *wsListener) Addr() net.Addr { return l.tcp.Addr() }
 
 // acceptLoop accepts TCP connections until the listener closes, then waits
 // for the handshakes it started.
+// wsKeepAlive probes an idle browser connection after 15 s, every 5 s, and
+// gives up after 3 unanswered probes.
+var wsKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 3}
+
 func (l *wsListener) acceptLoop() {
 	defer l.pending.Wait()
 	backoff := 5 * time.Millisecond
@@ -141,6 +145,13 @@ func (l *wsListener) acceptLoop() {
 			continue
 		}
 		backoff = 5 * time.Millisecond
+		// A browser is only reachable over this connection. If its host
+		// vanishes (sleep, network gone) without closing it, TCP keepalive
+		// notices within about 30 s and the close removes its bindings;
+		// the kernel default would wait over two hours.
+		if err := c.SetKeepAliveConfig(wsKeepAlive); err != nil {
+			l.s.log.Debug("websocket keepalive not set", "error", err)
+		}
 		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 		wc := &wsConn{Conn: c, l: l, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())}
 		l.mu.Lock()

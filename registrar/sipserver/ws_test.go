@@ -27,6 +27,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+	"golang.org/x/sys/unix"
 )
 
 // wsServer is a server with ws and wss listeners, a REGISTER handler that
@@ -517,5 +518,56 @@ func TestWebSocketListenErrors(t *testing.T) {
 	_, err = New(Settings{Listen: []Listen{{Transport: "wss", Host: "127.0.0.1"}}, TLSCertFile: "/nonexistent.pem", TLSKeyFile: "/nonexistent.key"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "nonexistent") {
 		t.Errorf("wss with missing files: %v", err)
+	}
+}
+
+// TestWebSocketKeepAlive: a browser's connection probes its peer with TCP
+// keepalive (15 s idle, 5 s apart, 3 probes), so a host that vanished
+// without closing it loses its bindings in about 30 s, not hours.
+func TestWebSocketKeepAlive(t *testing.T) {
+	w := startWSServer(t)
+	b := mustDialWS(t, w.Server, "ws")
+	var server *net.TCPConn
+	for _, ln := range w.listeners {
+		if ln.ws == nil || ln.transport != "ws" {
+			continue
+		}
+		ln.ws.mu.Lock()
+		for c := range ln.ws.conns {
+			if c.remote == b.addr() {
+				server, _ = c.Conn.(*net.TCPConn)
+			}
+		}
+		ln.ws.mu.Unlock()
+	}
+	if server == nil {
+		t.Fatal("server side of the browser's connection not found")
+	}
+	raw, err := server.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	if err := raw.Control(func(fd uintptr) {
+		for name, opt := range map[string][2]int{
+			"keepalive": {unix.SOL_SOCKET, unix.SO_KEEPALIVE},
+			"idle":      {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE},
+			"interval":  {unix.IPPROTO_TCP, unix.TCP_KEEPINTVL},
+			"count":     {unix.IPPROTO_TCP, unix.TCP_KEEPCNT},
+		} {
+			v, err := unix.GetsockoptInt(int(fd), opt[0], opt[1])
+			if err != nil {
+				t.Errorf("getsockopt %s: %v", name, err)
+			}
+			got[name] = v
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"keepalive": 1, "idle": 15, "interval": 5, "count": 3}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %d, want %d", k, got[k], v)
+		}
 	}
 }
