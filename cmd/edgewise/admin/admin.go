@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,13 @@ func New(opts Options, logger *slog.Logger) *Server {
 	if opts.Gatherer != nil {
 		s.mux.Handle("GET /metrics", s.authed(promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}).ServeHTTP))
 	}
+	// Go's profiler, for "why is it using a core" during an incident: as
+	// private as the rest of the admin API (loopback, or the token).
+	s.mux.HandleFunc("GET /debug/pprof/", s.authed(pprof.Index))
+	s.mux.HandleFunc("GET /debug/pprof/cmdline", s.authed(pprof.Cmdline))
+	s.mux.HandleFunc("GET /debug/pprof/profile", s.authed(pprof.Profile))
+	s.mux.HandleFunc("GET /debug/pprof/symbol", s.authed(pprof.Symbol))
+	s.mux.HandleFunc("GET /debug/pprof/trace", s.authed(pprof.Trace))
 	return s
 }
 

@@ -33,6 +33,8 @@ func TestAdminRoutes(t *testing.T) {
 		{"status wrong token", "GET", "/v1/status", "nope", "s3cret", 401, ""},
 		{"status right token", "GET", "/v1/status", "s3cret", "s3cret", 200, `"alice"`},
 		{"healthz open with token set", "GET", "/healthz", "", "s3cret", 200, `"ok"`},
+		{"pprof needs token when set", "GET", "/debug/pprof/", "", "s3cret", 401, ""},
+		{"pprof with token", "GET", "/debug/pprof/goroutine?debug=1", "s3cret", "s3cret", 200, "goroutine profile"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
