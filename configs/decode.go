@@ -131,7 +131,7 @@ func (d *decoder) decodeSIP(n *yaml.Node, s *SIP) {
 
 func (d *decoder) decodeTwilio(n *yaml.Node, t *Twilio) {
 	f := d.mapping(n, "twilio", "domain", "edges", "dns_server", "transport", "timeout",
-		"register_expires", "failback_hold", "keepalive", "move", "signalling_cidrs")
+		"register_expires", "failback_hold", "keepalive", "move", "signalling_cidrs", "media_cidrs")
 	f.str("domain", &t.Domain)
 	if f.emptyList("edges") {
 		d.problem("twilio.edges", "list edges in order of preference, e.g. [ashburn, umatilla]", "must list at least one edge")
@@ -170,6 +170,12 @@ func (d *decoder) decodeTwilio(n *yaml.Node, t *Twilio) {
 		// Twilio may egress from any edge (e.g. Oregon while Virginia is
 		// down), so the safe default allows every edge's ranges.
 		t.SignallingCIDRs = AllSignallingRanges()
+	}
+	if items, ok := f.strList("media_cidrs"); ok {
+		t.MediaCIDRs = d.prefixes(items)
+	}
+	if len(t.MediaCIDRs) == 0 {
+		t.MediaCIDRs = []netip.Prefix{MediaRange}
 	}
 }
 

@@ -326,6 +326,7 @@ func TestParseDefaults(t *testing.T) {
 	want.Path, want.Hash, want.Version = cfg.Path, cfg.Hash, cfg.Version
 	want.Twilio.Domain = "example"
 	want.Twilio.SignallingCIDRs = AllSignallingRanges()
+	want.Twilio.MediaCIDRs = []netip.Prefix{netip.MustParsePrefix("168.86.128.0/18")}
 	want.Store.Path = "/var/lib/edgewise/e.db"
 	want.Token = tokenDefaults()
 	want.Token.AccountSID = "AC0123456789abcdef0123456789abcdef"

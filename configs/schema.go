@@ -161,6 +161,7 @@ type Twilio struct {
 	Keepalive       Keepalive      `yaml:"keepalive"`
 	Move            Move           `yaml:"move"`
 	SignallingCIDRs []netip.Prefix `yaml:"signalling_cidrs"` // never empty after Parse
+	MediaCIDRs      []netip.Prefix `yaml:"media_cidrs"`      // never empty after Parse
 }
 
 // Host gives the registrar FQDN for one edge: "<domain>.sip.<edge>.twilio.com".

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,6 +85,11 @@ func TestSettingsFromConfig(t *testing.T) {
 	m := mediaSettings(cfg)
 	if m.LocalIP.String() != "192.0.2.10" || m.PublicIP.String() != "192.0.2.10" {
 		t.Errorf("media on a wildcard listener: local %v public %v, want the public address for both", m.LocalIP, m.PublicIP)
+	}
+	// The demo's edgesim answers media from its edge IPs: only those reach
+	// leg B before it latches.
+	if fmt.Sprint(m.AllowB) != "[127.0.1.0/24 127.0.2.0/24]" {
+		t.Errorf("media from Twilio allowed from %v, want the demo's media_cidrs", m.AllowB)
 	}
 	if m.Ports.Min != cfg.Media.RTPPorts.Min || m.Ports.Max != cfg.Media.RTPPorts.Max {
 		t.Errorf("media ports %+v, want %v", m.Ports, cfg.Media.RTPPorts)

@@ -162,6 +162,9 @@ func mediaSettings(cfg *configs.Config) media.Settings {
 		Timeout:  cfg.Media.Timeout,
 		LocalIP:  local,
 		PublicIP: pub,
+		// Twilio's side only takes media from Twilio's media range until
+		// it latches onto the far end.
+		AllowB: cfg.Twilio.MediaCIDRs,
 	}
 }
 

@@ -411,7 +411,7 @@ func writeCallsFiles(work string) error {
 	sim.WriteString("calls: {max_calls: 5000, history: 100}\ncredentials:\n")
 	fmt.Fprintf(&ew, "log:\n  level: warn\nsip:\n  listen: [\"udp:%s:5060\"]\n  realm: edgewise\n  lockout: {failures: 0}\n", callsEdgewise)
 	fmt.Fprintf(&ew, "twilio:\n  domain: bench\n  edges: [ashburn, umatilla]\n  dns_server: %s:5353\n", callsSimCtl)
-	ew.WriteString("  keepalive: {method: options, interval: 10s}\n  signalling_cidrs: [127.0.10.0/24]\n")
+	ew.WriteString("  keepalive: {method: options, interval: 10s}\n  signalling_cidrs: [127.0.10.0/24]\n  media_cidrs: [127.0.10.0/24]\n")
 	// 10,000 ports = 2,500 calls (two RTP/RTCP pairs each); media timeout
 	// well above any hold time here, since the calls carry no RTP.
 	fmt.Fprintf(&ew, "store:\n  path: %s/edgewise.db\nadmin:\n  listen: %s\nmedia:\n  rtp_ports: 20000-29999\n  timeout: 300s\nphones:\n", work, callsAdmin)

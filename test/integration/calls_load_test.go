@@ -271,6 +271,7 @@ twilio:
   timeout: 1s
   keepalive: {method: options, interval: 5s}
   signalling_cidrs: [127.0.0.0/8]
+  media_cidrs: [127.0.0.0/8]
 store:
   path: %[3]s/edgewise.db
 admin:

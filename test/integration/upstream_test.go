@@ -115,6 +115,7 @@ func upstreamConfig(s *sim, extraPhones string) func(ip, dir string) string {
   keepalive: {method: options, interval: 1s}
   failback_hold: 2s
   signalling_cidrs: [127.0.0.0/8]
+  media_cidrs: [127.0.0.0/8]
 `, s.dns), 1)
 		return strings.Replace(cfg, "phones:\n", "phones:\n"+extraPhones, 1)
 	}
