@@ -85,6 +85,10 @@ func TestWebSocketListen(t *testing.T) {
 			path + `:5: sip.tls.cert_file: required by the wss: listener sip.listen[1] (hint: a PEM certificate chain, e.g. /etc/edgewise/tls/fullchain.pem)`,
 			path + `:5: sip.tls.key_file: required by the wss: listener sip.listen[1] (hint: the PEM private key of cert_file, e.g. /etc/edgewise/tls/privkey.pem)`,
 		}},
+		{"tls without certificate", `  listen: ["udp:127.0.0.1:5060", "tls:127.0.0.1:5061"]`, []string{
+			path + `:5: sip.tls.cert_file: required by the tls: listener sip.listen[1] (hint: a PEM certificate chain, e.g. /etc/edgewise/tls/fullchain.pem)`,
+			path + `:5: sip.tls.key_file: required by the tls: listener sip.listen[1] (hint: the PEM private key of cert_file, e.g. /etc/edgewise/tls/privkey.pem)`,
+		}},
 		{"missing files", `  listen: ["udp:127.0.0.1:5060", "wss:127.0.0.1:8443"]
   tls:
     cert_file: nope.crt

@@ -307,9 +307,10 @@ func validHostOptPort(s string) bool {
 	return true
 }
 
-// validateListenTLS checks what WebSocket listeners need: they serve
-// browsers, so they cannot be the first address (the one Twilio is told to
-// reach), and wss: needs a certificate and key that load as a pair.
+// validateListenTLS checks what WebSocket and TLS listeners need:
+// WebSocket ones serve browsers, so they cannot be the first address (the
+// one Twilio is told to reach), and wss: and tls: need a certificate and key
+// that load as a pair.
 func (d *decoder) validateListenTLS(s SIP) {
 	if len(s.Listen) > 0 && (s.Listen[0].Transport == "ws" || s.Listen[0].Transport == "wss") {
 		d.problem("sip.listen[0]", `list a udp or tcp address first, e.g. ["udp:0.0.0.0:5060", "`+s.Listen[0].String()+`"]`,
@@ -317,8 +318,8 @@ func (d *decoder) validateListenTLS(s SIP) {
 	}
 	wss := ""
 	for i, l := range s.Listen {
-		if l.Transport == "wss" {
-			wss = index("sip.listen", i)
+		if l.Transport == "wss" || l.Transport == "tls" {
+			wss = l.Transport + ": listener " + index("sip.listen", i)
 			break
 		}
 	}
@@ -326,10 +327,10 @@ func (d *decoder) validateListenTLS(s SIP) {
 		return
 	}
 	if s.TLS.CertFile == "" {
-		d.problem("sip.tls.cert_file", "a PEM certificate chain, e.g. /etc/edgewise/tls/fullchain.pem", "required by the wss: listener %s", wss)
+		d.problem("sip.tls.cert_file", "a PEM certificate chain, e.g. /etc/edgewise/tls/fullchain.pem", "required by the %s", wss)
 	}
 	if s.TLS.KeyFile == "" {
-		d.problem("sip.tls.key_file", "the PEM private key of cert_file, e.g. /etc/edgewise/tls/privkey.pem", "required by the wss: listener %s", wss)
+		d.problem("sip.tls.key_file", "the PEM private key of cert_file, e.g. /etc/edgewise/tls/privkey.pem", "required by the %s", wss)
 	}
 	if s.TLS.CertFile == "" || s.TLS.KeyFile == "" {
 		return

@@ -23,8 +23,11 @@ type origin struct {
 }
 
 func (o origin) transport() string {
-	if o.udp != nil {
+	switch {
+	case o.udp != nil:
 		return "UDP"
+	case o.tcp.l.tls != nil:
+		return "TLS"
 	}
 	return "TCP"
 }

@@ -36,7 +36,7 @@ import (
 
 // Listen is one address to listen on.
 type Listen struct {
-	Transport string // udp, tcp, ws or wss
+	Transport string // udp, tcp, tls, ws or wss
 	Host      string // IP address; empty means all interfaces
 	Port      int    // 0 picks a free port (tests)
 }
@@ -62,7 +62,7 @@ type Settings struct {
 	// helps old phones behind NAT. Off: RFC 3261 §18.2.2, the Via port.
 	ForceRport bool
 	// TLSCertFile and TLSKeyFile are the PEM certificate chain and key
-	// that wss listeners present; required when there is one.
+	// that tls and wss listeners present; required when there is one.
 	TLSCertFile string
 	TLSKeyFile  string
 }
@@ -93,7 +93,7 @@ type Server struct {
 
 	guard atomic.Pointer[func(netip.Addr) bool]
 
-	tlsConf  *tls.Config // for wss listeners
+	tlsConf  *tls.Config // for wss and tls listeners
 	onClosed func(transport string, remote netip.AddrPort)
 	closedMu sync.Mutex
 	closedQ  []closedConn
@@ -131,7 +131,7 @@ func New(s Settings, logger *slog.Logger) (*Server, error) {
 	for _, l := range s.Listen {
 		switch l.Transport {
 		case "udp", "tcp", "ws":
-		case "wss":
+		case "wss", "tls":
 			if tlsConf != nil {
 				break
 			}
@@ -339,8 +339,12 @@ func (s *Server) Run(ctx context.Context) error {
 			})
 		case ln.tcp != nil:
 			t := ln.tcp
+			serve := s.srv.ServeTCP
+			if t.tls != nil {
+				serve = s.srv.ServeTLS
+			}
 			wg.Go(func() {
-				if err := s.srv.ServeTCP(t); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				if err := serve(t); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 					errc <- fmt.Errorf("sipserver: serve %s: %w", t.Addr(), err)
 				}
 			})
@@ -413,12 +417,16 @@ func (s *Server) listen(l Listen) (*listener, error) {
 			return nil, fmt.Errorf("sipserver: listen %s: %w", l, err)
 		}
 		return &listener{transport: l.Transport, addr: w.addr, ws: w}, nil
-	default:
-		t, err := listenTCP(ap, s)
+	default: // tcp, tls
+		var conf *tls.Config
+		if l.Transport == "tls" {
+			conf = s.tlsConf
+		}
+		t, err := listenTCP(ap, s, conf)
 		if err != nil {
 			return nil, fmt.Errorf("sipserver: listen %s: %w", l, err)
 		}
-		return &listener{transport: "tcp", addr: t.addr, tcp: t}, nil
+		return &listener{transport: t.transport, addr: t.addr, tcp: t}, nil
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -33,9 +34,13 @@ func testLogger(t testing.TB) *slog.Logger {
 // kernel) and stops it when the test ends, failing if Run does not return.
 func startServer(t *testing.T, setup func(*Server)) *Server {
 	t.Helper()
+	cert, key := writeTestCert(t)
 	s, err := New(Settings{
-		Listen:    []Listen{{Transport: "udp", Host: "127.0.0.1"}, {Transport: "tcp", Host: "127.0.0.1"}},
-		UserAgent: "edgewise-test",
+		Listen: []Listen{{Transport: "udp", Host: "127.0.0.1"}, {Transport: "tcp", Host: "127.0.0.1"},
+			{Transport: "tls", Host: "127.0.0.1"}},
+		UserAgent:   "edgewise-test",
+		TLSCertFile: cert,
+		TLSKeyFile:  key,
 	}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +80,7 @@ type peer struct {
 	rd   *bufio.Reader
 	to   netip.AddrPort
 	port int
+	tls  bool // tcp is a TLS connection
 }
 
 func udpPeer(t *testing.T, s *Server) *peer {
@@ -97,9 +103,23 @@ func tcpPeer(t *testing.T, s *Server) *peer {
 	return &peer{t: t, tcp: c, rd: bufio.NewReader(c), to: s.Addr("tcp"), port: c.LocalAddr().(*net.TCPAddr).Port}
 }
 
+// tlsPeer talks SIP over TLS (RFC 3261 §26.2) to the tls listener.
+func tlsPeer(t *testing.T, s *Server) *peer {
+	t.Helper()
+	c, err := tls.Dial("tcp", s.Addr("tls").String(), &tls.Config{InsecureSkipVerify: true}) // the test's self-signed cert
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &peer{t: t, tcp: c, rd: bufio.NewReader(c), to: s.Addr("tls"), port: c.LocalAddr().(*net.TCPAddr).Port, tls: true}
+}
+
 func (p *peer) transport() string {
-	if p.udp != nil {
+	switch {
+	case p.udp != nil:
 		return "UDP"
+	case p.tls:
+		return "TLS"
 	}
 	return "TCP"
 }
@@ -203,6 +223,7 @@ func header(msg, name string) string {
 func eachTransport(t *testing.T, s *Server, f func(t *testing.T, p *peer)) {
 	t.Run("udp", func(t *testing.T) { f(t, udpPeer(t, s)) })
 	t.Run("tcp", func(t *testing.T) { f(t, tcpPeer(t, s)) })
+	t.Run("tls", func(t *testing.T) { f(t, tlsPeer(t, s)) })
 }
 
 func okHandler(req *sip.Request, tx sip.ServerTransaction) {

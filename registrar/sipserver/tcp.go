@@ -2,6 +2,7 @@ package sipserver
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -23,9 +24,11 @@ const (
 // complete, parsable messages on to sipgo's stream parser.
 type tcpListener struct {
 	*net.TCPListener
-	addr  netip.AddrPort
-	laddr sip.Addr
-	s     *Server
+	transport string      // tcp or tls
+	tls       *tls.Config // nil for tcp
+	addr      netip.AddrPort
+	laddr     sip.Addr
+	s         *Server
 
 	mu     sync.Mutex
 	conns  map[*tcpConn]struct{}
@@ -33,15 +36,24 @@ type tcpListener struct {
 	once   sync.Once
 }
 
-func listenTCP(ap netip.AddrPort, s *Server) (*tcpListener, error) {
+// listenTCP listens for SIP over TCP, or over TLS (RFC 3261 §26.2) when
+// conf is not nil: each accepted connection is then a TLS server
+// connection, framed after decryption exactly like TCP.
+func listenTCP(ap netip.AddrPort, s *Server, conf *tls.Config) (*tcpListener, error) {
 	l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
 	if err != nil {
 		return nil, err
 	}
 	bound := l.Addr().(*net.TCPAddr).AddrPort()
 	bound = netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port())
+	transport := "tcp"
+	if conf != nil {
+		transport = "tls"
+	}
 	return &tcpListener{
 		TCPListener: l,
+		transport:   transport,
+		tls:         conf,
 		addr:        bound,
 		laddr:       sipAddr(bound),
 		s:           s,
@@ -77,6 +89,11 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 			continue
 		}
 		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		if l.tls != nil {
+			// The handshake runs on the first read, in sipgo's reader
+			// for this connection, never in the accept loop.
+			c = tls.Server(c, l.tls)
+		}
 		tc := &tcpConn{
 			Conn:   c,
 			l:      l,
