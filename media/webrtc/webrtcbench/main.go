@@ -41,7 +41,7 @@ import (
 func main() {
 	var (
 		serveMode = flag.Bool("serve", false, "run as the bridge process (internal)")
-		stepsArg  = flag.String("steps", "25,50,100,200,300,400", "concurrent calls per step")
+		stepsArg  = flag.String("steps", "50,100,200,400,600,800", "concurrent calls per step (the run ends at the first step over -max-loss)")
 		window    = flag.Duration("window", 10*time.Second, "measuring window per step")
 		conc      = flag.Int("setup-concurrency", 8, "calls set up in parallel")
 		maxLoss   = flag.Float64("max-loss", 0.5, "percent loss that ends the run")
