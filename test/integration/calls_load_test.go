@@ -18,10 +18,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // The load test's shape (issue 4: "100 concurrent calls with RTP for 30 s").
@@ -85,7 +81,7 @@ func TestCallsLoad(t *testing.T) {
 	eventually(t, 20*time.Second, "every user registered upstream at edgesim", func() bool {
 		return callloadUpstream(s) == len(users)
 	})
-	before := callloadScrape(t, d)
+	before := scrapeMetrics(t, d)
 	baseGoroutines := before.value("go_goroutines")
 	if v := before.value("edgewise_media_ports_in_use"); v != 0 {
 		t.Fatalf("ports in use before any call: %v", v)
@@ -123,7 +119,7 @@ func TestCallsLoad(t *testing.T) {
 	})
 	t.Logf("all %d calls up with media both ways %v after the first INVITE", callloadCalls, time.Since(start).Round(time.Millisecond))
 	// Two RTP/RTCP pairs per call (one per leg) are out of the pool now.
-	during := callloadScrape(t, d)
+	during := scrapeMetrics(t, d)
 	if v := during.value("edgewise_media_ports_in_use"); v != 4*callloadCalls {
 		t.Errorf("edgewise_media_ports_in_use = %v with %d calls up, want %d", v, callloadCalls, 4*callloadCalls)
 	}
@@ -160,7 +156,7 @@ func TestCallsLoad(t *testing.T) {
 		simInvalid += c.Media.Invalid
 	}
 
-	after := callloadScrape(t, d)
+	after := scrapeMetrics(t, d)
 	delta := func(name string, labels ...string) uint64 {
 		return uint64(after.value(name, labels...) - before.value(name, labels...))
 	}
@@ -213,7 +209,7 @@ func TestCallsLoad(t *testing.T) {
 	var last float64
 	deadline := 15 * time.Second
 	eventually(t, deadline, fmt.Sprintf("go_goroutines back to the baseline %v (+%d)", baseGoroutines, callloadGoroutineSlack), func() bool {
-		last = callloadScrape(t, d).value("go_goroutines")
+		last = scrapeMetrics(t, d).value("go_goroutines")
 		return last <= baseGoroutines+callloadGoroutineSlack
 	})
 	t.Logf("goroutines: %v before, %v after (slack %d); %v since the first INVITE", baseGoroutines, last, callloadGoroutineSlack, time.Since(start).Round(time.Millisecond))
@@ -301,86 +297,6 @@ func callloadUpstream(s *sim) int {
 		return -1
 	}
 	return len(body.Bindings)
-}
-
-// callloadMetrics is one scrape of edgewise's /metrics.
-type callloadMetrics map[string]*dto.MetricFamily
-
-func callloadScrape(t *testing.T, d *daemon) callloadMetrics {
-	t.Helper()
-	resp, err := http.Get(d.adminURL + "/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %s", resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
-	}
-	return mfs
-}
-
-// value sums the samples of a counter, gauge or untyped family whose labels
-// match the name/value pairs given (none: every sample).
-func (m callloadMetrics) value(name string, labels ...string) float64 {
-	var sum float64
-	mf := m[name]
-	if mf == nil {
-		return 0
-	}
-	for _, s := range mf.GetMetric() {
-		if !callloadMatch(s, labels) {
-			continue
-		}
-		switch {
-		case s.Counter != nil:
-			sum += s.Counter.GetValue()
-		case s.Gauge != nil:
-			sum += s.Gauge.GetValue()
-		case s.Untyped != nil:
-			sum += s.Untyped.GetValue()
-		}
-	}
-	return sum
-}
-
-// byLabel prints a family's non-zero samples as label=value pairs.
-func (m callloadMetrics) byLabel(name, label string) string {
-	var parts []string
-	for _, s := range m[name].GetMetric() {
-		v := s.GetCounter().GetValue() + s.GetGauge().GetValue()
-		if v == 0 {
-			continue
-		}
-		for _, l := range s.GetLabel() {
-			if l.GetName() == label {
-				parts = append(parts, fmt.Sprintf("%s=%v", l.GetValue(), v))
-			}
-		}
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, " ")
-}
-
-func callloadMatch(s *dto.Metric, labels []string) bool {
-	for i := 0; i+1 < len(labels); i += 2 {
-		found := false
-		for _, l := range s.GetLabel() {
-			if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
 
 // callloadPcapPackets counts the UDP packets in a classic pcap file: what

@@ -22,7 +22,7 @@ func TestTwilioMediaFromOutsideMediaCIDRsDropped(t *testing.T) {
 		if len(cs) != 1 || cs[0].Media == nil || cs[0].Media.PacketsEchoed < 20 {
 			return false
 		}
-		return opsSum(opsMetrics(t, d), "edgewise_media_dropped_total", map[string]string{"reason": "not_allowed"}) >= 20
+		return scrapeMetrics(t, d).value("edgewise_media_dropped_total", "reason", "not_allowed") >= 20
 	})
 	legs := 0
 	for _, c := range d.calls(t) {

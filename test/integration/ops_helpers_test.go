@@ -5,7 +5,6 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,10 +14,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // opsStatus is the part of /v1/status the issue-6 tests read: more than the
@@ -436,65 +431,4 @@ func checkOpsSimCalls(t *testing.T, s *sim, want int) []simCall {
 	}
 	t.Logf("edgesim: %d calls all answered and ended by the gateway; RTP received %d, echoed %d packets", len(calls), received, echoed)
 	return calls
-}
-
-// opsMetrics scrapes /metrics and parses it with the Prometheus text parser.
-func opsMetrics(t *testing.T, d *daemon) map[string]*dto.MetricFamily {
-	t.Helper()
-	resp, err := http.Get(d.adminURL + "/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %s", resp.Status)
-	}
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatalf("parse /metrics: %v\n%.2000s", err, body)
-	}
-	return fams
-}
-
-// opsSum adds every series of a family whose labels include match.
-func opsSum(fams map[string]*dto.MetricFamily, name string, match map[string]string) float64 {
-	f := fams[name]
-	if f == nil {
-		return 0
-	}
-	var sum float64
-	for _, m := range f.GetMetric() {
-		if !opsLabelsMatch(m, match) {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			sum += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			sum += m.GetGauge().GetValue()
-		case m.Untyped != nil:
-			sum += m.GetUntyped().GetValue()
-		}
-	}
-	return sum
-}
-
-func opsLabelsMatch(m *dto.Metric, match map[string]string) bool {
-	for k, v := range match {
-		found := false
-		for _, lp := range m.GetLabel() {
-			if lp.GetName() == k && lp.GetValue() == v {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }

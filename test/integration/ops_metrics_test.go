@@ -24,8 +24,8 @@ func TestOpsMetricsFailoverCounter(t *testing.T) {
 		return opsAllOn(t, d, s, "ashburn", users...)
 	})
 
-	failovers := func() float64 { return opsSum(opsMetrics(t, d), "edgewise_edge_failovers_total", nil) }
-	failbacks := func() float64 { return opsSum(opsMetrics(t, d), "edgewise_edge_failbacks_total", nil) }
+	failovers := func() float64 { return scrapeMetrics(t, d).value("edgewise_edge_failovers_total") }
+	failbacks := func() float64 { return scrapeMetrics(t, d).value("edgewise_edge_failbacks_total") }
 	base, baseBack := failovers(), failbacks()
 	if base != 0 {
 		t.Fatalf("edgewise_edge_failovers_total = %v before any failure", base)
@@ -39,14 +39,14 @@ func TestOpsMetricsFailoverCounter(t *testing.T) {
 		if got := failovers(); got != base+float64(round) {
 			t.Fatalf("round %d: edgewise_edge_failovers_total = %v after %d failures, want %v", round, got, round, base+float64(round))
 		}
-		fams := opsMetrics(t, d)
-		if v := opsSum(fams, "edgewise_edge_failovers_total", map[string]string{"reason": "timeout"}); v != float64(round) {
+		fams := scrapeMetrics(t, d)
+		if v := fams.value("edgewise_edge_failovers_total", "reason", "timeout"); v != float64(round) {
 			t.Errorf("round %d: failovers with reason=timeout = %v (series %v)", round, v, opsSeries(fams["edgewise_edge_failovers_total"]))
 		}
-		if v := opsSum(fams, "edgewise_edge_state", map[string]string{"edge": "ashburn", "state": "down"}); v != 1 {
+		if v := fams.value("edgewise_edge_state", "edge", "ashburn", "state", "down"); v != 1 {
 			t.Errorf("round %d: edgewise_edge_state{edge=ashburn,state=down} = %v", round, v)
 		}
-		if v := opsSum(fams, "edgewise_upstream_edge_registrations", map[string]string{"edge": "umatilla"}); v != float64(len(users)) {
+		if v := fams.value("edgewise_upstream_edge_registrations", "edge", "umatilla"); v != float64(len(users)) {
 			t.Errorf("round %d: edgewise_upstream_edge_registrations{edge=umatilla} = %v, want %d", round, v, len(users))
 		}
 
@@ -63,7 +63,7 @@ func TestOpsMetricsFailoverCounter(t *testing.T) {
 		}
 	}
 
-	opsCheckMetricNames(t, opsMetrics(t, d), []string{"alice", "bob", "carol"})
+	opsCheckMetricNames(t, scrapeMetrics(t, d), []string{"alice", "bob", "carol"})
 }
 
 // opsCheckMetricNames checks the exposition against Prometheus naming

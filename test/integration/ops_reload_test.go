@@ -95,10 +95,10 @@ func TestOpsFlipUnderLoad(t *testing.T) {
 	}
 	// A planned flip is a reload, not a failure: one active-edge change of
 	// kind reload, no failover counted, each registration moved once.
-	fams := opsMetrics(t, d)
-	failovers := opsSum(fams, "edgewise_edge_failovers_total", nil)
-	reloads := opsSum(fams, "edgewise_edge_active_changes_total", map[string]string{"kind": "reload"})
-	moves := opsSum(fams, "edgewise_upstream_moves_total", nil)
+	fams := scrapeMetrics(t, d)
+	failovers := fams.value("edgewise_edge_failovers_total")
+	reloads := fams.value("edgewise_edge_active_changes_total", "kind", "reload")
+	moves := fams.value("edgewise_upstream_moves_total")
 	if failovers != 0 || reloads != 1 || moves != float64(len(opsUsers)) {
 		t.Errorf("metrics after the flip: %v failovers (want 0), %v reload changes of the active edge (want 1), %v moves (want %d)",
 			failovers, reloads, moves, len(opsUsers))
@@ -118,7 +118,7 @@ func TestOpsBrokenReloadUnderLoad(t *testing.T) {
 		return opsAllOn(t, d, s, "ashburn", opsUsers...)
 	})
 	before := opsMustStatus(t, d)
-	movesBefore := opsSum(opsMetrics(t, d), "edgewise_upstream_moves_total", nil)
+	movesBefore := scrapeMetrics(t, d).value("edgewise_upstream_moves_total")
 	cfg, err := os.ReadFile(d.cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +168,7 @@ func TestOpsBrokenReloadUnderLoad(t *testing.T) {
 	if !opsAllOn(t, d, s, "ashburn", opsUsers...) {
 		t.Fatal("registrations left ashburn after a refused reload")
 	}
-	if moves := opsSum(opsMetrics(t, d), "edgewise_upstream_moves_total", nil); moves != movesBefore {
+	if moves := scrapeMetrics(t, d).value("edgewise_upstream_moves_total"); moves != movesBefore {
 		t.Fatalf("edgewise_upstream_moves_total went %v → %v across a refused reload", movesBefore, moves)
 	}
 	for _, c := range calls {
@@ -189,7 +189,7 @@ func TestOpsBrokenReloadUnderLoad(t *testing.T) {
 // showed no loss or stall beyond jitter. It returns edgesim's calls.
 func runOpsLoad(t *testing.T, s *sim, d *daemon, spec opsLoadSpec, op func()) []simCall {
 	t.Helper()
-	m0 := opsMetrics(t, d)
+	m0 := scrapeMetrics(t, d)
 	// RTP must flow from shortly after the answer (setup on this busy box
 	// takes up to a second) until the phone's BYE.
 	watch := watchOpsCalls(t, d, 1500*time.Millisecond, spec.hold)
@@ -227,15 +227,15 @@ func runOpsLoad(t *testing.T, s *sim, d *daemon, spec opsLoadSpec, op func()) []
 	calls := checkOpsSimCalls(t, s, spec.calls)
 
 	noCallsLeft(t, d)
-	m1 := opsMetrics(t, d)
-	answered := opsSum(m1, "edgewise_b2bua_call_setups_total", map[string]string{"direction": "outbound", "outcome": "answered"}) -
-		opsSum(m0, "edgewise_b2bua_call_setups_total", map[string]string{"direction": "outbound", "outcome": "answered"})
-	all := opsSum(m1, "edgewise_b2bua_call_setups_total", nil) - opsSum(m0, "edgewise_b2bua_call_setups_total", nil)
-	timeouts := opsSum(m1, "edgewise_b2bua_media_timeouts_total", nil) - opsSum(m0, "edgewise_b2bua_media_timeouts_total", nil)
+	m1 := scrapeMetrics(t, d)
+	answered := m1.value("edgewise_b2bua_call_setups_total", "direction", "outbound", "outcome", "answered") -
+		m0.value("edgewise_b2bua_call_setups_total", "direction", "outbound", "outcome", "answered")
+	all := m1.value("edgewise_b2bua_call_setups_total") - m0.value("edgewise_b2bua_call_setups_total")
+	timeouts := m1.value("edgewise_media_timeouts_total") - m0.value("edgewise_media_timeouts_total")
 	if int(answered) != spec.calls || all != answered || timeouts != 0 {
 		t.Fatalf("edgewise counted %v setups, %v answered, %v media timeouts; want %d answered and nothing else", all, answered, timeouts, spec.calls)
 	}
-	if active := opsSum(m1, "edgewise_b2bua_calls_active", nil); active != 0 {
+	if active := m1.value("edgewise_b2bua_calls_active"); active != 0 {
 		t.Fatalf("edgewise_b2bua_calls_active = %v after the load", active)
 	}
 
