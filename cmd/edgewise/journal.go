@@ -19,7 +19,7 @@ const journalSize = 100
 // status page.
 type event struct {
 	At       time.Time `json:"at"`
-	Kind     string    `json:"kind"`     // edge_failover, edge_failback, edge_reload, edge_unavailable, edge_available, moved, reload, reload_refused, lockout, drain
+	Kind     string    `json:"kind"`     // edge_down, edge_up, edge_failover, edge_failback, edge_reload, edge_unavailable, edge_available, moved, reload, reload_refused, lockout, drain
 	Severity string    `json:"severity"` // info, warn, error
 	Text     string    `json:"text"`
 }
@@ -59,12 +59,24 @@ func (j *journal) edgeChange(c edge.Change) {
 	j.add(event{At: c.At, Kind: "edge_" + string(c.Kind), Severity: sev, Text: text})
 }
 
+// edgeState records an edge going down or coming back up, active or not.
+func (j *journal) edgeState(edge string, down bool, reason string, at time.Time) {
+	e := event{At: at, Kind: "edge_up", Severity: "info", Text: reason}
+	if down {
+		e.Kind, e.Severity = "edge_down", "warn"
+	}
+	j.add(e)
+}
+
 // recent returns the events and the reload history, newest first, at most
 // journalSize of them.
 func (j *journal) recent(reloads []configs.ReloadResult) []event {
 	j.mu.Lock()
 	out := slices.Clone(j.events)
 	j.mu.Unlock()
+	// Newest first, and among events of the same instant the later one
+	// first: an edge going down comes before the failover it causes.
+	slices.Reverse(out)
 	for _, r := range reloads {
 		out = append(out, reloadEvent(r))
 	}

@@ -90,6 +90,7 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 		return nil, err
 	}
 	mon.Subscribe(events.edgeChange) // for the life of the process
+	mon.OnEdgeState(events.edgeState)
 	up, err := upstream.New(upstreamSettings(cfg), upstreamDirectory(cfg), upstream.Options{
 		Edges:    mon,
 		Bindings: table,

@@ -25,6 +25,7 @@ type Monitor struct {
 	log     *slog.Logger
 	now     func() time.Time // replaced in tests
 	metrics *metrics
+	onState atomic.Pointer[func(edge string, down bool, reason string, at time.Time)]
 
 	mu       sync.Mutex
 	s        Settings
@@ -393,6 +394,16 @@ func (m *Monitor) setEdgeState(e *edgeHealth, st State, why, class string, now t
 		e.recovering = from == StateDown
 		m.log.Info(e.reason, "edge", e.name, "state", st, "from", from)
 	}
+	if fn := m.onState.Load(); fn != nil && (st == StateDown || from == StateDown) {
+		(*fn)(e.name, st == StateDown, e.reason, now)
+	}
+}
+
+// OnEdgeState sets fn to hear each edge going down and coming back up
+// (any edge, active or not: the status page's recent events). fn runs with
+// the monitor's lock held: it must not block or call the monitor.
+func (m *Monitor) OnEdgeState(fn func(edge string, down bool, reason string, at time.Time)) {
+	m.onState.Store(&fn)
 }
 
 // eligible reports whether e may be preferred over the edge in use: it is not

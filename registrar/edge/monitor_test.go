@@ -412,3 +412,25 @@ func TestPlan(t *testing.T) {
 		t.Fatalf("plan = %v, want %v (umatilla down)", got, want)
 	}
 }
+
+// TestOnEdgeState: every edge going down, and coming back from down, is
+// heard (the status page's events); an edge first seen up is not news.
+func TestOnEdgeState(t *testing.T) {
+	m, clk, _ := newClocked(t, testSettings())
+	var heard []string
+	m.OnEdgeState(func(edge string, down bool, reason string, at time.Time) {
+		heard = append(heard, fmt.Sprintf("%s down=%v %q at+%s", edge, down, reason, at.Sub(clk.Now())))
+	})
+	resolve(t, m, "ashburn", "10.0.0.1")
+	resolve(t, m, "umatilla", "10.0.1.1")
+	m.Report(target(t, m, "umatilla", "10.0.1.1"), Result{StatusCode: 200}, nil) // unknown → up: quiet
+	m.Report(target(t, m, "ashburn", "10.0.0.1"), Result{}, ErrNoResponse)
+	m.Report(target(t, m, "ashburn", "10.0.0.1"), Result{StatusCode: 200}, nil)
+	want := []string{
+		`ashburn down=true "edge ashburn down: 1/1 IPs timed out after 4s" at+0s`,
+		`ashburn down=false "edge ashburn up: 10.0.0.1 answered 200 in 0s" at+0s`,
+	}
+	if !slices.Equal(heard, want) {
+		t.Errorf("heard %q, want %q", heard, want)
+	}
+}
