@@ -42,7 +42,7 @@ func main() {
 		ratesArg = flag.String("rates", "6000,10000,14000,18000,22000", "registrar: REGISTER rates (per second) to step through")
 		only     = flag.String("only", "", "registrar: run only this server (edgewise|kamailio)")
 		window   = flag.Duration("window", 330*time.Second, "steady: measuring window (≥ half the 600 s expiry, so refreshes are in it)")
-		callRate = flag.String("call-rates", "100,200,300,400,600,800", "calls: offered call setup rates (per second) to step through")
+		callRate = flag.String("call-rates", "100,200,400,600,800,1000,1200", "calls: offered call setup rates (per second) to step through")
 		callStep = flag.Duration("call-step", 10*time.Second, "calls: length of each rate step (calls offered = rate × step)")
 		callHold = flag.Duration("call-hold", time.Second, "calls: how long each short call stays up before BYE")
 		memCalls = flag.Int("call-mem", 1000, "calls: concurrent calls held for the memory-per-call figure")
