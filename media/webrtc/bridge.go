@@ -170,18 +170,28 @@ func (b *Bridge) Rollback() error {
 	return nil
 }
 
+// usable is what an offer's codecs leave to negotiate: all of them for a
+// new connection, those its media engine already has once it exists (the
+// engine is fixed then). ErrNoCodec when no speech codec is left.
+func (b *Bridge) usable(offered []codec) ([]codec, error) {
+	codecs := offered
+	if b.pc != nil {
+		codecs = intersect(codecs, b.engine)
+	}
+	if !hasSpeech(codecs) {
+		return nil, ErrNoCodec
+	}
+	return codecs, nil
+}
+
 func (b *Bridge) browserOfferIn(body []byte) ([]byte, error) {
 	_, a, err := parseAudio(body)
 	if err != nil {
 		return nil, err
 	}
-	codecs := a.codecs
-	if b.pc != nil {
-		// The media engine is fixed once the connection exists.
-		codecs = intersect(codecs, b.engine)
-	}
-	if !hasSpeech(codecs) {
-		return nil, ErrNoCodec
+	codecs, err := b.usable(a.codecs)
+	if err != nil {
+		return nil, err
 	}
 	sendrecv, err := withDirection(string(body), sdp.SendRecv)
 	if err != nil {
@@ -252,12 +262,9 @@ func (b *Bridge) plainOfferIn(body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	codecs := a.codecs
-	if b.pc != nil {
-		codecs = intersect(codecs, b.engine)
-	}
-	if !hasSpeech(codecs) {
-		return nil, ErrNoCodec
+	codecs, err := b.usable(a.codecs)
+	if err != nil {
+		return nil, err
 	}
 	b.setRemote(a)
 	if b.pc == nil {

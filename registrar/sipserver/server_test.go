@@ -48,6 +48,13 @@ func startServer(t *testing.T, setup func(*Server)) *Server {
 	if setup != nil {
 		setup(s)
 	}
+	runServer(t, s)
+	return s
+}
+
+// runServer runs s until the test ends, once it is ready.
+func runServer(t *testing.T, s *Server) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -69,7 +76,6 @@ func startServer(t *testing.T, setup func(*Server)) *Server {
 			t.Error("Run did not return after cancel")
 		}
 	})
-	return s
 }
 
 // peer is a raw SIP endpoint for tests: it sends bytes and reads messages.

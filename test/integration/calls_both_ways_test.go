@@ -322,27 +322,29 @@ func TestCallRTPFarEndHangsUp(t *testing.T) {
 	noCallsLeft(t, d)
 }
 
-// TestCallBusy: the far end answers 486; the phone gets 486.
-func TestCallBusy(t *testing.T) {
-	s := startSim(t)
-	d := startDaemon(t, upstreamConfig(s, ""))
-	if code, out := sippRun(t, "call_busy.xml", nextIP(t), d.ip+":5060", dialRow("alice", "busy"), 1); code != 0 {
-		t.Fatalf("busy call: sipp exited %d:\n%s", code, out)
+// TestCallFails: calls that do not connect end the same on both sides —
+// the far end busy (486 reaches the phone as 486), and the phone cancelling
+// while Twilio rings (the phone gets 487, edgesim's call fails 487).
+func TestCallFails(t *testing.T) {
+	for _, tc := range []struct {
+		name, scenario, number string
+		code                   int
+	}{
+		{"far end busy", "call_busy.xml", "busy", 486},
+		{"cancelled by the phone", "call_cancel.xml", "noanswer", 487},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startSim(t)
+			d := startDaemon(t, upstreamConfig(s, ""))
+			if code, out := sippRun(t, tc.scenario, nextIP(t), d.ip+":5060", dialRow("alice", tc.number), 1); code != 0 {
+				t.Fatalf("sipp exited %d:\n%s", code, out)
+			}
+			s.onlyCall(t, fmt.Sprintf("edgesim to see the call failed %d", tc.code), func(c simCall) bool {
+				return c.State == "failed" && c.Code == tc.code
+			})
+			noCallsLeft(t, d)
+		})
 	}
-	s.onlyCall(t, "edgesim to see the call failed 486", func(c simCall) bool { return c.State == "failed" && c.Code == 486 })
-	noCallsLeft(t, d)
-}
-
-// TestCallCancelledByPhone: the phone CANCELs while Twilio rings: the phone
-// gets 487 and edgesim's call fails 487.
-func TestCallCancelledByPhone(t *testing.T) {
-	s := startSim(t)
-	d := startDaemon(t, upstreamConfig(s, ""))
-	if code, out := sippRun(t, "call_cancel.xml", nextIP(t), d.ip+":5060", dialRow("alice", "noanswer"), 1); code != 0 {
-		t.Fatalf("cancelled call: sipp exited %d:\n%s", code, out)
-	}
-	s.onlyCall(t, "edgesim to see the call failed 487", func(c simCall) bool { return c.State == "failed" && c.Code == 487 })
-	noCallsLeft(t, d)
 }
 
 // TestCallFailoverDuringSetup: two of the active edge's three IPs stop
