@@ -64,7 +64,7 @@ func (d *decoder) decodeLog(n *yaml.Node, l *Log) {
 
 func (d *decoder) decodeSIP(n *yaml.Node, s *SIP) {
 	f := d.mapping(n, "sip", "listen", "public_address", "realm", "min_expires", "max_expires",
-		"default_expires", "expires_spread", "max_contacts", "nonce_ttl", "digest_algorithms", "qualify_interval", "lockout", "tls")
+		"default_expires", "expires_spread", "max_contacts", "nonce_ttl", "digest_algorithms", "qualify_interval", "lockout", "trusted_proxies", "tls")
 	if f.emptyList("listen") {
 		d.problem("sip.listen", `e.g. ["udp:127.0.0.1:5060"]`, "must list at least one address")
 	}
@@ -116,10 +116,15 @@ func (d *decoder) decodeSIP(n *yaml.Node, s *SIP) {
 		}
 	}
 	f.dur("qualify_interval", &s.QualifyInterval)
-	lo := d.mapping(f.node("lockout"), "sip.lockout", "failures", "window", "duration")
+	lo := d.mapping(f.node("lockout"), "sip.lockout", "failures", "user_failures", "window", "duration", "max_sources")
 	lo.integer("failures", &s.Lockout.Failures)
+	lo.integer("user_failures", &s.Lockout.UserFailures)
 	lo.dur("window", &s.Lockout.Window)
 	lo.dur("duration", &s.Lockout.Duration)
+	lo.integer("max_sources", &s.Lockout.MaxSources)
+	if items, ok := f.strList("trusted_proxies"); ok {
+		s.TrustedProxies = d.prefixes(items)
+	}
 	tl := d.mapping(f.node("tls"), "sip.tls", "cert_file", "key_file")
 	if tl.str("cert_file", &s.TLS.CertFile) && s.TLS.CertFile != "" {
 		s.TLS.CertFile = d.resolvePath(s.TLS.CertFile)

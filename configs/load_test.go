@@ -195,6 +195,15 @@ media:
 		{"sip lockout", minimal + "sip:\n  lockout:\n    failures: 3\n    window: 0s\n", []string{
 			`c.yaml:8: sip.lockout.window: must be positive when lockout is enabled`,
 		}},
+		{"sip lockout user failures", minimal + "sip:\n  lockout:\n    user_failures: -1\n", []string{
+			`c.yaml:7: sip.lockout.user_failures: must not be negative (hint: 0 disables the per-user rule)`,
+		}},
+		{"sip lockout table bound", minimal + "sip:\n  lockout:\n    max_sources: 10\n", []string{
+			`c.yaml:7: sip.lockout.max_sources: must be at least 100 (hint: e.g. 100000 (about 150 bytes each))`,
+		}},
+		{"sip trusted proxies", minimal + "sip:\n  trusted_proxies: [10.0.0.0/8, not-a-cidr]\n", []string{
+			`c.yaml:6: sip.trusted_proxies[1]: "not-a-cidr" is not a CIDR`,
+		}},
 		{"sip public address", minimal + "sip:\n  public_address: \"1.2.3.4:99999\"\n", []string{
 			`c.yaml:6: sip.public_address: "1.2.3.4:99999" is not host[:port] (hint: host or host:port, e.g. "203.0.113.10" or "sip.example.com:5060")`,
 		}},
@@ -396,8 +405,8 @@ phones:
 	if h, p := cfg.SIP.Advertise(); h != "sip.example.com" || p != 5080 {
 		t.Errorf("advertise %s %d", h, p)
 	}
-	if cfg.SIP.Lockout.Enabled() {
-		t.Error("lockout enabled with failures 0")
+	if lo := cfg.SIP.Lockout; lo.Failures != 0 || lo.UserFailures != 20 || !lo.Enabled() {
+		t.Errorf("lockout %+v: failures 0 turns off only the per-source rule", lo)
 	}
 	if !reflect.DeepEqual(cfg.Twilio.Edges, []string{"sydney", "singapore-ix", "au1"}) {
 		t.Errorf("edges %v", cfg.Twilio.Edges)

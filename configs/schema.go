@@ -68,6 +68,9 @@ type SIP struct {
 	DigestAlgorithms []string      `yaml:"digest_algorithms"` // "MD5" | "SHA-256"
 	QualifyInterval  time.Duration `yaml:"qualify_interval"`  // 0 = off
 	Lockout          Lockout       `yaml:"lockout"`
+	// TrustedProxies are SIP proxies or SBCs in front of edgewise that
+	// speak for many phones: they are never locked out.
+	TrustedProxies []netip.Prefix `yaml:"trusted_proxies"`
 	// TLS is the certificate wss: listeners present to browsers.
 	TLS SIPTLS `yaml:"tls"`
 }
@@ -96,15 +99,18 @@ func (s SIP) Advertise() (host string, port int) {
 	return strings.Trim(s.PublicAddress, "[]"), port
 }
 
-// Lockout locks out a source IP after repeated auth failures.
+// Lockout locks out a source (an IPv4 address, an IPv6 /64) after repeated
+// authentication failures, and guards a user that many sources fail for.
 type Lockout struct {
-	Failures int           `yaml:"failures"` // 0 = disabled
-	Window   time.Duration `yaml:"window"`
-	Duration time.Duration `yaml:"duration"`
+	Failures     int           `yaml:"failures"`      // per source; 0 = disabled
+	UserFailures int           `yaml:"user_failures"` // per user; 0 = disabled
+	Window       time.Duration `yaml:"window"`
+	Duration     time.Duration `yaml:"duration"`
+	MaxSources   int           `yaml:"max_sources"` // table bound
 }
 
 // Enabled reports whether lockout is switched on.
-func (l Lockout) Enabled() bool { return l.Failures > 0 }
+func (l Lockout) Enabled() bool { return l.Failures > 0 || l.UserFailures > 0 }
 
 // Listen is one parsed "transport:host:port" listen address.
 type Listen struct {
@@ -322,7 +328,7 @@ func defaults() *Config {
 			MaxContacts:      10,
 			NonceTTL:         30 * time.Second,
 			DigestAlgorithms: []string{"MD5"},
-			Lockout:          Lockout{Failures: 10, Window: time.Minute, Duration: 5 * time.Minute},
+			Lockout:          Lockout{Failures: 10, UserFailures: 20, Window: time.Minute, Duration: 5 * time.Minute, MaxSources: 100_000},
 		},
 		Twilio: Twilio{
 			Edges:           []string{"ashburn", "umatilla"},

@@ -77,10 +77,14 @@ func (d *decoder) validateSIP(s SIP) {
 	switch {
 	case lo.Failures < 0:
 		d.problem("sip.lockout.failures", "0 disables lockout", "must not be negative")
-	case lo.Failures > 0 && lo.Window <= 0:
+	case lo.UserFailures < 0:
+		d.problem("sip.lockout.user_failures", "0 disables the per-user rule", "must not be negative")
+	case lo.Enabled() && lo.Window <= 0:
 		d.problem("sip.lockout.window", "", "must be positive when lockout is enabled")
-	case lo.Failures > 0 && lo.Duration <= 0:
-		d.problem("sip.lockout.duration", "set failures: 0 to disable lockout", "must be positive when lockout is enabled")
+	case lo.Enabled() && lo.Duration <= 0:
+		d.problem("sip.lockout.duration", "set failures: 0 and user_failures: 0 to disable lockout", "must be positive when lockout is enabled")
+	case lo.MaxSources < 100:
+		d.problem("sip.lockout.max_sources", "e.g. 100000 (about 150 bytes each)", "must be at least 100")
 	}
 }
 

@@ -2,26 +2,29 @@ package registrar
 
 import (
 	"net/netip"
-	"time"
+
+	"github.com/edgewise-sip/edgewise/registrar/digest"
 )
 
 // AuthFailed records an authentication failure that happened outside
 // REGISTER (a phone's INVITE with a wrong password, say) against source, so
 // guessing passwords through calls locks the source out just as guessing
-// them through registrations does. It reports whether this failure started a
-// lockout.
+// them through registrations does. user is the user tried, empty if no such
+// user exists. It reports whether this failure started a lockout.
 func (r *Registrar) AuthFailed(source netip.Addr, user string) bool {
-	return r.authFailed(source.Unmap(), user, r.now(), r.state.Load().s.Lockout)
+	return r.authFailed(source, user)
 }
 
 // authFailed counts one failure and reports whether it started a lockout.
-func (r *Registrar) authFailed(source netip.Addr, user string, now time.Time, cfg Lockout) bool {
-	if !r.lockout.fail(source, now, cfg, user) {
-		return false
+func (r *Registrar) authFailed(source netip.Addr, user string) bool {
+	return r.lockout.Failed(source, user)
+}
+
+// knownUser is the user a failed verification counts against for the
+// per-user rule: none when the user does not exist.
+func knownUser(user string, res digest.Result) string {
+	if res.UnknownUser {
+		return ""
 	}
-	r.metrics.lockouts.Inc()
-	if r.onLockout != nil {
-		r.onLockout(source, user, now.Add(cfg.Duration))
-	}
-	return true
+	return user
 }

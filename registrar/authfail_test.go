@@ -2,11 +2,8 @@ package registrar
 
 import (
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestAuthFailedLocksOut: failures reported from outside REGISTER (the
@@ -14,13 +11,6 @@ import (
 // once by OnLockout.
 func TestAuthFailedLocksOut(t *testing.T) {
 	e := newEnv(t, nil)
-	var mu sync.Mutex
-	var heard []string
-	e.reg.onLockout = func(source netip.Addr, user string, until time.Time) {
-		mu.Lock()
-		defer mu.Unlock()
-		heard = append(heard, source.String()+" "+user+" "+until.Sub(e.clock.Now()).String())
-	}
 	src := netip.MustParseAddr("::ffff:192.0.2.9") // mapped: stored unmapped
 	for i := range 10 {
 		started := e.reg.AuthFailed(src, "alice")
@@ -34,12 +24,13 @@ func TestAuthFailedLocksOut(t *testing.T) {
 	if e.reg.AuthFailed(src, "alice") {
 		t.Error("a failure during the lockout started another")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(heard) != 1 || heard[0] != "192.0.2.9 alice 5m0s" {
-		t.Errorf("OnLockout heard %q", heard)
+	e.eventsMu.Lock()
+	defer e.eventsMu.Unlock()
+	if len(e.events) != 1 || e.events[0].Source.String() != "192.0.2.9/32" || e.events[0].LastUser != "alice" ||
+		e.events[0].Until.Sub(e.clock.Now()) != 5*time.Minute {
+		t.Errorf("OnLockout heard %+v", e.events)
 	}
-	if got := testutil.ToFloat64(e.reg.metrics.lockouts); got != 1 {
-		t.Errorf("lockouts_total = %v", got)
+	if got := e.reg.Lockout().Counters().SourceLockouts.Load(); got != 1 {
+		t.Errorf("lockouts counted %d, want 1", got)
 	}
 }

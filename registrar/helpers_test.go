@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/registrar/digest"
 	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/registrar/sipserver"
 )
 
@@ -82,7 +83,7 @@ func defaultSettings() Settings {
 		DefaultExpires: 3600 * time.Second,
 		MaxContacts:    10,
 		NonceTTL:       30 * time.Second,
-		Lockout:        Lockout{Failures: 10, Window: time.Minute, Duration: 5 * time.Minute},
+		Lockout:        lockout.Settings{Failures: 10, UserFailures: 30, Window: time.Minute, Duration: 5 * time.Minute},
 	}
 }
 
@@ -94,6 +95,10 @@ var testDir = MapDirectory{
 }
 
 type env struct {
+	// events are the lockouts heard by Options.OnLockout.
+	eventsMu sync.Mutex
+	events   []lockout.Event
+
 	t     *testing.T
 	clock *clock
 	logs  *logBuffer
@@ -126,7 +131,11 @@ func newEnv(t *testing.T, mutate func(*Settings)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.reg, err = New(e.table, s, testDir, Options{Logger: log, Pinger: e.srv, Now: e.clock.Now})
+	e.reg, err = New(e.table, s, testDir, Options{Logger: log, Pinger: e.srv, Now: e.clock.Now, OnLockout: func(ev lockout.Event) {
+		e.eventsMu.Lock()
+		defer e.eventsMu.Unlock()
+		e.events = append(e.events, ev)
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +294,7 @@ func (p *phone) authorization(password string) string {
 	p.t.Helper()
 	p.nc++
 	cred, err := icholy.Digest(p.lastChallenge, icholy.Options{
-		Method: "REGISTER", URI: "sip:edgewise", Username: p.user, Password: password, Count: p.nc,
+		Method: "REGISTER", URI: "sip:" + p.server().String(), Username: p.user, Password: password, Count: p.nc,
 	})
 	if err != nil {
 		p.t.Fatal(err)

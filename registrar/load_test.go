@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/registrar/digest"
 	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/registrar/sipserver"
 )
 
@@ -51,7 +52,7 @@ func TestServeForLoad(t *testing.T) {
 	}
 	s := defaultSettings()
 	s.Algorithms = []digest.Algorithm{digest.MD5}
-	s.Lockout = Lockout{}
+	s.Lockout = lockout.Settings{}
 	reg, err := New(table, s, benchDirectory{}, Options{Logger: log, Pinger: srv})
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,6 @@ type metrics struct {
 	byCode       map[int]prometheus.Counter
 	other        prometheus.Counter
 	authFailures prometheus.Counter
-	lockouts     prometheus.Counter
 	collectors   []prometheus.Collector
 }
 
@@ -34,10 +33,6 @@ func newMetrics(r *Registrar) *metrics {
 			Namespace: namespace, Subsystem: subsystem, Name: "auth_failures_total",
 			Help: "Failed digest authentications (wrong password or unknown user).",
 		}),
-		lockouts: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Subsystem: subsystem, Name: "lockouts_total",
-			Help: "Source addresses locked out after repeated authentication failures.",
-		}),
 		byCode: make(map[int]prometheus.Counter),
 	}
 	// Resolve label values once: the hot path then only increments.
@@ -46,7 +41,27 @@ func newMetrics(r *Registrar) *metrics {
 	}
 	m.other = m.requests.WithLabelValues("other")
 	m.collectors = []prometheus.Collector{
-		m.requests, m.authFailures, m.lockouts,
+		m.requests, m.authFailures,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "lockouts_total",
+			Help: "Source addresses locked out after repeated authentication failures (SIP and token endpoint).",
+		}, func() float64 { return float64(r.lockout.Counters().SourceLockouts.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "user_guards_total",
+			Help: "Users put under guard after failures from many sources: only their known sources may try.",
+		}, func() float64 { return float64(r.lockout.Counters().UserGuards.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "guarded_users",
+			Help: "Users under guard now.",
+		}, func() float64 { return float64(r.lockout.GuardedUsers()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "lockout_evictions_total",
+			Help: "Lockout entries forgotten because the table was full (see sip.lockout.max_sources).",
+		}, func() float64 { return float64(r.lockout.Counters().Evicted.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "lockout_exempt_failures_total",
+			Help: "Authentication failures from sources that are never locked out (Twilio, trusted proxies).",
+		}, func() float64 { return float64(r.lockout.Counters().Exempted.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "bindings",
 			Help: "Bindings in the location table.",
@@ -54,7 +69,7 @@ func newMetrics(r *Registrar) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "locked_sources",
 			Help: "Source addresses locked out now.",
-		}, func() float64 { return float64(r.lockout.lockedSources()) }),
+		}, func() float64 { return float64(r.lockout.LockedSources()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "tracked_nonces",
 			Help: "Digest nonces whose nonce-count is remembered for replay protection.",

@@ -3,7 +3,6 @@ package registrar
 import (
 	"context"
 	"errors"
-	"hash/maphash"
 	"log/slog"
 	"net/netip"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/registrar/digest"
 	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/registrar/lockout"
 )
 
 var (
@@ -35,7 +35,7 @@ func (r *Registrar) ServeRegister(req *sip.Request, tx sip.ServerTransaction) {
 	now := r.now()
 	st := r.state.Load()
 	src := sourceOf(req)
-	if r.lockout.blocked(src.Addr(), now) {
+	if r.lockout.Blocked(src.Addr()) {
 		// sipserver's guard normally stops these first.
 		if sip.IsReliable(req.Transport()) {
 			r.reply(tx, newResponse(req, 403, "Forbidden"))
@@ -178,25 +178,33 @@ func (r *Registrar) register(req *sip.Request, st *state, src netip.AddrPort, no
 		if malformed {
 			return newResponse(req, 400, "Bad Request - Malformed Authorization"), nil
 		}
-		return r.challenge(req, false, now), nil
+		return r.challenge(req, src.Addr(), false, now), nil
 	}
-	res := r.auth.Verify(string(sip.REGISTER), &cred, st.secret, Fingerprint(req), now)
+	if refusal, _ := r.lockout.Check(src.Addr(), cred.Username); refusal != lockout.Allowed {
+		// Refused before the password is looked at, so guessing from here
+		// learns nothing; the phones that logged in as this user before
+		// are not refused (see package lockout).
+		r.debug("authentication refused before checking", req, src, "user", cred.Username, "reason", refusal.String())
+		return newResponse(req, 403, "Forbidden"), nil
+	}
+	res := r.auth.Verify(DigestRequest(req, src.Addr()), &cred, st.secret, now)
 	switch res.Outcome {
 	case digest.OK:
 	case digest.Challenge:
 		r.debug("credentials not usable, challenging again", req, src, "reason", res.Reason)
-		return r.challenge(req, false, now), nil
+		return r.challenge(req, src.Addr(), false, now), nil
 	case digest.Stale:
 		r.debug("stale credentials", req, src, "reason", res.Reason)
-		return r.challenge(req, true, now), nil
+		return r.challenge(req, src.Addr(), true, now), nil
 	case digest.Malformed:
 		return newResponse(req, 400, "Bad Request - "+res.Reason), nil
 	default:
 		r.metrics.authFailures.Inc()
 		r.debug("authentication failed", req, src, "user", cred.Username, "reason", res.Reason)
-		r.authFailed(src.Addr(), cred.Username, now, st.s.Lockout)
+		r.authFailed(src.Addr(), knownUser(cred.Username, res))
 		return newResponse(req, 403, "Forbidden"), nil
 	}
+	r.lockout.Succeeded(src.Addr(), cred.Username)
 	if cred.Username != user {
 		r.debug("authenticated user differs from the address-of-record", req, src, "user", cred.Username, "aor", user)
 		return newResponse(req, 403, "Forbidden"), nil
@@ -242,10 +250,10 @@ func (st *state) secret(user string) (digest.Secret, bool) {
 	return digest.Secret{Password: c.Password, HA1: c.HA1}, true
 }
 
-func (r *Registrar) challenge(req *sip.Request, stale bool, now time.Time) *sip.Response {
+func (r *Registrar) challenge(req *sip.Request, src netip.Addr, stale bool, now time.Time) *sip.Response {
 	res := newResponse(req, 401, "Unauthorized")
 	var buf [2]string
-	for _, c := range r.auth.Challenges(buf[:0], stale, now) {
+	for _, c := range r.auth.Challenges(buf[:0], src, stale, now) {
 		res.AppendHeader(sip.NewHeader("WWW-Authenticate", c))
 	}
 	return res
@@ -305,27 +313,6 @@ func localOf(req *sip.Request) netip.AddrPort {
 		return netip.AddrPort{}
 	}
 	return netip.AddrPortFrom(ip.Unmap(), uint16(req.Laddr.Port))
-}
-
-var fingerprintSeed = maphash.MakeSeed()
-
-// Fingerprint identifies a request for the digest nonce-count check
-// (digest.Authenticator.Verify): the same Via branch, Call-ID and CSeq mean
-// the same transaction (RFC 3261 §17.2.3), so a retransmission is answered
-// again instead of being refused as a replay. Never 0.
-func Fingerprint(req *sip.Request) uint64 {
-	var h maphash.Hash
-	h.SetSeed(fingerprintSeed)
-	branch, _ := req.Via().Params.Get("branch")
-	h.WriteString(branch)
-	h.WriteByte(0)
-	h.WriteString(string(*req.CallID()))
-	h.WriteByte(0)
-	h.WriteString(strconv.FormatUint(uint64(req.CSeq().SeqNo), 10))
-	if v := h.Sum64(); v != 0 {
-		return v
-	}
-	return 1
 }
 
 // dateCache formats the Date header once per second.

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/registrar/lockout"
 )
 
 func TestRegister(t *testing.T) {
@@ -306,7 +307,7 @@ func TestLockout(t *testing.T) {
 		if n := e.logs.count("source locked out"); n != 1 {
 			t.Fatalf("lockout start logged %d times", n)
 		}
-		if got := testutil.ToFloat64(e.reg.metrics.lockouts); got != 1 {
+		if got := e.reg.lockout.Counters().SourceLockouts.Load(); got != 1 {
 			t.Errorf("lockouts_total = %v", got)
 		}
 		if got := testutil.ToFloat64(e.reg.metrics.authFailures); got != 10 {
@@ -317,7 +318,7 @@ func TestLockout(t *testing.T) {
 			t.Errorf("403 count = %v", got)
 		}
 		e.clock.Add(5*time.Minute + time.Second)
-		e.reg.lockout.sweep(e.clock.Now(), time.Minute)
+		e.reg.lockout.Sweep()
 		if n := e.logs.count("source lockout ended"); n != 1 {
 			t.Fatalf("lockout end logged %d times", n)
 		}
@@ -326,7 +327,7 @@ func TestLockout(t *testing.T) {
 }
 
 func TestLockoutDisabled(t *testing.T) {
-	e := newEnv(t, func(s *Settings) { s.Lockout = Lockout{} })
+	e := newEnv(t, func(s *Settings) { s.Lockout = lockout.Settings{} })
 	p := newPhone(t, e, "UDP", "alice", "wonderland")
 	p.expect(p.build(), 401)
 	for range 15 {

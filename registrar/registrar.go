@@ -28,6 +28,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/registrar/digest"
 	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/registrar/lockout"
 )
 
 // Settings are the registrar's tunables, from the sip section of the config.
@@ -52,19 +53,15 @@ type Settings struct {
 	// QualifyInterval, when positive, sends OPTIONS to every contact that
 	// often and marks contacts that do not answer unreachable.
 	QualifyInterval time.Duration
-	// Lockout locks out source addresses that fail authentication too often.
-	Lockout Lockout
+	// Lockout slows password guessing: sources that fail too often are
+	// locked out, users that many sources fail for are guarded (see
+	// package lockout). The same table serves the B2BUA and the token
+	// endpoint through Lockout().
+	Lockout lockout.Settings
 	// Algorithms are the digest algorithms offered, in order; empty means
 	// SHA-256 then MD5 (RFC 8760). Users whose Credential has only an MD5 HA1
 	// can only answer MD5: list MD5 alone (or first) if phones pick SHA-256.
 	Algorithms []digest.Algorithm
-}
-
-// Lockout configures source lockout. Failures 0 disables it.
-type Lockout struct {
-	Failures int           // failed authentications from one source IP ...
-	Window   time.Duration // ... within this window ...
-	Duration time.Duration // ... lock the source out this long.
 }
 
 // Credential is a phone user's secret: Password, or HA1 =
@@ -106,9 +103,9 @@ type Options struct {
 	Now func() time.Time
 	// MaxTrackedNonces bounds the digest nonce-count cache (see digest.Options).
 	MaxTrackedNonces int
-	// OnLockout, when set, hears every lockout as it starts (for the status
-	// page's recent events); it must not block.
-	OnLockout func(source netip.Addr, user string, until time.Time)
+	// OnLockout, when set, hears every source lockout and user guard as it
+	// starts (for the status page's recent events); it must not block.
+	OnLockout func(lockout.Event)
 }
 
 // Registrar handles REGISTER requests.
@@ -118,13 +115,11 @@ type Registrar struct {
 	auth   *digest.Authenticator
 	pinger Pinger
 	now    func() time.Time
-	// onLockout is Options.OnLockout, never nil.
-	onLockout func(source netip.Addr, user string, until time.Time)
 
 	state   atomic.Pointer[state]
 	applyMu sync.Mutex
 
-	lockout *lockoutTable
+	lockout *lockout.Table
 	metrics *metrics
 	date    dateCache
 }
@@ -149,14 +144,17 @@ func New(table *location.Table, s Settings, dir Directory, opts Options) (*Regis
 	if err != nil {
 		return nil, fmt.Errorf("registrar: %w", err)
 	}
+	locks, err := lockout.New(s.Lockout, lockout.Options{Logger: opts.Logger, Now: opts.Now, OnLockout: opts.OnLockout})
+	if err != nil {
+		return nil, fmt.Errorf("registrar: %w", err)
+	}
 	r := &Registrar{
-		log:       opts.Logger,
-		table:     table,
-		auth:      auth,
-		pinger:    opts.Pinger,
-		now:       opts.Now,
-		lockout:   newLockoutTable(opts.Logger),
-		onLockout: opts.OnLockout,
+		log:     opts.Logger,
+		table:   table,
+		auth:    auth,
+		pinger:  opts.Pinger,
+		now:     opts.Now,
+		lockout: locks,
 	}
 	r.metrics = newMetrics(r)
 	if dir == nil {
@@ -197,11 +195,8 @@ func (s Settings) Validate() error {
 	if s.QualifyInterval < 0 {
 		errs = append(errs, fmt.Errorf("qualify_interval %s is negative", s.QualifyInterval))
 	}
-	if s.Lockout.Failures < 0 {
-		errs = append(errs, fmt.Errorf("lockout.failures %d is negative", s.Lockout.Failures))
-	}
-	if s.Lockout.Failures > 0 && (s.Lockout.Window <= 0 || s.Lockout.Duration <= 0) {
-		errs = append(errs, errors.New("lockout.window and lockout.duration must be positive when lockout.failures is set"))
+	if err := s.Lockout.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("registrar: %w", err)
@@ -224,6 +219,9 @@ func (r *Registrar) Apply(s Settings, dir Directory) error {
 	if err := r.auth.SetConfig(digestConfig(s)); err != nil {
 		return fmt.Errorf("registrar: %w", err)
 	}
+	if err := r.lockout.Apply(s.Lockout); err != nil {
+		return fmt.Errorf("registrar: %w", err)
+	}
 	r.state.Store(&state{s: s, dir: dir})
 	return nil
 }
@@ -232,10 +230,15 @@ func (r *Registrar) Apply(s Settings, dir Directory) error {
 func (r *Registrar) Settings() Settings { return r.state.Load().s }
 
 // Blocked reports whether ip is locked out. sipserver calls it for every
-// message (SetGuard), so it is cheap when nothing is locked out.
+// request (SetGuard), so it is cheap when nothing is locked out.
 func (r *Registrar) Blocked(ip netip.Addr) bool {
-	return r.lockout.blocked(ip, r.now())
+	return r.lockout.Blocked(ip)
 }
+
+// Lockout returns the lockout table, for the other places that check
+// passwords (the B2BUA's INVITEs, the token endpoint): a failure anywhere
+// counts everywhere.
+func (r *Registrar) Lockout() *lockout.Table { return r.lockout }
 
 // Run sweeps the lockout table and, when enabled, qualifies contacts, until
 // ctx is done.
@@ -250,7 +253,7 @@ func (r *Registrar) Run(ctx context.Context) error {
 			wg.Wait()
 			return nil
 		case <-tick.C:
-			r.lockout.sweep(r.now(), r.state.Load().s.Lockout.Window)
+			r.lockout.Sweep()
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Directory checks a user's password; the caller backs it with the phones
@@ -15,16 +16,35 @@ type Directory interface {
 	// CheckPassword reports whether user exists and password is theirs. It
 	// must take about the same time for unknown users as for known ones.
 	CheckPassword(user, password string) bool
+	// Exists reports whether user exists. It is asked only after a failed
+	// login, so the Guard tracks real users and not names a stranger made up.
+	Exists(user string) bool
 }
 
-// DirectoryFunc adapts a function to Directory.
-type DirectoryFunc func(user, password string) bool
-
-// CheckPassword implements Directory.
-func (f DirectoryFunc) CheckPassword(user, password string) bool { return f(user, password) }
+// Guard is the lockout the token endpoint shares with SIP when both run in
+// one process (and a replica's own otherwise): failures here count toward
+// the same source lockout and per-user guard as wrong SIP passwords.
+// Addresses are the client's (see clientAddr), never a trusted proxy's.
+type Guard interface {
+	// Allow says whether client may try to log in as user (empty when the
+	// request names nobody); when not, for how long, and why, in words.
+	Allow(client netip.Addr, user string) (ok bool, retryAfter time.Duration, why string)
+	// Known reports whether client has logged in as user before.
+	Known(client netip.Addr, user string) bool
+	// Failed counts a failed login; user is empty when no such user exists.
+	Failed(client netip.Addr, user string)
+	// Succeeded makes client a known source of user.
+	Succeeded(client netip.Addr, user string)
+}
 
 // Passwords is a Directory of plain-text passwords by user.
 type Passwords map[string]string
+
+// Exists implements Directory.
+func (p Passwords) Exists(user string) bool {
+	_, ok := p[user]
+	return ok
+}
 
 // CheckPassword implements Directory with a constant-time compare; unknown
 // users go through the same compare so timing does not reveal who exists.
@@ -36,10 +56,7 @@ func (p Passwords) CheckPassword(user, password string) bool {
 	return ok && eq
 }
 
-var (
-	_ Directory = Passwords(nil)
-	_ Directory = DirectoryFunc(nil)
-)
+var _ Directory = Passwords(nil)
 
 // Outcomes of an authenticator, mapped to HTTP statuses by the handler.
 var (

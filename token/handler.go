@@ -142,8 +142,22 @@ func (p *Provider) issue(w http.ResponseWriter, r *http.Request) (*Answer, *refu
 	}
 	now := p.now()
 	peer := peerAddr(r)
-	if ok, wait := p.perAddr.allow(addrKey(clientAddr(r, peer, st.settings.TrustedProxies)), now); !ok {
-		return nil, &refusal{http.StatusTooManyRequests, reasonRateLimited, "too many token requests from this address", wait}
+	client := clientAddr(r, peer, st.settings.TrustedProxies)
+	named, _, _ := r.BasicAuth()
+	if p.guard != nil {
+		if ok, wait, why := p.guard.Allow(client, named); !ok {
+			return nil, &refusal{http.StatusTooManyRequests, reasonLockedOut, "too many failed logins: " + why, wait}
+		}
+	}
+	// The per-address budget does not apply to a client asking for a user
+	// it has logged in as before: whoever else shares its address (an
+	// office NAT, a proxy that sends no X-Forwarded-For) must not be able
+	// to spend the real user's budget. Its own per-identity budget still
+	// applies after authentication.
+	if p.guard == nil || named == "" || !p.guard.Known(client, named) {
+		if ok, wait := p.perAddr.allow(addrKey(client), now); !ok {
+			return nil, &refusal{http.StatusTooManyRequests, reasonRateLimited, "too many token requests from this address", wait}
+		}
 	}
 	body, ref := readBody(w, r)
 	if ref != nil {
@@ -151,7 +165,17 @@ func (p *Provider) issue(w http.ResponseWriter, r *http.Request) (*Answer, *refu
 	}
 	identity, ref := p.authenticate(st, r, peer)
 	if ref != nil {
+		if ref.status == http.StatusUnauthorized && named != "" && p.guard != nil {
+			user := named
+			if st.dir == nil || !st.dir.Exists(named) {
+				user = "" // nobody to guard
+			}
+			p.guard.Failed(client, user)
+		}
 		return nil, ref
+	}
+	if p.guard != nil {
+		p.guard.Succeeded(client, identity)
 	}
 	if body.Identity != "" && body.Identity != identity {
 		return nil, &refusal{http.StatusForbidden, reasonForbidden,

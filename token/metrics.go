@@ -7,6 +7,7 @@ const (
 	reasonUnauthenticated = "unauthenticated"
 	reasonForbidden       = "forbidden"
 	reasonRateLimited     = "rate_limited"
+	reasonLockedOut       = "locked_out"
 	reasonBadRequest      = "bad_request"
 	reasonTooLarge        = "too_large"
 	reasonOrigin          = "origin"
@@ -16,7 +17,7 @@ const (
 )
 
 var refusalReasons = []string{
-	reasonUnauthenticated, reasonForbidden, reasonRateLimited, reasonBadRequest,
+	reasonUnauthenticated, reasonForbidden, reasonRateLimited, reasonLockedOut, reasonBadRequest,
 	reasonTooLarge, reasonOrigin, reasonMethod, reasonNotReady, reasonInternal,
 }
 

@@ -26,6 +26,7 @@ type Provider struct {
 	draining atomic.Int32
 	now      func() time.Time
 	extra    []Authenticator
+	guard    Guard // nil: no lockout
 }
 
 // state is one applied configuration, never modified after the swap.
@@ -37,6 +38,7 @@ type state struct {
 	edges    []string
 	origins  map[string]bool
 	auth     []Authenticator
+	dir      Directory // nil when Basic is off
 }
 
 // Option configures a Provider.
@@ -51,6 +53,12 @@ func WithDrainTimeout(d time.Duration) Option {
 // WithAuthenticator adds an authenticator asked before the built-in ones.
 func WithAuthenticator(a Authenticator) Option {
 	return func(p *Provider) { p.extra = append(p.extra, a) }
+}
+
+// WithGuard makes failed logins count toward guard's lockout, and refuses
+// (429) clients and users it has locked out or guarded.
+func WithGuard(g Guard) Option {
+	return func(p *Provider) { p.guard = g }
 }
 
 // New returns a Provider that is not ready until Apply succeeds.
@@ -111,6 +119,7 @@ func (p *Provider) Apply(s Settings, dir Directory) error {
 		st.auth = append(st.auth, headerAuth{header: s.IdentityHeader, proxies: s.TrustedProxies})
 	}
 	st.auth = append(st.auth, basicAuth{dir: dir})
+	st.dir = dir
 
 	p.perID.set(s.RateLimit.PerIdentity, s.RateLimit.Window)
 	p.perAddr.set(s.RateLimit.PerAddress, s.RateLimit.Window)

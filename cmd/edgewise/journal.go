@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/configs"
 	"github.com/edgewise-sip/edgewise/registrar/edge"
+	"github.com/edgewise-sip/edgewise/registrar/lockout"
 )
 
 // journalSize bounds the recent events kept for the status page: enough for
@@ -112,4 +113,16 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// lockoutEvent describes a source lockout or a user guard for the status
+// page's recent events.
+func lockoutEvent(ev lockout.Event) event {
+	until := ev.Until.UTC().Format(time.TimeOnly)
+	if ev.User != "" {
+		return event{Kind: "lockout", Severity: "warn",
+			Text: fmt.Sprintf("user %s under guard until %s after failed logins from many sources: only sources that logged in as %s before may try", ev.User, until, ev.User)}
+	}
+	return event{Kind: "lockout", Severity: "warn",
+		Text: fmt.Sprintf("source %s locked out until %s after failed logins (last user %s)", ev.Source, until, ev.LastUser)}
 }

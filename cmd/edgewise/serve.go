@@ -137,7 +137,8 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 
 	var tokens *token.Provider
 	if cfg.Token != nil {
-		tokens = token.New(logger)
+		// Wrong token passwords count toward the SIP lockout and vice versa.
+		tokens = token.New(logger, token.WithGuard(tokenGuard{sip.reg.Lockout()}))
 		if err := tokens.Apply(tokenSettings(cfg), phoneDirectory{cfg}); err != nil {
 			return fmt.Errorf("token: %w", err)
 		}

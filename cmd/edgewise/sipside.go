@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/edgewise-sip/edgewise/registrar/digest"
 	"github.com/edgewise-sip/edgewise/registrar/edge"
 	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/registrar/sipserver"
 	"github.com/edgewise-sip/edgewise/registrar/upstream"
 )
@@ -52,12 +54,9 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 		return nil, err
 	}
 	reg, err := registrar.New(table, registrarSettings(cfg), phoneCredentials(cfg), registrar.Options{
-		Logger: logger.With("component", "registrar"),
-		Pinger: srv,
-		OnLockout: func(source netip.Addr, user string, until time.Time) {
-			events.add(event{Kind: "lockout", Severity: "warn",
-				Text: fmt.Sprintf("source %s locked out until %s after failed logins (last user %s)", source, until.UTC().Format(time.TimeOnly), user)})
-		},
+		Logger:    logger.With("component", "registrar"),
+		Pinger:    srv,
+		OnLockout: func(ev lockout.Event) { events.add(lockoutEvent(ev)) },
 	})
 	if err != nil {
 		return nil, err
@@ -112,7 +111,7 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	opts := b2bua.Options{
 		SIP: srv, Bindings: table, Edges: mon, Relay: relay,
 		TLS:     tlsClients.Client, // only used when twilio.transport is tls
-		Lockout: reg,               // wrong INVITE passwords lock out like wrong REGISTER ones
+		Lockout: reg.Lockout(),     // wrong INVITE passwords lock out like wrong REGISTER ones
 		Logger:  logger.With("component", "b2bua"),
 	}
 	if ws, ok := webrtcSettings(cfg); ok {
@@ -283,11 +282,29 @@ func registrarSettings(cfg *configs.Config) registrar.Settings {
 		NonceTTL:        s.NonceTTL,
 		Algorithms:      digestAlgorithms(s.DigestAlgorithms),
 		QualifyInterval: s.QualifyInterval,
-		Lockout: registrar.Lockout{
-			Failures: s.Lockout.Failures,
-			Window:   s.Lockout.Window,
-			Duration: s.Lockout.Duration,
-		},
+		Lockout:         lockoutSettings(cfg),
+	}
+}
+
+// lockoutSettings configures the lockout table the registrar, the B2BUA
+// and the token endpoint share. Twilio's signalling ranges are never locked
+// out: over UDP anyone can forge their address, and locking Twilio out
+// would refuse its calls and let a stranger make edges look dead. Trusted
+// proxies (SIP and HTTP) speak for many clients and are never locked out
+// either.
+func lockoutSettings(cfg *configs.Config) lockout.Settings {
+	l := cfg.SIP.Lockout
+	exempt := slices.Concat(cfg.Twilio.SignallingCIDRs, cfg.SIP.TrustedProxies)
+	if cfg.Token != nil {
+		exempt = append(exempt, cfg.Token.TrustedProxies...)
+	}
+	return lockout.Settings{
+		Failures:     l.Failures,
+		UserFailures: l.UserFailures,
+		Window:       l.Window,
+		Duration:     l.Duration,
+		MaxSources:   l.MaxSources,
+		Exempt:       exempt,
 	}
 }
 

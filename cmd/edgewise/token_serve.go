@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/token"
 )
 
@@ -50,7 +51,13 @@ type tokenReplicaStatus struct {
 func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger, _ <-chan struct{}) error {
 	started := time.Now()
 	live := configs.NewLive(cfg, logger.With("component", "config"))
-	tokens := token.New(logger)
+	// A replica has no SIP side to share a lockout with: its own table
+	// counts its failed logins, under the same settings.
+	locks, err := lockout.New(lockoutSettings(cfg), lockout.Options{Logger: logger.With("component", "lockout")})
+	if err != nil {
+		return err
+	}
+	tokens := token.New(logger, token.WithGuard(tokenGuard{locks}))
 	if err := tokens.Apply(tokenSettings(cfg), phoneDirectory{cfg}); err != nil {
 		return fmt.Errorf("token: %w", err)
 	}
@@ -84,6 +91,9 @@ func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger, 
 		if err := tokens.Apply(tokenSettings(cur), phoneDirectory{cur}); err != nil {
 			logger.Error("token settings refused", "error", err)
 		}
+		if err := locks.Apply(lockoutSettings(cur)); err != nil {
+			logger.Error("lockout settings refused", "error", err)
+		}
 		adm.SetToken(cur.Admin.Token.Value())
 	})
 
@@ -98,6 +108,7 @@ func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger, 
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return tokens.Serve(ctx, tokenLn) })
+	g.Go(func() error { return locks.Run(ctx) })
 	g.Go(func() error { return adm.Serve(ctx, adminLn) })
 	g.Go(func() error { return live.Watch(ctx) })
 	g.Go(func() error { return reloadOnSIGHUP(ctx, live) })

@@ -4,8 +4,11 @@ import (
 	"crypto/md5"
 	"crypto/subtle"
 	"encoding/hex"
+	"net/netip"
+	"time"
 
 	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/token"
 )
 
@@ -43,6 +46,11 @@ type phoneDirectory struct{ cfg *configs.Config }
 
 var _ token.Directory = phoneDirectory{}
 
+func (d phoneDirectory) Exists(user string) bool {
+	_, ok := d.cfg.Phone(user)
+	return ok
+}
+
 func (d phoneDirectory) CheckPassword(user, password string) bool {
 	p, ok := d.cfg.Phone(user)
 	if !ok {
@@ -59,3 +67,23 @@ func (d phoneDirectory) CheckPassword(user, password string) bool {
 	}
 	return subtle.ConstantTimeCompare(sum[:], want) == 1
 }
+
+// tokenGuard lets the token endpoint share the lockout table of SIP.
+type tokenGuard struct{ t *lockout.Table }
+
+var _ token.Guard = tokenGuard{}
+
+func (g tokenGuard) Allow(client netip.Addr, user string) (bool, time.Duration, string) {
+	r, left := g.t.Check(client, user)
+	switch r {
+	case lockout.SourceLocked:
+		return false, left, "this address is locked out"
+	case lockout.UserGuarded:
+		return false, left, "this user is locked out for addresses it has not logged in from before"
+	}
+	return true, 0, ""
+}
+
+func (g tokenGuard) Known(client netip.Addr, user string) bool { return g.t.Known(client, user) }
+func (g tokenGuard) Failed(client netip.Addr, user string)     { g.t.Failed(client, user) }
+func (g tokenGuard) Succeeded(client netip.Addr, user string)  { g.t.Succeeded(client, user) }

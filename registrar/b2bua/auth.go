@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/registrar"
 	"github.com/edgewise-sip/edgewise/registrar/digest"
+	"github.com/edgewise-sip/edgewise/registrar/lockout"
 )
 
 // authenticate checks a phone's INVITE with digest (RFC 3261 §22.3): a
@@ -44,6 +45,15 @@ func (b *B2BUA) authenticate(req *sip.Request, tx sip.ServerTransaction, st *sta
 		b.challenge(req, tx, false)
 		return "", false
 	}
+	src := sourceOf(req).Addr()
+	if b.lockout != nil {
+		if refusal, _ := b.lockout.Check(src, cred.Username); refusal != lockout.Allowed {
+			// Refused before the password is looked at (see package lockout).
+			b.log.Debug("INVITE authentication refused before checking", "user", cred.Username, "source", req.Source(), "reason", refusal.String())
+			b.reply(tx, req, 403, "Forbidden")
+			return "", false
+		}
+	}
 	lookup := func(user string) (digest.Secret, bool) {
 		c, ok := st.phones.Credential(user)
 		if !ok {
@@ -51,9 +61,12 @@ func (b *B2BUA) authenticate(req *sip.Request, tx sip.ServerTransaction, st *sta
 		}
 		return digest.Secret{Password: c.Password, HA1: c.HA1}, true
 	}
-	res := b.auth.Verify(string(sip.INVITE), &cred, lookup, registrar.Fingerprint(req), now)
+	res := b.auth.Verify(registrar.DigestRequest(req, src), &cred, lookup, now)
 	switch res.Outcome {
 	case digest.OK:
+		if b.lockout != nil {
+			b.lockout.Succeeded(src, cred.Username)
+		}
 		return cred.Username, true
 	case digest.Challenge:
 		b.challenge(req, tx, false)
@@ -65,7 +78,11 @@ func (b *B2BUA) authenticate(req *sip.Request, tx sip.ServerTransaction, st *sta
 		b.metrics.authFailures.Inc()
 		b.log.Debug("INVITE authentication failed", "user", cred.Username, "source", req.Source(), "reason", res.Reason)
 		if b.lockout != nil {
-			b.lockout.AuthFailed(sourceOf(req).Addr(), cred.Username)
+			user := cred.Username
+			if res.UnknownUser {
+				user = "" // nobody to guard
+			}
+			b.lockout.Failed(src, user)
 		}
 		b.reply(tx, req, 403, "Forbidden")
 	}
@@ -75,7 +92,7 @@ func (b *B2BUA) authenticate(req *sip.Request, tx sip.ServerTransaction, st *sta
 func (b *B2BUA) challenge(req *sip.Request, tx sip.ServerTransaction, stale bool) {
 	res := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
 	var buf [2]string
-	for _, c := range b.auth.Challenges(buf[:0], stale, b.now()) {
+	for _, c := range b.auth.Challenges(buf[:0], sourceOf(req).Addr(), stale, b.now()) {
 		res.AppendHeader(sip.NewHeader("Proxy-Authenticate", c))
 	}
 	b.send(tx, res)

@@ -19,6 +19,7 @@ import (
 	"github.com/edgewise-sip/edgewise/registrar/digest"
 	"github.com/edgewise-sip/edgewise/registrar/edge"
 	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/registrar/sipserver"
 	"github.com/edgewise-sip/edgewise/registrar/upstream"
 )
@@ -58,13 +59,19 @@ type Relay interface {
 	NewSession(id string) (*media.Session, error)
 }
 
-// Lockout counts authentication failures per source: registrar.Registrar.
+// Lockout is the registrar's lockout table (lockout.Table), shared so that
+// wrong INVITE passwords count with wrong REGISTER and token passwords.
 type Lockout interface {
-	AuthFailed(source netip.Addr, user string) bool
+	// Check says whether source may try to authenticate as user at all.
+	Check(source netip.Addr, user string) (lockout.Refusal, time.Duration)
+	// Failed counts a failure; user is empty when no such user exists.
+	Failed(source netip.Addr, user string) bool
+	// Succeeded makes source a known source of user.
+	Succeeded(source netip.Addr, user string)
 }
 
 var (
-	_ Lockout  = (*registrar.Registrar)(nil)
+	_ Lockout  = (*lockout.Table)(nil)
 	_ SIP      = (*sipserver.Server)(nil)
 	_ Router   = (*sipserver.Server)(nil)
 	_ Bindings = (*location.Table)(nil)

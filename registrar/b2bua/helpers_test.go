@@ -27,6 +27,7 @@ import (
 	"github.com/edgewise-sip/edgewise/registrar"
 	"github.com/edgewise-sip/edgewise/registrar/edge"
 	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/registrar/sipserver"
 	"github.com/edgewise-sip/edgewise/registrar/upstream"
 )
@@ -758,12 +759,18 @@ type fakeLockout struct {
 	failures []string // "source user"
 }
 
-func (f *fakeLockout) AuthFailed(source netip.Addr, user string) bool {
+func (f *fakeLockout) Failed(source netip.Addr, user string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failures = append(f.failures, source.String()+" "+user)
 	return false
 }
+
+func (f *fakeLockout) Check(netip.Addr, string) (lockout.Refusal, time.Duration) {
+	return lockout.Allowed, 0
+}
+
+func (f *fakeLockout) Succeeded(netip.Addr, string) {}
 
 func (f *fakeLockout) reported() []string {
 	f.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -82,7 +83,7 @@ func NewAuthenticator(cfg Config, opts Options) (*Authenticator, error) {
 		signer: newNonceSigner(opts.Key),
 		nc:     newNCCache(max),
 	}
-	copy(a.dummyHA1[:], a.signer.issue(time.Now()))
+	copy(a.dummyHA1[:], a.signer.issue(time.Now(), netip.IPv6Unspecified()))
 	if err := a.SetConfig(cfg); err != nil {
 		return nil, err
 	}
@@ -140,9 +141,14 @@ func (a *Authenticator) Config() Config {
 // WWW-Authenticate (401) or Proxy-Authenticate (407) header. stale tells the
 // client its credentials were fine but the nonce was not, so it retries without
 // asking the user (RFC 7616 §3.3).
-func (a *Authenticator) Challenges(dst []string, stale bool, now time.Time) []string {
+//
+// The nonce is bound to src, the IP address the challenged request came from:
+// credentials computed with it are accepted only from that address, so a
+// captured request cannot be replayed from elsewhere. The port is not bound,
+// so a phone whose NAT mapping changes keeps working.
+func (a *Authenticator) Challenges(dst []string, src netip.Addr, stale bool, now time.Time) []string {
 	c := a.cfg.Load()
-	nonce := a.signer.issue(now)
+	nonce := a.signer.issue(now, src)
 	for _, sfx := range c.suffixes {
 		n := len(c.prefix) + len(nonce) + len(sfx)
 		if stale {
@@ -171,10 +177,12 @@ const (
 	// algorithm or qop that was not offered, hashed user names). Answer with a
 	// fresh challenge; this is not a failed login.
 	Challenge
-	// Stale: the nonce expired, is not ours (e.g. from before a restart), or its
-	// nonce-count was replayed. Answer with a challenge carrying stale=true.
+	// Stale: the nonce expired, is not ours (e.g. from before a restart, or
+	// issued to another address), or its nonce-count was used by another
+	// request. Answer with a challenge carrying stale=true.
 	Stale
-	// Failed: wrong password or unknown user. Answer 403 and count it.
+	// Failed: wrong password, unknown user, or credentials for another
+	// Request-URI. Answer 403 and count it.
 	Failed
 	// Malformed: required parameters missing or unparsable. Answer 400.
 	Malformed
@@ -206,14 +214,36 @@ type Result struct {
 	// fingerprint) was verified before: a UDP retransmission, to be answered
 	// again without applying it twice.
 	Retransmission bool
+	// UnknownUser is set with Failed when no such user exists, so lockout
+	// need not track a user name a stranger made up.
+	UnknownUser bool
 }
 
-// Verify checks credentials cred sent with a request using method. lookup
-// returns the secret of a user. fingerprint identifies the request for
-// retransmission detection (for SIP, a hash of the top Via branch, Call-ID and
-// CSeq); a retransmission of a verified request is accepted again, any other
-// reuse of a nonce-count is refused as a replay. Zero disables that allowance.
-func (a *Authenticator) Verify(method string, cred *Authorization, lookup func(user string) (Secret, bool), fingerprint uint64, now time.Time) Result {
+// Request is what Verify must know about the request that carried the
+// credentials.
+type Request struct {
+	// Method is the request's method, part of the digest (RFC 7616 §3.4.3).
+	Method string
+	// URIMatches reports whether the credentials' digest-uri names this
+	// request's Request-URI (RFC 3261 §22.4, RFC 7616 §3.4). The response
+	// covers the digest-uri, not the Request-URI, so without this check
+	// credentials captured from one request could be replayed with another
+	// destination. Nil refuses every credential.
+	URIMatches func(digestURI string) bool
+	// Source is the IP address the request came from; the nonce must have
+	// been issued to it (see Challenges).
+	Source netip.Addr
+	// Fingerprint identifies the whole request, every header and the body,
+	// for retransmission detection: a retransmission of a verified request
+	// (same nonce-count, same fingerprint) is accepted again, any other use
+	// of a nonce-count already used is refused as a replay. Zero disables
+	// that allowance.
+	Fingerprint uint64
+}
+
+// Verify checks credentials cred sent with req. lookup returns the secret of
+// a user.
+func (a *Authenticator) Verify(req Request, cred *Authorization, lookup func(user string) (Secret, bool), now time.Time) Result {
 	c := a.cfg.Load()
 	if cred.Realm != c.Realm {
 		return Result{Outcome: Challenge, Reason: "realm mismatch"}
@@ -243,15 +273,20 @@ func (a *Authenticator) Verify(method string, cred *Authorization, lookup func(u
 		return Result{Outcome: Malformed, Reason: "response is not hex"}
 	}
 
-	issued, id, ok := a.signer.open(cred.Nonce)
+	if req.URIMatches == nil || !req.URIMatches(cred.URI) {
+		return Result{Outcome: Failed, Reason: "digest uri does not match the Request-URI"}
+	}
+
+	issued, id, ok := a.signer.open(cred.Nonce, req.Source)
 	if !ok {
-		return Result{Outcome: Stale, Reason: "nonce not issued by this process"}
+		return Result{Outcome: Stale, Reason: "nonce not issued by this process to this address"}
 	}
 	if age := now.Sub(issued); age > c.NonceTTL || age < -clockSkew {
 		return Result{Outcome: Stale, Reason: "nonce expired"}
 	}
 
 	secret, known := lookup(cred.Username)
+	exists := known
 	var ha1Buf [64]byte
 	var ha1 []byte
 	reason := ""
@@ -269,15 +304,15 @@ func (a *Authenticator) Verify(method string, cred *Authorization, lookup func(u
 		reason = "stored HA1 is MD5 but the client answered " + alg.String()
 	}
 
-	want := responseDigest(alg, ha1, method, cred)
+	want := responseDigest(alg, ha1, req.Method, cred)
 	if subtle.ConstantTimeCompare(want[:alg.size()], got[:alg.size()]) != 1 || !known {
 		if reason == "" {
 			reason = "wrong password"
 		}
-		return Result{Outcome: Failed, Reason: reason}
+		return Result{Outcome: Failed, Reason: reason, UnknownUser: !exists}
 	}
 
-	switch a.nc.use(id, nc, fingerprint, now, time.Duration(a.ncPeriod.Load())) {
+	switch a.nc.use(id, nc, req.Fingerprint, now, time.Duration(a.ncPeriod.Load())) {
 	case ncReplay:
 		return Result{Outcome: Stale, Reason: "nonce-count replayed"}
 	case ncFull:

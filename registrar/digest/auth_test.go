@@ -1,6 +1,7 @@
 package digest
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -8,7 +9,21 @@ import (
 	icholy "github.com/icholy/digest"
 )
 
-var t0 = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+var (
+	t0 = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	// phoneIP is where the tests' requests come from; nonces are bound to it.
+	phoneIP = netip.MustParseAddr("192.0.2.10")
+)
+
+// req is a REGISTER to sip:edgewise from phoneIP with fingerprint fp.
+func req(fp uint64) Request {
+	return Request{
+		Method:      "REGISTER",
+		URIMatches:  func(u string) bool { return u == "sip:edgewise" },
+		Source:      phoneIP,
+		Fingerprint: fp,
+	}
+}
 
 func newTestAuth(t testing.TB, cfg Config) *Authenticator {
 	t.Helper()
@@ -50,7 +65,7 @@ func answer(t testing.TB, challenge, user, password string, count int) Authoriza
 
 func TestChallenges(t *testing.T) {
 	a := newTestAuth(t, Config{Realm: `my "realm"`})
-	ch := a.Challenges(nil, false, t0)
+	ch := a.Challenges(nil, phoneIP, false, t0)
 	if len(ch) != 2 {
 		t.Fatalf("got %d challenges, want 2", len(ch))
 	}
@@ -68,7 +83,7 @@ func TestChallenges(t *testing.T) {
 	if nonces[0] != nonces[1] {
 		t.Errorf("challenges of one response should share a nonce")
 	}
-	stale := a.Challenges(nil, true, t0)
+	stale := a.Challenges(nil, phoneIP, true, t0)
 	if !strings.HasSuffix(stale[0], ", stale=true") {
 		t.Errorf("stale challenge %q lacks stale=true", stale[0])
 	}
@@ -77,7 +92,7 @@ func TestChallenges(t *testing.T) {
 	}
 
 	md5First := newTestAuth(t, Config{Algorithms: []Algorithm{MD5}})
-	if got := md5First.Challenges(nil, false, t0); len(got) != 1 || !strings.Contains(got[0], "algorithm=MD5") {
+	if got := md5First.Challenges(nil, phoneIP, false, t0); len(got) != 1 || !strings.Contains(got[0], "algorithm=MD5") {
 		t.Errorf("MD5-only challenges = %q", got)
 	}
 }
@@ -91,6 +106,7 @@ func TestVerify(t *testing.T) {
 		now     time.Time
 		fp      uint64
 		mutate  func(*Authorization)
+		req     func(*Request)
 		want    Outcome
 		retrans bool
 	}
@@ -124,6 +140,25 @@ func TestVerify(t *testing.T) {
 		{name: "higher nonce-count is fresh", alg: 0, user: "alice", pw: "wonderland", count: 1, steps: []step{
 			{fp: 1, want: OK},
 		}},
+		{name: "nonce used from another address is stale", alg: 0, user: "alice", pw: "wonderland", steps: []step{{req: func(r *Request) {
+			r.Source = netip.MustParseAddr("198.51.100.7")
+		}, want: Stale}}},
+		{name: "nonce used from the IPv4-mapped form of the same address", alg: 1, user: "alice", pw: "wonderland", steps: []step{{req: func(r *Request) {
+			r.Source = netip.AddrFrom16(phoneIP.As16())
+		}, want: OK}}},
+		{name: "digest uri for another Request-URI is refused", alg: 0, user: "alice", pw: "wonderland", steps: []step{{req: func(r *Request) {
+			r.URIMatches = func(u string) bool { return u == "sip:+19005550100@edgewise" }
+		}, want: Failed}}},
+		{name: "no URI check refuses", alg: 0, user: "alice", pw: "wonderland", steps: []step{{req: func(r *Request) {
+			r.URIMatches = nil
+		}, want: Failed}}},
+		{name: "replay of a used nonce-count with another Request-URI", alg: 0, user: "alice", pw: "wonderland", steps: []step{
+			{fp: 11, want: OK},
+			{fp: 11, req: func(r *Request) {
+				r.URIMatches = func(u string) bool { return u == "sip:+19005550100@edgewise" }
+			}, want: Failed},
+			{fp: 12, want: Stale},
+		}},
 		{name: "realm mismatch asks for a challenge", alg: 0, user: "alice", pw: "wonderland", steps: []step{{mutate: func(a *Authorization) {
 			a.Realm = "other"
 		}, want: Challenge}}},
@@ -152,7 +187,7 @@ func TestVerify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newTestAuth(t, Config{})
-			ch := a.Challenges(nil, false, t0)
+			ch := a.Challenges(nil, phoneIP, false, t0)
 			cred := answer(t, ch[tt.alg], tt.user, tt.pw, tt.count)
 			for i, st := range tt.steps {
 				c := cred
@@ -163,7 +198,11 @@ func TestVerify(t *testing.T) {
 				if now.IsZero() {
 					now = t0.Add(time.Second)
 				}
-				got := a.Verify("REGISTER", &c, lookup, st.fp, now)
+				r := req(st.fp)
+				if st.req != nil {
+					st.req(&r)
+				}
+				got := a.Verify(r, &c, lookup, now)
 				if got.Outcome != st.want || got.Retransmission != st.retrans {
 					t.Fatalf("step %d: got %+v, want outcome %v retransmission %v", i, got, st.want, st.retrans)
 				}
@@ -175,15 +214,15 @@ func TestVerify(t *testing.T) {
 func TestVerifyIncreasingNonceCount(t *testing.T) {
 	a := newTestAuth(t, Config{})
 	lookup := users(map[string]Secret{"alice": {Password: "pw"}})
-	ch := a.Challenges(nil, false, t0)
+	ch := a.Challenges(nil, phoneIP, false, t0)
 	for nc := 1; nc <= 3; nc++ {
 		cred := answer(t, ch[0], "alice", "pw", nc)
-		if got := a.Verify("REGISTER", &cred, lookup, uint64(nc), t0); got.Outcome != OK {
+		if got := a.Verify(req(uint64(nc)), &cred, lookup, t0); got.Outcome != OK {
 			t.Fatalf("nc=%d: %+v", nc, got)
 		}
 	}
 	old := answer(t, ch[0], "alice", "pw", 2)
-	if got := a.Verify("REGISTER", &old, lookup, 99, t0); got.Outcome != Stale {
+	if got := a.Verify(req(99), &old, lookup, t0); got.Outcome != Stale {
 		t.Fatalf("lower nonce-count accepted: %+v", got)
 	}
 }
@@ -191,15 +230,15 @@ func TestVerifyIncreasingNonceCount(t *testing.T) {
 func TestSetConfigKeepsNonces(t *testing.T) {
 	a := newTestAuth(t, Config{NonceTTL: time.Minute})
 	lookup := users(map[string]Secret{"alice": {Password: "pw"}})
-	ch := a.Challenges(nil, false, t0)
+	ch := a.Challenges(nil, phoneIP, false, t0)
 	if err := a.SetConfig(Config{Realm: "edgewise", NonceTTL: 10 * time.Second, Algorithms: []Algorithm{SHA256}}); err != nil {
 		t.Fatal(err)
 	}
 	cred := answer(t, ch[0], "alice", "pw", 0)
-	if got := a.Verify("REGISTER", &cred, lookup, 1, t0.Add(5*time.Second)); got.Outcome != OK {
+	if got := a.Verify(req(1), &cred, lookup, t0.Add(5*time.Second)); got.Outcome != OK {
 		t.Fatalf("nonce from before reload: %+v", got)
 	}
-	if got := a.Verify("REGISTER", &cred, lookup, 2, t0.Add(11*time.Second)); got.Outcome != Stale {
+	if got := a.Verify(req(2), &cred, lookup, t0.Add(11*time.Second)); got.Outcome != Stale {
 		t.Fatalf("new TTL not applied: %+v", got)
 	}
 	for _, bad := range []Config{
@@ -246,7 +285,7 @@ func BenchmarkVerify(b *testing.B) {
 	for _, alg := range []int{0, 1} {
 		a := newTestAuth(b, Config{})
 		lookup := users(map[string]Secret{"alice": {Password: "wonderland"}})
-		ch := a.Challenges(nil, false, t0)
+		ch := a.Challenges(nil, phoneIP, false, t0)
 		name := []string{"SHA-256", "MD5"}[alg]
 		b.Run(name, func(b *testing.B) {
 			cred := answer(b, ch[alg], "alice", "wonderland", 0)
@@ -254,7 +293,7 @@ func BenchmarkVerify(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
 				// A fresh nonce id per iteration, as under real load.
 				c := cred
-				if r := a.Verify("REGISTER", &c, lookup, uint64(i+1), t0); r.Outcome != OK && r.Outcome != Stale {
+				if r := a.Verify(req(uint64(i+1)), &c, lookup, t0); r.Outcome != OK && r.Outcome != Stale {
 					b.Fatal(r)
 				}
 			}
@@ -267,7 +306,7 @@ func BenchmarkChallenges(b *testing.B) {
 	b.ReportAllocs()
 	var dst []string
 	for b.Loop() {
-		dst = a.Challenges(dst[:0], false, t0)
+		dst = a.Challenges(dst[:0], phoneIP, false, t0)
 	}
 }
 

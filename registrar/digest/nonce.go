@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"hash"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,10 +17,12 @@ import (
 //
 //	[0:8]   issue time, Unix milliseconds, big endian
 //	[8:16]  a per-process counter, so every nonce is distinct and has an id
-//	[16:32] HMAC-SHA256(key, [0:16]) truncated to 128 bits
+//	[16:32] HMAC-SHA256(key, [0:16] || the client's IPv6 or IPv4-mapped
+//	        address) truncated to 128 bits
 //
 // The server keeps nothing per issued nonce: the MAC proves it issued the nonce
-// and when. Only nonces that have been used successfully get a small nonce-count
+// and when, and to which address (the address is in the MAC, not in the
+// nonce: it is only checked, never revealed). Only nonces that have been used successfully get a small nonce-count
 // entry (see ncCache). The key lives in memory only, so after a restart older
 // nonces fail the MAC check and are answered with stale=true, which phones
 // follow silently.
@@ -52,29 +55,35 @@ func newNonceSigner(key []byte) *nonceSigner {
 	return s
 }
 
-func (s *nonceSigner) mac(dst *[sha256.Size]byte, msg []byte) {
+// mac computes the nonce's MAC over its stamp and the client's address. An
+// IPv4 address and its IPv4-mapped IPv6 form are the same client.
+func (s *nonceSigner) mac(dst *[sha256.Size]byte, stamp []byte, client netip.Addr) {
+	var msg [16 + 16]byte
+	copy(msg[:16], stamp)
+	ip := client.Unmap().As16()
+	copy(msg[16:], ip[:])
 	h := s.macs.Get().(hash.Hash)
 	h.Reset()
-	h.Write(msg)
+	h.Write(msg[:])
 	h.Sum(dst[:0])
 	s.macs.Put(h)
 }
 
-// issue returns a new nonce stamped with now.
-func (s *nonceSigner) issue(now time.Time) string {
+// issue returns a new nonce stamped with now, for client.
+func (s *nonceSigner) issue(now time.Time, client netip.Addr) string {
 	var raw [nonceRawLen]byte
 	binary.BigEndian.PutUint64(raw[0:8], uint64(now.UnixMilli()))
 	binary.BigEndian.PutUint64(raw[8:16], s.counter.Add(1))
 	var sum [sha256.Size]byte
-	s.mac(&sum, raw[:16])
+	s.mac(&sum, raw[:16], client)
 	copy(raw[16:], sum[:macLen])
 	var out [nonceLen]byte
 	base64.RawURLEncoding.Encode(out[:], raw[:])
 	return string(out[:])
 }
 
-// open checks a nonce's MAC and returns its issue time and id.
-func (s *nonceSigner) open(nonce string) (issued time.Time, id uint64, ok bool) {
+// open checks a nonce's MAC for client and returns its issue time and id.
+func (s *nonceSigner) open(nonce string, client netip.Addr) (issued time.Time, id uint64, ok bool) {
 	if len(nonce) != nonceLen {
 		return time.Time{}, 0, false
 	}
@@ -85,7 +94,7 @@ func (s *nonceSigner) open(nonce string) (issued time.Time, id uint64, ok bool) 
 		return time.Time{}, 0, false
 	}
 	var sum [sha256.Size]byte
-	s.mac(&sum, raw[:16])
+	s.mac(&sum, raw[:16], client)
 	if !hmac.Equal(sum[:macLen], raw[16:]) {
 		return time.Time{}, 0, false
 	}

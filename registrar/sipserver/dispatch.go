@@ -63,19 +63,24 @@ func (s *Server) handleMessage(o origin, pkt []byte) {
 		}
 		return
 	}
+	if isResp {
+		// Responses are never guarded: they only complete our own client
+		// transactions (REGISTER and OPTIONS to Twilio, calls), so a
+		// stranger gains nothing by sending them, while dropping them
+		// because their source was locked out — which a forged UDP
+		// request can arrange — would make a healthy edge look dead.
+		o.forward(s, pkt)
+		return
+	}
 	if s.blocked(o.from.Addr()) {
 		s.stats.Blocked.Add(1)
 		// UDP: silence, so a locked-out source learns nothing and costs
 		// nothing. TCP: the peer is real (handshake done); tell it.
-		if o.tcp != nil && !isResp && method != sip.ACK {
+		if o.tcp != nil && method != sip.ACK {
 			if resp := rawResponse(pkt, 403, "Forbidden", s.settings.UserAgent, ""); resp != nil {
 				o.write(resp, o.from)
 			}
 		}
-		return
-	}
-	if isResp {
-		o.forward(s, pkt)
 		return
 	}
 

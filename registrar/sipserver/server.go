@@ -236,8 +236,9 @@ func (s *Server) HandleStateless(method sip.RequestMethod, h Handler) {
 }
 
 // SetGuard installs a check of source addresses, e.g. the registrar's lockout:
-// UDP datagrams from a guarded address are dropped before parsing, requests
-// over TCP get 403. It may be called at any time.
+// requests over UDP from a guarded address are dropped before they are
+// parsed, requests over TCP get 403. Responses are never guarded (see
+// handleMessage). It may be called at any time.
 func (s *Server) SetGuard(blocked func(netip.Addr) bool) {
 	if blocked == nil {
 		s.guard.Store(nil)

@@ -381,17 +381,30 @@ func TestGarbage(t *testing.T) {
 
 func TestGuard(t *testing.T) {
 	var block atomic.Bool
+	var handled atomic.Int64
 	s := startServer(t, func(s *Server) {
-		s.HandleStateless(sip.REGISTER, okHandler)
+		s.HandleStateless(sip.REGISTER, func(req *sip.Request, tx sip.ServerTransaction) {
+			handled.Add(1)
+			okHandler(req, tx)
+		})
 		s.SetGuard(func(a netip.Addr) bool { return block.Load() && a == netip.MustParseAddr("127.0.0.1") })
 	})
 	block.Store(true)
 	eachTransport(t, s, func(t *testing.T, p *peer) {
+		before := s.Stats().Blocked.Load()
 		p.send(p.request("REGISTER", ""))
 		if p.udp != nil {
 			p.expectNothing()
 		} else {
 			p.expect(403)
+		}
+		// The request was stopped by the guard, not lost or answered by
+		// the handler.
+		if got := s.Stats().Blocked.Load() - before; got != 1 {
+			t.Fatalf("blocked counter rose by %d, want 1", got)
+		}
+		if n := handled.Load(); n != 0 {
+			t.Fatalf("the handler saw %d requests from a blocked source", n)
 		}
 	})
 	block.Store(false)
@@ -399,6 +412,41 @@ func TestGuard(t *testing.T) {
 		p.send(p.request("REGISTER", ""))
 		p.expect(200)
 	})
+}
+
+// TestGuardPassesResponses: a locked-out source's responses still complete
+// our client transactions. Were they dropped, a forged request that locks
+// out Twilio's address would make its edge look dead.
+func TestGuardPassesResponses(t *testing.T) {
+	s := startServer(t, func(s *Server) {
+		s.SetGuard(func(netip.Addr) bool { return true })
+	})
+	phone := udpPeer(t, s)
+	phoneAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(phone.port))
+	errc := make(chan error, 1)
+	go func() {
+		errc <- s.Ping(context.Background(), "udp", s.Addr("udp"), phoneAddr, fmt.Sprintf("sip:alice@127.0.0.1:%d", phone.port))
+	}()
+	phone.udp.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 65536)
+	n, from, err := phone.udp.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := sip.ParseMessage(buf[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := sip.NewResponseFromRequest(msg.(*sip.Request), 200, "OK", nil)
+	phone.udp.WriteToUDPAddrPort([]byte(res.String()), from)
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("Ping through a guarded source's response: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the response of a guarded source was dropped")
+	}
 }
 
 func TestHandlerPanicDoesNotCrash(t *testing.T) {

@@ -223,10 +223,16 @@ func callsSipp(ctx context.Context, repo, work string, rate, calls, limit int, h
 		"-d", strconv.Itoa(int(hold.Milliseconds())),
 		"-buff_size", "4194304", "-max_recv_loops", "10000",
 		"-timeout", strconv.Itoa(int(float64(calls)/float64(rate)+hold.Seconds())+60)+"s",
+		"-auth_uri", callsNumber+"@"+callsEdgewise+":5060",
 		"-nostdin", callsEdgewise+":5060")
 	cmd.Dir = work
 	return cmd
 }
+
+// callsNumber is what every benchmark call dials. SIPp signs its digest for
+// one URI per run (-auth_uri), and edgewise checks that the digest uri is
+// the Request-URI.
+const callsNumber = "15550000000"
 
 func callsStepRun(repo, work string, pids callsPids, rate int, o callsOptions) (callsStep, error) {
 	st := callsStep{rate: rate, calls: int(float64(rate) * o.step.Seconds()), hold: o.hold}
@@ -423,7 +429,7 @@ func writeCallsFiles(work string) error {
 		fmt.Fprintf(&sim, "  - {user: %s, password: %s}\n", u, tw)
 		fmt.Fprintf(&ew, "  - {user: %s, password: pw-%s, twilio_password: %s}\n", u, u, tw)
 		fmt.Fprintf(&regCSV, "%s;[authentication username=%s password=pw-%s];3600\n", u, u, u)
-		fmt.Fprintf(&callCSV, "%s;[authentication username=%s password=pw-%s];1555%07d\n", u, u, u, i)
+		fmt.Fprintf(&callCSV, "%s;[authentication username=%s password=pw-%s];%s\n", u, u, u, callsNumber)
 	}
 	for name, body := range map[string]string{
 		"edgesim.yaml": sim.String(), "edgewise.yaml": ew.String(),

@@ -71,9 +71,9 @@ func TestCallsLoad(t *testing.T) {
 	// Register every phone, and wait until edgewise has registered each user
 	// upstream, so the registration traffic is over before the baseline.
 	var regRows, callRows [][]string
-	for i, u := range users {
+	for _, u := range users {
 		regRows = append(regRows, authRow(u, "pw-"+u, 3600))
-		callRows = append(callRows, []string{u, fmt.Sprintf("[authentication username=%s password=pw-%s]", u, u), fmt.Sprintf("1555000%04d", i)})
+		callRows = append(callRows, []string{u, fmt.Sprintf("[authentication username=%s password=pw-%s]", u, u), callloadNumber})
 	}
 	if code, out := sippRun(t, "register.xml", phoneIP, d.ip+":5060", regRows, len(regRows)); code != 0 {
 		t.Fatalf("registering %d phones: sipp exited %d:\n%s", len(users), code, out)
@@ -389,6 +389,10 @@ var (
 // callloadSippAsync runs `calls` SIPp UAC calls at `rate` per second, all of
 // them allowed at once, in the background; bounded by SIPp's -timeout and a
 // hard deadline.
+// callloadNumber is what every load call dials: SIPp signs one digest uri
+// per run (see sippAuthURI).
+const callloadNumber = "15550007777"
+
 func callloadSippAsync(t *testing.T, scenario, localIP, target string, rows [][]string, calls, rate int) <-chan callloadResult {
 	t.Helper()
 	dir := t.TempDir()
@@ -406,6 +410,7 @@ func callloadSippAsync(t *testing.T, scenario, localIP, target string, rows [][]
 		"-r", strconv.Itoa(rate), "-l", strconv.Itoa(calls), "-m", strconv.Itoa(calls),
 		"-timeout", "50s", "-timeout_error",
 		"-nostdin", "-trace_err", "-error_file", filepath.Join(dir, "errors.log"),
+		"-auth_uri", callloadNumber+"@"+target,
 		target)
 	cmd.Dir = dir
 	out := &syncBuffer{}

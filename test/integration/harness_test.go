@@ -345,6 +345,7 @@ func sippRun(t *testing.T, scenario, localIP, target string, rows [][]string, ca
 		"-timeout", "20s", "-timeout_error",
 		"-nostdin", "-trace_err", "-error_file", filepath.Join(dir, "errors.log"),
 	}, extra...)
+	args = append(args, sippAuthURI(t, scenario, rows, target)...)
 	args = append(args, target)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -358,4 +359,34 @@ func sippRun(t *testing.T, scenario, localIP, target string, rows [][]string, ca
 // authRow is one SIPp injection row: user, credentials keyword, expires.
 func authRow(user, password string, expires int) []string {
 	return []string{user, fmt.Sprintf("[authentication username=%s password=%s]", user, password), fmt.Sprint(expires)}
+}
+
+// sippAuthURI returns SIPp's -auth_uri for a scenario whose INVITEs
+// authenticate (call*.xml, load_call*.xml, ops_call*.xml; column 2 is the
+// number dialled): SIPp signs its digest for sip:remote_ip:remote_port unless
+// told otherwise, while edgewise requires the digest uri to be the
+// Request-URI (RFC 3261 §22.4), as real phones send it. The option is one
+// value per run, so every row of such a run must dial the same number.
+func sippAuthURI(t *testing.T, scenario string, rows [][]string, target string) []string {
+	t.Helper()
+	if !sippSignsInvites(scenario) || len(rows) == 0 {
+		return nil
+	}
+	number := ""
+	for _, r := range rows {
+		if len(r) < 3 {
+			t.Fatalf("%s: row %v has no number to dial in column 2", scenario, r)
+		}
+		if number != "" && r[2] != number {
+			t.Fatalf("%s: rows dial %s and %s; SIPp signs one Request-URI per run (-auth_uri)", scenario, number, r[2])
+		}
+		number = r[2]
+	}
+	return []string{"-auth_uri", number + "@" + target}
+}
+
+func sippSignsInvites(scenario string) bool {
+	base := filepath.Base(scenario)
+	return base != "call_twilio_binding.xml" &&
+		(strings.HasPrefix(base, "call") || strings.HasPrefix(base, "load_call") || strings.HasPrefix(base, "ops_call"))
 }

@@ -174,8 +174,11 @@ func startOpsLoad(t *testing.T, d *daemon, spec opsLoadSpec, users ...string) *o
 	l := &opsLoad{dir: t.TempDir(), done: make(chan struct{}), out: &syncBuffer{}}
 	var rows strings.Builder
 	rows.WriteString("SEQUENTIAL\n")
-	for i, u := range users {
-		fmt.Fprintf(&rows, "%s;[authentication username=%s password=%s-secret];1555060%04d\n", u, u, u, i)
+	// One number for every call: SIPp signs one digest uri per run (see
+	// sippAuthURI).
+	const number = "15550600000"
+	for _, u := range users {
+		fmt.Fprintf(&rows, "%s;[authentication username=%s password=%s-secret];%s\n", u, u, u, number)
 	}
 	inf := filepath.Join(l.dir, "users.csv")
 	writeFile(t, inf, rows.String())
@@ -195,6 +198,7 @@ func startOpsLoad(t *testing.T, d *daemon, spec opsLoadSpec, users ...string) *o
 		"-buff_size", "4194304",
 		"-nostdin", "-trace_err", "-error_file", filepath.Join(l.dir, "errors.log"),
 		"-trace_stat", "-stf", filepath.Join(l.dir, "stats.csv"), "-fd", "1",
+		"-auth_uri", number+"@"+d.ip+":5060",
 		d.ip+":5060")
 	cmd.Dir = l.dir
 	cmd.Stdout, cmd.Stderr = l.out, l.out
