@@ -17,7 +17,7 @@ import (
 // cross-field and range checks are in validate.go. It returns false when the
 // file is not a mapping at all, where field-by-field checks would be noise.
 func (d *decoder) decode(root *yaml.Node, c *Config) bool {
-	top := d.mapping(root, "", "log", "sip", "twilio", "phones", "store", "admin", "media", "token", "shutdown")
+	top := d.mapping(root, "", "log", "sip", "twilio", "phones", "store", "admin", "media", "calls", "token", "shutdown")
 	if !top.ok {
 		return false
 	}
@@ -33,6 +33,9 @@ func (d *decoder) decode(root *yaml.Node, c *Config) bool {
 	ad.str("listen", &c.Admin.Listen)
 	ad.secret("token", &c.Admin.Token)
 	d.decodeMedia(top.node("media"), &c.Media)
+	cl := d.mapping(top.node("calls"), "calls", "max_concurrent", "max_per_user")
+	cl.integer("max_concurrent", &c.Calls.MaxConcurrent)
+	cl.integer("max_per_user", &c.Calls.MaxPerUser)
 	if top.has("token") {
 		c.Token = d.decodeToken(top.node("token"))
 	}
@@ -327,7 +330,7 @@ func checkTargetURI(s string) error {
 }
 
 func (d *decoder) decodeMedia(n *yaml.Node, m *Media) {
-	f := d.mapping(n, "media", "rtp_ports", "timeout", "webrtc")
+	f := d.mapping(n, "media", "rtp_ports", "timeout", "bind", "webrtc")
 	var ports string
 	if f.str("rtp_ports", &ports) {
 		if r, ok := parsePortRange(ports); ok {
@@ -337,6 +340,14 @@ func (d *decoder) decodeMedia(n *yaml.Node, m *Media) {
 		}
 	}
 	f.dur("timeout", &m.Timeout)
+	var bind string
+	if f.str("bind", &bind) && bind != "" {
+		if a, err := netip.ParseAddr(bind); err == nil {
+			m.Bind = a.Unmap()
+		} else {
+			d.problem("media.bind", "an IP address of this host, e.g. 192.0.2.10, or 0.0.0.0 for every interface", "%q is not an IP address", bind)
+		}
+	}
 	w := d.mapping(f.node("webrtc"), "media.webrtc", "listen", "advertise", "connect_timeout")
 	w.str("listen", &m.WebRTC.Listen)
 	w.dur("connect_timeout", &m.WebRTC.ConnectTimeout)

@@ -71,7 +71,7 @@ func TestParseProblems(t *testing.T) {
 			`c.yaml:5: phone: unknown key (hint: did you mean "phones"?)`,
 		}},
 		{"unknown key far from any", minimal + "zzzzzzzz: 1\n", []string{
-			`c.yaml:5: zzzzzzzz: unknown key (hint: known keys: log, sip, twilio, phones, store, admin, media, token, shutdown)`,
+			`c.yaml:5: zzzzzzzz: unknown key (hint: known keys: log, sip, twilio, phones, store, admin, media, calls, token, shutdown)`,
 		}},
 		{"targets", minimal + `phones:
   - user: alice
@@ -114,12 +114,12 @@ media:
 			`c.yaml:3: twilio.edgse: unknown key (hint: did you mean "edges"?)`,
 		}},
 		{"merge key", "d: &d {domain: example}\ntwilio:\n  <<: *d\nstore: {path: /x}\n", []string{
-			`c.yaml:1: d: unknown key (hint: known keys: log, sip, twilio, phones, store, admin, media, token, shutdown)`,
+			`c.yaml:1: d: unknown key (hint: known keys: log, sip, twilio, phones, store, admin, media, calls, token, shutdown)`,
 			`c.yaml:2: twilio.domain: required (hint: the first label of <domain>.sip.twilio.com)`,
 			`c.yaml:3: twilio.<<: YAML merge keys are not supported (hint: repeat the fields instead)`,
 		}},
 		{"alias reported where used", "m: &m {a: 1}\ntwilio:\n  domain: example\nstore:\n  path: *m\n", []string{
-			`c.yaml:1: m: unknown key (hint: known keys: log, sip, twilio, phones, store, admin, media, token, shutdown)`,
+			`c.yaml:1: m: unknown key (hint: known keys: log, sip, twilio, phones, store, admin, media, calls, token, shutdown)`,
 			`c.yaml:5: store.path: must be a string, not a mapping`,
 		}},
 		{"duplicate key", "twilio:\n  domain: example\n  domain: other\nstore: {path: /x}\n", []string{
@@ -203,6 +203,9 @@ media:
 		}},
 		{"sip trusted proxies", minimal + "sip:\n  trusted_proxies: [10.0.0.0/8, not-a-cidr]\n", []string{
 			`c.yaml:6: sip.trusted_proxies[1]: "not-a-cidr" is not a CIDR`,
+		}},
+		{"media bind", minimal + "media:\n  bind: relay.example.com\n", []string{
+			`c.yaml:6: media.bind: "relay.example.com" is not an IP address (hint: an IP address of this host, e.g. 192.0.2.10, or 0.0.0.0 for every interface)`,
 		}},
 		{"sip public address", minimal + "sip:\n  public_address: \"1.2.3.4:99999\"\n", []string{
 			`c.yaml:6: sip.public_address: "1.2.3.4:99999" is not host[:port] (hint: host or host:port, e.g. "203.0.113.10" or "sip.example.com:5060")`,
@@ -581,6 +584,10 @@ func TestExampleFiles(t *testing.T) {
 	for _, f := range []string{"bob.password", "bob.twilio-password", "twilio-api-key-old.secret"} {
 		must(t, os.WriteFile(filepath.Join(dir, "secrets", f), []byte("x-"+f+"\n"), 0o600))
 	}
+	must(t, os.MkdirAll(filepath.Join(dir, "tls"), 0o700))
+	cert, key := writePEMPair(t, filepath.Join(dir, "tls"), "edgewise")
+	must(t, os.Rename(cert, filepath.Join(dir, "tls", "fullchain.pem")))
+	must(t, os.Rename(key, filepath.Join(dir, "tls", "privkey.pem")))
 	for _, v := range []string{"ALICE_PASSWORD", "ALICE_TWILIO_PASSWORD", "EDGEWISE_ADMIN_TOKEN", "TWILIO_API_KEY_SECRET"} {
 		t.Setenv(v, "value-of-"+v)
 	}

@@ -31,9 +31,26 @@ type Config struct {
 	Store    Store    `yaml:"store"`
 	Admin    Admin    `yaml:"admin"`
 	Media    Media    `yaml:"media"`
+	Calls    Calls    `yaml:"calls"`
 	Token    *Token   `yaml:"token"` // nil = token provider disabled
 	Shutdown Shutdown `yaml:"shutdown"`
 }
+
+// Calls limits the calls in progress: a stolen password must not become
+// hundreds of simultaneous calls to the PSTN, and the relay's port pool
+// must not run dry for everyone else.
+type Calls struct {
+	// MaxConcurrent bounds calls in progress, both directions (503 over it);
+	// 0 means what media.rtp_ports holds (each relayed call takes two
+	// RTP/RTCP pairs, four ports).
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// MaxPerUser bounds one user's calls, made and received (486 over it);
+	// 0 means no per-user limit.
+	MaxPerUser int `yaml:"max_per_user"`
+}
+
+// PoolCalls is how many relayed calls the RTP port range holds.
+func (m Media) PoolCalls() int { return (m.RTPPorts.Max - m.RTPPorts.Min + 1) / 4 }
 
 // Shutdown configures the graceful stop on SIGTERM: new calls and
 // registrations get 503 with Retry-After while calls in progress have up to
@@ -224,7 +241,10 @@ type Admin struct {
 type Media struct {
 	RTPPorts PortRange     `yaml:"rtp_ports"`
 	Timeout  time.Duration `yaml:"timeout"`
-	WebRTC   WebRTC        `yaml:"webrtc"`
+	// Bind is the address the relay's sockets bind; zero means the first
+	// SIP listen address's IP, or every interface when that is 0.0.0.0/::.
+	Bind   netip.Addr `yaml:"bind"`
+	WebRTC WebRTC     `yaml:"webrtc"`
 }
 
 // WebRTC configures the media of browser softphones (SIP over WebSocket):
@@ -342,6 +362,7 @@ func defaults() *Config {
 		Admin: Admin{Listen: "127.0.0.1:9060"},
 		Media: Media{RTPPorts: PortRange{Min: 20000, Max: 29999}, Timeout: 60 * time.Second,
 			WebRTC: WebRTC{ConnectTimeout: 20 * time.Second}},
+		Calls:    Calls{MaxPerUser: 4},
 		Shutdown: Shutdown{DrainTimeout: 30 * time.Second, RetryAfter: 30 * time.Second},
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/md5"
 	"crypto/tls"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -25,6 +26,7 @@ func (d *decoder) validate(c *Config) {
 	}
 	d.validateAdmin(c.Admin)
 	d.validateMedia(c.Media, c.SIP)
+	d.validateCalls(c.Calls, c.Media)
 	d.validateShutdown(c.Shutdown)
 	if c.Token != nil {
 		d.validateToken(c.Token)
@@ -191,6 +193,20 @@ func (d *decoder) validateMedia(m Media, sip SIP) {
 				d.problem("media.webrtc.advertise", "list the IPs browsers reach edgewise on", "required when media.webrtc.listen is %s and sip.public_address is not an IP", host)
 			}
 		}
+	}
+}
+
+func (d *decoder) validateCalls(c Calls, m Media) {
+	pool := m.PoolCalls()
+	switch {
+	case c.MaxConcurrent < 0:
+		d.problem("calls.max_concurrent", "0 means what media.rtp_ports holds", "must not be negative")
+	case c.MaxConcurrent > pool && pool > 0:
+		d.problem("calls.max_concurrent", fmt.Sprintf("widen media.rtp_ports or set at most %d", pool),
+			"%d is more calls than media.rtp_ports %s holds (%d: four ports a call)", c.MaxConcurrent, m.RTPPorts, pool)
+	}
+	if c.MaxPerUser < 0 {
+		d.problem("calls.max_per_user", "0 means no per-user limit", "must not be negative")
 	}
 }
 

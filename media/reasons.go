@@ -6,7 +6,9 @@ type reason uint8
 
 const (
 	reasonOK reason = iota
-	// dropStranger: from a source other than the latched one.
+	// dropStranger: from a source other than the latched one, or, on a
+	// strict leg (Leg.RestrictSources), from an address the peer did not
+	// signal from.
 	dropStranger
 	// dropNotAllowed: leg B, before latching, from outside Settings.AllowB.
 	dropNotAllowed

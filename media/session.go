@@ -67,6 +67,13 @@ type Leg struct {
 	v6        bool
 	allow     []netip.Prefix
 
+	// strict is set once RestrictSources named the peer's addresses: media
+	// is then taken only from sources (or a public address its SDP gave,
+	// sdpSource), never latched to anyone else.
+	strict    bool
+	sources   []netip.Addr
+	sdpSource netip.Addr
+
 	rtp, rtcp endpoint
 	rates     [128]uint32 // clock rate per payload type; 0 = default 8000
 	events    [128]bool   // RFC 4733 payload types (no jitter)
@@ -131,12 +138,75 @@ func (l *Leg) SetRemote(rtp, rtcp netip.AddrPort) {
 	}
 }
 
+// RestrictSources makes the leg strict about where its media comes from, as
+// rtpengine's strict-source: only packets from addrs — the peer's SIP
+// signalling address, say — or from the connection address of the peer's SDP
+// when that is a public address, are relayed and may latch the leg; anything
+// else is dropped and counted as a stranger, so a stranger who sends one
+// packet to the port can neither hijack the latch nor hear the call. A peer
+// whose NAT moves it to another port of the same address is followed.
+// Calling it again replaces the set (the call was answered by one of the
+// phones that rang): a latch to an address no longer in it is undone.
+func (l *Leg) RestrictSources(addrs ...netip.Addr) {
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	l.strict = true
+	l.sources = l.sources[:0]
+	for _, a := range addrs {
+		if a.IsValid() {
+			l.sources = append(l.sources, a.Unmap())
+		}
+	}
+	for _, ep := range []*endpoint{&l.rtp, &l.rtcp} {
+		if ep.latched && !l.trusted(ep.remote.Addr()) {
+			ep.latched = false
+			ep.setRemote(ep.sdp, l.v6)
+		}
+	}
+}
+
+// trusted reports whether a strict leg takes media from a. Hold s.mu.
+func (l *Leg) trusted(a netip.Addr) bool {
+	if a == l.sdpSource && a.IsValid() {
+		return true
+	}
+	for _, x := range l.sources {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// isPublic reports whether a is a globally routable unicast address: one a
+// peer's SDP may name as its own media source. Private (RFC 1918, RFC 4193),
+// shared (RFC 6598), loopback and link-local addresses are not.
+func isPublic(a netip.Addr) bool {
+	return a.IsGlobalUnicast() && !a.IsPrivate() && !sharedSpace.Contains(a)
+}
+
+var sharedSpace = netip.MustParsePrefix("100.64.0.0/10")
+
 // Remote returns the leg's current RTP destination and whether it was
 // learned from the peer's packets.
 func (l *Leg) Remote() (netip.AddrPort, bool) {
 	l.s.mu.Lock()
 	defer l.s.mu.Unlock()
 	return l.rtp.remote, l.rtp.latched
+}
+
+// setSDPSource remembers the address the peer's SDP sends from, trusted by
+// a strict leg when it is public (a phone with a public address that sends
+// media from another host than its signalling).
+func (l *Leg) setSDPSource(a netip.Addr) {
+	a = a.Unmap()
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	if isPublic(a) {
+		l.sdpSource = a
+	} else {
+		l.sdpSource = netip.Addr{}
+	}
 }
 
 // SetCodecs tells the leg the clock rate of each payload type its peer sends
@@ -176,6 +246,7 @@ func (s *Session) Translate(from Side, body []byte) ([]byte, error) {
 	leg := s.Leg(from)
 	if m.Active() && m.RTP.IsValid() {
 		leg.SetRemote(m.RTP, m.RTCP)
+		leg.setSDPSource(m.RTP.Addr())
 	}
 	if m.Active() {
 		leg.SetCodecs(m.ClockRates, m.Events)

@@ -439,13 +439,23 @@ func (w *worker) handle(e *entry) {
 	}
 }
 
-// accept applies symmetric latching (and leg B's source filter) to a valid
-// packet from src; the caller holds the session lock.
+// accept applies symmetric latching — strict about the source when
+// RestrictSources was called, limited to Settings.AllowB on leg B — to a
+// valid packet from src; the caller holds the session lock.
 func (l *Leg) accept(ep *endpoint, src netip.AddrPort, isRTCP bool) reason {
 	if ep.latched {
 		if src == ep.remote {
 			return reasonOK
 		}
+		if !l.strict || src.Addr() != ep.remote.Addr() {
+			return dropStranger
+		}
+		// The peer's NAT gave it a new port on the same address: follow
+		// it (the address is the one the peer signalled from).
+		ep.setRemote(src, l.v6)
+		return reasonOK
+	}
+	if l.strict && !l.trusted(src.Addr()) {
 		return dropStranger
 	}
 	if len(l.allow) > 0 && !allowed(l.allow, src.Addr()) {

@@ -108,3 +108,25 @@ func TestSettingsFromConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestMediaBind: the relay binds the SIP listener's address, or media.bind,
+// and every interface only when SIP listens on every interface.
+func TestMediaBind(t *testing.T) {
+	tests := []struct {
+		name     string
+		old, new string
+		wantBind string
+	}{
+		{"the SIP listener's address", "", "", "127.0.0.1"},
+		{"media.bind", "media:\n", "media:\n  bind: 127.0.0.9\n", "127.0.0.9"},
+		{"SIP on every interface", `listen: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "ws:127.0.0.1:8080"]`, `listen: ["udp:0.0.0.0:5060"]`, "0.0.0.0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := parse(t, func(s string) string { return strings.Replace(s, tt.old, tt.new, 1) })
+			if got := mediaSettings(cfg).BindIP.String(); got != tt.wantBind {
+				t.Fatalf("relay binds %s, want %s", got, tt.wantBind)
+			}
+		})
+	}
+}

@@ -110,9 +110,10 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	}
 	opts := b2bua.Options{
 		SIP: srv, Bindings: table, Edges: mon, Relay: relay,
-		TLS:     tlsClients.Client, // only used when twilio.transport is tls
-		Lockout: reg.Lockout(),     // wrong INVITE passwords lock out like wrong REGISTER ones
-		Logger:  logger.With("component", "b2bua"),
+		TLS:      tlsClients.Client, // only used when twilio.transport is tls
+		Lockout:  reg.Lockout(),     // wrong INVITE passwords lock out like wrong REGISTER ones
+		Contacts: up,                // calls from Twilio only to Contacts registered there
+		Logger:   logger.With("component", "b2bua"),
 	}
 	if ws, ok := webrtcSettings(cfg); ok {
 		hub, err := webrtc.NewHub(ws, logger.With("component", "webrtc"))
@@ -153,19 +154,38 @@ func webrtcSettings(cfg *configs.Config) (webrtc.Settings, bool) {
 func mediaSettings(cfg *configs.Config) media.Settings {
 	public, _ := cfg.SIP.Advertise()
 	pub, _ := netip.ParseAddr(public)
-	local, err := netip.ParseAddr(cfg.SIP.Listen[0].Host)
+	listen, err := netip.ParseAddr(cfg.SIP.Listen[0].Host)
+	local := listen
 	if err != nil || local.IsUnspecified() {
 		local = pub
+	}
+	// The relay binds the media address, not every interface: a host with
+	// several addresses does not answer RTP on the ones it was not meant to.
+	// Without media.bind that is the SIP listener's address (every
+	// interface when SIP listens on 0.0.0.0, as behind a 1:1 NAT).
+	bind := cfg.Media.Bind
+	if !bind.IsValid() && err == nil {
+		bind = listen
 	}
 	return media.Settings{
 		Ports:    media.PortRange{Min: cfg.Media.RTPPorts.Min, Max: cfg.Media.RTPPorts.Max},
 		Timeout:  cfg.Media.Timeout,
 		LocalIP:  local,
 		PublicIP: pub,
+		BindIP:   bind,
 		// Twilio's side only takes media from Twilio's media range until
 		// it latches onto the far end.
 		AllowB: cfg.Twilio.MediaCIDRs,
 	}
+}
+
+// callLimit is calls.max_concurrent, or by default what the port pool holds:
+// beyond that every new call would fail for want of ports anyway.
+func callLimit(cfg *configs.Config) int {
+	if cfg.Calls.MaxConcurrent > 0 {
+		return cfg.Calls.MaxConcurrent
+	}
+	return cfg.Media.PoolCalls()
 }
 
 func b2buaSettings(cfg *configs.Config) b2bua.Settings {
@@ -180,6 +200,8 @@ func b2buaSettings(cfg *configs.Config) b2bua.Settings {
 		Algorithms:      digestAlgorithms(cfg.SIP.DigestAlgorithms),
 		UserAgent:       "edgewise/" + version,
 		Targets:         callTargets(cfg),
+		MaxCalls:        callLimit(cfg),
+		MaxCallsPerUser: cfg.Calls.MaxPerUser,
 	}
 }
 

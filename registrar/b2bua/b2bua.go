@@ -59,6 +59,13 @@ type Relay interface {
 	NewSession(id string) (*media.Session, error)
 }
 
+// Contacts knows which Contacts edgewise holds at Twilio: upstream.Manager.
+type Contacts interface {
+	// HasContact reports whether user's Contact at edge (user~edge) is, or
+	// was within the last registration period, registered at Twilio.
+	HasContact(user, edge string) bool
+}
+
 // Lockout is the registrar's lockout table (lockout.Table), shared so that
 // wrong INVITE passwords count with wrong REGISTER and token passwords.
 type Lockout interface {
@@ -72,6 +79,7 @@ type Lockout interface {
 
 var (
 	_ Lockout  = (*lockout.Table)(nil)
+	_ Contacts = (*upstream.Manager)(nil)
 	_ SIP      = (*sipserver.Server)(nil)
 	_ Router   = (*sipserver.Server)(nil)
 	_ Bindings = (*location.Table)(nil)
@@ -92,6 +100,10 @@ type Options struct {
 	// source guessing passwords through calls is locked out like one
 	// guessing them through REGISTER (registrar.Registrar.AuthFailed).
 	Lockout Lockout
+	// Contacts, when set, is asked whether a call from Twilio is addressed
+	// to a Contact edgewise registered there; others are refused (404).
+	// Without it any user~edge Contact is accepted (tests).
+	Contacts Contacts
 	// Browsers, when set, terminates browsers' WebRTC media (webrtc.Hub);
 	// without it a WebRTC offer gets 488.
 	Browsers Browsers
@@ -110,10 +122,13 @@ type B2BUA struct {
 	edges    Edges
 	relay    Relay
 	lockout  Lockout
+	contacts Contacts
 	browsers Browsers
 	now      func() time.Time
 	auth     *digest.Authenticator
 	metrics  *metrics
+	// refusedLog keeps refusals of forged calls to a line per source.
+	refusedLog sourceLog
 
 	state   atomic.Pointer[state]
 	applyMu sync.Mutex
@@ -123,6 +138,7 @@ type B2BUA struct {
 	dialogs  map[dialogKey]*leg
 	merged   map[string]*call    // Call-ID, From tag, CSeq of an INVITE received
 	sids     map[string]*call    // X-Twilio-CallSid
+	perUser  map[string]int      // calls in progress by user, for MaxCallsPerUser
 	options  map[string]struct{} // in-dialog OPTIONS being relayed (Call-ID, branch)
 	stopping bool                // Run's ctx is done: new calls get 503
 	ending   int                 // calls removed from calls whose end (BYEs) is still running
@@ -167,6 +183,7 @@ func New(s Settings, phones registrar.Directory, twilio upstream.Directory, opts
 		edges:    opts.Edges,
 		relay:    opts.Relay,
 		lockout:  opts.Lockout,
+		contacts: opts.Contacts,
 		browsers: opts.Browsers,
 		now:      opts.Now,
 		auth:     auth,
@@ -175,6 +192,7 @@ func New(s Settings, phones registrar.Directory, twilio upstream.Directory, opts
 		dialogs:  make(map[dialogKey]*leg),
 		merged:   make(map[string]*call),
 		sids:     make(map[string]*call),
+		perUser:  make(map[string]int),
 		options:  make(map[string]struct{}),
 	}
 	b.state.Store(st)
@@ -298,6 +316,11 @@ func (b *B2BUA) refusal(code int) []sip.Header {
 	secs := max(1, int(d.retryAfter/time.Second))
 	return []sip.Header{sip.NewHeader("Retry-After", strconv.Itoa(secs))}
 }
+
+// callLimitRetryAfter is the Retry-After of a 503 for the total call limit:
+// calls last minutes, so sooner would only bring the caller back to be
+// refused again.
+const callLimitRetryAfter = "60"
 
 // spawn runs fn in a goroutine the B2BUA owns, unless it is shutting down.
 func (b *B2BUA) spawn(fn func()) bool {

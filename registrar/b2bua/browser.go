@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
+	"github.com/edgewise-sip/edgewise/media"
 	"github.com/edgewise-sip/edgewise/media/sdp"
 	"github.com/edgewise-sip/edgewise/media/webrtc"
 )
@@ -53,6 +55,34 @@ func (l *leg) bridge() *webrtc.Bridge {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.browser
+}
+
+// mediaSource is where l's peer sends media from, for the relay's strict
+// source check: a browser's media comes from its bridge's plain socket, a
+// phone's from the address its SIP came from (its NAT's public side).
+func (l *leg) mediaSource() netip.Addr {
+	if br := l.bridge(); br != nil {
+		return br.PlainAddr().Addr()
+	}
+	ap, err := netip.ParseAddrPort(l.dest)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// trustPhones makes the phone side of the relay take media only from the
+// phones of ls (the ones ringing, then the one that answered): a stranger
+// who sends a packet to the port can neither latch it nor hear the call.
+func (c *call) trustPhones(ls ...*leg) {
+	if c.sess == nil {
+		return
+	}
+	addrs := make([]netip.Addr, 0, len(ls))
+	for _, l := range ls {
+		addrs = append(addrs, l.mediaSource())
+	}
+	c.sess.Leg(media.A).RestrictSources(addrs...)
 }
 
 // fromLeg carries a description l's peer sent across the relay, through

@@ -2,6 +2,7 @@ package b2bua
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -135,27 +136,58 @@ func (c *call) ended() bool {
 // (RFC 3261 §8.2.2.2) — and an X-Twilio-CallSid already in progress, which
 // is how Twilio's fork to both edges' Contacts during a registration move
 // reaches us twice. ok false with code 503 means shutting down.
-func (b *B2BUA) admit(c *call) (code int, reason string) {
+func (b *B2BUA) admit(c *call) *admission {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.stopping || b.drain != nil {
-		return 503, "Service Unavailable - Shutting Down"
+		return &admission{code: 503, reason: "Service Unavailable - Shutting Down", outcome: outShuttingDown}
 	}
 	if prev := b.merged[c.merged]; prev != nil {
-		return 482, "Loop Detected"
+		return &admission{code: 482, reason: "Loop Detected", outcome: outDuplicate}
 	}
 	if c.callSid != "" {
 		if prev := b.sids[c.callSid]; prev != nil {
-			return 482, "Loop Detected - Duplicate CallSid"
+			return &admission{code: 482, reason: "Loop Detected - Duplicate CallSid", outcome: outDuplicate}
 		}
+	}
+	s := c.st.s
+	if s.MaxCalls > 0 && len(b.calls) >= s.MaxCalls {
+		return &admission{code: 503, reason: fmt.Sprintf("Service Unavailable - Call Limit Reached (%d)", s.MaxCalls),
+			outcome: outCallLimit, headers: []sip.Header{sip.NewHeader("Retry-After", callLimitRetryAfter)}}
+	}
+	if s.MaxCallsPerUser > 0 && b.perUser[c.user] >= s.MaxCallsPerUser {
+		return &admission{code: 486, reason: fmt.Sprintf("Busy Here - Call Limit For User Reached (%d)", s.MaxCallsPerUser),
+			outcome: outUserCallLimit}
 	}
 	b.calls[c.id] = c
 	b.merged[c.merged] = c
 	if c.callSid != "" {
 		b.sids[c.callSid] = c
 	}
+	b.perUser[c.user]++
 	b.metrics.active.WithLabelValues(string(c.dir)).Inc()
-	return 0, ""
+	return nil
+}
+
+// admission is why a new call is refused before it starts.
+type admission struct {
+	code    int
+	reason  string
+	outcome string // call_setups_total's label
+	headers []sip.Header
+}
+
+// refuse answers a request admit refused and counts it.
+func (b *B2BUA) refuse(c *call, tx sip.ServerTransaction, req *sip.Request, a *admission) {
+	hs := a.headers
+	if a.code == sip.StatusServiceUnavailable && hs == nil {
+		hs = b.refusal(a.code)
+	}
+	if a.outcome == outCallLimit || a.outcome == outUserCallLimit {
+		b.log.Info("call refused: over the call limit", "direction", string(c.dir), "user", c.user, "code", a.code, "reason", a.reason)
+	}
+	b.reply(tx, req, a.code, a.reason, hs...)
+	b.metrics.setup(c.dir, a.outcome)
 }
 
 // mergedKey identifies a request independently of its branch.
@@ -193,7 +225,12 @@ func (b *B2BUA) end(c *call, why string, from *leg, bye bool) {
 	}
 
 	b.mu.Lock()
-	delete(b.calls, c.id)
+	if b.calls[c.id] == c {
+		delete(b.calls, c.id)
+		if b.perUser[c.user]--; b.perUser[c.user] <= 0 {
+			delete(b.perUser, c.user)
+		}
+	}
 	if b.merged[c.merged] == c {
 		delete(b.merged, c.merged)
 	}

@@ -155,6 +155,9 @@ type envConfig struct {
 	// with hub adjusting its settings when set.
 	browsers bool
 	hub      func(*webrtc.Settings)
+	// tune changes the default settings; contacts is Options.Contacts.
+	tune     func(*Settings)
+	contacts Contacts
 }
 
 type envOption func(*envConfig)
@@ -199,6 +202,9 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 			s.PublicAddress = ip.String()
 		}
 	}
+	if cfg.tune != nil {
+		cfg.tune(&s)
+	}
 	relay, err := media.NewRelay(media.Settings{
 		Ports: media.PortRange{Min: 40000, Max: 40599}, LocalIP: ip, PublicIP: ip, BindIP: ip,
 		Timeout: cfg.mediaTimeout,
@@ -213,7 +219,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if cfg.edges != nil {
 		edges = cfg.edges
 	}
-	bopts := Options{SIP: srv, Bindings: e.binds, Edges: edges, Relay: relay, Lockout: e.lockout, Logger: log.With("component", "b2bua")}
+	bopts := Options{SIP: srv, Bindings: e.binds, Edges: edges, Relay: relay, Lockout: e.lockout, Contacts: cfg.contacts, Logger: log.With("component", "b2bua")}
 	if cfg.browsers {
 		hs := webrtc.Settings{Listen: netip.AddrPortFrom(ip, 0)}
 		if cfg.hub != nil {

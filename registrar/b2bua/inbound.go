@@ -36,6 +36,18 @@ func (b *B2BUA) inbound(req *sip.Request, tx sip.ServerTransaction, st *state, u
 		b.metrics.setup(inbound, outUnknownUser)
 		return
 	}
+	if b.contacts != nil && !b.contacts.HasContact(user, edgeName) {
+		// From Twilio's ranges, but to a Contact edgewise never
+		// registered there (or not for a registration period): over UDP
+		// the source may be forged, and Twilio only calls what it holds.
+		if b.refusedLog.first(src.Addr(), b.now()) {
+			b.log.Warn("INVITE to a Contact edgewise does not hold at Twilio refused (forged? logged once per source a minute)",
+				"source", src.String(), "contact", req.Recipient.User)
+		}
+		b.reply(tx, req, 404, "Not Found - No Such Contact")
+		b.metrics.setup(inbound, outUnknownContact)
+		return
+	}
 
 	c := b.newCall(inbound, user, st)
 	c.from, c.to, c.merged = req.From().Address.User, user, mergedKey(req)
@@ -45,12 +57,11 @@ func (b *B2BUA) inbound(req *sip.Request, tx sip.ServerTransaction, st *state, u
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	c.cancelSetup = cancel
-	if code, reason := b.admit(c); code != 0 {
-		if code == 482 {
+	if a := b.admit(c); a != nil {
+		if a.code == 482 {
 			b.log.Info("duplicate INVITE collapsed", "user", user, "edge", edgeName, "call_sid", c.callSid, "call_id", string(*req.CallID()))
 		}
-		b.reply(tx, req, code, reason, b.refusal(code)...)
-		b.metrics.setup(inbound, admitOutcome(code))
+		b.refuse(c, tx, req, a)
 		return
 	}
 
@@ -187,6 +198,12 @@ func (r *ring) ringStage(ctx context.Context, setup <-chan time.Time, bindings [
 	c.mu.Lock()
 	c.forks = append(c.forks, forks...)
 	c.mu.Unlock()
+	// Early media may come from any phone that rings, from nobody else.
+	ringing := make([]*leg, len(forks))
+	for i, f := range forks {
+		ringing[i] = f.l
+	}
+	c.trustPhones(ringing...)
 	pending := 0
 	for _, f := range forks {
 		if b.spawn(f.run) {
@@ -371,6 +388,7 @@ func (r *ring) answered(f *fork, res *sip.Response) {
 		return
 	}
 	b.addDialog(l)
+	c.trustPhones(l) // from now on, media only from the phone that answered
 	b.startMedia(c)
 	r.closeLosingBrowsers(f)
 

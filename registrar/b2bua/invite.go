@@ -73,13 +73,6 @@ func (b *B2BUA) reply(tx sip.ServerTransaction, req *sip.Request, code int, reas
 }
 
 // admitOutcome is the setup outcome of a call admit refused.
-func admitOutcome(code int) string {
-	if code == 482 {
-		return outDuplicate
-	}
-	return outShuttingDown
-}
-
 // reasonHeader explains a response we made up (RFC 3326).
 func reasonHeader(code int, text string) sip.Header {
 	text = strings.NewReplacer(`"`, "'", `\`, "/", "\r", " ", "\n", " ").Replace(text)

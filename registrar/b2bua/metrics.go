@@ -14,20 +14,23 @@ const (
 
 // Setup outcomes (the "outcome" label): a closed set.
 const (
-	outAnswered     = "answered"
-	outBusy         = "busy"          // 486/600 from the callee
-	outRejected     = "rejected"      // any other final response from the callee
-	outCancelled    = "cancelled"     // the caller gave up
-	outNoAnswer     = "no_answer"     // nothing answered in time (408)
-	outUnavailable  = "unavailable"   // no Twilio edge / every IP failed (503)
-	outNoBinding    = "no_binding"    // the user has no phone registered (480)
-	outUnknownUser  = "unknown_user"  // 404
-	outBadSDP       = "bad_sdp"       // 488
-	outNoPorts      = "no_ports"      // media pool exhausted (503)
-	outDuplicate    = "duplicate"     // merged request or CallSid in progress (482)
-	outForbidden    = "forbidden"     // 403: not from Twilio's ranges (TCP), no Twilio identity, Twilio refused our credentials
-	outShuttingDown = "shutting_down" // 503
-	outError        = "error"         // our own failure (500)
+	outAnswered       = "answered"
+	outBusy           = "busy"            // 486/600 from the callee
+	outRejected       = "rejected"        // any other final response from the callee
+	outCancelled      = "cancelled"       // the caller gave up
+	outNoAnswer       = "no_answer"       // nothing answered in time (408)
+	outUnavailable    = "unavailable"     // no Twilio edge / every IP failed (503)
+	outNoBinding      = "no_binding"      // the user has no phone registered (480)
+	outUnknownUser    = "unknown_user"    // 404
+	outBadSDP         = "bad_sdp"         // 488
+	outNoPorts        = "no_ports"        // media pool exhausted (503)
+	outDuplicate      = "duplicate"       // merged request or CallSid in progress (482)
+	outForbidden      = "forbidden"       // 403: not from Twilio's ranges (TCP), no Twilio identity, Twilio refused our credentials
+	outShuttingDown   = "shutting_down"   // 503
+	outCallLimit      = "call_limit"      // 503: calls.max_concurrent reached
+	outUserCallLimit  = "user_call_limit" // 486: calls.max_per_user reached
+	outUnknownContact = "unknown_contact" // 404: not a Contact edgewise registered at Twilio
+	outError          = "error"           // our own failure (500)
 )
 
 type metrics struct {
@@ -84,7 +87,8 @@ func newMetrics() *metrics {
 	for _, d := range []direction{outbound, inbound} {
 		m.active.WithLabelValues(string(d))
 		for _, o := range []string{outAnswered, outBusy, outRejected, outCancelled, outNoAnswer, outUnavailable,
-			outNoBinding, outUnknownUser, outBadSDP, outNoPorts, outDuplicate, outForbidden, outShuttingDown, outError} {
+			outNoBinding, outUnknownUser, outBadSDP, outNoPorts, outDuplicate, outForbidden, outShuttingDown, outError,
+			outCallLimit, outUserCallLimit, outUnknownContact} {
 			m.setups.WithLabelValues(string(d), o)
 		}
 	}

@@ -41,9 +41,8 @@ func (b *B2BUA) outbound(req *sip.Request, tx sip.ServerTransaction, st *state) 
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	c.cancelSetup = cancel
-	if code, reason := b.admit(c); code != 0 {
-		b.reply(tx, req, code, reason, b.refusal(code)...)
-		b.metrics.setup(outbound, admitOutcome(code))
+	if a := b.admit(c); a != nil {
+		b.refuse(c, tx, req, a)
 		return
 	}
 
@@ -64,6 +63,7 @@ func (b *B2BUA) outbound(req *sip.Request, tx sip.ServerTransaction, st *state) 
 		b.finish(c, "setup refused")
 		return
 	}
+	c.trustPhones(a)
 	d := &dial{
 		b: b, c: c, phone: a, preq: req, ptx: tx, offer: offer, dialled: dialled,
 		creds: creds, callID: newCallID(), fromTag: newTag(), cseq: initialCSeq(),

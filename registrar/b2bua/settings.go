@@ -75,6 +75,12 @@ type Settings struct {
 	// Targets are fixed destinations per user for calls from Twilio, tried
 	// after the user's registered phones (see orderTargets).
 	Targets map[string][]Target
+	// MaxCalls bounds the calls in progress, both directions; a new one over
+	// it gets 503 with Retry-After. MaxCallsPerUser bounds one user's calls
+	// (made and received; a call from Twilio that rings several phones is
+	// one); a new one over it gets 486. Zero means no limit.
+	MaxCalls        int
+	MaxCallsPerUser int
 }
 
 // Target is a fixed destination for a user's calls: a PBX, an SBC, a phone
@@ -143,6 +149,9 @@ func newState(s Settings, phones registrar.Directory, twilio upstream.Directory)
 	}
 	if s.Timeout < 0 || s.SetupTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must not be negative"))
+	}
+	if s.MaxCalls < 0 || s.MaxCallsPerUser < 0 {
+		errs = append(errs, errors.New("call limits must not be negative"))
 	}
 	pub, err := parseHostPort(s.PublicAddress)
 	if err != nil {

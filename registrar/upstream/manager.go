@@ -80,6 +80,7 @@ type Manager struct {
 	log     *slog.Logger
 	metrics *metrics
 	now     func() time.Time
+	held    *heldContacts
 
 	mu       sync.Mutex
 	s        Settings
@@ -142,6 +143,7 @@ func New(s Settings, dir Directory, opts Options) (*Manager, error) {
 		live:     map[string]int{},
 		wake:     make(chan struct{}, 1),
 		onMoved:  opts.OnMoved,
+		held:     newHeldContacts(),
 	}
 	m.pace.set(s.MoveRate)
 	if opts.DB != nil {
@@ -184,6 +186,12 @@ func (m *Manager) restore(user string, rec *record, now time.Time) *reg {
 		r.sent[i] = now
 	}
 	r.live = len(m.table.Lookup(user))
+	if r.rec.Contact != "" {
+		m.held.note(user, r.rec.Edge, r.rec.ExpiresAt, now)
+	}
+	for _, lo := range r.rec.Leftovers {
+		m.held.note(user, lo.Edge, lo.ExpiresAt, now)
+	}
 	if r.rec.Contact != "" && now.Before(r.rec.ExpiresAt) && !now.Before(r.rec.RefreshAt) {
 		left := r.rec.ExpiresAt.Sub(now)
 		r.rec.RefreshAt = now.Add(jitter(min(left/2, time.Minute)))

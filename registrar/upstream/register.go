@@ -219,6 +219,7 @@ func (m *Manager) registered(ctx context.Context, r *reg, a *action, t edge.Targ
 	r.rec.Edge, r.rec.IP, r.rec.Contact = t.Edge, t.IP.String(), contact
 	r.rec.ExpiresAt = now.Add(granted)
 	r.rec.RefreshAt = now.Add(refreshDelay(granted))
+	m.held.note(r.user, t.Edge, r.rec.ExpiresAt, now)
 	r.regPass = a.id.password
 	r.failures, r.failingSince, r.userFault, r.retryAt, r.lastErr = 0, time.Time{}, false, time.Time{}, ""
 	if moved {

@@ -78,10 +78,10 @@ func TestInboundCallNoBinding(t *testing.T) {
 // acted on by menu).
 func startBaresipAnswering(t *testing.T, d *daemon, user, password string) string {
 	t.Helper()
-	client := nextIP(t)
+	client, port := baresipListen(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "config"), fmt.Sprintf(`poll_method epoll
-sip_listen %s:5060
+sip_listen %s:%d
 audio_player aufile,/dev/null
 audio_source ausine,440
 ausrc_srate 48000
@@ -94,7 +94,7 @@ module aufile.so
 module menu.so
 module_tmp uuid.so
 module_tmp account.so
-`, client))
+`, client, port))
 	writeFile(t, filepath.Join(dir, "accounts"),
 		fmt.Sprintf("<sip:%s@%s:5060;transport=udp>;auth_pass=%s;regint=600;answermode=auto;audio_codecs=PCMU\n", user, d.ip, password))
 	startProc(t, requireTool(t, "baresip"), "-f", dir)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -164,10 +165,10 @@ func TestBaresipRegisters(t *testing.T) {
 // sound device is needed.
 func startBaresip(t *testing.T, d *daemon, user, password string) string {
 	t.Helper()
-	client := nextIP(t)
+	client, port := baresipListen(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "config"), fmt.Sprintf(`poll_method epoll
-sip_listen %s:5060
+sip_listen %s:%d
 audio_player aufile,/dev/null
 audio_source ausine,440
 module_path /usr/lib/baresip/modules
@@ -176,11 +177,35 @@ module ausine.so
 module aufile.so
 module_tmp uuid.so
 module_tmp account.so
-`, client))
+`, client, port))
 	writeFile(t, filepath.Join(dir, "accounts"),
 		fmt.Sprintf("<sip:%s@%s:5060;transport=udp>;auth_pass=%s;regint=600\n", user, d.ip, password))
 	startProc(t, requireTool(t, "baresip"), "-f", dir)
 	return client
+}
+
+// baresipListen picks baresip's SIP address: 127.0.0.1 and a free port.
+// baresip 1.0 sends RTP from an unbound socket, to which the kernel gives
+// 127.0.0.1 as the source toward any loopback address; its SIP must come from
+// the same address, because edgewise takes a phone's media only from the
+// address its SIP came from (strict source). Other tests' daemons and
+// clients use addresses from nextIP, never 127.0.0.1.
+func baresipListen(t *testing.T) (string, int) {
+	t.Helper()
+	for range 20 {
+		u, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		u.Close()
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			l.Close()
+			return "127.0.0.1", port
+		}
+	}
+	t.Fatal("no free port on 127.0.0.1 for baresip")
+	return "", 0
 }
 
 func writeFile(t *testing.T, path, content string) {
