@@ -29,9 +29,18 @@ func (d *decoder) decode(root *yaml.Node, c *Config) bool {
 	if st.str("path", &c.Store.Path) && c.Store.Path != "" {
 		c.Store.Path = d.resolvePath(c.Store.Path)
 	}
-	ad := d.mapping(top.node("admin"), "admin", "listen", "token", "token_file")
+	ad := d.mapping(top.node("admin"), "admin", "listen", "token", "token_file", "allowed_hosts")
 	ad.str("listen", &c.Admin.Listen)
 	ad.secret("token", &c.Admin.Token)
+	if items, ok := ad.strList("allowed_hosts"); ok {
+		for _, it := range items {
+			if it.Value == "" || strings.ContainsAny(it.Value, ":/ *") {
+				d.problem(it.Path, `a host name without port, e.g. "edgewise.corp.example"`, "%q is not a host name", it.Value)
+				continue
+			}
+			c.Admin.AllowedHosts = append(c.Admin.AllowedHosts, it.Value)
+		}
+	}
 	d.decodeMedia(top.node("media"), &c.Media)
 	cl := d.mapping(top.node("calls"), "calls", "max_concurrent", "max_per_user")
 	cl.integer("max_concurrent", &c.Calls.MaxConcurrent)
@@ -416,8 +425,14 @@ func (d *decoder) decodeToken(n *yaml.Node) *Token {
 	f.boolean("append_roaming", &t.AppendRoaming)
 	if origins, ok := f.strList("cors_origins"); ok {
 		for _, it := range origins {
+			if it.Value == "*" {
+				// Tokens are credentials: any page on the web could fetch
+				// one with a user's cookies or Basic credentials.
+				d.problem(it.Path, `list each page's origin, e.g. "https://phones.example.com"`, `"*" is not allowed: tokens are credentials`)
+				continue
+			}
 			if !validOrigin(it.Value) {
-				d.problem(it.Path, `"*" or scheme://host[:port], e.g. "https://app.example.com"`, "%q is not an origin", it.Value)
+				d.problem(it.Path, `scheme://host[:port], e.g. "https://app.example.com"`, "%q is not an origin", it.Value)
 				continue
 			}
 			t.CORSOrigins = append(t.CORSOrigins, it.Value)
@@ -434,11 +449,8 @@ func (d *decoder) decodeToken(n *yaml.Node) *Token {
 	return t
 }
 
-// validOrigin accepts "*" or a browser Origin: scheme://host[:port], no path.
+// validOrigin accepts a browser Origin: scheme://host[:port], no path.
 func validOrigin(s string) bool {
-	if s == "*" {
-		return true
-	}
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok || (scheme != "http" && scheme != "https") || rest == "" {
 		return false

@@ -204,6 +204,9 @@ media:
 		{"sip trusted proxies", minimal + "sip:\n  trusted_proxies: [10.0.0.0/8, not-a-cidr]\n", []string{
 			`c.yaml:6: sip.trusted_proxies[1]: "not-a-cidr" is not a CIDR`,
 		}},
+		{"admin allowed hosts", minimal + "admin:\n  allowed_hosts: [\"ok.example\", \"evil.example:9060\"]\n", []string{
+			`c.yaml:6: admin.allowed_hosts[1]: "evil.example:9060" is not a host name (hint: a host name without port, e.g. "edgewise.corp.example")`,
+		}},
 		{"media bind", minimal + "media:\n  bind: relay.example.com\n", []string{
 			`c.yaml:6: media.bind: "relay.example.com" is not an IP address (hint: an IP address of this host, e.g. 192.0.2.10, or 0.0.0.0 for every interface)`,
 		}},
@@ -292,7 +295,7 @@ media:
   push_credential_sid: CR01
   ttl: 25h
   append_roaming: yes
-  cors_origins: ["https://ok.example", "ftp://x", "https://x/path"]
+  cors_origins: ["https://ok.example", "ftp://x", "https://x/path", "*"]
   identity_header: X-Forwarded-User
   rate_limit: {per_identity: 0}
 `, []string{
@@ -304,8 +307,9 @@ media:
 			`c.yaml:13: token.push_credential_sid: must be CR followed by 32 hex digits`,
 			`c.yaml:14: token.ttl: 25h is not in 1m..24h (Twilio's maximum token lifetime is 24h)`,
 			`c.yaml:15: token.append_roaming: "yes" is not true or false`,
-			`c.yaml:16: token.cors_origins[1]: "ftp://x" is not an origin (hint: "*" or scheme://host[:port], e.g. "https://app.example.com")`,
-			`c.yaml:16: token.cors_origins[2]: "https://x/path" is not an origin (hint: "*" or scheme://host[:port], e.g. "https://app.example.com")`,
+			`c.yaml:16: token.cors_origins[1]: "ftp://x" is not an origin (hint: scheme://host[:port], e.g. "https://app.example.com")`,
+			`c.yaml:16: token.cors_origins[2]: "https://x/path" is not an origin (hint: scheme://host[:port], e.g. "https://app.example.com")`,
+			`c.yaml:16: token.cors_origins[3]: "*" is not allowed: tokens are credentials (hint: list each page's origin, e.g. "https://phones.example.com")`,
 			`c.yaml:17: token.identity_header: is never trusted without trusted_proxies (hint: list the proxies that set it in token.trusted_proxies)`,
 			`c.yaml:18: token.rate_limit.per_identity: must be at least 1`,
 		}},
@@ -540,8 +544,8 @@ token:
 	_, err := Parse("a.yaml", []byte(src))
 	got := problemsOf(t, err)
 	want := []string{
-		`a.yaml:3: token.cors_origins[0]: "dublin" is not an origin (hint: "*" or scheme://host[:port], e.g. "https://app.example.com")`,
-		`a.yaml:3: token.cors_origins[1]: "frankfurt" is not an origin (hint: "*" or scheme://host[:port], e.g. "https://app.example.com")`,
+		`a.yaml:3: token.cors_origins[0]: "dublin" is not an origin (hint: scheme://host[:port], e.g. "https://app.example.com")`,
+		`a.yaml:3: token.cors_origins[1]: "frankfurt" is not an origin (hint: scheme://host[:port], e.g. "https://app.example.com")`,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -605,7 +609,8 @@ func TestExampleFiles(t *testing.T) {
 		"method", "interval", "rate", "concurrency", "signalling_cidrs", "user", "password", "password_file",
 		"ha1", "twilio_user", "twilio_password", "twilio_password_file", "path", "token", "rtp_ports",
 		"account_sid", "api_keys", "sid", "secret", "secret_file", "twiml_app_sid", "push_credential_sid", "ttl",
-		"append_roaming", "cors_origins", "identity_header", "trusted_proxies", "rate_limit", "per_identity", "per_address"} {
+		"append_roaming", "cors_origins", "identity_header", "trusted_proxies", "rate_limit", "per_identity", "per_address",
+		"user_failures", "max_sources", "bind", "calls", "max_concurrent", "max_per_user", "allowed_hosts"} {
 		if !strings.Contains(string(data), key+":") {
 			t.Errorf("production.example.yaml does not mention %s", key)
 		}

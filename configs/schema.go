@@ -235,6 +235,9 @@ type Store struct {
 type Admin struct {
 	Listen string `yaml:"listen"` // host:port
 	Token  Secret `yaml:"token"`  // "" = no auth (allowed on loopback only)
+	// AllowedHosts are the names, besides IP literals and localhost, the
+	// admin API answers to in the Host header (DNS rebinding protection).
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // Media configures the RTP relay.

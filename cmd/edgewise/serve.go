@@ -156,10 +156,12 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 			return res, res.OK
 		},
 		// Draining is not ready: load balancers and monitors stop sending.
-		Ready:    func() bool { return ctx.Err() == nil && !sip.draining() },
-		Gatherer: reg,
+		Ready:        func() bool { return ctx.Err() == nil && !sip.draining() },
+		Gatherer:     reg,
+		AllowedHosts: adminHosts(cfg),
 	}, logger.With("component", "admin"))
 	adm.SetToken(cfg.Admin.Token.Value())
+	reg.MustRegister(adm.Collector())
 
 	// Apply every accepted reload; Live has already validated the whole file.
 	live.Subscribe(func(old, cur *configs.Config) {
@@ -170,6 +172,7 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 			}
 		}
 		adm.SetToken(cur.Admin.Token.Value())
+		adm.SetAllowedHosts(adminHosts(cur))
 		if res := live.Last(); len(res.NeedsRestart) > 0 {
 			logger.Warn("some changes need a restart to take effect", "fields", res.NeedsRestart)
 		}

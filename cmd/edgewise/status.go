@@ -1,6 +1,9 @@
 package main
 
 import (
+	"net"
+	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -100,4 +103,16 @@ func buildStatus(started time.Time, live *configs.Live, table *location.Table, n
 	}
 	sort.Slice(doc.Users, func(i, j int) bool { return doc.Users[i].User < doc.Users[j].User })
 	return doc
+}
+
+// adminHosts are the names the admin API answers to besides IP literals and
+// localhost: admin.allowed_hosts, and admin.listen's host when it is a name.
+func adminHosts(cfg *configs.Config) []string {
+	hosts := slices.Clone(cfg.Admin.AllowedHosts)
+	if h, _, err := net.SplitHostPort(cfg.Admin.Listen); err == nil {
+		if _, err := netip.ParseAddr(h); err != nil && h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
 }

@@ -78,10 +78,12 @@ func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger, 
 			res := live.Reload(trigger)
 			return res, res.OK
 		},
-		Ready:    func() bool { ok, _ := tokens.Ready(); return ok && ctx.Err() == nil },
-		Gatherer: reg,
+		Ready:        func() bool { ok, _ := tokens.Ready(); return ok && ctx.Err() == nil },
+		Gatherer:     reg,
+		AllowedHosts: adminHosts(cfg),
 	}, logger.With("component", "admin"))
 	adm.SetToken(cfg.Admin.Token.Value())
+	reg.MustRegister(adm.Collector())
 
 	live.Subscribe(func(_, cur *configs.Config) {
 		if cur.Token == nil {
@@ -95,6 +97,7 @@ func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger, 
 			logger.Error("lockout settings refused", "error", err)
 		}
 		adm.SetToken(cur.Admin.Token.Value())
+		adm.SetAllowedHosts(adminHosts(cur))
 	})
 
 	tokenLn, err := net.Listen("tcp", cfg.Token.Listen)

@@ -43,13 +43,23 @@ func TestInboundCallForked(t *testing.T) {
 	noCallsLeft(t, d)
 }
 
-// TestInboundCallNoBinding: Twilio holds a binding for alice that points at
-// edgewise (planted at edgesim as edgewise would register it) while no phone
-// of alice is registered locally: edgewise answers Twilio's INVITE 480 so
-// Twilio's fallback runs.
+// TestInboundCallNoBinding: Twilio calls a Contact edgewise registered for
+// alice a moment ago, while no phone of alice is registered any more (the
+// phone unregistered and edgewise removed the Contact, but Twilio had
+// already routed the call; the binding is planted at edgesim as edgewise
+// would register it): edgewise answers 480 so Twilio's fallback runs.
 func TestInboundCallNoBinding(t *testing.T) {
 	s := startSim(t)
 	d := startDaemon(t, upstreamConfig(s, ""))
+	phoneIP := nextIP(t)
+	if code, out := sippRun(t, "register.xml", phoneIP, d.ip+":5060", [][]string{authRow("alice", "alice-secret", 3600)}, 1); code != 0 {
+		t.Fatalf("register alice: sipp exited %d:\n%s", code, out)
+	}
+	eventually(t, 10*time.Second, "alice registered upstream", func() bool { return onlyOn(s.edgesOf(t, "alice"), "ashburn") })
+	if code, out := sippRun(t, "unregister.xml", phoneIP, d.ip+":5060", [][]string{authRow("alice", "alice-secret", 3600)}, 1); code != 0 {
+		t.Fatalf("unregister alice: sipp exited %d:\n%s", code, out)
+	}
+	eventually(t, 10*time.Second, "alice unregistered upstream", func() bool { return len(s.edgesOf(t, "alice")) == 0 })
 	contact := fmt.Sprintf("sip:alice~ashburn@%s:5060;transport=udp", d.ip)
 	row := []string{"alice", "[authentication username=alice password=AliceTwilio123]", "3600", contact}
 	if code, out := sippRun(t, "call_twilio_binding.xml", nextIP(t), s.ips["ashburn"][0]+":5060", [][]string{row}, 1); code != 0 {

@@ -2,7 +2,10 @@
 // status page, reload and metrics. It listens on loopback by default;
 // anything it exposes beyond /healthz needs the configured bearer token when
 // one is set, because status names users and contacts and reload changes
-// what the daemon does.
+// what the daemon does. Whatever the token, it answers only to an IP
+// literal, localhost or a configured name in the Host header (DNS
+// rebinding), refuses cross-site POSTs (CSRF), and caps the profiler (see
+// guard.go).
 package admin
 
 import (
@@ -36,14 +39,19 @@ type Options struct {
 	Ready func() bool
 	// Gatherer serves /metrics; nil disables the endpoint.
 	Gatherer prometheus.Gatherer
+	// AllowedHosts are names, besides IP literals and localhost, that
+	// requests may carry in their Host header (admin.allowed_hosts).
+	AllowedHosts []string
 }
 
 // Server is the admin HTTP API.
 type Server struct {
-	opts   Options
-	token  atomic.Pointer[string]
-	logger *slog.Logger
-	mux    *http.ServeMux
+	opts    Options
+	token   atomic.Pointer[string]
+	logger  *slog.Logger
+	mux     *http.ServeMux
+	guard   *guard
+	handler http.Handler // mux behind the guard
 }
 
 // New builds the admin API. Call SetToken to require a bearer token.
@@ -51,7 +59,9 @@ func New(opts Options, logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	s := &Server{opts: opts, logger: logger, mux: http.NewServeMux()}
+	s := &Server{opts: opts, logger: logger, mux: http.NewServeMux(), guard: newGuard()}
+	s.guard.setHosts(opts.AllowedHosts)
+	s.handler = s.guard.wrap(s, s.mux)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.authed(s.readyz))
 	s.mux.HandleFunc("GET /v1/status", s.authed(s.status))
@@ -65,23 +75,29 @@ func New(opts Options, logger *slog.Logger) *Server {
 	// private as the rest of the admin API (loopback, or the token).
 	s.mux.HandleFunc("GET /debug/pprof/", s.authed(pprof.Index))
 	s.mux.HandleFunc("GET /debug/pprof/cmdline", s.authed(pprof.Cmdline))
-	s.mux.HandleFunc("GET /debug/pprof/profile", s.authed(pprof.Profile))
+	s.mux.HandleFunc("GET /debug/pprof/profile", s.authed(s.guard.capped(s, maxProfile, pprof.Profile)))
 	s.mux.HandleFunc("GET /debug/pprof/symbol", s.authed(pprof.Symbol))
-	s.mux.HandleFunc("GET /debug/pprof/trace", s.authed(pprof.Trace))
+	s.mux.HandleFunc("GET /debug/pprof/trace", s.authed(s.guard.capped(s, maxTrace, pprof.Trace)))
 	return s
 }
 
 // SetToken sets (or, with "", clears) the bearer token; safe to call on reload.
 func (s *Server) SetToken(token string) { s.token.Store(&token) }
 
-// Handler returns the routes, for tests and embedding.
-func (s *Server) Handler() http.Handler { return s.mux }
+// SetAllowedHosts replaces Options.AllowedHosts; safe to call on reload.
+func (s *Server) SetAllowedHosts(names []string) { s.guard.setHosts(names) }
+
+// Collector returns the admin API's own metrics (edgewise_admin_*).
+func (s *Server) Collector() prometheus.Collector { return s.guard.refused }
+
+// Handler returns the routes behind the guard, for tests and embedding.
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve answers on ln until ctx is done, then drains in-flight requests for up
 // to five seconds.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           s.mux,
+		Handler:           s.handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 		// Request contexts end with ctx, so long-lived /v1/events streams

@@ -3,7 +3,9 @@ package admin
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -28,6 +30,30 @@ var pageTmpl = template.Must(template.New("status.html").Funcs(template.FuncMap{
 	},
 	"join": strings.Join,
 }).ParseFS(pageFS, "page/status.html"))
+
+// pageCSP is the status page's Content-Security-Policy: its one inline
+// script and style (static text, allowed by hash), its own event stream, and
+// nothing else; no framing (clickjacking), no forms, no base.
+var pageCSP = func() string {
+	raw, err := pageFS.ReadFile("page/status.html")
+	if err != nil {
+		panic(err)
+	}
+	return "default-src 'none'; script-src " + inlineHash(raw, "script") + "; style-src " + inlineHash(raw, "style") +
+		"; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+}()
+
+// inlineHash is the CSP source expression ('sha256-…') of the first <tag>
+// element's text in page.
+func inlineHash(page []byte, tag string) string {
+	_, rest, ok := bytes.Cut(page, []byte("<"+tag+">"))
+	body, _, ok2 := bytes.Cut(rest, []byte("</"+tag+">"))
+	if !ok || !ok2 {
+		panic("status page has no <" + tag + "> element")
+	}
+	sum := sha256.Sum256(body)
+	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+}
 
 // eventInterval is how often /v1/events sends a fresh status.
 const eventInterval = time.Second
@@ -207,6 +233,7 @@ func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", pageCSP)
 	_, _ = w.Write(buf.Bytes())
 }
 

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -39,7 +40,8 @@ func fixtureServer(t *testing.T) *Server {
 	if err := json.Unmarshal([]byte(fixtureStatus), &doc); err != nil {
 		t.Fatal(err)
 	}
-	return New(Options{Status: func() any { return doc }}, nil)
+	// httptest's requests say "Host: example.com".
+	return New(Options{Status: func() any { return doc }, AllowedHosts: []string{"example.com"}}, nil)
 }
 
 func TestPageShowsDownEdge(t *testing.T) {
@@ -190,5 +192,22 @@ func TestEventsEndOnShutdown(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after shutdown")
+	}
+}
+
+// TestPageCSP: the policy allows exactly the page's own inline script and
+// style, so a script injected into the page would not run, and the page
+// cannot be framed.
+func TestPageCSP(t *testing.T) {
+	if !strings.Contains(pageCSP, "frame-ancestors 'none'") || strings.Contains(pageCSP, "unsafe-inline") {
+		t.Fatalf("CSP %q", pageCSP)
+	}
+	raw, err := pageFS.ReadFile("page/status.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := bytes.Replace(raw, []byte("swaps it in"), []byte("swaps it in; alert(1)"), 1)
+	if inlineHash(evil, "script") == inlineHash(raw, "script") {
+		t.Fatal("a changed script has the same hash")
 	}
 }
