@@ -90,12 +90,24 @@ func (b *B2BUA) authenticate(req *sip.Request, tx sip.ServerTransaction, st *sta
 }
 
 func (b *B2BUA) challenge(req *sip.Request, tx sip.ServerTransaction, stale bool) {
+	b.send(tx, b.challengeResponse(req, stale))
+}
+
+// challengeStateless is the 407 for an INVITE without credentials, sent
+// without a transaction (see screenInvite).
+func (b *B2BUA) challengeStateless(req *sip.Request, tx sip.ServerTransaction) {
+	res := b.challengeResponse(req, false)
+	res.To().Params.Add("tag", statelessTag(req))
+	b.send(tx, res)
+}
+
+func (b *B2BUA) challengeResponse(req *sip.Request, stale bool) *sip.Response {
 	res := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
 	var buf [2]string
 	for _, c := range b.auth.Challenges(buf[:0], sourceOf(req).Addr(), stale, b.now()) {
 		res.AppendHeader(sip.NewHeader("Proxy-Authenticate", c))
 	}
-	b.send(tx, res)
+	return res
 }
 
 // twilioAuth answers Twilio's 401/407 to our INVITEs with the user's Twilio

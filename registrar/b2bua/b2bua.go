@@ -41,6 +41,7 @@ type SIP interface {
 type Router interface {
 	Handle(method sip.RequestMethod, h sipserver.Handler)
 	HandleStateless(method sip.RequestMethod, h sipserver.Handler)
+	Screen(method sip.RequestMethod, f sipserver.Screen)
 }
 
 // Bindings finds where a user's phones are: location.Table.
@@ -232,6 +233,13 @@ func (b *B2BUA) Register(r Router) {
 	r.Handle(sip.UPDATE, b.serveInDialog)
 	r.Handle(sip.INFO, b.serveInDialog)
 	r.HandleStateless(sip.OPTIONS, b.serveOptions)
+	// What deserves no transaction is answered before the transaction
+	// layer (screen.go).
+	r.Screen(sip.INVITE, b.screenInvite)
+	r.Screen(sip.ACK, screenAck)
+	for _, m := range []sip.RequestMethod{sip.BYE, sip.UPDATE, sip.INFO} {
+		r.Screen(m, b.screenInDialog)
+	}
 }
 
 // Run waits for ctx, then refuses new calls, hangs up every call in

@@ -103,17 +103,20 @@ func (s *Server) handleMessage(o origin, pkt []byte) {
 		s.malformed(o, pkt, reason, nil)
 		return
 	}
-	if toSipgo {
-		o.forward(s, pkt)
-		return
-	}
-
 	req.SetTransport(o.transport())
 	req.SetSource(o.from.String())
 	// Laddr tells handlers which socket received the request, so requests
 	// to this peer can later leave from the same one.
 	req.Laddr = o.local
 	tx := &statelessTx{s: s, o: o, dst: s.responseDest(o, req), req: req}
+	if toSipgo {
+		if scr := s.screens[method]; scr != nil && s.screen(scr, req, tx) {
+			s.stats.Screened.Add(1)
+			return
+		}
+		o.forward(s, pkt)
+		return
+	}
 	if stateless {
 		s.dispatch(h, req, tx)
 		return
@@ -165,6 +168,18 @@ func (s *Server) dispatch(h Handler, req *sip.Request, tx sip.ServerTransaction)
 		}
 	}()
 	h(req, tx)
+}
+
+// screen runs a Screen on the reading goroutine; a panic counts as not
+// screened, so the request still gets its transaction.
+func (s *Server) screen(f Screen, req *sip.Request, tx sip.ServerTransaction) (done bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("screen panicked", "method", string(req.Method), "panic", p, "stack", string(debug.Stack()))
+			done = false
+		}
+	}()
+	return f(req, tx)
 }
 
 // builtin answers requests nobody handles: OPTIONS to the server itself,

@@ -75,6 +75,19 @@ type Settings struct {
 // stand-in allows it, see its Detached method).
 type Handler func(req *sip.Request, tx sip.ServerTransaction)
 
+// Screen looks at a request of a method routed through sipgo's transaction
+// layer (Handle) before that layer sees it, and may answer or drop it
+// without a transaction: tx is a stateless stand-in, so a response is
+// written once and nothing is kept. It returns true when it dealt with the
+// request. Requests nobody has authenticated yet (an INVITE without
+// credentials) and requests for dialogs that do not exist are answered
+// here, so that a stranger's junk costs no transaction, no timer and no
+// retransmitted answer (RFC 3261 §8.2.6 allows a UAS to answer statelessly;
+// §17.2 transactions only matter to requests worth completing). Like a
+// stateless Handler it runs on the reading goroutine and must not block.
+// UDP and TCP only: WebSocket requests always reach sipgo.
+type Screen func(req *sip.Request, tx sip.ServerTransaction) bool
+
 // Server is a SIP endpoint on one or more sockets. Register handlers, then Run.
 type Server struct {
 	log      *slog.Logger
@@ -88,6 +101,7 @@ type Server struct {
 	mu            sync.Mutex
 	stateless     map[sip.RequestMethod]Handler
 	transactional map[sip.RequestMethod]Handler
+	screens       map[sip.RequestMethod]Screen
 	allow         string // Allow header value, fixed when Run starts
 	running       bool
 
@@ -111,6 +125,9 @@ type Stats struct {
 	Garbage    atomic.Uint64 // datagrams that are not SIP at all, dropped
 	Blocked    atomic.Uint64 // messages from guarded sources dropped or refused
 	Overloaded atomic.Uint64 // messages for sipgo dropped because its queue was full
+	// Screened counts requests a Screen answered or dropped without a
+	// transaction (challenges, unknown dialogs).
+	Screened atomic.Uint64
 	// WSRefused counts WebSocket connections refused at the handshake:
 	// no "sip" subprotocol, not an upgrade, failed TLS, too many pending.
 	WSRefused atomic.Uint64
@@ -189,6 +206,7 @@ func New(s Settings, logger *slog.Logger) (*Server, error) {
 		parser:        parser,
 		stateless:     make(map[sip.RequestMethod]Handler),
 		transactional: make(map[sip.RequestMethod]Handler),
+		screens:       make(map[sip.RequestMethod]Screen),
 		ready:         make(chan struct{}),
 		tlsConf:       tlsConf,
 		closedCh:      make(chan struct{}, 1),
@@ -218,6 +236,17 @@ func (s *Server) Handle(method sip.RequestMethod, h Handler) {
 	delete(s.stateless, method)
 	s.transactional[method] = h
 	s.srv.OnRequest(method, sipgo.RequestHandler(h))
+}
+
+// Screen installs f in front of the transaction layer for method (see
+// Screen). Call before Run.
+func (s *Server) Screen(method sip.RequestMethod, f Screen) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running {
+		panic("sipserver: Screen after Run")
+	}
+	s.screens[method] = f
 }
 
 // HandleStateless routes method to h without a server transaction: REGISTER

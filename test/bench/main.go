@@ -35,7 +35,7 @@ import (
 func main() {
 	var (
 		out      = flag.String("out", "bench-results", "directory for the results tables")
-		suites   = flag.String("suites", "registrar,failover,steady,token,relay,calls,webrtc", "comma-separated suites to run")
+		suites   = flag.String("suites", "registrar,failover,steady,token,relay,calls,webrtc,flood", "comma-separated suites to run")
 		users    = flag.Int("users", 20000, "registrar: distinct users (AORs) registered")
 		stepDur  = flag.Duration("step", 15*time.Second, "registrar: duration of each rate step")
 		steady   = flag.Duration("steady", 60*time.Second, "registrar: duration of the steady run at the best clean rate")
@@ -75,6 +75,8 @@ func main() {
 			table, err = relaySuite(repo)
 		case "webrtc":
 			table, err = webrtcSuite(repo)
+		case "flood":
+			table, err = floodSuite(repo)
 		case "calls":
 			var rates []int
 			if rates, err = parseRates(*callRate); err == nil {
