@@ -76,7 +76,7 @@ func (d *decoder) decodeLog(n *yaml.Node, l *Log) {
 
 func (d *decoder) decodeSIP(n *yaml.Node, s *SIP) {
 	f := d.mapping(n, "sip", "listen", "public_address", "realm", "min_expires", "max_expires",
-		"default_expires", "expires_spread", "max_contacts", "nonce_ttl", "digest_algorithms", "qualify_interval", "lockout", "trusted_proxies", "tls")
+		"default_expires", "expires_spread", "max_contacts", "nonce_ttl", "digest_algorithms", "qualify_interval", "lockout", "trusted_proxies", "connections", "tls")
 	if f.emptyList("listen") {
 		d.problem("sip.listen", `e.g. ["udp:127.0.0.1:5060"]`, "must list at least one address")
 	}
@@ -137,6 +137,11 @@ func (d *decoder) decodeSIP(n *yaml.Node, s *SIP) {
 	if items, ok := f.strList("trusted_proxies"); ok {
 		s.TrustedProxies = d.prefixes(items)
 	}
+	cn := d.mapping(f.node("connections"), "sip.connections", "max", "max_per_source", "setup_timeout", "idle_timeout")
+	cn.integer("max", &s.Connections.Max)
+	cn.integer("max_per_source", &s.Connections.MaxPerSource)
+	cn.dur("setup_timeout", &s.Connections.SetupTimeout)
+	cn.dur("idle_timeout", &s.Connections.IdleTimeout)
 	tl := d.mapping(f.node("tls"), "sip.tls", "cert_file", "key_file")
 	if tl.str("cert_file", &s.TLS.CertFile) && s.TLS.CertFile != "" {
 		s.TLS.CertFile = d.resolvePath(s.TLS.CertFile)

@@ -207,6 +207,12 @@ media:
 		{"admin allowed hosts", minimal + "admin:\n  allowed_hosts: [\"ok.example\", \"evil.example:9060\"]\n", []string{
 			`c.yaml:6: admin.allowed_hosts[1]: "evil.example:9060" is not a host name (hint: a host name without port, e.g. "edgewise.corp.example")`,
 		}},
+		{"sip connections", minimal + "sip:\n  connections: {max: 0, max_per_source: 0, setup_timeout: 10m, idle_timeout: 1s}\n", []string{
+			`c.yaml:6: sip.connections.max: must be at least 1 (hint: e.g. 10000)`,
+			`c.yaml:6: sip.connections.max_per_source: must be at least 1 (hint: phones behind one NAT share a source; e.g. 256)`,
+			`c.yaml:6: sip.connections.setup_timeout: 10m is outside 1s..5m (hint: e.g. 20s)`,
+			`c.yaml:6: sip.connections.idle_timeout: 1s is below 10s (hint: longer than a registration (max_expires), unless phones send keepalives)`,
+		}},
 		{"media bind", minimal + "media:\n  bind: relay.example.com\n", []string{
 			`c.yaml:6: media.bind: "relay.example.com" is not an IP address (hint: an IP address of this host, e.g. 192.0.2.10, or 0.0.0.0 for every interface)`,
 		}},
@@ -610,7 +616,8 @@ func TestExampleFiles(t *testing.T) {
 		"ha1", "twilio_user", "twilio_password", "twilio_password_file", "path", "token", "rtp_ports",
 		"account_sid", "api_keys", "sid", "secret", "secret_file", "twiml_app_sid", "push_credential_sid", "ttl",
 		"append_roaming", "cors_origins", "identity_header", "trusted_proxies", "rate_limit", "per_identity", "per_address",
-		"user_failures", "max_sources", "bind", "calls", "max_concurrent", "max_per_user", "allowed_hosts"} {
+		"user_failures", "max_sources", "bind", "calls", "max_concurrent", "max_per_user", "allowed_hosts",
+		"connections", "max", "max_per_source", "setup_timeout", "idle_timeout"} {
 		if !strings.Contains(string(data), key+":") {
 			t.Errorf("production.example.yaml does not mention %s", key)
 		}

@@ -88,6 +88,8 @@ type SIP struct {
 	// TrustedProxies are SIP proxies or SBCs in front of edgewise that
 	// speak for many phones: they are never locked out.
 	TrustedProxies []netip.Prefix `yaml:"trusted_proxies"`
+	// Connections bounds TCP, TLS and WebSocket connections.
+	Connections Connections `yaml:"connections"`
 	// TLS is the certificate wss: listeners present to browsers.
 	TLS SIPTLS `yaml:"tls"`
 }
@@ -114,6 +116,15 @@ func (s SIP) Advertise() (host string, port int) {
 		return h, n
 	}
 	return strings.Trim(s.PublicAddress, "[]"), port
+}
+
+// Connections bounds TCP, TLS and WebSocket connections: a stranger can
+// open them by the thousand without sending a byte.
+type Connections struct {
+	Max          int           `yaml:"max"`
+	MaxPerSource int           `yaml:"max_per_source"`
+	SetupTimeout time.Duration `yaml:"setup_timeout"` // TLS handshake + first SIP message
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`  // silence after that (CRLF keepalives count)
 }
 
 // Lockout locks out a source (an IPv4 address, an IPv6 /64) after repeated
@@ -352,6 +363,7 @@ func defaults() *Config {
 			NonceTTL:         30 * time.Second,
 			DigestAlgorithms: []string{"MD5"},
 			Lockout:          Lockout{Failures: 10, UserFailures: 20, Window: time.Minute, Duration: 5 * time.Minute, MaxSources: 100_000},
+			Connections:      Connections{Max: 10000, MaxPerSource: 256, SetupTimeout: 20 * time.Second, IdleTimeout: 65 * time.Minute},
 		},
 		Twilio: Twilio{
 			Edges:           []string{"ashburn", "umatilla"},

@@ -75,6 +75,19 @@ func (d *decoder) validateSIP(s SIP) {
 	if s.QualifyInterval < 0 {
 		d.problem("sip.qualify_interval", "0s turns qualify off", "must not be negative")
 	}
+	cn := s.Connections
+	if cn.Max < 1 {
+		d.problem("sip.connections.max", "e.g. 10000", "must be at least 1")
+	}
+	if cn.MaxPerSource < 1 {
+		d.problem("sip.connections.max_per_source", "phones behind one NAT share a source; e.g. 256", "must be at least 1")
+	}
+	if cn.SetupTimeout < time.Second || cn.SetupTimeout > 5*time.Minute {
+		d.problem("sip.connections.setup_timeout", "e.g. 20s", "%s is outside 1s..5m", fmtDur(cn.SetupTimeout))
+	}
+	if cn.IdleTimeout < 10*time.Second {
+		d.problem("sip.connections.idle_timeout", "longer than a registration (max_expires), unless phones send keepalives", "%s is below 10s", fmtDur(cn.IdleTimeout))
+	}
 	lo := s.Lockout
 	switch {
 	case lo.Failures < 0:

@@ -127,7 +127,7 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 		return nil, err
 	}
 	calls.Register(srv)
-	metrics.MustRegister(reg.Collector(), mon, up, relay, calls)
+	metrics.MustRegister(srv.Collector(), reg.Collector(), mon, up, relay, calls)
 	side.edges, side.upstream, side.tls, side.relay, side.calls = mon, up, tlsClients, relay, calls
 	return side, nil
 }
@@ -278,10 +278,12 @@ func upstreamDirectory(cfg *configs.Config) upstream.StaticDirectory {
 }
 
 func sipServerSettings(cfg *configs.Config) sipserver.Settings {
+	c := cfg.SIP.Connections
 	s := sipserver.Settings{
 		UserAgent:   "edgewise/" + version,
 		TLSCertFile: cfg.SIP.TLS.CertFile, // for wss: listeners
 		TLSKeyFile:  cfg.SIP.TLS.KeyFile,
+		Connections: sipserver.Connections{Max: c.Max, MaxPerSource: c.MaxPerSource, SetupTimeout: c.SetupTimeout, IdleTimeout: c.IdleTimeout},
 	}
 	for _, l := range cfg.SIP.Listen {
 		s.Listen = append(s.Listen, sipserver.Listen{Transport: l.Transport, Host: l.Host, Port: l.Port})

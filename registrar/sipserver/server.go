@@ -65,6 +65,8 @@ type Settings struct {
 	// that tls and wss listeners present; required when there is one.
 	TLSCertFile string
 	TLSKeyFile  string
+	// Connections bounds TCP, TLS and WebSocket connections.
+	Connections Connections
 }
 
 // Handler answers one request. For methods registered with HandleStateless tx
@@ -106,6 +108,7 @@ type Server struct {
 	running       bool
 
 	guard atomic.Pointer[func(netip.Addr) bool]
+	conns connTable
 
 	tlsConf  *tls.Config // for wss and tls listeners
 	onClosed func(transport string, remote netip.AddrPort)
@@ -128,6 +131,13 @@ type Stats struct {
 	// Screened counts requests a Screen answered or dropped without a
 	// transaction (challenges, unknown dialogs).
 	Screened atomic.Uint64
+	// ConnRefused counts connections closed at accept for a limit;
+	// SetupTimeouts those closed for no handshake or first message in
+	// time; IdleClosed those closed after Connections.IdleTimeout of
+	// silence.
+	ConnRefused   atomic.Uint64
+	SetupTimeouts atomic.Uint64
+	IdleClosed    atomic.Uint64
 	// WSRefused counts WebSocket connections refused at the handshake:
 	// no "sip" subprotocol, not an upgrade, failed TLS, too many pending.
 	WSRefused atomic.Uint64
@@ -144,6 +154,7 @@ func New(s Settings, logger *slog.Logger) (*Server, error) {
 	if len(s.Listen) == 0 {
 		return nil, errors.New("sipserver: no listen address")
 	}
+	s.Connections = s.Connections.withDefaults()
 	var tlsConf *tls.Config
 	for _, l := range s.Listen {
 		switch l.Transport {

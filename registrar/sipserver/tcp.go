@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -89,6 +90,14 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 			continue
 		}
 		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+		if !l.s.admitConn(remote.Addr(), l.transport) {
+			c.Close()
+			continue
+		}
+		// The handshake and the first message must come within the setup
+		// timeout; after that the deadline moves with every message.
+		_ = c.SetReadDeadline(time.Now().Add(l.s.settings.Connections.SetupTimeout))
 		if l.tls != nil {
 			// The handshake runs on the first read, in sipgo's reader
 			// for this connection, never in the accept loop.
@@ -97,14 +106,14 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 		tc := &tcpConn{
 			Conn:   c,
 			l:      l,
-			remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()),
+			remote: remote,
 			rbuf:   make([]byte, 8192),
 		}
 		l.mu.Lock()
 		select {
 		case <-l.closed:
 			l.mu.Unlock()
-			c.Close()
+			tc.Close()
 			return nil, net.ErrClosed
 		default:
 		}
@@ -144,6 +153,9 @@ type tcpConn struct {
 	out    []byte // framed messages for sipgo
 	outOff int    // how much of out sipgo has read
 	rerr   error
+	// talked is set once a SIP message arrived: from then on the read
+	// deadline is the idle timeout, not the setup timeout.
+	talked bool
 
 	closeOnce sync.Once
 }
@@ -155,6 +167,7 @@ func (c *tcpConn) Close() error {
 		c.l.mu.Lock()
 		delete(c.l.conns, c)
 		c.l.mu.Unlock()
+		c.l.s.conns.release(c.remote.Addr())
 	})
 	return err
 }
@@ -175,16 +188,36 @@ func (c *tcpConn) Read(b []byte) (int, error) {
 		n, err := c.Conn.Read(c.rbuf)
 		if n > 0 {
 			c.in = append(c.in, c.rbuf[:n]...)
-			if ferr := c.frame(); ferr != nil {
+			active, ferr := c.frame()
+			if ferr != nil {
 				c.l.s.log.Debug("closing tcp connection", "remote", c.remote.String(), "reason", ferr)
 				// io.EOF makes sipgo close quietly.
 				c.rerr = io.EOF
 			}
+			if active {
+				_ = c.Conn.SetReadDeadline(time.Now().Add(c.l.s.settings.Connections.IdleTimeout))
+			}
 		}
 		if err != nil && c.rerr == nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.timedOut()
+				err = io.EOF // closed on purpose: sipgo closes quietly
+			}
 			c.rerr = err
 		}
 	}
+}
+
+// timedOut counts and logs a connection closed for silence.
+func (c *tcpConn) timedOut() {
+	s := c.l.s
+	if c.talked {
+		s.stats.IdleClosed.Add(1)
+		s.log.Debug("closing idle connection", "transport", c.l.transport, "remote", c.remote.String(), "idle_timeout", s.settings.Connections.IdleTimeout)
+		return
+	}
+	s.stats.SetupTimeouts.Add(1)
+	s.log.Debug("closing connection that sent no SIP in time", "transport", c.l.transport, "remote", c.remote.String(), "setup_timeout", s.settings.Connections.SetupTimeout)
 }
 
 var (
@@ -193,8 +226,10 @@ var (
 	errBadLength      = errors.New("unreadable Content-Length")
 )
 
-// frame handles every complete message in c.in and keeps the rest.
-func (c *tcpConn) frame() error {
+// frame handles every complete message in c.in and keeps the rest. active
+// reports traffic that keeps the connection alive: a SIP message, or, once
+// one has come, a keepalive ping.
+func (c *tcpConn) frame() (active bool, err error) {
 	in := c.in
 	// Keep the remainder at the front of the buffer.
 	defer func() { c.in = append(c.in[:0], in...) }()
@@ -207,36 +242,38 @@ func (c *tcpConn) frame() error {
 			crlf++
 		}
 		for ; crlf >= 2; crlf -= 2 {
+			active = active || c.talked
 			if _, err := c.Conn.Write([]byte("\r\n")); err != nil {
-				return err
+				return active, err
 			}
 		}
 		if len(in) == 0 {
-			return nil
+			return active, nil
 		}
 		end := bytes.Index(in, []byte("\r\n\r\n"))
 		if end < 0 {
 			if len(in) > maxHeaderBytes {
-				return errHeaderTooLarge
+				return active, errHeaderTooLarge
 			}
-			return nil
+			return active, nil
 		}
 		if end+4 > maxHeaderBytes {
-			return errHeaderTooLarge
+			return active, errHeaderTooLarge
 		}
 		cl, ok := contentLength(in[:end+2])
 		if !ok {
 			c.reject(in[:end+4], 400, "Bad Request")
-			return errBadLength
+			return active, errBadLength
 		}
 		if cl > maxBodyBytes {
 			c.reject(in[:end+4], 513, "Message Too Large")
-			return errBodyTooLarge
+			return active, errBodyTooLarge
 		}
 		total := end + 4 + cl
 		if len(in) < total {
-			return nil
+			return active, nil
 		}
+		c.talked, active = true, true
 		c.l.s.handleMessage(origin{tcp: c, from: c.remote, local: c.l.laddr}, in[:total])
 		in = in[total:]
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -153,7 +154,12 @@ func (l *wsListener) acceptLoop() {
 			l.s.log.Debug("websocket keepalive not set", "error", err)
 		}
 		remote := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-		wc := &wsConn{Conn: c, l: l, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())}
+		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+		if !l.s.admitConn(remote.Addr(), l.transport) {
+			c.Close()
+			continue
+		}
+		wc := &wsConn{Conn: c, l: l, remote: remote}
 		l.mu.Lock()
 		full := l.npending >= maxWSPending
 		select {
@@ -394,7 +400,16 @@ func (c *wsConn) Read(b []byte) (int, error) {
 		c.fail(errWSBlocked)
 		return 0, c.rerr
 	}
+	// A browser that sends nothing, not even a keepalive, for the idle
+	// timeout is gone (SIP.js re-registers every few minutes).
+	idle := c.l.s.settings.Connections.IdleTimeout
+	_ = c.Conn.SetReadDeadline(time.Now().Add(idle))
 	n, err := c.Conn.Read(b)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.l.s.stats.IdleClosed.Add(1)
+		c.fail(fmt.Errorf("silent for %s", idle))
+		return n, c.rerr
+	}
 	if n > 0 {
 		// Again after the wait: nothing read once the source is locked
 		// out reaches sipgo.
@@ -436,6 +451,7 @@ func (c *wsConn) Close() error {
 			err = nil
 		}
 		l := c.l
+		l.s.conns.release(c.remote.Addr())
 		l.mu.Lock()
 		delete(l.conns, c)
 		wasOpen := c.open
