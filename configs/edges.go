@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// Twilio SIP edge names (twilio-facts.md §1). Treat these as read-only.
+// Twilio SIP edge names (README, "Twilio facts" 1). Treat these as read-only.
 var (
 	// PublicEdges are the public edge locations for SIP Domains.
 	PublicEdges = []string{"ashburn", "umatilla", "dublin", "frankfurt", "singapore", "tokyo", "sao-paulo", "sydney"}
@@ -20,7 +20,7 @@ var (
 )
 
 // SignallingRanges are Twilio's published SIP signalling ranges per public
-// edge (twilio-facts.md §2; ports 5060 UDP/TCP, 5061 TLS). Twilio may send
+// edge (README, "Twilio facts" 3; ports 5060 UDP/TCP, 5061 TLS). Twilio may send
 // from any edge, so the default allow-list is all of them. Read-only.
 var SignallingRanges = map[string][]netip.Prefix{
 	"ashburn":   {netip.MustParsePrefix("54.172.60.0/30")},

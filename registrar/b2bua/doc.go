@@ -1,5 +1,4 @@
-// Package b2bua bridges calls through edgewise (issue 4; PRODUCT.md "It is a
-// B2BUA"). Every call is two SIP dialogs — the phone's (side A) and
+// Package b2bua bridges calls through edgewise (README, "Calls both ways"). Every call is two SIP dialogs — the phone's (side A) and
 // Twilio's (side B) — and one media.Session relaying the RTP between them,
 // so phones behind NAT work and Twilio only ever sees edgewise.
 //

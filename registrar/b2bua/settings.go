@@ -17,7 +17,7 @@ import (
 // Defaults for zero Settings fields.
 const (
 	// DefaultTimeout is twilio.timeout: how long one Twilio IP (or one phone
-	// contact) may stay silent before the next is tried (twilio-facts.md §3).
+	// contact) may stay silent before the next is tried (README, "Twilio facts" 4).
 	DefaultTimeout = 4 * time.Second
 	// DefaultSetupTimeout bounds ringing: Twilio ends unanswered calls itself
 	// long before this, so it only catches a far end that went silent after
@@ -26,7 +26,7 @@ const (
 )
 
 // TwilioSignallingRanges are the SIP signalling ranges of every public
-// Twilio edge (twilio-facts.md §2). Twilio may send a call from any edge (for
+// Twilio edge (README, "Twilio facts" 3). Twilio may send a call from any edge (for
 // example Oregon while Virginia is down), so all of them are allowed when
 // Settings.SignallingCIDRs is empty.
 var TwilioSignallingRanges = []netip.Prefix{

@@ -1,6 +1,6 @@
 // Package edge is the edge monitor: it decides which Twilio edge, and which
-// of its IPs, upstream requests go to (PRODUCT.md "Don't pin one IP",
-// "Fallback edge locations"; twilio-facts.md §1–§3).
+// of its IPs, upstream requests go to (README, "Upstream registration and
+// edge failover" and "Twilio facts").
 //
 // For every configured edge it resolves all A records of
 // <domain>.sip.<edge>.twilio.com, honours their TTL and keeps serving the

@@ -121,7 +121,8 @@ func (e *edgeHealth) addrStrings() string {
 	return strings.Join(s, ", ")
 }
 
-// outcome is a Result judged by the rules of the issue: any response below
+// outcome is a Result judged by the failover rules (README,
+// "Upstream registration and edge failover"): any response below
 // 500 (even 4xx/405) proves the IP alive; silence, transport errors, 408 and
 // 5xx count against it.
 type outcome struct {

@@ -17,7 +17,7 @@ import (
 const maxPending = 64
 
 // Monitor owns the one active-edge decision that registrations, keepalives
-// and new calls share (ARCHITECTURE.md): DNS answers per edge with TTL and
+// and new calls share, so they never disagree: DNS answers per edge with TTL and
 // serve-stale, per-IP and per-edge health fed by its own probes and by
 // Report, failback hold, and reload. All methods are safe for concurrent use.
 type Monitor struct {
@@ -378,7 +378,7 @@ func (m *Monitor) updateDown(e *edgeHealth, now time.Time) {
 }
 
 // setEdgeState records an edge transition and logs the one line per
-// transition the issue asks for: "edge ashburn down: 3/3 IPs timed out after 4s".
+// transition, e.g. "edge ashburn down: 3/3 IPs timed out after 4s".
 func (m *Monitor) setEdgeState(e *edgeHealth, st State, why, class string, now time.Time) {
 	if e.state == st {
 		return

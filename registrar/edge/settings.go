@@ -9,7 +9,7 @@ import (
 )
 
 // Defaults applied by Settings.withDefaults when a field is zero. They follow
-// twilio-facts.md §3 (4 s per IP, not SIP Timer F's 32 s) and the config schema.
+// README "Twilio facts" 4 (4 s per IP, not SIP Timer F's 32 s) and the config schema.
 const (
 	DefaultTimeout           = 4 * time.Second
 	DefaultKeepaliveInterval = 10 * time.Second
@@ -52,7 +52,7 @@ type Settings struct {
 }
 
 // FQDN returns the registration host of edge: <domain>.sip.<edge>.twilio.com
-// (twilio-facts.md §1).
+// (README, "Twilio facts" 1).
 func (s Settings) FQDN(edge string) string {
 	return s.Domain + ".sip." + edge + ".twilio.com"
 }

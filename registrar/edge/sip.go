@@ -16,7 +16,7 @@ import (
 
 // URI is the Request-URI for t: sip:[user@]<fqdn>, with ;transport=tcp|tls
 // when not UDP. Twilio wants the FQDN, never the IP, and sip: rather than
-// sips: even over TLS (twilio-facts.md §1).
+// sips: even over TLS (README, "Twilio facts" 1).
 func (t Target) URI(user string) sip.Uri {
 	u := sip.Uri{Scheme: "sip", User: user, Host: t.FQDN}
 	if t.Transport == "tcp" || t.Transport == "tls" {
@@ -150,7 +150,7 @@ func (p *SIPProber) Probe(ctx context.Context, t Target) (Result, error) {
 
 // TLSConfig returns base (may be nil) for talking TLS to fqdn while
 // connecting to one of its IPs: SNI and certificate verification use the
-// FQDN, and TLS 1.2 is the minimum Twilio accepts (twilio-facts.md §1).
+// FQDN, and TLS 1.2 is the minimum Twilio accepts (README, "Twilio facts" 1).
 func TLSConfig(base *tls.Config, fqdn string) *tls.Config {
 	var c *tls.Config
 	if base != nil {

@@ -1,7 +1,7 @@
 // Package upstream is the upstream registration manager: it keeps every
 // phone user that has a live local binding registered at Twilio, on the
-// edge the edge monitor says is active (issue 3; PRODUCT.md "Register to
-// primary, then secondary edge"; twilio-facts.md §1–§3).
+// edge the edge monitor says is active (README, "Upstream registration and
+// edge failover" and "Twilio facts").
 //
 // What it does, per user:
 //

@@ -157,7 +157,7 @@ func (m *Manager) exchange(ctx context.Context, r *reg, kind string, timeout tim
 func (m *Manager) buildRegister(t edge.Target, id ident, cseq uint32, contact sip.Uri, expires int) *sip.Request {
 	req := sip.NewRequest(sip.REGISTER, t.URI(""))
 	// The AOR host has no edge: it is what Twilio forks inbound calls to
-	// (twilio-facts.md §1).
+	// (README, "Twilio facts" 1).
 	aor := sip.Uri{Scheme: "sip", User: id.aor, Host: id.domain + ".sip.twilio.com"}
 	from := &sip.FromHeader{Address: aor}
 	from.Params.Add("tag", sip.GenerateTagN(16))

@@ -12,7 +12,7 @@ import (
 )
 
 // bucketName is the Manager's bucket in the bbolt file it shares with the
-// location table (one file, one store: ARCHITECTURE.md "Persistence").
+// location table (one file, one store).
 var bucketName = []byte("upstream.v1")
 
 // record is one user's persisted upstream state: enough to resume after a

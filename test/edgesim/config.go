@@ -16,14 +16,14 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Twilio's registration rules (twilio-facts §1); a zero field in [Rules]
+// Twilio's registration rules (README "Twilio facts" 1); a zero field in [Rules]
 // takes these.
 const (
 	DefaultMinExpires       = 600
 	DefaultMaxExpires       = 3600
 	DefaultMaxRegistrations = 10
 	DefaultRegisterRate     = 5
-	DefaultDNSTTL           = 600 // seconds; Twilio's edge records carry 10 min (twilio-facts §3)
+	DefaultDNSTTL           = 600 // seconds; Twilio's edge records carry 10 min (README "Twilio facts" 4)
 	DefaultSlowDelay        = 5 * time.Second
 
 	// Call defaults; a zero field in [CallsConfig] takes these.
@@ -335,7 +335,7 @@ func checkHostPort(s string) error {
 	return nil
 }
 
-// checkTwilioPassword applies Twilio's credential rules (twilio-facts §1), so
+// checkTwilioPassword applies Twilio's credential rules (README "Twilio facts" 1), so
 // a demo config cannot hold a password the real Twilio would refuse.
 func checkTwilioPassword(pw string) error {
 	var upper, lower, digit bool

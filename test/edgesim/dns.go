@@ -46,7 +46,7 @@ func newDNSServer(s *Sim) *dnsServer {
 		}
 	}
 	// A Registration Domain without an edge registers at Ashburn
-	// (twilio-facts §1); without an ashburn edge the first edge stands in.
+	// (README "Twilio facts" 1); without an ashburn edge the first edge stands in.
 	home := s.edges[0]
 	if e, ok := s.byName["ashburn"]; ok {
 		home = e

@@ -49,7 +49,7 @@ func TestDNSAnswersEdgeFQDNs(t *testing.T) {
 		{"demo.sip.ashburn.twilio.com", ashburn},
 		{"DEMO.SIP.Umatilla.twilio.com", umatilla},
 		{"sip.umatilla.twilio.com", umatilla},
-		{"demo.sip.twilio.com", ashburn}, // no edge: Ashburn (twilio-facts §1)
+		{"demo.sip.twilio.com", ashburn}, // no edge: Ashburn (README "Twilio facts" 1)
 	} {
 		for _, netw := range []string{"udp", "tcp"} {
 			r, err := query(sim, netw, tc.name, dns.TypeA, 2*time.Second)

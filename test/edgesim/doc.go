@@ -4,7 +4,7 @@
 // A simulated edge (ashburn, umatilla, …) is a SIP registrar/UAS listening on
 // each of its loopback IPs, every IP with its own UDP and TCP sockets, the way
 // a real Twilio edge FQDN resolves to several addresses. All edges share one
-// location table, as Twilio's registrar does (twilio-facts §1), and apply
+// location table, as Twilio's registrar does (README "Twilio facts" 1), and apply
 // Twilio's registration rules: digest auth with 401, 423 below 600 s, expiry
 // cut to 3600 s, at most 10 bindings and 5 REGISTERs per second per AOR.
 //

@@ -126,7 +126,7 @@ func (in *inbound) serve(ctx context.Context) {
 }
 
 // handleOptions answers keepalive probes; whether Twilio does is
-// unconfirmed (twilio-facts §1), a 200 is what probing code expects.
+// unconfirmed (README "Twilio facts" 1), a 200 is what probing code expects.
 func handleOptions(_ context.Context, in *inbound) {
 	allow := make([]string, 0, len(in.ip.edge.handlers))
 	for m := range in.ip.edge.handlers {

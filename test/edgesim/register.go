@@ -125,7 +125,7 @@ func (s *Sim) handleRegister(_ context.Context, in *inbound) {
 }
 
 // digestKind is the challenge flavour: 401 for REGISTER, 407 for INVITE
-// (twilio-facts §1: "INVITEs are challenged with 407").
+// (README "Twilio facts" 1: "INVITEs are challenged with 407").
 type digestKind struct {
 	code                   int
 	reason                 string

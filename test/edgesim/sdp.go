@@ -11,7 +11,7 @@ import (
 )
 
 // Twilio's SIP codecs are PCMU and PCMA, DTMF as RFC 4733 telephone-event
-// (twilio-facts §1). edgesim offers exactly these and answers only these.
+// (README "Twilio facts" 1). edgesim offers exactly these and answers only these.
 const (
 	ptPCMU      = 0
 	ptPCMA      = 8

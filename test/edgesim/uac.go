@@ -31,7 +31,7 @@ type CallRequest struct {
 	// Edge, when set, sends every fork from that edge (its first IP that
 	// is up). Empty sends each fork from the edge IP its binding registered
 	// through, or, when that IP is broken, another IP of that edge, then of
-	// the other edges (twilio-facts §1: calls egress from another edge when
+	// the other edges (README "Twilio facts" 2: calls egress from another edge when
 	// the registered one is down).
 	Edge string `json:"edge,omitempty"`
 	// Timeout is how long the call rings before edgesim cancels it; zero

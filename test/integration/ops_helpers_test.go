@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// opsStatus is the part of /v1/status the issue-6 tests read: more than the
+// opsStatus is the part of /v1/status the ops tests read: more than the
 // shared status type (reload records, calls with RTP counters).
 type opsStatus struct {
 	Config struct {

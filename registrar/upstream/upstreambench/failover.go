@@ -1,6 +1,6 @@
 // Package upstreambench measures how fast the upstream registration manager
 // fails over, against an embedded edgesim on loopback: N users registered
-// at ashburn, ashburn set to drop, and three figures (issue 3, "Benchmarks"):
+// at ashburn, ashburn set to drop, and three figures (README, "Benchmarks"):
 //
 //	(a) time until the edge monitor declares ashburn down;
 //	(b) time until every user is registered at umatilla;
@@ -108,7 +108,7 @@ type Figures struct {
 	// MaxGapAny is the longest time any user had no live binding at all in
 	// Twilio's (edgesim's) shared table; make-before-break keeps it at 0.
 	MaxGapAny time.Duration
-	// Target is the issue's bound for (c): timeout + keepalive + 2 s.
+	// Target is the promised bound for (c): timeout + keepalive + 2 s.
 	Target time.Duration
 }
 
