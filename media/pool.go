@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/edgewise-sip/edgewise/media/internal/mmsg"
+	"github.com/edgewise-sip/edgewise/media/mmsg"
 )
 
 // ErrNoPorts means every free port pair of the range failed to bind or none

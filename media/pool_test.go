@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/edgewise-sip/edgewise/media/internal/mmsg"
+	"github.com/edgewise-sip/edgewise/media/mmsg"
 )
 
 func TestPortRangePairs(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgewise-sip/edgewise/media/internal/mmsg"
+	"github.com/edgewise-sip/edgewise/media/mmsg"
 )
 
 // Relay owns the port pool, the packet workers and every Session.

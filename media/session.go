@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/edgewise-sip/edgewise/media/internal/mmsg"
+	"github.com/edgewise-sip/edgewise/media/mmsg"
 	"github.com/edgewise-sip/edgewise/media/sdp"
 )
 

@@ -12,7 +12,7 @@ import (
 	"github.com/pion/rtp"
 	"golang.org/x/sys/unix"
 
-	"github.com/edgewise-sip/edgewise/media/internal/mmsg"
+	"github.com/edgewise-sip/edgewise/media/mmsg"
 )
 
 const (

@@ -3,7 +3,7 @@ package registrar
 import (
 	"net/netip"
 
-	"github.com/edgewise-sip/edgewise/registrar/digest"
+	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
 )
 
 // AuthFailed records an authentication failure that happened outside

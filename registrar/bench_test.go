@@ -15,8 +15,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/edgewise-sip/edgewise/registrar/digest"
 	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
 )
 
 // benchDirectory knows users u0, u1, ... all with password "pw".
@@ -29,8 +29,8 @@ func (benchDirectory) Credential(user string) (Credential, bool) {
 	return Credential{User: user, Password: "pw"}, true
 }
 
-// recordTx serialises the response as sipserver's stateless path does and
-// counts it. It is detached, like sipserver's: the registrar answers
+// recordTx serialises the response as the front end's stateless path does and
+// counts it. It is detached, like the front end's: the registrar answers
 // authenticated REGISTERs from the commit callback.
 type recordTx struct {
 	statelessLike
@@ -83,7 +83,7 @@ func benchRegisterRaw(user string, n int64, auth string) []byte {
 		"Content-Length: 0\r\n\r\n", n, user, user, n, user, n, user, 1+len(auth)%2, user, auth)
 }
 
-// BenchmarkRegister measures the REGISTER handler path as sipserver runs it
+// BenchmarkRegister measures the REGISTER handler path as the front end runs it
 // for each datagram: parse, ServeRegister (digest, location update persisted
 // to bbolt with group commit), build and serialise the response. "challenge"
 // is the first REGISTER of a login (401), "authenticated" the second (200, a

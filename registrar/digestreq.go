@@ -7,7 +7,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/edgewise-sip/edgewise/registrar/digest"
+	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
 )
 
 // DigestRequest describes req, received from src, for
@@ -53,7 +53,6 @@ func Fingerprint(req *sip.Request) uint64 {
 // headers. A URI that does not parse never matches.
 func SameURI(u *sip.Uri, s string) bool {
 	var v sip.Uri
-	println("SAMEURI", u.String(), s)
 	if err := sip.ParseUri(s, &v); err != nil {
 		return false
 	}

@@ -18,10 +18,10 @@ import (
 	"github.com/emiago/sipgo/sip"
 	icholy "github.com/icholy/digest"
 
-	"github.com/edgewise-sip/edgewise/registrar/digest"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
-	"github.com/edgewise-sip/edgewise/registrar/sipserver"
+	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
+	"github.com/edgewise-sip/edgewise/registrar/sip/frontend"
 )
 
 // clock is a settable time source shared by the registrar and the table.
@@ -104,11 +104,11 @@ type env struct {
 	logs  *logBuffer
 	table *location.Table
 	reg   *Registrar
-	srv   *sipserver.Server
+	srv   *frontend.Server
 	path  string
 }
 
-// newEnv runs a registrar behind a real sipserver on loopback UDP and TCP.
+// newEnv runs a registrar behind a real SIP front end on loopback UDP and TCP.
 func newEnv(t *testing.T, mutate func(*Settings)) *env {
 	t.Helper()
 	e := &env{t: t, clock: newClock(), logs: &logBuffer{t: t}, path: filepath.Join(t.TempDir(), "edgewise.db")}
@@ -122,8 +122,8 @@ func newEnv(t *testing.T, mutate func(*Settings)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv, err = sipserver.New(sipserver.Settings{
-		Listen: []sipserver.Listen{
+	e.srv, err = frontend.New(frontend.Settings{
+		Listen: []frontend.Listen{
 			{Transport: "udp", Host: "127.0.0.1"}, {Transport: "tcp", Host: "127.0.0.1"}, {Transport: "ws", Host: "127.0.0.1"},
 		},
 		UserAgent: "edgewise-test",
@@ -147,7 +147,7 @@ func newEnv(t *testing.T, mutate func(*Settings)) *env {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := e.srv.Run(ctx); err != nil {
-			t.Errorf("sipserver: %v", err)
+			t.Errorf("frontend: %v", err)
 		}
 	})
 	wg.Go(func() { e.reg.Run(ctx) })
@@ -155,7 +155,7 @@ func newEnv(t *testing.T, mutate func(*Settings)) *env {
 	select {
 	case <-e.srv.Ready():
 	case <-time.After(5 * time.Second):
-		t.Fatal("sipserver not ready")
+		t.Fatal("SIP front end not ready")
 	}
 	t.Cleanup(func() {
 		cancel()

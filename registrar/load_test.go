@@ -13,13 +13,13 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/edgewise-sip/edgewise/registrar/digest"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
-	"github.com/edgewise-sip/edgewise/registrar/sipserver"
+	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
+	"github.com/edgewise-sip/edgewise/registrar/sip/frontend"
 )
 
-// TestServeForLoad runs sipserver + registrar + location on a fixed address
+// TestServeForLoad runs the SIP front end + registrar + location on a fixed address
 // for an external load generator (SIPp), e.g.
 //
 //	EDGEWISE_REG_LOAD=127.0.0.1:5090 EDGEWISE_REG_LOAD_SECONDS=90 go test -run TestServeForLoad -v ./registrar/
@@ -44,8 +44,8 @@ func TestServeForLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer table.Close()
-	srv, err := sipserver.New(sipserver.Settings{
-		Listen: []sipserver.Listen{{Transport: "udp", Host: host, Port: port}, {Transport: "tcp", Host: host, Port: port}},
+	srv, err := frontend.New(frontend.Settings{
+		Listen: []frontend.Listen{{Transport: "udp", Host: host, Port: port}, {Transport: "tcp", Host: host, Port: port}},
 	}, log)
 	if err != nil {
 		t.Fatal(err)

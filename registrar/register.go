@@ -12,9 +12,9 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/edgewise-sip/edgewise/registrar/digest"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
+	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
 )
 
 var (
@@ -23,7 +23,7 @@ var (
 )
 
 // ServeRegister answers a REGISTER (RFC 3261 §10.3). It is idempotent, so it
-// is meant for sipserver.HandleStateless: a retransmission is recognised (same
+// is meant for frontend.HandleStateless: a retransmission is recognised (same
 // Call-ID, CSeq and Via branch) and answered with the current bindings without
 // applying anything twice.
 //
@@ -36,7 +36,7 @@ func (r *Registrar) ServeRegister(req *sip.Request, tx sip.ServerTransaction) {
 	st := r.state.Load()
 	src := sourceOf(req)
 	if r.lockout.Blocked(src.Addr()) {
-		// sipserver's guard normally stops these first.
+		// the front end's guard normally stops these first.
 		if sip.IsReliable(req.Transport()) {
 			r.reply(tx, newResponse(req, 403, "Forbidden"))
 		}
@@ -61,7 +61,7 @@ func (r *Registrar) ServeRegister(req *sip.Request, tx sip.ServerTransaction) {
 }
 
 // detachable is implemented by transactions that may be answered after the
-// handler returned: sipserver's stateless ones. A sipgo server transaction is
+// handler returned: the front end's stateless ones. A sipgo server transaction is
 // terminated when its handler returns, so it is answered synchronously.
 type detachable interface{ Detached() bool }
 

@@ -313,7 +313,7 @@ func TestLockout(t *testing.T) {
 		if got := testutil.ToFloat64(e.reg.metrics.authFailures); got != 10 {
 			t.Errorf("auth_failures_total = %v", got)
 		}
-		// The locked-out request itself is refused by sipserver's guard.
+		// The locked-out request itself is refused by the front end's guard.
 		if got := testutil.ToFloat64(e.reg.metrics.byCode[403]); got != 10 {
 			t.Errorf("403 count = %v", got)
 		}
@@ -540,7 +540,7 @@ func TestMetricsExposition(t *testing.T) {
 	}
 }
 
-// TestStackStopsCleanly runs sipserver, registrar and location together,
+// TestStackStopsCleanly runs the SIP front end, registrar and location together,
 // registers over both transports, stops everything and checks that no
 // goroutine is left behind.
 func TestStackStopsCleanly(t *testing.T) {

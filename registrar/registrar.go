@@ -7,7 +7,7 @@
 // from the configuration, and never reads the configuration itself. Wiring:
 //
 //	table, _ := location.Open(path, log, location.Settings{})
-//	srv, _ := sipserver.New(sipserver.Settings{...}, log)
+//	srv, _ := frontend.New(frontend.Settings{...}, log)
 //	reg, _ := registrar.New(table, settings, dir, registrar.Options{Logger: log, Pinger: srv})
 //	srv.HandleStateless(sip.REGISTER, reg.ServeRegister)
 //	srv.SetGuard(reg.Blocked)
@@ -26,9 +26,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/edgewise-sip/edgewise/registrar/digest"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
+	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
 )
 
 // Settings are the registrar's tunables, from the sip section of the config.
@@ -89,7 +89,7 @@ func (d MapDirectory) Credential(user string) (Credential, bool) {
 
 // Pinger sends an OPTIONS request to a contact, from the local address that
 // received its REGISTER, to dst, and reports whether anything answered.
-// sipserver.Server implements it.
+// frontend.Server implements it.
 type Pinger interface {
 	Ping(ctx context.Context, transport string, local, dst netip.AddrPort, uri string) error
 }
@@ -229,7 +229,7 @@ func (r *Registrar) Apply(s Settings, dir Directory) error {
 // Settings returns the settings in force.
 func (r *Registrar) Settings() Settings { return r.state.Load().s }
 
-// Blocked reports whether ip is locked out. sipserver calls it for every
+// Blocked reports whether ip is locked out. the front end calls it for every
 // request (SetGuard), so it is cheap when nothing is locked out.
 func (r *Registrar) Blocked(ip netip.Addr) bool {
 	return r.lockout.Blocked(ip)

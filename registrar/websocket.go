@@ -6,7 +6,7 @@ import "net/netip"
 // that closed (transport ws or wss, the browser's address). A browser
 // cannot be reached any other way (RFC 7118 §5), and a binding left behind
 // would keep its user registered upstream and ring nowhere until it
-// expired. Wire it to sipserver.Server.OnConnClosed.
+// expired. Wire it to frontend.Server.OnConnClosed.
 func (r *Registrar) ConnClosed(transport string, remote netip.AddrPort) {
 	n, err := r.table.RemoveSource(transport, remote)
 	if err != nil {

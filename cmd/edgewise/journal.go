@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/configs"
-	"github.com/edgewise-sip/edgewise/registrar/edge"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
+	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 )
 
 // journalSize bounds the recent events kept for the status page: enough for

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/configs"
-	"github.com/edgewise-sip/edgewise/registrar/edge"
+	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 )
 
 func TestJournal(t *testing.T) {

@@ -21,26 +21,26 @@ import (
 	"github.com/edgewise-sip/edgewise/media"
 	"github.com/edgewise-sip/edgewise/media/webrtc"
 	"github.com/edgewise-sip/edgewise/registrar"
-	"github.com/edgewise-sip/edgewise/registrar/b2bua"
-	"github.com/edgewise-sip/edgewise/registrar/digest"
-	"github.com/edgewise-sip/edgewise/registrar/edge"
+	"github.com/edgewise-sip/edgewise/registrar/calls"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
-	"github.com/edgewise-sip/edgewise/registrar/sipserver"
-	"github.com/edgewise-sip/edgewise/registrar/upstream"
+	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
+	"github.com/edgewise-sip/edgewise/registrar/sip/frontend"
+	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
+	"github.com/edgewise-sip/edgewise/registrar/twilio/upstream"
 )
 
 // sipSide is the SIP stack: listeners, the local registrar, the edge
 // monitor and the upstream registrations that follow it.
 type sipSide struct {
 	logger   *slog.Logger
-	server   *sipserver.Server
+	server   *frontend.Server
 	reg      *registrar.Registrar
 	edges    *edge.Monitor
 	upstream *upstream.Manager
 	tls      *edge.TLSClients
 	relay    *media.Relay
-	calls    *b2bua.B2BUA
+	calls    *calls.B2BUA
 	// retryAfter is non-zero once a graceful stop began: REGISTERs then get
 	// 503 with this many seconds in Retry-After.
 	retryAfter atomic.Int64
@@ -49,7 +49,7 @@ type sipSide struct {
 }
 
 func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer, events *journal) (*sipSide, error) {
-	srv, err := sipserver.New(sipServerSettings(cfg), logger.With("component", "sip"))
+	srv, err := frontend.New(sipServerSettings(cfg), logger.With("component", "sip"))
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +108,7 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	if err != nil {
 		return nil, err
 	}
-	opts := b2bua.Options{
+	opts := calls.Options{
 		SIP: srv, Bindings: table, Edges: mon, Relay: relay,
 		TLS:      tlsClients.Client, // only used when twilio.transport is tls
 		Lockout:  reg.Lockout(),     // wrong INVITE passwords lock out like wrong REGISTER ones
@@ -122,13 +122,13 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 		}
 		side.browsers, opts.Browsers = hub, hub
 	}
-	calls, err := b2bua.New(b2buaSettings(cfg), phoneCredentials(cfg), upstreamDirectory(cfg), opts)
+	b2b, err := calls.New(b2buaSettings(cfg), phoneCredentials(cfg), upstreamDirectory(cfg), opts)
 	if err != nil {
 		return nil, err
 	}
-	calls.Register(srv)
-	metrics.MustRegister(srv.Collector(), reg.Collector(), mon, up, relay, calls)
-	side.edges, side.upstream, side.tls, side.relay, side.calls = mon, up, tlsClients, relay, calls
+	b2b.Register(srv)
+	metrics.MustRegister(srv.Collector(), reg.Collector(), mon, up, relay, b2b)
+	side.edges, side.upstream, side.tls, side.relay, side.calls = mon, up, tlsClients, relay, b2b
 	return side, nil
 }
 
@@ -188,9 +188,9 @@ func callLimit(cfg *configs.Config) int {
 	return cfg.Media.PoolCalls()
 }
 
-func b2buaSettings(cfg *configs.Config) b2bua.Settings {
+func b2buaSettings(cfg *configs.Config) calls.Settings {
 	host, port := cfg.SIP.Advertise()
-	return b2bua.Settings{
+	return calls.Settings{
 		Domain:          cfg.Twilio.Domain,
 		PublicAddress:   net.JoinHostPort(host, strconv.Itoa(port)),
 		Timeout:         cfg.Twilio.Timeout,
@@ -206,11 +206,11 @@ func b2buaSettings(cfg *configs.Config) b2bua.Settings {
 }
 
 // callTargets gives the B2BUA each user's fixed targets.
-func callTargets(cfg *configs.Config) map[string][]b2bua.Target {
-	out := make(map[string][]b2bua.Target)
+func callTargets(cfg *configs.Config) map[string][]calls.Target {
+	out := make(map[string][]calls.Target)
 	for _, p := range cfg.Phones {
 		for _, t := range p.Targets {
-			out[p.User] = append(out[p.User], b2bua.Target{URI: t.URI, Priority: t.Priority, Weight: t.Weight})
+			out[p.User] = append(out[p.User], calls.Target{URI: t.URI, Priority: t.Priority, Weight: t.Weight})
 		}
 	}
 	return out
@@ -219,7 +219,7 @@ func callTargets(cfg *configs.Config) map[string][]b2bua.Target {
 // upstreamClient is the client for requests to Twilio. Over UDP they leave
 // from the first UDP listener, so Twilio's answers and its INVITEs to our
 // Contact come back through the socket (and NAT binding) the Via names.
-func upstreamClient(cfg *configs.Config, srv *sipserver.Server) (*sipgo.Client, error) {
+func upstreamClient(cfg *configs.Config, srv *frontend.Server) (*sipgo.Client, error) {
 	if cfg.Twilio.Transport == "udp" {
 		for _, l := range cfg.SIP.Listen {
 			if l.Transport == "udp" {
@@ -277,16 +277,16 @@ func upstreamDirectory(cfg *configs.Config) upstream.StaticDirectory {
 	return dir
 }
 
-func sipServerSettings(cfg *configs.Config) sipserver.Settings {
+func sipServerSettings(cfg *configs.Config) frontend.Settings {
 	c := cfg.SIP.Connections
-	s := sipserver.Settings{
+	s := frontend.Settings{
 		UserAgent:   "edgewise/" + version,
 		TLSCertFile: cfg.SIP.TLS.CertFile, // for wss: listeners
 		TLSKeyFile:  cfg.SIP.TLS.KeyFile,
-		Connections: sipserver.Connections{Max: c.Max, MaxPerSource: c.MaxPerSource, SetupTimeout: c.SetupTimeout, IdleTimeout: c.IdleTimeout},
+		Connections: frontend.Connections{Max: c.Max, MaxPerSource: c.MaxPerSource, SetupTimeout: c.SetupTimeout, IdleTimeout: c.IdleTimeout},
 	}
 	for _, l := range cfg.SIP.Listen {
-		s.Listen = append(s.Listen, sipserver.Listen{Transport: l.Transport, Host: l.Host, Port: l.Port})
+		s.Listen = append(s.Listen, frontend.Listen{Transport: l.Transport, Host: l.Host, Port: l.Port})
 	}
 	if host, port := cfg.SIP.Advertise(); host != "" {
 		s.PublicAddress = fmt.Sprintf("%s:%d", host, port)
@@ -426,7 +426,7 @@ func (s *sipSide) draining() bool { return s.retryAfter.Load() != 0 }
 // refuseWhileDraining answers REGISTERs with 503 and Retry-After during a
 // graceful stop (RFC 3261 §21.5.4), so phones retry after the restart or
 // use their backup registrar rather than count a failure.
-func (s *sipSide) refuseWhileDraining(h sipserver.Handler) sipserver.Handler {
+func (s *sipSide) refuseWhileDraining(h frontend.Handler) frontend.Handler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
 		secs := s.retryAfter.Load()
 		if secs == 0 {

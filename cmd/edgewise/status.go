@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/configs"
-	"github.com/edgewise-sip/edgewise/registrar/b2bua"
-	"github.com/edgewise-sip/edgewise/registrar/edge"
+	"github.com/edgewise-sip/edgewise/registrar/calls"
 	"github.com/edgewise-sip/edgewise/registrar/location"
-	"github.com/edgewise-sip/edgewise/registrar/upstream"
+	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
+	"github.com/edgewise-sip/edgewise/registrar/twilio/upstream"
 )
 
 // statusDoc is GET /v1/status. Field names are part of the admin API.
@@ -21,7 +21,7 @@ type statusDoc struct {
 	Config    configStatus       `json:"config"`
 	Users     []userStatus       `json:"users"`
 	Edges     []edge.EdgeStatus  `json:"edges"`
-	Calls     []b2bua.CallStatus `json:"calls"`
+	Calls     []calls.CallStatus `json:"calls"`
 	Store     storeStatus        `json:"store"`
 	Events    []event            `json:"events"` // newest first
 }

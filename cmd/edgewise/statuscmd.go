@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/configs"
-	"github.com/edgewise-sip/edgewise/registrar/edge"
+	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 )
 
 const defaultAdminURL = "http://127.0.0.1:9060"

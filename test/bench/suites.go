@@ -18,7 +18,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/edgewise-sip/edgewise/registrar/upstream/upstreambench"
+	"github.com/edgewise-sip/edgewise/test/bench/upstreambench"
 	"github.com/edgewise-sip/edgewise/token"
 )
 

@@ -189,22 +189,35 @@ module_tmp account.so
 // 127.0.0.1 as the source toward any loopback address; its SIP must come from
 // the same address, because edgewise takes a phone's media only from the
 // address its SIP came from (strict source). Other tests' daemons and
-// clients use addresses from nextIP, never 127.0.0.1.
+// clients use addresses from nextIP, never 127.0.0.1. baresip listens on UDP
+// and TCP at the port and TLS at the port above; the ports are picked below
+// the kernel's ephemeral range, so no outgoing connection takes them between
+// the check and baresip's bind.
 func baresipListen(t *testing.T) (string, int) {
 	t.Helper()
-	for range 20 {
-		u, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	free := func(network, addr string) bool {
+		if network == "udp" {
+			c, err := net.ListenPacket("udp", addr)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
 		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		u.Close()
-		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+		l, err := net.Listen("tcp", addr)
+		if err == nil {
 			l.Close()
+		}
+		return err == nil
+	}
+	base := 15000 + 2*(os.Getpid()%1000)
+	for i := range 500 {
+		port := 15000 + (base-15000+2*i)%4000
+		if free("udp", fmt.Sprintf("127.0.0.1:%d", port)) && free("tcp", fmt.Sprintf("127.0.0.1:%d", port)) &&
+			free("tcp", fmt.Sprintf("127.0.0.1:%d", port+1)) {
 			return "127.0.0.1", port
 		}
 	}
-	t.Fatal("no free port on 127.0.0.1 for baresip")
+	t.Fatal("no free port pair on 127.0.0.1 for baresip")
 	return "", 0
 }
 
