@@ -93,6 +93,10 @@ func (d *decoder) decodeSIP(n *yaml.Node, s *SIP) {
 				d.problem(it.Path, "", "transport %q is not one of udp, tcp, tls, ws, wss", l.Transport)
 				continue
 			}
+			if _, err := netip.ParseAddr(l.Host); err != nil {
+				d.problem(it.Path, `an IP address of this host, or 0.0.0.0 for every interface, e.g. "udp:0.0.0.0:5060"`, "host %q is not an IP address", l.Host)
+				continue
+			}
 			if first, dup := seen[l]; dup {
 				d.problem(it.Path, "", "duplicate of %s", first)
 				continue

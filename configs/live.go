@@ -37,8 +37,8 @@ type Live struct {
 
 	reloadMu sync.Mutex // serialises Reload
 
-	subMu sync.Mutex // separate so a subscriber may Subscribe or read history
-	subs  []func(old, new *Config)
+	subMu sync.Mutex // separate so a component may register or read history
+	comps []component
 
 	histMu sync.Mutex
 	hist   []ReloadResult // ring, oldest first after rotation
@@ -64,13 +64,27 @@ func NewLive(cfg *Config, logger *slog.Logger) *Live {
 // Current returns the running config. Never nil; never modify it.
 func (l *Live) Current() *Config { return l.cur.Load() }
 
-// Subscribe registers fn to run after every successful swap, synchronously
-// and in subscription order, with the previous and the new config. fn runs
-// while the reload lock is held: it must not call Reload (Current, Last and
-// History are fine).
-func (l *Live) Subscribe(fn func(old, new *Config)) {
+// Prepare is a component's half of a reload: it builds the state the new
+// config asks of it and checks it, changing nothing in force, and returns
+// commit, which puts that state in force and cannot fail. An error refuses
+// the whole reload: no component changes, and the error, prefixed with the
+// component's name, is the reload's problem.
+type Prepare func(old, new *Config) (commit func(), err error)
+
+type component struct {
+	name    string
+	prepare Prepare
+}
+
+// OnReload registers a component. On every reload that changes something,
+// each component prepares in registration order; if all succeed the config
+// is swapped and each commit runs, in the same order; if one refuses,
+// nothing is swapped and no commit runs. prepare and commit run while the
+// reload lock is held: they must not call Reload (Current, Last and History
+// are fine).
+func (l *Live) OnReload(name string, prepare Prepare) {
 	l.subMu.Lock()
-	l.subs = append(l.subs, fn)
+	l.comps = append(l.comps, component{name, prepare})
 	l.subMu.Unlock()
 }
 
@@ -118,18 +132,35 @@ func (l *Live) Reload(trigger string) ReloadResult {
 		return res
 	}
 	res.NeedsRestart = NeedsRestart(res.Changed)
+
+	// All or nothing: every component builds and checks its new state
+	// before anything changes.
+	l.subMu.Lock()
+	comps := append([]component{}, l.comps...)
+	l.subMu.Unlock()
+	commits := make([]func(), 0, len(comps))
+	for _, c := range comps {
+		commit, err := c.prepare(old, cfg)
+		if err != nil {
+			res.OK = false
+			res.Problems = []string{fmt.Sprintf("%s: %s refused the new config: %v", old.Path, c.name, err)}
+			l.record(res)
+			l.log.Error("config reload refused; keeping the running config", "trigger", trigger, "file", old.Path,
+				"component", c.name, "error", err, "running_version", old.Version)
+			return res
+		}
+		commits = append(commits, commit)
+	}
 	l.cur.Store(cfg)
 	l.record(res)
 	l.log.Info("config reloaded", "trigger", trigger, "version", cfg.Version, "previous", old.Version, "changed", res.Changed)
 	if len(res.NeedsRestart) > 0 {
 		l.log.Warn("config fields changed that apply only after a restart", "fields", res.NeedsRestart)
 	}
-
-	l.subMu.Lock()
-	subs := append([]func(old, new *Config){}, l.subs...)
-	l.subMu.Unlock()
-	for _, fn := range subs {
-		fn(old, cfg)
+	for _, commit := range commits {
+		if commit != nil {
+			commit()
+		}
 	}
 	return res
 }

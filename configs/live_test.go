@@ -3,6 +3,7 @@ package configs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -77,12 +78,19 @@ func TestLiveReload(t *testing.T) {
 	}
 
 	var calls []string
-	live.Subscribe(func(old, new *Config) { calls = append(calls, "1:"+old.Version+">"+new.Version) })
-	live.Subscribe(func(old, new *Config) {
-		calls = append(calls, "2:"+old.Version+">"+new.Version)
-		if live.Current() != new || live.Last().Version != new.Version {
-			t.Error("subscriber runs before the swap is visible")
+	live.OnReload("one", func(old, new *Config) (func(), error) {
+		return func() { calls = append(calls, "1:"+old.Version+">"+new.Version) }, nil
+	})
+	live.OnReload("two", func(old, new *Config) (func(), error) {
+		if live.Current() != old {
+			t.Error("a component prepares after the swap")
 		}
+		return func() {
+			calls = append(calls, "2:"+old.Version+">"+new.Version)
+			if live.Current() != new || live.Last().Version != new.Version {
+				t.Error("commit runs before the swap is visible")
+			}
+		}, nil
 	})
 
 	// Unchanged file: nothing happens.
@@ -330,5 +338,36 @@ func TestWatch(t *testing.T) {
 	waitFor(t, "second rename to apply", edgesNow("sydney"))
 	if got := len(live.History()) - n; got != 1 {
 		t.Errorf("%d reloads for one change next to an unrelated write", got)
+	}
+}
+
+// TestLiveReloadAllOrNothing: when one component refuses the new config,
+// the reload fails with its reason, no component commits (the ones that
+// prepared before it included) and the running config stays.
+func TestLiveReloadAllOrNothing(t *testing.T) {
+	live, path, logs := newLive(t, liveBase)
+	first := live.Current()
+	var committed []string
+	for _, name := range []string{"registrar", "edges", "calls"} {
+		live.OnReload(name, func(old, new *Config) (func(), error) {
+			if name == "edges" {
+				return nil, errors.New("an edge the monitor cannot use")
+			}
+			return func() { committed = append(committed, name) }, nil
+		})
+	}
+	writeFile(t, path, strings.Replace(liveBase, "[ashburn, umatilla]", "[umatilla, ashburn]", 1))
+	r := live.Reload("api")
+	if r.OK || live.Current() != first || len(committed) != 0 {
+		t.Fatalf("refused reload: %+v, current changed %v, committed %v", r, live.Current() != first, committed)
+	}
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], "edges refused the new config: an edge the monitor cannot use") {
+		t.Fatalf("problems %q", r.Problems)
+	}
+	if !strings.Contains(logs.String(), "component=edges") {
+		t.Errorf("refusal not logged with its component:\n%s", logs)
+	}
+	if last := live.Last(); last.OK || last.Trigger != "api" {
+		t.Errorf("history %+v", last)
 	}
 }

@@ -108,6 +108,7 @@ func TestParseProblems(t *testing.T) {
 media:
   webrtc: {listen: "0.0.0.0:3479"}
 `, []string{
+			`c.yaml:7: sip.public_address: must be an IP address when the first listen address is 0.0.0.0: it goes into SDP (hint: the IP address phones and Twilio send RTP to, e.g. 203.0.113.10)`,
 			`c.yaml:9: media.webrtc.advertise: required when media.webrtc.listen is 0.0.0.0 and sip.public_address is not an IP (hint: list the IPs browsers reach edgewise on)`,
 		}},
 		{"unknown nested key", "twilio:\n  domain: example\n  edgse: [ashburn]\nstore: {path: /x}\n", []string{

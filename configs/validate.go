@@ -45,6 +45,11 @@ func (d *decoder) validateSIP(s SIP) {
 	} else if host, _ := s.Advertise(); len(s.Listen) > 0 && isUnspecified(host) {
 		// 0.0.0.0 in a Contact header would send Twilio's requests nowhere.
 		d.problem("sip.public_address", "set the address Twilio can reach", "required when the first listen address is %s", host)
+	} else if len(s.Listen) > 0 && isUnspecified(s.Listen[0].Host) && !publicIP(s) {
+		// The relay writes an address into every SDP; with SIP on every
+		// interface only public_address can say which, and SDP needs an IP.
+		d.problem("sip.public_address", "the IP address phones and Twilio send RTP to, e.g. 203.0.113.10",
+			"must be an IP address when the first listen address is %s: it goes into SDP", s.Listen[0].Host)
 	}
 	d.validateListenTLS(s)
 	if s.Realm == "" {

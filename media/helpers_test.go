@@ -37,6 +37,12 @@ func startRelay(t testing.TB, mod func(*Settings, *Relay)) *Relay {
 	}
 	if mod != nil {
 		mod(&r.set, r)
+		// What a reload could change goes through Prepare, as it would.
+		commit, err := r.Prepare(r.set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		commit()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,7 +16,10 @@ import (
 
 // Relay owns the port pool, the packet workers and every Session.
 type Relay struct {
-	set   Settings
+	set Settings
+	// tuned holds the settings a reload may change (Prepare): the timeout
+	// and AllowB. set's copies are the ones it started with.
+	tuned atomic.Pointer[tuning]
 	log   *slog.Logger
 	pool  *PortPool
 	epoch time.Time
@@ -33,6 +37,25 @@ type Relay struct {
 
 	// afterCheck, when set (tests), runs after each timeout sweep.
 	afterCheck func(now int64)
+}
+
+type tuning struct {
+	timeout time.Duration
+	allowB  []netip.Prefix
+}
+
+// Prepare checks new settings and returns commit, which puts the ones a
+// running relay can change in force: Timeout (for the next sweep) and
+// AllowB (for sessions made afterwards; a call keeps the ranges it started
+// with). The ports, addresses and worker count are fixed at NewRelay: they
+// apply after a restart (the reload result says so) and are ignored here.
+func (r *Relay) Prepare(s Settings) (commit func(), err error) {
+	s, err = s.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	t := &tuning{timeout: s.Timeout, allowB: slices.Clone(s.AllowB)}
+	return func() { r.tuned.Store(t) }, nil
 }
 
 // NewRelay validates s and prepares the pool; no socket is bound until
@@ -56,6 +79,7 @@ func NewRelay(s Settings, log *slog.Logger) (*Relay, error) {
 		epoch:    time.Now(),
 		sessions: make(map[string]*Session),
 	}
+	r.tuned.Store(&tuning{timeout: s.Timeout, allowB: s.AllowB})
 	for range s.Workers {
 		r.workers = append(r.workers, newWorker(r))
 	}
@@ -178,7 +202,7 @@ func (r *Relay) NewSession(id string) (*Session, error) {
 	s := &Session{id: id, r: r, created: time.Now(), entries: [4]int32{-1, -1, -1, -1}}
 	v6 := r.set.BindIP.Is6() && !r.set.BindIP.Is4In6()
 	s.legs[A] = Leg{s: s, side: A, pair: pa, advertise: r.set.LocalIP, v6: v6}
-	s.legs[B] = Leg{s: s, side: B, pair: pb, advertise: r.set.PublicIP, v6: v6, allow: r.set.AllowB}
+	s.legs[B] = Leg{s: s, side: B, pair: pb, advertise: r.set.PublicIP, v6: v6, allow: r.tuned.Load().allowB}
 	for i := range s.legs {
 		s.legs[i].rtp.fd, s.legs[i].rtcp.fd = s.legs[i].pair.rtp, s.legs[i].pair.rti
 	}
@@ -242,10 +266,12 @@ func (r *Relay) Pool() PoolStats { return r.pool.Stats() }
 
 // sweep looks for silent legs a few times per Timeout.
 func (r *Relay) sweep(ctx context.Context) {
-	every := min(max(r.set.Timeout/4, 10*time.Millisecond), time.Second)
-	t := time.NewTicker(every)
+	// A quarter of the shortest timeout ever configured, so a reload that
+	// shortens it is honoured in time.
+	every := func() time.Duration { return min(max(r.tuned.Load().timeout/4, 10*time.Millisecond), time.Second) }
+	period := every()
+	t := time.NewTicker(period)
 	defer t.Stop()
-	timeout := int64(r.set.Timeout)
 	var list []*Session
 	for {
 		select {
@@ -253,6 +279,11 @@ func (r *Relay) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		if p := every(); p != period {
+			period = p
+			t.Reset(p)
+		}
+		timeout := int64(r.tuned.Load().timeout)
 		now := r.now()
 		r.mu.Lock()
 		list = list[:0]
@@ -266,7 +297,7 @@ func (r *Relay) sweep(ctx context.Context) {
 				continue
 			}
 			r.timeouts.Add(1)
-			r.log.Info("media: leg silent, call timed out", "session", s.id, "side", side, "timeout", r.set.Timeout)
+			r.log.Info("media: leg silent, call timed out", "session", s.id, "side", side, "timeout", time.Duration(timeout))
 			if fn != nil {
 				fn(side)
 			}

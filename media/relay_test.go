@@ -428,3 +428,32 @@ func TestSessionErrors(t *testing.T) {
 		t.Error("closed session still listed")
 	}
 }
+
+// TestReloadTuning: a reload changes the timeout and Twilio's ranges of a
+// running relay; the ports and addresses need a restart and are left alone.
+func TestReloadTuning(t *testing.T) {
+	r := startRelay(t, nil)
+	s := r.Settings()
+	s.Timeout, s.AllowB = 2*time.Second, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+	commit, err := r.Prepare(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.tuned.Load().timeout != time.Minute {
+		t.Fatal("Prepare changed something")
+	}
+	commit()
+	if tu := r.tuned.Load(); tu.timeout != 2*time.Second || len(tu.allowB) != 1 {
+		t.Fatalf("after commit: %+v", tu)
+	}
+	moved := r.Settings()
+	moved.Ports.Min += 2
+	commit, err = r.Prepare(moved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit()
+	if r.Settings().Ports == moved.Ports {
+		t.Fatal("a new port range was applied to a running relay")
+	}
+}

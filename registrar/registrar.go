@@ -204,25 +204,37 @@ func (s Settings) Validate() error {
 	return nil
 }
 
-// Apply swaps in new settings and a new directory. Requests in progress
-// finish with what they started with; nonces already issued stay valid. On
-// error nothing changes.
-func (r *Registrar) Apply(s Settings, dir Directory) error {
+// Prepare checks new settings and a new directory and returns commit, which
+// swaps them in and cannot fail; on error nothing changes. Requests in
+// progress finish with what they started with; nonces already issued stay
+// valid.
+func (r *Registrar) Prepare(s Settings, dir Directory) (commit func(), err error) {
 	if err := s.Validate(); err != nil {
-		return err
+		return nil, err
+	}
+	if err := digestConfig(s).Validate(); err != nil {
+		return nil, fmt.Errorf("registrar: %w", err)
 	}
 	if dir == nil {
 		dir = MapDirectory(nil)
 	}
-	r.applyMu.Lock()
-	defer r.applyMu.Unlock()
-	if err := r.auth.SetConfig(digestConfig(s)); err != nil {
-		return fmt.Errorf("registrar: %w", err)
+	return func() {
+		r.applyMu.Lock()
+		defer r.applyMu.Unlock()
+		// Both were validated above.
+		_ = r.auth.SetConfig(digestConfig(s))
+		_ = r.lockout.Apply(s.Lockout)
+		r.state.Store(&state{s: s, dir: dir})
+	}, nil
+}
+
+// Apply is Prepare and its commit.
+func (r *Registrar) Apply(s Settings, dir Directory) error {
+	commit, err := r.Prepare(s, dir)
+	if err != nil {
+		return err
 	}
-	if err := r.lockout.Apply(s.Lockout); err != nil {
-		return fmt.Errorf("registrar: %w", err)
-	}
-	r.state.Store(&state{s: s, dir: dir})
+	commit()
 	return nil
 }
 

@@ -84,9 +84,25 @@ func New(logger *slog.Logger, opts ...Option) *Provider {
 // previous one stays. dir checks Basic credentials; nil disables Basic.
 // Rate-limit budgets carry over, so a reload does not reset them.
 func (p *Provider) Apply(s Settings, dir Directory) error {
-	if err := s.Validate(); err != nil {
-		return fmt.Errorf("token settings: %w", err)
+	commit, err := p.Prepare(s, dir)
+	if err != nil {
+		return err
 	}
+	commit()
+	return nil
+}
+
+// Prepare checks s and returns commit, which applies it as Apply does and
+// cannot fail.
+func (p *Provider) Prepare(s Settings, dir Directory) (commit func(), err error) {
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("token settings: %w", err)
+	}
+	return func() { p.apply(s, dir) }, nil
+}
+
+// apply is Apply's work on checked settings.
+func (p *Provider) apply(s Settings, dir Directory) {
 	// Copy the slices: the caller may reuse its config structs.
 	s.Keys = append([]Key(nil), s.Keys...)
 	s.Edges = append([]string(nil), s.Edges...)
@@ -127,7 +143,6 @@ func (p *Provider) Apply(s Settings, dir Directory) error {
 	p.updateReady()
 	p.log.Info("token settings applied", "edges", st.edges, "ttl", st.ttl,
 		"key_sid", st.signer.SID, "keys", len(s.Keys), "ready", st.ready)
-	return nil
 }
 
 // Ready reports whether the provider can issue tokens, and why not.

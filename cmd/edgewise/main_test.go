@@ -130,3 +130,46 @@ func TestMediaBind(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckRefusesWhatServeRefuses: configs that `serve` used to refuse only
+// once it started (a listen host that is a name, an SDP address that is a
+// name, a wildcard token origin) are refused by `check` with FILE:LINE, and
+// by `serve` the same way before it opens anything.
+func TestCheckRefusesWhatServeRefuses(t *testing.T) {
+	tests := []struct {
+		name, old, new, want string
+	}{
+		{"listen host is a name", `"udp:127.0.0.1:5060"`, `"udp:localhost:5060"`,
+			`:12: sip.listen[0]: host "localhost" is not an IP address`},
+		{"SDP address is a name", `listen: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "ws:127.0.0.1:8080"]
+  public_address: 127.0.0.1`, `listen: ["udp:0.0.0.0:5060"]
+  public_address: sip.example.com`, `:13: sip.public_address: must be an IP address when the first listen address is 0.0.0.0`},
+		{"wildcard token origin", "token:\n", "token:\n  cors_origins: [\"*\"]\n", `token.cors_origins[0]: "*" is not allowed`},
+		{"relay bound to a name", "media:\n", "media:\n  bind: relay.example.com\n", `media.bind: "relay.example.com" is not an IP address`},
+	}
+	data, err := os.ReadFile(filepath.Join("..", "..", "configs", "demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := strings.Replace(string(data), tt.old, tt.new, 1)
+			if src == string(data) {
+				t.Fatalf("%q not in demo.yaml", tt.old)
+			}
+			path := filepath.Join(t.TempDir(), "edgewise.yaml")
+			if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, cmd := range []string{"check", "serve"} {
+				var out bytes.Buffer
+				if code := run([]string{cmd, "-c", path}, &out, &out); code != 1 {
+					t.Fatalf("%s exited %d, want 1:\n%s", cmd, code, out.String())
+				}
+				if !strings.Contains(out.String(), path) || !strings.Contains(out.String(), tt.want) {
+					t.Fatalf("%s output lacks FILE:LINE %q:\n%s", cmd, tt.want, out.String())
+				}
+			}
+		})
+	}
+}

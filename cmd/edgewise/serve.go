@@ -163,19 +163,25 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 	adm.SetToken(cfg.Admin.Token.Value())
 	reg.MustRegister(adm.Collector())
 
-	// Apply every accepted reload; Live has already validated the whole file.
-	live.Subscribe(func(old, cur *configs.Config) {
-		sip.apply(cur)
-		if tokens != nil && cur.Token != nil {
-			if err := tokens.Apply(tokenSettings(cur), phoneDirectory{cur}); err != nil {
-				logger.Error("token settings refused", "error", err)
+	// A reload is all or nothing: each component prepares its new state,
+	// and only if every one accepts is the config swapped and applied.
+	live.OnReload("sip", sip.prepare)
+	if tokens != nil {
+		live.OnReload("token provider", func(_, cur *configs.Config) (func(), error) {
+			if cur.Token == nil {
+				return func() {}, nil // removing the section needs a restart (reported as such)
 			}
-		}
-		adm.SetToken(cur.Admin.Token.Value())
-		adm.SetAllowedHosts(adminHosts(cur))
-		if res := live.Last(); len(res.NeedsRestart) > 0 {
-			logger.Warn("some changes need a restart to take effect", "fields", res.NeedsRestart)
-		}
+			return tokens.Prepare(tokenSettings(cur), phoneDirectory{cur})
+		})
+	}
+	live.OnReload("admin", func(_, cur *configs.Config) (func(), error) {
+		return func() {
+			adm.SetToken(cur.Admin.Token.Value())
+			adm.SetAllowedHosts(adminHosts(cur))
+			if res := live.Last(); len(res.NeedsRestart) > 0 {
+				logger.Warn("some changes need a restart to take effect", "fields", res.NeedsRestart)
+			}
+		}, nil
 	})
 
 	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)

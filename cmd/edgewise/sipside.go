@@ -346,26 +346,43 @@ func phoneCredentials(cfg *configs.Config) registrar.MapDirectory {
 	return dir
 }
 
-// apply takes a reloaded config. Listener changes need a restart (the reload
-// result says so); everything else applies at once.
-func (s *sipSide) apply(cfg *configs.Config) {
-	// configs validated the file; a refusal below is a disagreement between
-	// two validations and must be visible.
-	if err := s.reg.Apply(registrarSettings(cfg), phoneCredentials(cfg)); err != nil {
-		s.logger.Error("registrar refused the reloaded settings; keeping the old ones", "error", err)
+// prepare is the SIP side's half of a reload (configs.Prepare): every
+// component builds and checks its new state, and only if all of them accept
+// does the returned commit put them in force, in an order that matters. The
+// relay is reached here too: media.timeout and twilio.media_cidrs apply to
+// the running relay. Listener changes need a restart (the reload result
+// says so).
+func (s *sipSide) prepare(_, cfg *configs.Config) (func(), error) {
+	type step struct {
+		name    string
+		prepare func() (func(), error)
 	}
-	// The monitor first: a new edge order is its decision, and the upstream
-	// manager follows its change event with paced, make-before-break moves.
-	if err := s.edges.Apply(edgeSettings(cfg)); err != nil {
-		s.logger.Error("edge monitor refused the reloaded settings; keeping the old ones", "error", err)
+	steps := []step{
+		{"registrar", func() (func(), error) { return s.reg.Prepare(registrarSettings(cfg), phoneCredentials(cfg)) }},
+		// The monitor before upstream: a new edge order is its decision,
+		// and the upstream manager follows its change event with paced,
+		// make-before-break moves.
+		{"edge monitor", func() (func(), error) { return s.edges.Prepare(edgeSettings(cfg)) }},
+		{"upstream registration", func() (func(), error) { return s.upstream.Prepare(upstreamSettings(cfg), upstreamDirectory(cfg)) }},
+		{"media relay", func() (func(), error) { return s.relay.Prepare(mediaSettings(cfg)) }},
+		// Calls in progress keep the snapshot they started with.
+		{"calls", func() (func(), error) {
+			return s.calls.Prepare(b2buaSettings(cfg), phoneCredentials(cfg), upstreamDirectory(cfg))
+		}},
 	}
-	if err := s.upstream.Apply(upstreamSettings(cfg), upstreamDirectory(cfg)); err != nil {
-		s.logger.Error("upstream registration refused the reloaded settings; keeping the old ones", "error", err)
+	commits := make([]func(), 0, len(steps))
+	for _, st := range steps {
+		commit, err := st.prepare()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", st.name, err)
+		}
+		commits = append(commits, commit)
 	}
-	// Calls in progress keep the snapshot they started with.
-	if err := s.calls.Apply(b2buaSettings(cfg), phoneCredentials(cfg), upstreamDirectory(cfg)); err != nil {
-		s.logger.Error("b2bua refused the reloaded settings; keeping the old ones", "error", err)
-	}
+	return func() {
+		for _, c := range commits {
+			c()
+		}
+	}, nil
 }
 
 // run serves SIP and runs the registrar's background work until ctx is done.

@@ -85,19 +85,24 @@ func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger, 
 	adm.SetToken(cfg.Admin.Token.Value())
 	reg.MustRegister(adm.Collector())
 
-	live.Subscribe(func(_, cur *configs.Config) {
+	live.OnReload("token provider", func(_, cur *configs.Config) (func(), error) {
 		if cur.Token == nil {
-			logger.Error("the reloaded config has no token section; this replica keeps its token settings until restarted")
-			return
+			return nil, errors.New("the config has no token section: a replica needs one")
 		}
-		if err := tokens.Apply(tokenSettings(cur), phoneDirectory{cur}); err != nil {
-			logger.Error("token settings refused", "error", err)
+		commit, err := tokens.Prepare(tokenSettings(cur), phoneDirectory{cur})
+		if err != nil {
+			return nil, err
 		}
-		if err := locks.Apply(lockoutSettings(cur)); err != nil {
-			logger.Error("lockout settings refused", "error", err)
+		ls := lockoutSettings(cur)
+		if err := ls.Validate(); err != nil {
+			return nil, fmt.Errorf("lockout: %w", err)
 		}
-		adm.SetToken(cur.Admin.Token.Value())
-		adm.SetAllowedHosts(adminHosts(cur))
+		return func() {
+			commit()
+			_ = locks.Apply(ls) // validated above
+			adm.SetToken(cur.Admin.Token.Value())
+			adm.SetAllowedHosts(adminHosts(cur))
+		}, nil
 	})
 
 	tokenLn, err := net.Listen("tcp", cfg.Token.Listen)

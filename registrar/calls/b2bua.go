@@ -204,17 +204,30 @@ func New(s Settings, phones registrar.Directory, twilio upstream.Directory, opts
 // snapshot they started with; nonces already issued stay valid. On error
 // nothing changes.
 func (b *B2BUA) Apply(s Settings, phones registrar.Directory, twilio upstream.Directory) error {
-	st, err := newState(s, phones, twilio)
+	commit, err := b.Prepare(s, phones, twilio)
 	if err != nil {
 		return err
 	}
-	b.applyMu.Lock()
-	defer b.applyMu.Unlock()
-	if err := b.auth.SetConfig(st.digestConfig()); err != nil {
-		return fmt.Errorf("calls: %w", err)
-	}
-	b.state.Store(st)
+	commit()
 	return nil
+}
+
+// Prepare checks new settings and directories and returns commit, which
+// swaps them in and cannot fail (see Apply).
+func (b *B2BUA) Prepare(s Settings, phones registrar.Directory, twilio upstream.Directory) (commit func(), err error) {
+	st, err := newState(s, phones, twilio)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.digestConfig().Validate(); err != nil {
+		return nil, fmt.Errorf("calls: %w", err)
+	}
+	return func() {
+		b.applyMu.Lock()
+		defer b.applyMu.Unlock()
+		_ = b.auth.SetConfig(st.digestConfig()) // validated above
+		b.state.Store(st)
+	}, nil
 }
 
 // Settings returns the settings in force, defaults filled in.

@@ -92,17 +92,39 @@ func NewAuthenticator(cfg Config, opts Options) (*Authenticator, error) {
 
 // SetConfig validates cfg and makes it current.
 func (a *Authenticator) SetConfig(cfg Config) error {
+	c, err := cfg.build()
+	if err != nil {
+		return err
+	}
+	for {
+		old := a.ncPeriod.Load()
+		if int64(c.NonceTTL) <= old || a.ncPeriod.CompareAndSwap(old, int64(c.NonceTTL)) {
+			break
+		}
+	}
+	a.cfg.Store(c)
+	return nil
+}
+
+// Validate reports whether SetConfig would accept cfg.
+func (cfg Config) Validate() error {
+	_, err := cfg.build()
+	return err
+}
+
+// build checks cfg and precomputes the challenge text.
+func (cfg Config) build() (*config, error) {
 	if cfg.Realm == "" {
-		return errors.New("digest: empty realm")
+		return nil, errors.New("digest: empty realm")
 	}
 	if strings.ContainsAny(cfg.Realm, "\r\n") {
-		return errors.New("digest: realm contains a line break")
+		return nil, errors.New("digest: realm contains a line break")
 	}
 	if cfg.NonceTTL == 0 {
 		cfg.NonceTTL = DefaultNonceTTL
 	}
 	if cfg.NonceTTL < 0 {
-		return fmt.Errorf("digest: negative nonce TTL %s", cfg.NonceTTL)
+		return nil, fmt.Errorf("digest: negative nonce TTL %s", cfg.NonceTTL)
 	}
 	if len(cfg.Algorithms) == 0 {
 		cfg.Algorithms = DefaultAlgorithms
@@ -111,22 +133,15 @@ func (a *Authenticator) SetConfig(cfg Config) error {
 	c := &config{Config: cfg}
 	for i, alg := range cfg.Algorithms {
 		if alg != MD5 && alg != SHA256 {
-			return fmt.Errorf("digest: unsupported algorithm %s", alg)
+			return nil, fmt.Errorf("digest: unsupported algorithm %s", alg)
 		}
 		if slices.Contains(cfg.Algorithms[:i], alg) {
-			return fmt.Errorf("digest: algorithm %s listed twice", alg)
+			return nil, fmt.Errorf("digest: algorithm %s listed twice", alg)
 		}
 		c.suffixes = append(c.suffixes, `", algorithm=`+alg.String()+`, qop="auth"`)
 	}
 	c.prefix = `Digest realm="` + quote(cfg.Realm) + `", nonce="`
-	for {
-		old := a.ncPeriod.Load()
-		if int64(cfg.NonceTTL) <= old || a.ncPeriod.CompareAndSwap(old, int64(cfg.NonceTTL)) {
-			break
-		}
-	}
-	a.cfg.Store(c)
-	return nil
+	return c, nil
 }
 
 // Config returns the current configuration.

@@ -97,10 +97,26 @@ func (m *Monitor) Settings() Settings {
 // If the active edge keeps its name but changes address, subscribers get a
 // ChangeReload with From == To so registrations move all the same.
 func (m *Monitor) Apply(s Settings) error {
-	s = s.withDefaults()
-	if err := s.validate(); err != nil {
+	commit, err := m.Prepare(s)
+	if err != nil {
 		return err
 	}
+	commit()
+	return nil
+}
+
+// Prepare checks s and returns commit, which applies it as Apply does and
+// cannot fail.
+func (m *Monitor) Prepare(s Settings) (commit func(), err error) {
+	s = s.withDefaults()
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	return func() { m.apply(s) }, nil
+}
+
+// apply is Apply's work on checked settings.
+func (m *Monitor) apply(s Settings) {
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -144,7 +160,6 @@ func (m *Monitor) Apply(s Settings) error {
 			Reason: fmt.Sprintf("reload: edge %s is now %s over %s port %d", prev, e.fqdn, e.transport, e.port)}, "")
 	}
 	m.poke()
-	return nil
 }
 
 // Active returns the edge new requests should go to: the first edge in

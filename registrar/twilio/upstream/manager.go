@@ -207,13 +207,29 @@ func (m *Manager) restore(user string, rec *record, now time.Time) *reg {
 // edge order is the edge monitor's business (edge.Monitor.Apply): its
 // Change moves the registrations.
 func (m *Manager) Apply(s Settings, dir Directory) error {
-	s = s.withDefaults()
-	if err := s.validate(); err != nil {
+	commit, err := m.Prepare(s, dir)
+	if err != nil {
 		return err
 	}
-	if dir == nil {
-		return errors.New("upstream: no directory")
+	commit()
+	return nil
+}
+
+// Prepare checks s and dir and returns commit, which applies them as Apply
+// does and cannot fail.
+func (m *Manager) Prepare(s Settings, dir Directory) (commit func(), err error) {
+	s = s.withDefaults()
+	if err := s.validate(); err != nil {
+		return nil, err
 	}
+	if dir == nil {
+		return nil, errors.New("upstream: no directory")
+	}
+	return func() { m.apply(s, dir) }, nil
+}
+
+// apply is Apply's work on checked settings.
+func (m *Manager) apply(s Settings, dir Directory) {
 	m.mu.Lock()
 	m.s, m.dir = s, dir
 	m.pace.set(s.MoveRate)
@@ -227,7 +243,6 @@ func (m *Manager) Apply(s Settings, dir Directory) error {
 	}
 	m.mu.Unlock()
 	m.kick()
-	return nil
 }
 
 // onLive is the bindings table's subscriber. It only records the count:
