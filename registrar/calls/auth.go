@@ -2,11 +2,8 @@ package calls
 
 import (
 	"errors"
-	"fmt"
-	"strings"
 
 	"github.com/emiago/sipgo/sip"
-	clientdigest "github.com/icholy/digest"
 
 	"github.com/edgewise-sip/edgewise/registrar"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
@@ -115,9 +112,7 @@ func (b *B2BUA) challengeResponse(req *sip.Request, stale bool) *sip.Response {
 // IP carries credentials at once.
 type twilioAuth struct {
 	user, password string
-	chal           *clientdigest.Challenge
-	proxy          bool
-	nc             int
+	ans            digest.Answerer
 	attempts       int
 }
 
@@ -125,54 +120,31 @@ type twilioAuth struct {
 // after an answer with the same nonce means the credentials are wrong.
 const maxAuthAttempts = 2
 
-// learn takes a 401/407. It returns false when the challenge cannot be
+// learn takes a 401/407. It returns an error when the challenge cannot be
 // answered (or was already answered too often).
 func (a *twilioAuth) learn(res *sip.Response) error {
-	name := "WWW-Authenticate"
-	proxy := res.StatusCode == sip.StatusProxyAuthRequired
-	if proxy {
-		name = "Proxy-Authenticate"
+	name, _ := digest.Headers(res.StatusCode)
+	var values []string
+	for _, h := range res.GetHeaders(name) {
+		values = append(values, h.Value())
 	}
-	h := res.GetHeader(name)
-	if h == nil {
-		return fmt.Errorf("%d without %s", res.StatusCode, name)
-	}
-	chal, err := clientdigest.ParseChallenge(h.Value())
-	if err != nil {
-		return fmt.Errorf("bad %s: %w", name, err)
-	}
-	chal.Algorithm = strings.ToUpper(chal.Algorithm)
-	if !clientdigest.CanDigest(chal) {
-		return fmt.Errorf("unsupported digest challenge (algorithm %q)", chal.Algorithm)
+	prev := a.ans.Nonce()
+	if err := a.ans.Learn(res.StatusCode, values); err != nil {
+		return err
 	}
 	a.attempts++
-	if a.attempts > maxAuthAttempts || a.chal != nil && a.chal.Nonce == chal.Nonce && !chal.Stale {
+	if a.attempts > maxAuthAttempts || prev != "" && a.ans.Nonce() == prev && !a.ans.Stale() {
 		return errors.New("twilio credentials rejected")
 	}
-	a.chal, a.proxy, a.nc = chal, proxy, 0
 	return nil
 }
 
 // apply adds credentials for the last challenge, if any.
 func (a *twilioAuth) apply(req *sip.Request) error {
-	if a.chal == nil {
-		return nil
+	name, value, ok, err := a.ans.Answer(string(req.Method), req.Recipient.String(), a.user, a.password)
+	if err != nil || !ok {
+		return err
 	}
-	a.nc++
-	cred, err := clientdigest.Digest(a.chal, clientdigest.Options{
-		Method:   string(req.Method),
-		URI:      req.Recipient.String(),
-		Username: a.user,
-		Password: a.password,
-		Count:    a.nc,
-	})
-	if err != nil {
-		return fmt.Errorf("digest: %w", err)
-	}
-	name := "Authorization"
-	if a.proxy {
-		name = "Proxy-Authorization"
-	}
-	req.AppendHeader(sip.NewHeader(name, cred.String()))
+	req.AppendHeader(sip.NewHeader(name, value))
 	return nil
 }

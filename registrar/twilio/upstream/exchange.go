@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
 	"github.com/emiago/sipgo/sip"
-	"github.com/icholy/digest"
 
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 )
@@ -117,16 +117,16 @@ func (m *Manager) exchange(ctx context.Context, r *reg, kind string, timeout tim
 			return exchangeResult{res: res, out: outOK, expires: expires}
 		case code == sip.StatusUnauthorized || code == sip.StatusProxyAuthRequired:
 			m.metrics.requests.WithLabelValues(kind, resChallenged).Inc()
-			chal, err := challengeOf(res)
+			ans, err := challengeOf(res)
 			if err != nil {
 				return exchangeResult{res: res, out: outUser, err: fmt.Errorf("%d %s: %w", code, res.Reason, err), expires: expires}
 			}
-			if challenges >= 2 || usedNonce != "" && chal.Nonce == usedNonce && !chal.Stale {
+			if challenges >= 2 || usedNonce != "" && ans.Nonce() == usedNonce && !ans.Stale() {
 				return exchangeResult{res: res, out: outUser, expires: expires,
 					err: fmt.Errorf("%d %s: credentials of %s rejected", code, res.Reason, id.aor)}
 			}
 			challenges++
-			r.auth[t.Edge] = &authState{chal: chal, proxy: code == sip.StatusProxyAuthRequired}
+			r.auth[t.Edge] = ans
 		case code == sip.StatusIntervalToBrief:
 			m.metrics.requests.WithLabelValues(kind, resTooBrief).Inc()
 			me := minExpires(res)
@@ -187,48 +187,35 @@ func (m *Manager) buildRegister(t edge.Target, id ident, cseq uint32, contact si
 // nonce count saves the 401 round trip on refreshes; a server that no
 // longer accepts the nonce simply challenges again.
 func (m *Manager) authorize(r *reg, req *sip.Request, edgeName string, id ident) (string, error) {
-	st := r.auth[edgeName]
-	if st == nil {
+	ans := r.auth[edgeName]
+	if ans == nil {
 		return "", nil
 	}
-	st.nc++
-	cred, err := digest.Digest(st.chal, digest.Options{
-		Method:   string(sip.REGISTER),
-		URI:      req.Recipient.String(),
-		Username: id.aor,
-		Password: id.password,
-		Count:    st.nc,
-	})
+	nonce := ans.Nonce()
+	name, value, ok, err := ans.Answer(string(sip.REGISTER), req.Recipient.String(), id.aor, id.password)
 	if err != nil {
 		delete(r.auth, edgeName)
-		return "", fmt.Errorf("digest for %s: %w", id.aor, err)
+		return "", err
 	}
-	name := "Authorization"
-	if st.proxy {
-		name = "Proxy-Authorization"
+	if !ok {
+		return "", nil
 	}
-	req.AppendHeader(sip.NewHeader(name, cred.String()))
-	return st.chal.Nonce, nil
+	req.AppendHeader(sip.NewHeader(name, value))
+	return nonce, nil
 }
 
-func challengeOf(res *sip.Response) (*digest.Challenge, error) {
-	name := "WWW-Authenticate"
-	if res.StatusCode == sip.StatusProxyAuthRequired {
-		name = "Proxy-Authenticate"
+// challengeOf reads a 401/407's challenge into an Answerer.
+func challengeOf(res *sip.Response) (*digest.Answerer, error) {
+	name, _ := digest.Headers(res.StatusCode)
+	var values []string
+	for _, h := range res.GetHeaders(name) {
+		values = append(values, h.Value())
 	}
-	h := res.GetHeader(name)
-	if h == nil {
-		return nil, fmt.Errorf("no %s header", name)
+	ans := &digest.Answerer{}
+	if err := ans.Learn(res.StatusCode, values); err != nil {
+		return nil, err
 	}
-	chal, err := digest.ParseChallenge(h.Value())
-	if err != nil {
-		return nil, fmt.Errorf("bad %s: %w", name, err)
-	}
-	chal.Algorithm = strings.ToUpper(chal.Algorithm)
-	if !digest.CanDigest(chal) {
-		return nil, fmt.Errorf("unsupported digest challenge (algorithm %q, qop %v)", chal.Algorithm, chal.QOP)
-	}
-	return chal, nil
+	return ans, nil
 }
 
 // rateLimited reports Twilio's per-AOR REGISTER limit (warning 32008): a

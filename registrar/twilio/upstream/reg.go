@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/icholy/digest"
+	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
 )
 
 // Per-AOR REGISTER rate: Twilio allows 5 per second (warning 32008). The
@@ -85,21 +85,13 @@ type reg struct {
 	activity string // what the busy worker does, for Status
 
 	// The worker's.
-	auth    map[string]*authState // edge → last challenge
-	sent    [rateBurst]time.Time  // send times, ring
+	auth    map[string]*digest.Answerer // edge → its last challenge
+	sent    [rateBurst]time.Time        // send times, ring
 	sentIdx int
 }
 
-// authState is the last digest challenge an edge sent, reused (with a
-// higher nonce count) so refreshes need no extra 401 round trip.
-type authState struct {
-	chal  *digest.Challenge
-	proxy bool // 407: Proxy-Authorization
-	nc    int
-}
-
 func newReg(user string) *reg {
-	return &reg{user: user, index: -1, auth: map[string]*authState{}, leftPass: map[string]string{}}
+	return &reg{user: user, index: -1, auth: map[string]*digest.Answerer{}, leftPass: map[string]string{}}
 }
 
 func (r *reg) want() bool { return r.live > 0 && r.configured }
