@@ -57,7 +57,7 @@ func ParseAuthorization(v string) (Authorization, error) {
 	}
 	s := trimLWS(v)
 	i := 0
-	for i < len(s) && isTokenChar(s[i]) {
+	for i < len(s) && IsTokenChar(s[i]) {
 		i++
 	}
 	if i == 0 || !strings.EqualFold(s[:i], "Digest") {
@@ -84,7 +84,7 @@ func ParseAuthorization(v string) (Authorization, error) {
 		}
 
 		j := 0
-		for j < len(s) && isTokenChar(s[j]) {
+		for j < len(s) && IsTokenChar(s[j]) {
 			j++
 		}
 		if j == 0 {
@@ -239,8 +239,9 @@ func trimLWS(s string) string {
 	return s
 }
 
-// isTokenChar reports whether c may appear in an RFC 3261 token.
-func isTokenChar(c byte) bool {
+// IsTokenChar reports whether c may appear in an RFC 3261 token (§25.1):
+// the grammar of methods and of digest parameter names alike.
+func IsTokenChar(c byte) bool {
 	switch {
 	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		return true

@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
 )
 
 // origin is where a message came from and how to answer it.
@@ -324,7 +326,7 @@ func classify(p []byte) (response bool, method sip.RequestMethod, ok bool) {
 		return false, "", false
 	}
 	for _, c := range p[:sp] {
-		if !isTokenChar(c) {
+		if !digest.IsTokenChar(c) {
 			return false, "", false
 		}
 	}
@@ -344,18 +346,6 @@ func methodOf(b []byte) sip.RequestMethod {
 		}
 	}
 	return sip.RequestMethod(bytes.ToUpper(b))
-}
-
-func isTokenChar(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	switch c {
-	case '-', '.', '!', '%', '*', '_', '+', '`', '\'', '~':
-		return true
-	}
-	return false
 }
 
 // rawResponse builds a response to a request that could not be parsed, from
