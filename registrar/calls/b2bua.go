@@ -130,6 +130,11 @@ type B2BUA struct {
 	metrics  *metrics
 	// refusedLog keeps refusals of forged calls to a line per source.
 	refusedLog sourceLog
+	// life is the parent of every call's contexts (setup, forks, requests,
+	// browser bridges): Run cancels it once the calls are hung up at
+	// shutdown, which ends whatever of them is still waiting.
+	life    context.Context
+	endLife context.CancelFunc
 
 	state   atomic.Pointer[state]
 	applyMu sync.Mutex
@@ -196,6 +201,7 @@ func New(s Settings, phones registrar.Directory, twilio upstream.Directory, opts
 		perUser:  make(map[string]int),
 		options:  make(map[string]struct{}),
 	}
+	b.life, b.endLife = context.WithCancel(context.Background())
 	b.state.Store(st)
 	return b, nil
 }
@@ -286,6 +292,7 @@ func (b *B2BUA) Run(ctx context.Context) error {
 	b.mu.Lock()
 	b.closing = true
 	b.mu.Unlock()
+	b.endLife() // nothing of a call may wait any longer
 	b.wg.Wait()
 	return nil
 }

@@ -31,7 +31,7 @@ func (b *B2BUA) attachBrowser(c *call, l *leg) (*webrtc.Bridge, error) {
 	if b.browsers == nil {
 		return nil, errNoWebRTC
 	}
-	br, err := b.browsers.New(context.Background()) // closed when the call ends
+	br, err := b.browsers.New(b.life) // closed when the call ends, or at shutdown
 	if err != nil {
 		return nil, err
 	}

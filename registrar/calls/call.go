@@ -277,7 +277,7 @@ func (b *B2BUA) sendBye(l *leg, why string) {
 	if why != "" {
 		req.AppendHeader(reasonHeader(200, why))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), byeTimeout(l))
+	ctx, cancel := context.WithTimeout(b.life, byeTimeout(l))
 	defer cancel()
 	tx, err := l.send(ctx, req)
 	if err != nil {

@@ -54,7 +54,7 @@ func (b *B2BUA) inbound(req *sip.Request, tx sip.ServerTransaction, st *state, u
 	if h := req.GetHeader("X-Twilio-CallSid"); h != nil {
 		c.callSid = strings.TrimSpace(h.Value())
 	}
-	ctx, cancel := context.WithCancelCause(context.Background())
+	ctx, cancel := context.WithCancelCause(b.life)
 	defer cancel(nil)
 	c.cancelSetup = cancel
 	if a := b.admit(c); a != nil {
@@ -487,7 +487,7 @@ func (f *fork) invite() *sip.Request {
 func (f *fork) run() {
 	r, b, c := f.r, f.r.b, f.r.c
 	req := f.invite()
-	ctx, stop := context.WithTimeout(context.Background(), max(c.st.s.Timeout, time.Second))
+	ctx, stop := context.WithTimeout(b.life, max(c.st.s.Timeout, time.Second))
 	tx, err := f.l.send(ctx, req)
 	stop()
 	if err != nil {

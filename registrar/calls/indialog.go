@@ -174,7 +174,7 @@ func (b *B2BUA) serveInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		l.refreshTarget(req.Contact())
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), relayTimeout())
+	ctx, cancel := context.WithTimeout(b.life, relayTimeout())
 	defer cancel()
 	otx, err := to.send(ctx, out)
 	if err != nil {

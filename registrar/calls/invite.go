@@ -318,7 +318,7 @@ func (b *B2BUA) cancel(iv *invite, why string, reason sip.Header) {
 	if reason != nil {
 		creq.AppendHeader(reason)
 	}
-	ctx, stop := context.WithTimeout(context.Background(), timeout)
+	ctx, stop := context.WithTimeout(b.life, timeout)
 	defer stop()
 	if tx, err := iv.l.send(ctx, creq); err == nil {
 		defer tx.Terminate()

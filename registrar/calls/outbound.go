@@ -38,7 +38,7 @@ func (b *B2BUA) outbound(req *sip.Request, tx sip.ServerTransaction, st *state) 
 
 	c := b.newCall(outbound, user, st)
 	c.from, c.to, c.merged = user, dialled, mergedKey(req)
-	ctx, cancel := context.WithCancelCause(context.Background())
+	ctx, cancel := context.WithCancelCause(b.life)
 	defer cancel(nil)
 	c.cancelSetup = cancel
 	if a := b.admit(c); a != nil {
