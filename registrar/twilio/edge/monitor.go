@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -36,8 +37,11 @@ type Monitor struct {
 	activeOK bool
 	subs     []*subscriber
 	pending  []Change
-	ready    chan struct{} // closed once every initial edge's first lookup finished
-	isReady  bool
+	// states are edge transitions (down, back up) waiting for delivery
+	// to OnEdgeState's function, outside the lock, like pending.
+	states  []stateEvent
+	ready   chan struct{} // closed once every initial edge's first lookup finished
+	isReady bool
 
 	wake    chan struct{} // cap 1: Run should reschedule
 	notify  chan struct{} // cap 1: pending changes to deliver
@@ -328,6 +332,31 @@ func (m *Monitor) Status() []EdgeStatus {
 	return out
 }
 
+// IPHealth is one IP's state as data, for code that picks among an edge's
+// IPs (Status is for people: it renders addresses and times as text).
+type IPHealth struct {
+	State State
+	// InRetryAfter is set while the IP asked to be left alone (a
+	// Retry-After it sent is not over).
+	InRetryAfter bool
+}
+
+// IPHealth returns the state of each IP of edge.
+func (m *Monitor) IPHealth(edge string) map[netip.Addr]IPHealth {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.byName[edge]
+	if e == nil {
+		return nil
+	}
+	out := make(map[netip.Addr]IPHealth, len(e.ips))
+	for _, ip := range e.ips {
+		out[ip.addr] = IPHealth{State: ip.state, InRetryAfter: now.Before(ip.retryAfter)}
+	}
+	return out
+}
+
 // observe applies one request outcome. want, when set, is the edgeHealth the
 // request was started for (probes): a reload that replaced it voids the result.
 func (m *Monitor) observe(t Target, want *edgeHealth, probed *ipHealth, res Result, err error, source string) {
@@ -409,14 +438,30 @@ func (m *Monitor) setEdgeState(e *edgeHealth, st State, why, class string, now t
 		e.recovering = from == StateDown
 		m.log.Info(e.reason, "edge", e.name, "state", st, "from", from)
 	}
-	if fn := m.onState.Load(); fn != nil && (st == StateDown || from == StateDown) {
-		(*fn)(e.name, st == StateDown, e.reason, now)
+	if st == StateDown || from == StateDown {
+		if len(m.states) >= maxPending {
+			m.states = m.states[1:]
+		}
+		m.states = append(m.states, stateEvent{edge: e.name, down: st == StateDown, reason: e.reason, at: now})
+		select {
+		case m.notify <- struct{}{}:
+		default:
+		}
 	}
 }
 
+// stateEvent is one edge going down or coming back up.
+type stateEvent struct {
+	edge   string
+	down   bool
+	reason string
+	at     time.Time
+}
+
 // OnEdgeState sets fn to hear each edge going down and coming back up
-// (any edge, active or not: the status page's recent events). fn runs with
-// the monitor's lock held: it must not block or call the monitor.
+// (any edge, active or not: the status page's recent events). Run's
+// delivery goroutine calls it outside the monitor's lock, in order, each
+// transition before the active-edge change it caused.
 func (m *Monitor) OnEdgeState(fn func(edge string, down bool, reason string, at time.Time)) {
 	m.onState.Store(&fn)
 }

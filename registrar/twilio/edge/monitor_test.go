@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -414,13 +415,22 @@ func TestPlan(t *testing.T) {
 }
 
 // TestOnEdgeState: every edge going down, and coming back from down, is
-// heard (the status page's events); an edge first seen up is not news.
+// heard (the status page's events), outside the monitor's lock (the
+// function may call the monitor); an edge first seen up is not news.
 func TestOnEdgeState(t *testing.T) {
 	m, clk, _ := newClocked(t, testSettings())
+	var mu sync.Mutex
 	var heard []string
 	m.OnEdgeState(func(edge string, down bool, reason string, at time.Time) {
+		_ = m.Status() // takes the monitor's lock: deadlocks if called under it
+		mu.Lock()
+		defer mu.Unlock()
 		heard = append(heard, fmt.Sprintf("%s down=%v %q at+%s", edge, down, reason, at.Sub(clk.Now())))
 	})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { m.deliver(ctx) })
+	defer func() { cancel(); wg.Wait() }()
 	resolve(t, m, "ashburn", "10.0.0.1")
 	resolve(t, m, "umatilla", "10.0.1.1")
 	m.Report(target(t, m, "umatilla", "10.0.1.1"), Result{StatusCode: 200}, nil) // unknown → up: quiet
@@ -430,7 +440,17 @@ func TestOnEdgeState(t *testing.T) {
 		`ashburn down=true "edge ashburn down: 1/1 IPs timed out after 4s" at+0s`,
 		`ashburn down=false "edge ashburn up: 10.0.0.1 answered 200 in 0s" at+0s`,
 	}
-	if !slices.Equal(heard, want) {
-		t.Errorf("heard %q, want %q", heard, want)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		got := slices.Clone(heard)
+		mu.Unlock()
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("heard %q, want %q", got, want)
+		}
+		time.Sleep(5 * time.Millisecond) // polling, not synchronisation
 	}
 }

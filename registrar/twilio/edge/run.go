@@ -211,10 +211,15 @@ func (m *Monitor) deliver(ctx context.Context) {
 		case <-m.notify:
 		}
 		m.mu.Lock()
-		batch := m.pending
-		m.pending = nil
+		batch, states := m.pending, m.states
+		m.pending, m.states = nil, nil
 		subs := slices.Clone(m.subs)
 		m.mu.Unlock()
+		if fn := m.onState.Load(); fn != nil {
+			for _, e := range states {
+				(*fn)(e.edge, e.down, e.reason, e.at)
+			}
+		}
 		for _, ch := range batch {
 			for _, s := range subs {
 				s.fn(ch)

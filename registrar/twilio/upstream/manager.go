@@ -31,6 +31,7 @@ type EdgeMonitor interface {
 	Subscribe(fn func(edge.Change)) (cancel func())
 	Settings() edge.Settings
 	Status() []edge.EdgeStatus
+	IPHealth(edge string) map[netip.Addr]edge.IPHealth
 }
 
 var _ EdgeMonitor = (*edge.Monitor)(nil)

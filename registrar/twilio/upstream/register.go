@@ -119,11 +119,11 @@ func (m *Manager) spread(ts []edge.Target, user string, prefer netip.Addr) []edg
 		}
 		return ts
 	}
-	states := m.ipStates(ts[0].Edge)
+	states := m.mon.IPHealth(ts[0].Edge)
 	n := 0
 	for n < len(ts) {
 		st, ok := states[ts[n].IP]
-		if !ok || st.retry || st.state == edge.StateDown {
+		if !ok || st.InRetryAfter || st.State == edge.StateDown {
 			break
 		}
 		n++
@@ -138,27 +138,6 @@ func (m *Manager) spread(ts []edge.Target, user string, prefer netip.Addr) []edg
 	out = append(out, ts[k:n]...)
 	out = append(out, ts[:k]...)
 	return append(out, ts[n:]...)
-}
-
-type ipState struct {
-	state edge.State
-	retry bool // inside a Retry-After
-}
-
-// ipStates is the monitor's view of edgeName's IPs.
-func (m *Manager) ipStates(edgeName string) map[netip.Addr]ipState {
-	out := map[netip.Addr]ipState{}
-	for _, e := range m.mon.Status() {
-		if e.Name != edgeName {
-			continue
-		}
-		for _, is := range e.IPs {
-			if a, err := netip.ParseAddr(is.IP); err == nil {
-				out[a] = ipState{state: is.State, retry: is.RetryAfter != nil}
-			}
-		}
-	}
-	return out
 }
 
 // intend records contact as possibly bound before a REGISTER for it is

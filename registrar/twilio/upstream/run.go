@@ -180,12 +180,12 @@ func (m *Manager) registerProbes(now time.Time) time.Time {
 	if !ok {
 		return next
 	}
-	states := m.ipStates(active)
+	states := m.mon.IPHealth(active)
 	targets := m.mon.Targets(active)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, t := range targets {
-		if states[t.IP].state == edge.StateDown {
+		if states[t.IP].State == edge.StateDown {
 			continue
 		}
 		if due := m.lastSent[t.IP].Add(es.KeepaliveInterval); due.After(now) {
