@@ -8,7 +8,7 @@
 //	    through a healthy edge.
 //
 // It is a separate package so the daemon never links edgesim; the benchmark
-// harness (test/bench) and the gated TestFailoverFigures call Failover.
+// harness (test/bench, suite "failover") calls Failover.
 package upstreambench
 
 import (
