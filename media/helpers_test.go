@@ -5,10 +5,11 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/pion/rtp"
 )
@@ -29,7 +30,7 @@ var loopback = netip.MustParseAddr("127.0.0.1")
 // Run returned, the pool is whole and the goroutines are gone.
 func startRelay(t testing.TB, mod func(*Settings, *Relay)) *Relay {
 	t.Helper()
-	base := runtime.NumGoroutine()
+	leaks := goleak.IgnoreCurrent()
 	s := Settings{Ports: testRange(64), LocalIP: loopback, BindIP: loopback, Timeout: time.Minute}
 	r, err := NewRelay(s, nil)
 	if err != nil {
@@ -60,23 +61,9 @@ func startRelay(t testing.TB, mod func(*Settings, *Relay)) *Relay {
 		if ps := r.Pool(); ps.InUse != 0 || ps.Free != ps.Pairs {
 			t.Errorf("pool after stop: %+v", ps)
 		}
-		waitGoroutines(t, base)
+		goleak.VerifyNone(t, leaks)
 	})
 	return r
-}
-
-// waitGoroutines polls until the goroutine count is back to base.
-func waitGoroutines(t testing.TB, base int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("goroutines: %d, want <= %d\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond) // polling interval, not synchronisation
-	}
 }
 
 // peer is a test endpoint on loopback.

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 
 	"github.com/edgewise-sip/edgewise/media/sdp"
 )
@@ -107,7 +108,7 @@ func TestOldStyleHold(t *testing.T) {
 // TestLifecycle: sessions made before Run work once it starts; closing
 // before Run frees at once; after Run, NewSession fails and Close is a no-op.
 func TestLifecycle(t *testing.T) {
-	base := runtime.NumGoroutine()
+	leaks := goleak.IgnoreCurrent()
 	r, err := NewRelay(Settings{Ports: testRange(8), LocalIP: loopback, BindIP: loopback}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -153,5 +154,5 @@ func TestLifecycle(t *testing.T) {
 	if len(r.Sessions()) != 0 {
 		t.Error("sessions listed after Run")
 	}
-	waitGoroutines(t, base)
+	goleak.VerifyNone(t, leaks)
 }

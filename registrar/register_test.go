@@ -3,7 +3,6 @@ package registrar
 import (
 	"fmt"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	icholy "github.com/icholy/digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
 
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
@@ -544,7 +544,7 @@ func TestMetricsExposition(t *testing.T) {
 // registers over both transports, stops everything and checks that no
 // goroutine is left behind.
 func TestStackStopsCleanly(t *testing.T) {
-	before := runtime.NumGoroutine()
+	leaks := goleak.IgnoreCurrent()
 	t.Run("run", func(t *testing.T) {
 		e := newEnv(t, func(s *Settings) { s.QualifyInterval = 100 * time.Millisecond })
 		for _, tp := range []string{"UDP", "TCP"} {
@@ -552,16 +552,5 @@ func TestStackStopsCleanly(t *testing.T) {
 			p.register(200, "Contact: "+p.contact(5070))
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= before {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("goroutines: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	goleak.VerifyNone(t, leaks)
 }

@@ -9,10 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // Fixed, fake SIDs: the shape Twilio uses, values nobody owns.
@@ -142,22 +143,13 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-// checkGoroutines fails the test if, after cleanup, more goroutines run than
-// at the start (with a grace period for connections to wind down).
+// checkGoroutines fails the test if, after cleanup, goroutines started
+// during it are still running (idle HTTP keep-alives are closed first).
 func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
+	leaks := goleak.IgnoreCurrent()
 	t.Cleanup(func() {
 		http.DefaultClient.CloseIdleConnections()
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				n := runtime.Stack(buf, true)
-				t.Errorf("goroutines: %d before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:n])
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		goleak.VerifyNone(t, leaks)
 	})
 }
 

@@ -6,12 +6,13 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/edgewise-sip/edgewise/media/sdp"
 )
@@ -247,7 +248,7 @@ func (c *cutter) addr() netip.AddrPort { return c.conn.LocalAddr().(*net.UDPAddr
 // and the hub ends every goroutine and frees both sockets; Close twice is
 // fine, and so is a context that ends the bridge.
 func TestCloseFreesEverything(t *testing.T) {
-	base := runtime.NumGoroutine()
+	leaks := goleak.IgnoreCurrent()
 	func() {
 		h, err := NewHub(Settings{Listen: netip.AddrPortFrom(loopback, 0)}, testLogger())
 		if err != nil {
@@ -295,7 +296,5 @@ func TestCloseFreesEverything(t *testing.T) {
 		br2.close()
 		f.close()
 	}()
-	waitFor(t, "goroutines back to baseline", 10*time.Second, func() bool {
-		return runtime.NumGoroutine() <= base
-	})
+	goleak.VerifyNone(t, leaks)
 }

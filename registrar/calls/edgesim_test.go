@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"go.uber.org/goleak"
 
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 	"github.com/edgewise-sip/edgewise/test/edgesim"
@@ -27,7 +27,7 @@ type simEnv struct {
 
 func newSimEnv(t *testing.T) *simEnv {
 	t.Helper()
-	baseline := runtime.NumGoroutine()
+	baseline := goleak.IgnoreCurrent()
 	n := testNet()
 	ip := func(h int) string { return ipOf(n, h).String() }
 	log := testLogger(t)

@@ -20,6 +20,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	clientdigest "github.com/icholy/digest"
 	"github.com/pion/rtp"
+	"go.uber.org/goleak"
 
 	"github.com/edgewise-sip/edgewise/media"
 	"github.com/edgewise-sip/edgewise/media/sdp"
@@ -150,7 +151,7 @@ type envConfig struct {
 	// the goroutine count before any of it.
 	n        int
 	edges    Edges
-	baseline int
+	baseline goleak.Option
 	// browsers gives edgewise WebRTC media (a webrtc.Hub on its address),
 	// with hub adjusting its settings when set.
 	browsers bool
@@ -172,7 +173,7 @@ func TestMain(m *testing.M) {
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	cfg := envConfig{baseline: runtime.NumGoroutine(), mediaTimeout: 10 * time.Second}
+	cfg := envConfig{baseline: goleak.IgnoreCurrent(), mediaTimeout: 10 * time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -294,31 +295,10 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 // transaction and connection tables are already empty then, so it opens a
 // socket to answer). That is sipgo's shutdown race, not a leak of calls;
 // strayReaders checks before shutdown that the B2BUA never makes sipgo
-// open such sockets while running.
-func checkGoroutines(t *testing.T, baseline int) {
+// open such sockets while it runs.
+func checkGoroutines(t *testing.T, baseline goleak.Option) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		stacks := goroutineStacks()
-		n := 0
-		late := 0
-		for _, g := range stacks {
-			n++
-			if strings.Contains(g, "sip.(*TransportUDP).readUDPConnection") {
-				late++
-			}
-		}
-		if n-late <= baseline {
-			if late > 0 {
-				t.Logf("%d sipgo reader(s) opened during shutdown left running", late)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("goroutines leaked: %d now (%d sipgo shutdown readers), %d before\n%s", n, late, baseline, strings.Join(stacks, "\n\n"))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	goleak.VerifyNone(t, baseline, goleak.IgnoreAnyFunction("github.com/emiago/sipgo/sip.(*TransportUDP).readUDPConnection"))
 }
 
 // strayReaders counts sipgo readers of sockets opened on the fly.

@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/miekg/dns"
+	"go.uber.org/goleak"
 )
 
 // TestRunStopsEverything exercises every part, stops the simulator while a
@@ -20,7 +19,7 @@ import (
 // parallel tests wait until sequential ones are done.
 func TestRunStopsEverything(t *testing.T) {
 	const n = 170
-	baseline := runtime.NumGoroutine()
+	baseline := goleak.IgnoreCurrent()
 
 	sim, err := New(testConfig(n), testLogger())
 	if err != nil {
@@ -97,25 +96,7 @@ func TestRunStopsEverything(t *testing.T) {
 	reqCancel()
 	<-reqDone
 	_ = ua.Close()
-	expectGoroutines(t, baseline)
-}
-
-// expectGoroutines waits until no more than baseline goroutines run.
-func expectGoroutines(t *testing.T, baseline int) {
-	t.Helper()
-	var last int
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if last = runtime.NumGoroutine(); last <= baseline {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("%d goroutines left, %d before:\n%s", last, baseline, strings.TrimSpace(string(buf)))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	goleak.VerifyNone(t, baseline)
 }
 
 // TestStopHangsUpCalls stops the simulator with an answered received call,
@@ -125,7 +106,7 @@ func expectGoroutines(t *testing.T, baseline int) {
 // counts goroutines.
 func TestStopHangsUpCalls(t *testing.T) {
 	const n = 171
-	baseline := runtime.NumGoroutine()
+	baseline := goleak.IgnoreCurrent()
 	t.Run("calls", func(t *testing.T) {
 		sim, err := New(testConfig(n), testLogger())
 		if err != nil {
@@ -199,5 +180,5 @@ func TestStopHangsUpCalls(t *testing.T) {
 			t.Errorf("PlaceCall after stop: %v", err)
 		}
 	})
-	expectGoroutines(t, baseline)
+	goleak.VerifyNone(t, baseline)
 }

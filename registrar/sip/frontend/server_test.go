@@ -11,13 +11,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"go.uber.org/goleak"
 )
 
 // testLogger logs to stderr with -v and nowhere otherwise. Not t.Log: server
@@ -506,7 +506,7 @@ func TestPing(t *testing.T) {
 // TestRunStopsCleanly checks that Run returns and leaves no goroutine behind,
 // with TCP connections open and requests in flight.
 func TestRunStopsCleanly(t *testing.T) {
-	before := runtime.NumGoroutine()
+	leaks := goleak.IgnoreCurrent()
 	func() {
 		s, err := New(Settings{Listen: []Listen{{Transport: "udp", Host: "127.0.0.1"}, {Transport: "tcp", Host: "127.0.0.1"}}}, testLogger(t))
 		if err != nil {
@@ -550,18 +550,7 @@ func TestRunStopsCleanly(t *testing.T) {
 		u.udp.Close()
 		tc.tcp.Close()
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= before {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("goroutines: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	goleak.VerifyNone(t, leaks)
 }
 
 func TestListenErrors(t *testing.T) {

@@ -7,13 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"go.uber.org/goleak"
 )
 
 // fakeClock is a manually advanced clock for the state-machine tests.
@@ -153,7 +153,7 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 // whose goroutines are not the Monitor's (a sipgo UA's connections).
 func runMonitor(t *testing.T, m *Monitor, release ...func()) {
 	t.Helper()
-	before := runtime.NumGoroutine()
+	leaks := goleak.IgnoreCurrent()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
@@ -170,23 +170,8 @@ func runMonitor(t *testing.T, m *Monitor, release ...func()) {
 		for _, f := range release {
 			f()
 		}
-		checkGoroutines(t, before)
+		goleak.VerifyNone(t, leaks)
 	})
-}
-
-// checkGoroutines waits for the goroutine count to fall back to before and
-// dumps the stacks if it does not.
-func checkGoroutines(t *testing.T, before int) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("goroutine leak: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:n])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // testDNS is a tiny authoritative server on 127.0.0.1:0 whose answers the
