@@ -183,7 +183,7 @@ func (a *restAPI) domainJSON(base string, d restDomain) map[string]any {
 		"byoc_trunk_sid": nil, "emergency_caller_sid": nil,
 		"date_created": rfc2822(d.created), "date_updated": rfc2822(d.updated), "uri": uri + ".json",
 		"subresource_uris": map[string]string{
-			"credential_list_mappings": uri + "/CredentialListMappings.json",
+			"credential_list_mappings":        uri + "/CredentialListMappings.json",
 			"ip_access_control_list_mappings": uri + "/IpAccessControlListMappings.json",
 		},
 	}

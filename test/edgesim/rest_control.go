@@ -188,7 +188,9 @@ func (s *Sim) DeleteRESTDomain(label string) error { return s.restStore.deleteDo
 // RESTPassword reports the password of user in the credential list named
 // list, for tests that check what was set through the API (which, like
 // Twilio's, never returns passwords).
-func (s *Sim) RESTPassword(list, user string) (string, bool) { return s.restStore.passwordOf(list, user) }
+func (s *Sim) RESTPassword(list, user string) (string, bool) {
+	return s.restStore.passwordOf(list, user)
+}
 
 // ResetREST puts the account back to the config's seed, every REST edge up
 // and their counters at zero.
