@@ -10,7 +10,7 @@ import (
 //
 //	GET    /v1/rest                  RESTStatus (no passwords)
 //	GET    /v1/rest/ca.pem           the test CA that signed the REST certificate
-//	PUT    /v1/rest/edges/{edge}     {"mode":"refuse"} (up, refuse, reject) → RESTStatus
+//	PUT    /v1/rest/edges/{edge}     {"mode":"refuse"} (up, refuse, reject, drop) → RESTStatus
 //	PUT    /v1/rest/domains/{label}  {"sip_registration":false,"voice_url":"","secure":true} → RESTStatus
 //	DELETE /v1/rest/domains/{label}  → RESTStatus
 //	POST   /v1/rest/verify           {"user":"alice","password":"…"} → {"match":true}

@@ -32,6 +32,8 @@ const (
 	RESTRefuse RESTMode = "refuse"
 	// RESTReject answers every request with 503 and a Twilio error body.
 	RESTReject RESTMode = "reject"
+	// RESTDrop reads requests and never answers, until the client gives up.
+	RESTDrop RESTMode = "drop"
 )
 
 // ErrRESTOff is returned by the REST methods when the config has no rest
@@ -237,8 +239,13 @@ func (rs *restServer) handler(e *restEdge) http.Handler {
 		mode := e.mode
 		rs.mu.Unlock()
 		rs.sim.log.Debug("rest request", "edge", e.name, "method", r.Method, "path", r.URL.Path, "mode", mode)
-		if mode == RESTReject {
+		switch mode {
+		case RESTReject:
 			restError(w, http.StatusServiceUnavailable, 20503, "Service Unavailable")
+			return
+		case RESTDrop:
+			// Ends when the client hangs up or the listener closes.
+			<-r.Context().Done()
 			return
 		}
 		rs.api.ServeHTTP(w, r)
@@ -247,9 +254,9 @@ func (rs *restServer) handler(e *restEdge) http.Handler {
 
 func (rs *restServer) setMode(edge string, m RESTMode) error {
 	switch m {
-	case RESTUp, RESTRefuse, RESTReject:
+	case RESTUp, RESTRefuse, RESTReject, RESTDrop:
 	default:
-		return fmt.Errorf("%w: rest mode %q (up, refuse, reject)", ErrInvalidMode, m)
+		return fmt.Errorf("%w: rest mode %q (up, refuse, reject, drop)", ErrInvalidMode, m)
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
