@@ -146,8 +146,8 @@ func newTwilioRun(fs *flag.FlagSet, args []string, stderr io.Writer) (*twilioRun
 		}
 		s.Port = port
 	}
-	s.OnFallback = func(from, to string, err error) {
-		fmt.Fprintf(stderr, "edgewise %s: %s failed (%v); trying %s\n", fs.Name(), from, err, to)
+	s.OnFallback = func(from, to, why string) {
+		fmt.Fprintf(stderr, "edgewise %s: %s failed (%s); trying %s\n", fs.Name(), from, why, to)
 	}
 	api, err := provision.NewREST(s)
 	if err != nil {

@@ -35,8 +35,9 @@ type Settings struct {
 	Port int
 	// Timeout bounds one HTTP request; 0 means 10 s.
 	Timeout time.Duration
-	// OnFallback, when set, hears each move to another edge.
-	OnFallback func(from, to string, err error)
+	// OnFallback, when set, hears each move to another edge and why, in
+	// a few words ("connection refused", "503 Service Unavailable …").
+	OnFallback func(from, to, why string)
 }
 
 // REST is the API over twilio-go, one REST client per edge, with the
@@ -159,7 +160,7 @@ func (r *REST) call(ctx context.Context, op string, retry bool, fn func(*openapi
 		}
 		failures = append(failures, r.Host(edge)+": "+reason(err))
 		if i+1 < n && r.s.OnFallback != nil {
-			r.s.OnFallback(r.Host(edge), r.Host(r.s.Edges[(idx+1)%n]), err)
+			r.s.OnFallback(r.Host(edge), r.Host(r.s.Edges[(idx+1)%n]), reason(err))
 		}
 	}
 	return &UnreachableError{Op: op, Failures: failures}

@@ -17,10 +17,10 @@ type fallbacks struct {
 	moves []string
 }
 
-func (f *fallbacks) note(from, to string, err error) {
+func (f *fallbacks) note(from, to, why string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.moves = append(f.moves, from+" -> "+to+": "+reason(err))
+	f.moves = append(f.moves, from+" -> "+to+": "+why)
 }
 
 func (f *fallbacks) list() []string {

@@ -80,6 +80,9 @@ func (a *attempt) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	a.status.Store(int32(resp.StatusCode))
 	if resp.StatusCode < 500 {
+		// twilio-go decodes whatever comes; a page of 1,000 credentials is
+		// well under 1 MiB, so an endless body is not Twilio's.
+		resp.Body = http.MaxBytesReader(nil, resp.Body, maxBody)
 		return resp, nil
 	}
 	defer resp.Body.Close()
@@ -93,6 +96,9 @@ func (a *attempt) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return nil, se
 }
+
+// maxBody bounds one response body.
+const maxBody = 32 << 20
 
 // serverError is a 5xx answer.
 type serverError struct {
