@@ -203,10 +203,12 @@ func reason(err error) string {
 			return "DNS: no such host " + dnsErr.Name
 		}
 		return "DNS: " + dnsErr.Err
-	case errors.As(err, &unknownCA), errors.As(err, &hostErr):
-		return "TLS certificate not trusted: " + err.Error()
 	case errors.As(err, &certErr):
 		return "TLS certificate not trusted: " + certErr.Err.Error()
+	case errors.As(err, &unknownCA):
+		return "TLS certificate not trusted: " + unknownCA.Error()
+	case errors.As(err, &hostErr):
+		return "TLS certificate not trusted: " + hostErr.Error()
 	case errors.As(err, &netErr) && netErr.Timeout():
 		return "timed out"
 	}
