@@ -98,7 +98,7 @@ func TestRESTBadKeyIsOneAnswer(t *testing.T) {
 func TestRESTCreateNotRepeatedAfterItWasSent(t *testing.T) {
 	sim := startSim(t, simConfig(218))
 	s := settings(sim)
-	s.Timeout = 500 * time.Millisecond
+	s.Timeout = 1500 * time.Millisecond // only the dropping edge waits it out
 	api := newREST(t, s)
 	ctx := context.Background()
 
