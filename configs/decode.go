@@ -284,6 +284,7 @@ func (d *decoder) decodePhones(top *fields) []Phone {
 			d.problem(f.sub("twilio_password"), "", "required (or twilio_password_file)")
 		}
 		p.Targets = d.decodeTargets(f)
+		p.Line = d.lineOf(it.Path)
 		out = append(out, p)
 	}
 	return out

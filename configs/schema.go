@@ -212,6 +212,9 @@ type Phone struct {
 	TwilioUser     string   `yaml:"twilio_user"`
 	TwilioPassword Secret   `yaml:"twilio_password"`
 	Targets        []Target `yaml:"targets"`
+	// Line is where the phone's entry starts in the file, for problems
+	// found after Parse (`edgewise twilio sync` checks Twilio's rules).
+	Line int `yaml:"-"`
 }
 
 // Target is a fixed destination for the user's calls from Twilio (a PBX, an

@@ -107,6 +107,14 @@ func TestTwilioRESTAndMediaEncryption(t *testing.T) {
 			t.Errorf("config summary shows the secret: %s", cfg)
 		}
 	})
+	t.Run("phones know their line", func(t *testing.T) {
+		y := head + tail + "phones:\n  - user: alice\n    password: a\n    twilio_password: t\n\n  - {user: bob, password: b, twilio_password: t}\n"
+		cfg, err := Parse(filepath.Join(dir, "c.yaml"), []byte(y))
+		must(t, err)
+		if cfg.Phones[0].Line != 5 || cfg.Phones[1].Line != 9 {
+			t.Errorf("phone lines %d, %d; want 5, 9", cfg.Phones[0].Line, cfg.Phones[1].Line)
+		}
+	})
 	t.Run("production example documents every key", func(t *testing.T) {
 		data, err := os.ReadFile("production.example.yaml")
 		must(t, err)

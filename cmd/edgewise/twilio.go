@@ -90,7 +90,7 @@ func twilioSync(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.As(err, &ce):
 		for _, p := range ce.Problems {
-			fmt.Fprintf(stderr, "%s: %s\n", run.cfg.Path, p)
+			fmt.Fprintln(stderr, p)
 		}
 		fmt.Fprintf(stderr, "%d phone(s) cannot be provisioned; nothing was sent to Twilio\n", len(ce.Problems))
 		return 1
@@ -155,8 +155,9 @@ func newTwilioRun(fs *flag.FlagSet, args []string, stderr io.Writer) (*twilioRun
 		return nil, 2
 	}
 	w := provision.Want{Domain: cfg.Twilio.Domain, MediaEncryption: cfg.Twilio.MediaEncryption}
-	for _, p := range cfg.Phones {
-		w.Phones = append(w.Phones, provision.Phone{User: p.User, TwilioUser: p.TwilioUser, Password: p.TwilioPassword.Value()})
+	for i, p := range cfg.Phones {
+		w.Phones = append(w.Phones, provision.Phone{User: p.User, TwilioUser: p.TwilioUser, Password: p.TwilioPassword.Value(),
+			At: fmt.Sprintf("%s:%d: phones[%d]", cfg.Path, p.Line, i)})
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	return &twilioRun{cfg: cfg, api: api, want: w, account: s.AccountSID, keySID: s.APIKeySID, keyFrom: keyFrom, stderr: stderr, ctx: ctx, stop: stop}, 0

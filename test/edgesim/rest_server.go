@@ -61,6 +61,7 @@ type restEdge struct {
 	ip   netip.Addr
 	mode RESTMode      // guarded by restServer.mu
 	srv  *http.Server  // nil while closed; guarded by restServer.mu
+	ln   net.Listener  // srv's; guarded by restServer.mu
 	reqs atomic.Uint64 // requests received since the last reset
 }
 
@@ -206,7 +207,7 @@ func (rs *restServer) openLocked(e *restEdge) error {
 		// CA) are expected in tests; keep them out of stderr.
 		ErrorLog: slog.NewLogLogger(rs.sim.log.Handler(), slog.LevelDebug),
 	}
-	e.srv = srv
+	e.srv, e.ln = srv, ln
 	tln := tls.NewListener(ln, rs.tlsCfg)
 	rs.wg.Go(func() { _ = srv.Serve(tln) })
 	rs.sim.log.Info("rest API listening", "edge", e.name, "url", "https://"+e.host+":"+fmt.Sprint(rs.port), "addr", ln.Addr().String())
@@ -215,11 +216,21 @@ func (rs *restServer) openLocked(e *restEdge) error {
 
 func (rs *restServer) closeAllLocked() {
 	for _, e := range rs.edges {
-		if e.srv != nil {
-			_ = e.srv.Close()
-			e.srv = nil
-		}
+		rs.closeLocked(e)
 	}
+}
+
+// closeLocked closes an edge's listener and connections. The listener is
+// closed here too: srv.Close only closes listeners Serve has begun
+// tracking, and until the Serve goroutine runs, connects would still land
+// in the backlog (to be reset later) instead of being refused.
+func (rs *restServer) closeLocked(e *restEdge) {
+	if e.srv == nil {
+		return
+	}
+	_ = e.ln.Close()
+	_ = e.srv.Close()
+	e.srv, e.ln = nil, nil
 }
 
 // close closes every listener and waits for the Serve loops.
@@ -271,8 +282,7 @@ func (rs *restServer) setMode(edge string, m RESTMode) error {
 		}
 		switch {
 		case m == RESTRefuse && e.srv != nil:
-			_ = e.srv.Close()
-			e.srv = nil
+			rs.closeLocked(e)
 		case m != RESTRefuse && e.srv == nil:
 			return rs.openLocked(e)
 		}

@@ -353,7 +353,7 @@ func TestTwilioProvisionSync(t *testing.T) {
 	provisionConfig(t, sim, cfg, provisionSecret, "  - {user: alice, password: a, twilio_password: weak}\n")
 	before := sim.requests(t)
 	code, stdout, stderr := provisionRun(t, sim, "sync", "--prune", "-c", cfg)
-	if code != 1 || stdout != "" || !strings.Contains(stderr, "phone alice: twilio_password does not meet Twilio's rules: it needs at least 12 characters, upper and lower case and a digit") ||
+	if code != 1 || stdout != "" || !strings.Contains(stderr, cfg+":11: phones[0].twilio_password (alice): does not meet Twilio's rules: it needs at least 12 characters, upper and lower case and a digit\n") ||
 		!strings.Contains(stderr, "nothing was sent to Twilio") || strings.Contains(stderr, "weak") {
 		t.Fatalf("weak password: exit %d, stdout %q, stderr:\n%s", code, stdout, stderr)
 	}

@@ -63,6 +63,17 @@ type Phone struct {
 	User       string // the local user, for messages
 	TwilioUser string
 	Password   string // twilio_password
+	// At locates the phone in the config for problems, e.g.
+	// "edgewise.yaml:31: phones[2]"; "" names it by User.
+	At string
+}
+
+// where prefixes a problem about field of p.
+func (p Phone) where(field string) string {
+	if p.At == "" {
+		return "phone " + p.User + ": " + field
+	}
+	return p.At + "." + field + " (" + p.User + ")"
 }
 
 // DomainName is the domain's full name, <label>.sip.twilio.com.

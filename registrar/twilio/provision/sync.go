@@ -222,16 +222,17 @@ func checkPhones(phones []Phone) ([]Phone, error) {
 	for _, p := range phones {
 		if prev, dup := first[p.TwilioUser]; dup {
 			if prev.Password != p.Password {
-				problems = append(problems, fmt.Sprintf("phones %s and %s share Twilio user %s with different twilio_password values: Twilio holds one password per user", prev.User, p.User, p.TwilioUser))
+				problems = append(problems, fmt.Sprintf("%s: differs from that of %s, which has the same Twilio user %s: Twilio holds one password per user",
+					p.where("twilio_password"), prev.User, p.TwilioUser))
 			}
 			continue
 		}
 		first[p.TwilioUser] = p
 		if len(p.TwilioUser) > 32 {
-			problems = append(problems, fmt.Sprintf("phone %s: Twilio user %s is longer than Twilio's 32 characters", p.User, p.TwilioUser))
+			problems = append(problems, fmt.Sprintf("%s: %s is longer than Twilio's 32 characters", p.where("twilio_user"), p.TwilioUser))
 		}
 		if why := passwordRules(p.Password); why != "" {
-			problems = append(problems, fmt.Sprintf("phone %s: twilio_password does not meet Twilio's rules: it needs %s", p.User, why))
+			problems = append(problems, fmt.Sprintf("%s: does not meet Twilio's rules: it needs %s", p.where("twilio_password"), why))
 		}
 		out = append(out, p)
 	}

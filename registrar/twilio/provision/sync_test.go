@@ -190,7 +190,7 @@ func TestSyncRefusesBadConfigBeforeAnyRequest(t *testing.T) {
 		Phone{User: "bob", TwilioUser: strings.Repeat("b", 33), Password: "BobTwilio1234"},
 		Phone{User: "carol", TwilioUser: "desk", Password: "CarolTwilio123"},
 		Phone{User: "dave", TwilioUser: "desk", Password: "DaveTwilio1234"},
-		Phone{User: "erin", TwilioUser: "erin", Password: "alllowercase1234"},
+		Phone{User: "erin", TwilioUser: "erin", Password: "alllowercase1234", At: "c.yaml:40: phones[4]"},
 	)
 	var out bytes.Buffer
 	_, err := Sync(context.Background(), api, w, SyncOptions{}, &out)
@@ -199,10 +199,10 @@ func TestSyncRefusesBadConfigBeforeAnyRequest(t *testing.T) {
 		t.Fatalf("err = %v, want a ConfigError", err)
 	}
 	sameLines(t, "problems", ce.Problems, []string{
-		"phone alice: twilio_password does not meet Twilio's rules: it needs at least 12 characters, upper and lower case and a digit",
-		"phone bob: Twilio user " + strings.Repeat("b", 33) + " is longer than Twilio's 32 characters",
-		"phones carol and dave share Twilio user desk with different twilio_password values: Twilio holds one password per user",
-		"phone erin: twilio_password does not meet Twilio's rules: it needs upper and lower case",
+		"phone alice: twilio_password: does not meet Twilio's rules: it needs at least 12 characters, upper and lower case and a digit",
+		"phone bob: twilio_user: " + strings.Repeat("b", 33) + " is longer than Twilio's 32 characters",
+		"phone dave: twilio_password: differs from that of carol, which has the same Twilio user desk: Twilio holds one password per user",
+		"c.yaml:40: phones[4].twilio_password (erin): does not meet Twilio's rules: it needs upper and lower case",
 	})
 	for edge, n := range requests(sim) {
 		if n != 0 {
