@@ -157,7 +157,8 @@ func (d *decoder) decodeSIP(n *yaml.Node, s *SIP) {
 
 func (d *decoder) decodeTwilio(n *yaml.Node, t *Twilio) {
 	f := d.mapping(n, "twilio", "domain", "edges", "dns_server", "transport", "timeout",
-		"register_expires", "failback_hold", "keepalive", "move", "signalling_cidrs", "media_cidrs")
+		"register_expires", "failback_hold", "keepalive", "move", "signalling_cidrs", "media_cidrs",
+		"media_encryption", "rest")
 	f.str("domain", &t.Domain)
 	if f.emptyList("edges") {
 		d.problem("twilio.edges", "list edges in order of preference, e.g. [ashburn, umatilla]", "must list at least one edge")
@@ -202,6 +203,22 @@ func (d *decoder) decodeTwilio(n *yaml.Node, t *Twilio) {
 	}
 	if len(t.MediaCIDRs) == 0 {
 		t.MediaCIDRs = []netip.Prefix{MediaRange}
+	}
+	f.str("media_encryption", &t.MediaEncryption)
+	d.decodeTwilioREST(f.node("rest"), &t.REST)
+}
+
+// decodeTwilioREST reads twilio.rest, the REST API access of the twilio
+// commands.
+func (d *decoder) decodeTwilioREST(n *yaml.Node, r *TwilioREST) {
+	f := d.mapping(n, "twilio.rest", "account_sid", "api_key_sid", "api_key_secret", "api_key_secret_file", "region", "ca_file")
+	r.Line = d.lineOf("twilio.rest")
+	f.str("account_sid", &r.AccountSID)
+	f.str("api_key_sid", &r.APIKeySID)
+	f.secret("api_key_secret", &r.APIKeySecret)
+	f.str("region", &r.Region)
+	if f.str("ca_file", &r.CAFile) && r.CAFile != "" {
+		r.CAFile = d.resolvePath(r.CAFile)
 	}
 }
 
@@ -293,6 +310,7 @@ func (d *decoder) decodePhones(top *fields) []Phone {
 			d.problem(f.sub("twilio_password"), "", "required (or twilio_password_file)")
 		}
 		p.Targets = d.decodeTargets(f)
+		p.Line = d.lineOf(it.Path)
 		out = append(out, p)
 	}
 	return out

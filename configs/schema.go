@@ -196,6 +196,31 @@ type Twilio struct {
 	Move            Move           `yaml:"move"`
 	SignallingCIDRs []netip.Prefix `yaml:"signalling_cidrs"` // never empty after Parse
 	MediaCIDRs      []netip.Prefix `yaml:"media_cidrs"`      // never empty after Parse
+
+	// MediaEncryption is what edgewise speaks toward Twilio: "none" (plain
+	// RTP/AVP) or "srtp" (SDES-keyed RTP/SAVP, which a SIP Domain with
+	// Secure Media requires). It must match the domain's Secure Media
+	// setting; `edgewise twilio check` compares them.
+	MediaEncryption string     `yaml:"media_encryption"`
+	REST            TwilioREST `yaml:"rest"`
+}
+
+// TwilioREST is how `edgewise twilio check|sync` reach Twilio's REST API.
+// serve never uses it. Empty account and key fields fall back to the token
+// section's account_sid and first API key.
+type TwilioREST struct {
+	AccountSID   string `yaml:"account_sid"` // AC + 32 hex
+	APIKeySID    string `yaml:"api_key_sid"` // SK + 32 hex
+	APIKeySecret Secret `yaml:"api_key_secret"`
+	// Region is the REST processing region in api.<edge>.<region>.twilio.com;
+	// the edges are twilio.edges (the public ones), tried in order.
+	Region string `yaml:"region"`
+	// CAFile is a PEM bundle trusted for the REST API in addition to the
+	// system roots, for a TLS-inspecting proxy in between. Absolute after Parse.
+	CAFile string `yaml:"ca_file"`
+	// Line is where twilio.rest (or twilio) is in the file, so the twilio
+	// commands can point at it when a setting they need is missing.
+	Line int `yaml:"-"`
 }
 
 // Host gives the registrar FQDN for one edge: "<domain>.sip.<edge>.twilio.com".
@@ -221,6 +246,9 @@ type Phone struct {
 	TwilioUser     string   `yaml:"twilio_user"`
 	TwilioPassword Secret   `yaml:"twilio_password"`
 	Targets        []Target `yaml:"targets"`
+	// Line is where the phone's entry starts in the file, for problems
+	// found after Parse (`edgewise twilio sync` checks Twilio's rules).
+	Line int `yaml:"-"`
 }
 
 // Target is a fixed destination for the user's calls from Twilio (a PBX, an
@@ -373,6 +401,8 @@ func defaults() *Config {
 			FailbackHold:    60 * time.Second,
 			Keepalive:       Keepalive{Method: "options", Interval: 10 * time.Second},
 			Move:            Move{Rate: 500, Concurrency: 50},
+			MediaEncryption: "none",
+			REST:            TwilioREST{Region: "us1"},
 		},
 		Admin: Admin{Listen: "127.0.0.1:9060"},
 		Media: Media{RTPPorts: PortRange{Min: 20000, Max: 29999}, Timeout: 60 * time.Second,

@@ -127,7 +127,10 @@ const maxSecretFile = 64 << 10
 
 // readSmallFile reads a regular file of at most maxSecretFile bytes. Devices
 // and FIFOs are refused, since reading them could block a reload forever.
-func readSmallFile(name string) ([]byte, error) {
+func readSmallFile(name string) ([]byte, error) { return readFileMax(name, maxSecretFile) }
+
+// readFileMax is readSmallFile with another bound.
+func readFileMax(name string, maxSize int) ([]byte, error) {
 	st, err := os.Stat(name)
 	if err != nil {
 		return nil, err
@@ -140,12 +143,12 @@ func readSmallFile(name string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	b, err := io.ReadAll(io.LimitReader(f, int64(maxSize)+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > maxSecretFile {
-		return nil, fmt.Errorf("%s: larger than %d KiB", name, maxSecretFile>>10)
+	if len(b) > maxSize {
+		return nil, fmt.Errorf("%s: larger than %d KiB", name, maxSize>>10)
 	}
 	return b, nil
 }

@@ -3,6 +3,7 @@ package configs
 import (
 	"crypto/md5"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -156,6 +157,58 @@ func (d *decoder) validateTwilio(t Twilio) {
 	if t.Move.Concurrency < 1 {
 		d.problem("twilio.move.concurrency", "", "must be at least 1")
 	}
+	switch t.MediaEncryption {
+	case "none":
+	case "srtp":
+		// Refused until the relay speaks SRTP toward Twilio: accepting it
+		// would send plain RTP that a Secure Media domain refuses.
+		d.problem("twilio.media_encryption", "use none, with Secure Media off on the SIP Domain", "srtp is not supported by this build yet")
+	default:
+		d.problem("twilio.media_encryption", "", "%q is not one of none, srtp", t.MediaEncryption)
+	}
+	d.validateTwilioREST(t.REST)
+}
+
+// TwilioRESTRegions are the REST API's processing regions.
+var TwilioRESTRegions = []string{"us1", "ie1", "au1"}
+
+func (d *decoder) validateTwilioREST(r TwilioREST) {
+	d.sid("twilio.rest.account_sid", r.AccountSID, "AC", false)
+	d.sid("twilio.rest.api_key_sid", r.APIKeySID, "SK", false)
+	switch {
+	case r.APIKeySID != "" && !r.APIKeySecret.IsSet() && !d.bad["twilio.rest.api_key_secret"] && !d.bad["twilio.rest.api_key_secret_file"]:
+		d.problem("twilio.rest.api_key_secret", "api_key_secret: ${TWILIO_API_KEY_SECRET} or api_key_secret_file", "required with api_key_sid")
+	case r.APIKeySID == "" && r.APIKeySecret.IsSet():
+		d.problem("twilio.rest.api_key_sid", "the SK... SID of the key whose secret this is", "required with api_key_secret")
+	case r.APIKeySecret.IsSet() && !isAlnum(r.APIKeySecret.Value()):
+		// twilio-go refuses such a secret before sending anything.
+		d.problem("twilio.rest.api_key_secret", "copy the secret exactly as Twilio showed it", "must be letters and digits only")
+	}
+	if !contains(TwilioRESTRegions, r.Region) {
+		hint := "known regions: " + strings.Join(TwilioRESTRegions, ", ")
+		if near := nearest(strings.ToLower(r.Region), TwilioRESTRegions); near != "" {
+			hint = fmt.Sprintf("did you mean %q?", near)
+		}
+		d.problem("twilio.rest.region", hint, "unknown region %q", r.Region)
+	}
+	if r.CAFile != "" {
+		pem, err := readFileMax(r.CAFile, 4<<20) // a whole system bundle is ~200 KiB
+		switch {
+		case err != nil:
+			d.problem("twilio.rest.ca_file", "", "%v", unwrapPathErr(err))
+		case !x509.NewCertPool().AppendCertsFromPEM(pem):
+			d.problem("twilio.rest.ca_file", "a PEM file of one or more CERTIFICATE blocks", "%s holds no PEM certificate", r.CAFile)
+		}
+	}
+}
+
+func isAlnum(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // derivePhones fills HA1 from the password so the registrar has one form of

@@ -79,6 +79,9 @@ func printListening(sim *edgesim.Sim) {
 		host, port, _ := net.SplitHostPort(a)
 		fmt.Printf("  dns %s (udp, tcp)   try: dig @%s -p %s %s\n", a, host, port, sim.Edges()[0].FQDNs[0])
 	}
+	for _, e := range sim.REST().Edges {
+		fmt.Printf("  rest https://%s:%d → %s (trust GET /v1/rest/ca.pem)\n", e.Host, sim.RESTPort(), e.Addr)
+	}
 	if a := sim.ControlAddr(); a != "" {
 		fmt.Printf("  control http://%s/v1/edges\n", a)
 		fmt.Printf("  calls   http://%s/v1/calls   try: curl -X POST -d '{\"to\":\"alice\"}' http://%s/v1/calls\n", a, a)

@@ -3,6 +3,7 @@
 //	edgewise serve -c FILE         run the gateway
 //	edgewise check -c FILE         validate a config file
 //	edgewise token serve -c FILE   run a standalone token provider replica
+//	edgewise twilio check|sync -c FILE   check or provision the Twilio SIP Domain
 //	edgewise status [-admin URL] [-token T] [--json]
 //	edgewise version
 package main
@@ -22,6 +23,11 @@ commands:
   serve -c FILE         run the gateway (SIGHUP reloads, SIGINT/SIGTERM stop)
   check -c FILE         validate a config; print every problem as FILE:LINE: field: problem
   token serve -c FILE   run a token provider replica only (no SIP)
+  twilio check -c FILE  read the Twilio SIP Domain through the REST API and
+                        print each problem with its fix
+  twilio sync -c FILE [--update-passwords] [--prune] [--dry-run]
+                        put the phones' Twilio users into the domain's
+                        registration credential lists
   status [-admin URL] [-token T] [--json]
                         show the running daemon's edges, users, calls and last
                         reload (token also from $EDGEWISE_ADMIN_TOKEN)
@@ -45,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdToken(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "twilio":
+		return cmdTwilio(args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
 	case "version", "-version", "--version":

@@ -57,6 +57,8 @@ type Config struct {
 	SlowDelay time.Duration `yaml:"slow_delay"`
 	// Calls tunes the calls edgesim answers and places.
 	Calls CallsConfig `yaml:"calls"`
+	// REST serves the SIP Domain subset of Twilio's REST API; nil = off.
+	REST *RESTConfig `yaml:"rest"`
 }
 
 // CallsConfig tunes calls in both directions; zero fields take defaults.
@@ -194,6 +196,7 @@ func (c Config) WithDefaults() Config {
 	if c.Calls.History == 0 {
 		c.Calls.History = DefaultCallHistory
 	}
+	c.REST = c.REST.withDefaults()
 	return c
 }
 
@@ -313,6 +316,7 @@ func (c Config) Validate() error {
 	if cc.History < 1 {
 		bad("calls.history: %d must be at least 1", cc.History)
 	}
+	errs = append(errs, c.REST.validate()...)
 	return errors.Join(errs...)
 }
 

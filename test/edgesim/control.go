@@ -40,6 +40,7 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	s.restControl(mux)
 	mux.HandleFunc("GET /v1/bindings", func(w http.ResponseWriter, r *http.Request) {
 		bs := s.Bindings(r.URL.Query().Get("user"))
 		if bs == nil {

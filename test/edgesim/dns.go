@@ -52,6 +52,9 @@ func newDNSServer(s *Sim) *dnsServer {
 		home = e
 	}
 	d.names[dns.Fqdn(s.cfg.Domain+".sip.twilio.com")] = d.names[dns.Fqdn(home.fqdns[0])]
+	for host, ip := range restHosts(s.cfg) {
+		d.names[dns.Fqdn(host)] = []netip.Addr{ip}
+	}
 	return d
 }
 

@@ -32,7 +32,12 @@ type Sim struct {
 	cfg   Config
 	log   *slog.Logger
 	clock func() time.Time
-	creds map[string]string
+
+	// restStore holds the SIP Domain and its credential lists: what the
+	// REST API shows and changes, and what REGISTER and INVITE
+	// authenticate against. rest serves it (nil without a rest section).
+	restStore *restStore
+	rest      *restServer
 
 	edges  []*edge
 	byName map[string]*edge
@@ -70,16 +75,13 @@ func New(cfg Config, logger *slog.Logger) (*Sim, error) {
 		cfg:     cfg,
 		log:     logger,
 		clock:   time.Now,
-		creds:   map[string]string{},
 		byName:  map[string]*edge{},
 		byIP:    map[netip.Addr]*edgeIP{},
 		loc:     newLocation(),
 		limiter: newRateLimiter(),
 		ready:   make(chan struct{}),
 	}
-	for _, c := range cfg.Credentials {
-		s.creds[c.User] = c.Password
-	}
+	s.restStore = newRESTStore(cfg, func() time.Time { return s.clock() })
 	for _, ec := range cfg.Edges {
 		e := newEdge(s, ec)
 		s.edges = append(s.edges, e)
@@ -87,6 +89,13 @@ func New(cfg Config, logger *slog.Logger) (*Sim, error) {
 		for _, ip := range e.ips {
 			s.byIP[ip.addr] = ip
 		}
+	}
+	if cfg.REST != nil {
+		rs, err := newRESTServer(s)
+		if err != nil {
+			return nil, err
+		}
+		s.rest = rs
 	}
 	s.dns = newDNSServer(s)
 	s.calls = newCallManager(s)
@@ -123,6 +132,12 @@ func (s *Sim) Run(ctx context.Context) error {
 		return err
 	}
 	defer s.closeEdges()
+	if s.rest != nil {
+		if err := s.rest.open(); err != nil {
+			return err
+		}
+		defer s.rest.close()
+	}
 
 	if err := s.dns.bind(); err != nil {
 		return err
@@ -516,11 +531,10 @@ func (s *Sim) SIPAddr(ip string) (string, error) {
 	return eip.hostPort(), nil
 }
 
-// password looks a user up in the credential list; the match is exact,
-// case included, as Twilio's is.
+// password looks a user up in the credential lists mapped to the SIP
+// Domain for registration; the match is exact, case included, as Twilio's is.
 func (s *Sim) password(user string) (string, bool) {
-	pw, ok := s.creds[user]
-	return pw, ok
+	return s.restStore.password(user)
 }
 
 // minLevelHandler raises the level below which records are dropped, so

@@ -1,0 +1,51 @@
+// Package provision checks and fixes, through Twilio's REST API, the SIP
+// Domain that edgewise registers phones' users on. It backs
+// `edgewise twilio check` and `edgewise twilio sync`.
+//
+// Check reads the domain <label>.sip.twilio.com and reports, each with its
+// fix: the domain missing; SIP registration off; no credential list mapped
+// for registration, or a phone's Twilio user in none of the mapped lists;
+// no Voice URL (calls from phones run that TwiML); Secure Media on the
+// domain not matching twilio.media_encryption (a Secure Media domain
+// refuses plain RTP with 488; SRTP needs it on).
+//
+// Sync puts every phone's Twilio user into the domain's registration
+// credential lists: when none is mapped it creates the list "edgewise
+// <label>" (or reuses an unmapped one of that name a previous run left) and
+// maps it; missing users are created in the list named so, or else in the
+// first mapped list. It prints each change as it is made.
+//
+//   - Passwords. Twilio never returns a credential's password, so sync
+//     cannot tell whether one differs from the config. Existing credentials
+//     are left alone, which keeps a second run a no-op that says so;
+//     UpdatePasswords (--update-passwords) sets every phone's password from
+//     the config and reports each as "password set", changed or not.
+//   - Prune (--prune) deletes credentials of the mapped lists that no phone
+//     uses; without it they are listed as kept. Any credential in a mapped
+//     list can register on the domain, so these are the ones that matter.
+//   - DryRun prints what would change and changes nothing.
+//   - Nothing is sent before the config's users and passwords pass
+//     Twilio's rules (user at most 32 characters; password at least 12
+//     characters, upper and lower case and a digit), so a bad phone does
+//     not leave half a sync behind.
+//
+// # REST, edges and failures
+//
+// REST implements API with twilio-go: twilio.NewRestClientWithParams with
+// the account's API key, and the generated 2010-04-01 SIP services. Each
+// request goes to api.<edge>.<region>.twilio.com (twilio-go's SetEdge and
+// SetRegion) for the configured edges in order. A request that fails at the
+// transport level (no connection, DNS, TLS, timeout) or gets a 5xx moves to
+// the next edge, which then serves the following requests; a 4xx never
+// does: it is Twilio's answer (APIError; 401 is a wrong API key). A create
+// that may already have reached Twilio (a timeout or 5xx after the request
+// was sent) is not repeated on another edge, since that could create it
+// twice: the error says so, and running sync again completes the work.
+//
+// The HTTP client resolves *.twilio.com through twilio.dns_server when one
+// is set (else the system resolver), trusts the system roots plus
+// twilio.rest.ca_file, and honours HTTPS_PROXY. Settings.Port dials another
+// port than 443: tests point it, with dns_server and ca_file, at edgesim's
+// REST listeners; the edgewise binary takes it from
+// EDGEWISE_TWILIO_REST_PORT, which exists for those tests only.
+package provision

@@ -1,0 +1,117 @@
+package provision
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/edgewise-sip/edgewise/test/edgesim"
+)
+
+// Each test runs edgesim with its REST API on its own 127.0.N.x addresses
+// (N unique in this package, 210 and up) and port 0, so tests run in
+// parallel with each other and with other packages.
+
+const (
+	testAccount = "AC0123456789abcdef0123456789abcdef"
+	testKeySID  = "SK0123456789abcdef0123456789abcdef"
+	testSecret  = "s3cretS3cretS3cretS3cretS3cret00"
+)
+
+func simConfig(n int) edgesim.Config {
+	return edgesim.Config{
+		Domain: "demo",
+		Edges: []edgesim.EdgeConfig{
+			{Name: "ashburn", IPs: []string{fmt.Sprintf("127.0.%d.1", n)}},
+			{Name: "umatilla", IPs: []string{fmt.Sprintf("127.0.%d.11", n)}},
+			{Name: "dublin", IPs: []string{fmt.Sprintf("127.0.%d.21", n)}},
+		},
+		DNS: edgesim.DNSConfig{Listen: "127.0.0.1:0"},
+		Credentials: []edgesim.Credential{
+			{User: "alice", Password: "AliceTwilio123"},
+			{User: "bob", Password: "BobTwilio1234"},
+		},
+		REST: &edgesim.RESTConfig{
+			AccountSID: testAccount,
+			APIKeys:    []edgesim.RESTKey{{SID: testKeySID, Secret: testSecret}},
+			Domain:     edgesim.RESTDomainConfig{VoiceURL: "https://example.com/twiml"},
+		},
+	}
+}
+
+// startSim runs edgesim until the test ends.
+func startSim(t *testing.T, cfg edgesim.Config) *edgesim.Sim {
+	t.Helper()
+	sim, err := edgesim.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sim.Run(ctx) }()
+	select {
+	case <-sim.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("edgesim: %v", err)
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("edgesim not ready after 10s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("edgesim did not stop within 10s")
+		}
+	})
+	return sim
+}
+
+// settings points REST at sim exactly as the edgewise binary does in the
+// integration tests: DNS through edgesim, its port, its test CA.
+func settings(sim *edgesim.Sim, edges ...string) Settings {
+	if len(edges) == 0 {
+		edges = []string{"ashburn", "umatilla", "dublin"}
+	}
+	return Settings{
+		AccountSID: testAccount, APIKeySID: testKeySID, APIKeySecret: testSecret,
+		Region: "us1", Edges: edges,
+		DNSServer: sim.DNSAddr(), Port: sim.RESTPort(), CAPEM: sim.RESTCAPEM(),
+		Timeout: 5 * time.Second,
+	}
+}
+
+func newREST(t *testing.T, s Settings) *REST {
+	t.Helper()
+	r, err := NewREST(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// requests counts REST requests per edge since the last reset.
+func requests(sim *edgesim.Sim) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, e := range sim.REST().Edges {
+		out[e.Name] = e.Requests
+	}
+	return out
+}
+
+func want(phones ...Phone) Want {
+	if phones == nil {
+		phones = []Phone{
+			{User: "alice", TwilioUser: "alice", Password: "AliceTwilio123"},
+			{User: "bob", TwilioUser: "bob", Password: "BobTwilio1234"},
+		}
+	}
+	return Want{Domain: "demo", Phones: phones, MediaEncryption: "none"}
+}
+
+func ptr[T any](v T) *T { return &v }

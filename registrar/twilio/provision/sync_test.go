@@ -1,0 +1,225 @@
+package provision
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/edgewise-sip/edgewise/test/edgesim"
+)
+
+func syncLines(t *testing.T, api API, w Want, opt SyncOptions) ([]string, SyncResult) {
+	t.Helper()
+	var out bytes.Buffer
+	res, err := Sync(context.Background(), api, w, opt, &out)
+	if err != nil {
+		t.Fatalf("sync: %v\noutput:\n%s", err, out.String())
+	}
+	return strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n"), res
+}
+
+func sameLines(t *testing.T, step string, got, want []string) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s printed:\n%s\nwant:\n%s", step, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestSyncCreateRerunUpdatePrune walks a domain with no credential list
+// through sync: created and mapped, a second run changes nothing and says
+// so, --update-passwords sets them, --prune deletes what no phone uses.
+func TestSyncCreateRerunUpdatePrune(t *testing.T) {
+	sim := startSim(t, simConfig(211))
+	api := newREST(t, settings(sim))
+	must(t, sim.DeleteRESTDomain("demo"))
+	sim.PutRESTDomain("demo", edgesim.RESTDomainUpdate{VoiceURL: ptr("https://example.com/twiml")})
+	w := want(
+		Phone{User: "alice", TwilioUser: "alice", Password: "AliceTwilio123"},
+		Phone{User: "bob", TwilioUser: "bob-desk", Password: "BobTwilio1234"},
+		Phone{User: "bob2", TwilioUser: "bob-desk", Password: "BobTwilio1234"}, // same Twilio user, same password: one credential
+	)
+
+	// Dry run first: nothing changes.
+	got, res := syncLines(t, api, w, SyncOptions{DryRun: true})
+	sameLines(t, "dry run", got, []string{
+		`would create credential list "edgewise demo"`,
+		`would map credential list "edgewise demo" to demo.sip.twilio.com for registration`,
+		`would create credential alice in "edgewise demo"`,
+		`would create credential bob-desk in "edgewise demo"`,
+		`dry run: 4 change(s) not made, 0 credential(s) already in place`,
+	})
+	if res.Changes != 4 || len(sim.REST().Domains[0].RegistrationLists) != 0 || len(sim.REST().CredentialLists) != 1 {
+		t.Fatalf("dry run changed something: %+v %+v", res, sim.REST())
+	}
+
+	got, res = syncLines(t, api, w, SyncOptions{})
+	listSID := ""
+	for _, l := range sim.REST().CredentialLists {
+		if l.FriendlyName == "edgewise demo" {
+			listSID = l.SID
+		}
+	}
+	sameLines(t, "first run", got, []string{
+		`created credential list "edgewise demo" (` + listSID + `)`,
+		`mapped credential list "edgewise demo" to demo.sip.twilio.com for registration`,
+		`created credential alice in "edgewise demo"`,
+		`created credential bob-desk in "edgewise demo"`,
+		`4 change(s) made, 0 credential(s) already in place`,
+	})
+	if pw, ok := sim.RESTPassword("edgewise demo", "bob-desk"); !ok || pw != "BobTwilio1234" || res.Changes != 4 {
+		t.Fatalf("bob-desk's password %q %v, result %+v", pw, ok, res)
+	}
+	if r, err := Check(context.Background(), api, w); err != nil || len(r.Problems) != 0 {
+		t.Fatalf("check after sync: %+v %v", r.Problems, err)
+	}
+
+	// Second run: nothing to do, and it says so.
+	before := requests(sim)
+	got, res = syncLines(t, api, w, SyncOptions{})
+	sameLines(t, "second run", got, []string{
+		`nothing to change: 2 credential(s) already in place (their passwords are not compared: Twilio never returns them; --update-passwords sets them)`,
+	})
+	if res != (SyncResult{Unchanged: 2}) {
+		t.Errorf("second run result %+v", res)
+	}
+	// Reads only: the domains, the domain's mappings, the one list's credentials.
+	if n := requests(sim)["ashburn"] - before["ashburn"]; n != 3 {
+		t.Errorf("second run made %d requests, want 3 reads", n)
+	}
+
+	// New passwords in the config: --update-passwords sets them.
+	w.Phones[0].Password = "AliceChanged123"
+	got, _ = syncLines(t, api, w, SyncOptions{UpdatePasswords: true})
+	sameLines(t, "update passwords", got, []string{
+		`password set for alice in "edgewise demo"`,
+		`password set for bob-desk in "edgewise demo"`,
+		`2 change(s) made, 0 credential(s) already in place`,
+	})
+	if pw, _ := sim.RESTPassword("edgewise demo", "alice"); pw != "AliceChanged123" {
+		t.Errorf("alice's password after update = %q", pw)
+	}
+
+	// A phone leaves: kept without --prune, deleted with it.
+	w.Phones = w.Phones[:1]
+	got, res = syncLines(t, api, w, SyncOptions{})
+	sameLines(t, "without prune", got, []string{
+		`kept credential bob-desk in "edgewise demo": no phone uses it (--prune deletes it)`,
+		`nothing to change: 1 credential(s) already in place (their passwords are not compared: Twilio never returns them; --update-passwords sets them)`,
+	})
+	if res.Kept != 1 {
+		t.Errorf("kept = %d", res.Kept)
+	}
+	got, _ = syncLines(t, api, w, SyncOptions{Prune: true, DryRun: true})
+	sameLines(t, "prune dry run", got, []string{
+		`would delete credential bob-desk from "edgewise demo"`,
+		`dry run: 1 change(s) not made, 1 credential(s) already in place`,
+	})
+	got, _ = syncLines(t, api, w, SyncOptions{Prune: true})
+	sameLines(t, "prune", got, []string{
+		`deleted credential bob-desk from "edgewise demo"`,
+		`1 change(s) made, 1 credential(s) already in place`,
+	})
+	if _, ok := sim.RESTPassword("edgewise demo", "bob-desk"); ok {
+		t.Error("bob-desk still there after --prune")
+	}
+	got, _ = syncLines(t, api, w, SyncOptions{Prune: true})
+	sameLines(t, "prune again", got, []string{
+		`nothing to change: 1 credential(s) already in place (their passwords are not compared: Twilio never returns them; --update-passwords sets them)`,
+	})
+}
+
+// TestSyncIntoExistingListsAndPages: users missing from a domain that has
+// a mapped list go into it; a list longer than one page (twilio-go reads
+// 50 a page) is read whole, so a rerun finds every user.
+func TestSyncIntoExistingListsAndPages(t *testing.T) {
+	sim := startSim(t, simConfig(212))
+	api := newREST(t, settings(sim))
+	w := want()
+	for i := range 70 {
+		w.Phones = append(w.Phones, Phone{User: fmt.Sprintf("u%02d", i), TwilioUser: fmt.Sprintf("user%02d", i), Password: "UserTwilio1234"})
+	}
+	_, res := syncLines(t, api, w, SyncOptions{})
+	if res.Changes != 70 || res.Unchanged != 2 {
+		t.Fatalf("first run %+v, want 70 created in the seeded list and alice, bob in place", res)
+	}
+	if pw, ok := sim.RESTPassword("edgesim", "user69"); !ok || pw != "UserTwilio1234" {
+		t.Fatalf("user69 not in the seeded list")
+	}
+	got, res := syncLines(t, api, w, SyncOptions{})
+	if res != (SyncResult{Unchanged: 72}) {
+		t.Fatalf("rerun %+v:\n%s", res, strings.Join(got, "\n"))
+	}
+}
+
+// TestSyncReusesAnUnmappedList: a run that created its list but stopped
+// before mapping it leaves "edgewise demo" unmapped; the next run maps that
+// one instead of making a second.
+func TestSyncReusesAnUnmappedList(t *testing.T) {
+	sim := startSim(t, simConfig(213))
+	api := newREST(t, settings(sim))
+	must(t, sim.DeleteRESTDomain("demo"))
+	sim.PutRESTDomain("demo", edgesim.RESTDomainUpdate{SIPRegistration: ptr(false)})
+	l, err := api.CreateCredentialList(context.Background(), "edgewise demo")
+	must(t, err)
+	must(t, api.CreateCredential(context.Background(), l.SID, "alice", "AliceTwilio123"))
+	got, _ := syncLines(t, api, want(), SyncOptions{})
+	sameLines(t, "resume", got, []string{
+		`note: SIP registration is off on demo.sip.twilio.com, so no phone can register until it is on (` + "`edgewise twilio check`" + ` lists what else is missing)`,
+		`using credential list "edgewise demo" (` + l.SID + `), which exists unmapped`,
+		`mapped credential list "edgewise demo" to demo.sip.twilio.com for registration`,
+		`created credential bob in "edgewise demo"`,
+		`2 change(s) made, 1 credential(s) already in place`,
+	})
+	if n := len(sim.REST().CredentialLists); n != 2 {
+		t.Errorf("%d credential lists, want the seed and one edgewise list", n)
+	}
+}
+
+// TestSyncRefusesBadConfigBeforeAnyRequest: passwords Twilio would refuse,
+// a user over 32 characters and one Twilio user with two passwords stop
+// sync before it sends anything.
+func TestSyncRefusesBadConfigBeforeAnyRequest(t *testing.T) {
+	sim := startSim(t, simConfig(214))
+	api := newREST(t, settings(sim))
+	w := want(
+		Phone{User: "alice", TwilioUser: "alice", Password: "short"},
+		Phone{User: "bob", TwilioUser: strings.Repeat("b", 33), Password: "BobTwilio1234"},
+		Phone{User: "carol", TwilioUser: "desk", Password: "CarolTwilio123"},
+		Phone{User: "dave", TwilioUser: "desk", Password: "DaveTwilio1234"},
+		Phone{User: "erin", TwilioUser: "erin", Password: "alllowercase1234", At: "c.yaml:40: phones[4]"},
+	)
+	var out bytes.Buffer
+	_, err := Sync(context.Background(), api, w, SyncOptions{}, &out)
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v, want a ConfigError", err)
+	}
+	sameLines(t, "problems", ce.Problems, []string{
+		"phone alice: twilio_password: does not meet Twilio's rules: it needs at least 12 characters, upper and lower case and a digit",
+		"phone bob: twilio_user: " + strings.Repeat("b", 33) + " is longer than Twilio's 32 characters",
+		"phone dave: twilio_password: differs from that of carol, which has the same Twilio user desk: Twilio holds one password per user",
+		"c.yaml:40: phones[4].twilio_password (erin): does not meet Twilio's rules: it needs upper and lower case",
+	})
+	for edge, n := range requests(sim) {
+		if n != 0 {
+			t.Errorf("%d requests to %s before the config was checked", n, edge)
+		}
+	}
+	if out.Len() != 0 || strings.Contains(err.Error(), "short") {
+		t.Errorf("output %q / error %q shows a password", out.String(), err)
+	}
+}
+
+func TestSyncDomainMissing(t *testing.T) {
+	sim := startSim(t, simConfig(215))
+	api := newREST(t, settings(sim))
+	must(t, sim.DeleteRESTDomain("demo"))
+	_, err := Sync(context.Background(), api, want(), SyncOptions{}, &bytes.Buffer{})
+	if !errors.Is(err, ErrDomainMissing) || !strings.Contains(err.Error(), "demo.sip.twilio.com") {
+		t.Fatalf("err = %v, want ErrDomainMissing naming the domain", err)
+	}
+}
