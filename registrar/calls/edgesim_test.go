@@ -45,14 +45,11 @@ func newSimEnv(t *testing.T) *simEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	simDone := make(chan error, 1)
-	go func() { simDone <- sim.Run(ctx) }()
-	select {
-	case <-sim.Ready():
-	case err := <-simDone:
+	stopSim, err := sim.Start(context.Background())
+	if err != nil {
 		t.Fatalf("edgesim: %v", err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	sipAddr, err := sim.SIPAddr(ip(11))
 	if err != nil {
 		t.Fatal(err)
@@ -88,10 +85,10 @@ func newSimEnv(t *testing.T) *simEnv {
 	})
 	e.atEnd(func() {
 		cancel()
-		if err := <-simDone; err != nil {
+		<-monDone
+		if err := stopSim(); err != nil {
 			t.Errorf("edgesim: %v", err)
 		}
-		<-monDone
 	})
 	return &simEnv{env: e, sim: sim, mon: mon}
 }

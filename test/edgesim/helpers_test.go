@@ -86,27 +86,13 @@ func startSim(t *testing.T, cfg Config, prepare ...func(*Sim)) *Sim {
 	for _, p := range prepare {
 		p(sim)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sim.Run(ctx) }()
-	select {
-	case <-sim.Ready():
-	case err := <-done:
-		cancel()
+	stop, err := sim.Start(context.Background()) // not t.Context(): later cleanups may still talk to it
+	if err != nil {
 		t.Fatalf("Run: %v", err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("simulator not ready after 10s")
 	}
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return within 10s of cancel")
+		if err := stop(); err != nil {
+			t.Errorf("Run returned %v", err)
 		}
 	})
 	return sim

@@ -120,6 +120,34 @@ func (s *Sim) Domain() string { return s.cfg.Domain }
 // Config returns the defaulted configuration the simulator runs with.
 func (s *Sim) Config() Config { return s.cfg }
 
+// Start runs the simulator in the background until ctx is done or stop is
+// called, and returns once it is Ready. stop cancels it, waits for Run to
+// return and gives Run's error. When Run fails before Ready (a socket that
+// cannot be bound), Start returns that error and nothing is left running.
+func (s *Sim) Start(ctx context.Context) (stop func() error, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		cancel()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	}
+	var once sync.Once
+	var runErr error
+	return func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}, nil
+}
+
 // Run binds every socket, serves until ctx is done, then closes everything
 // and waits for its goroutines. It returns nil after a clean stop and an
 // error when a socket cannot be bound or a server fails. It may be called

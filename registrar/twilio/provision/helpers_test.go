@@ -48,24 +48,13 @@ func startSim(t *testing.T, cfg edgesim.Config) *edgesim.Sim {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sim.Run(ctx) }()
-	select {
-	case <-sim.Ready():
-	case err := <-done:
-		cancel()
+	stop, err := sim.Start(context.Background())
+	if err != nil {
 		t.Fatalf("edgesim: %v", err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("edgesim not ready after 10s")
 	}
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("edgesim did not stop within 10s")
+		if err := stop(); err != nil {
+			t.Errorf("edgesim: %v", err)
 		}
 	})
 	return sim

@@ -156,27 +156,13 @@ func startSim(t *testing.T, cfg envConfig, log *slog.Logger, extraUsers ...strin
 	if err != nil {
 		t.Fatalf("edgesim: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sim.Run(ctx) }()
-	select {
-	case <-sim.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("edgesim Run: %v", err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("edgesim not ready after 10s")
+	stop, err := sim.Start(context.Background())
+	if err != nil {
+		t.Fatalf("edgesim: %v", err)
 	}
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("edgesim Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("edgesim did not stop")
+		if err := stop(); err != nil {
+			t.Errorf("edgesim: %v", err)
 		}
 	})
 	return sim

@@ -151,16 +151,13 @@ func Failover(ctx context.Context, cfg Config) (Figures, error) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	simErr := make(chan error, 1)
-	wg.Go(func() { simErr <- sim.Run(runCtx) })
-	select {
-	case <-sim.Ready():
-	case err := <-simErr:
+	stopSim, err := sim.Start(runCtx)
+	if err != nil {
+		stop()
 		return fig, fmt.Errorf("edgesim: %w", err)
-	case <-ctx.Done():
-		return fig, ctx.Err()
 	}
+	defer stopSim() // after stop: the sim outlives the registrations talking to it
+	defer stop()
 
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("edgewise-bench"))
 	if err != nil {
