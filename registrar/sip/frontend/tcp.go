@@ -31,10 +31,7 @@ type tcpListener struct {
 	laddr     sip.Addr
 	s         *Server
 
-	mu     sync.Mutex
-	conns  map[*tcpConn]struct{}
-	closed chan struct{}
-	once   sync.Once
+	tracked[*tcpConn]
 }
 
 // listenTCP listens for SIP over TCP, or over TLS (RFC 3261 §26.2) when
@@ -58,8 +55,7 @@ func listenTCP(ap netip.AddrPort, s *Server, conf *tls.Config) (*tcpListener, er
 		addr:        bound,
 		laddr:       sipAddr(bound),
 		s:           s,
-		conns:       make(map[*tcpConn]struct{}),
-		closed:      make(chan struct{}),
+		tracked:     newTracked[*tcpConn](),
 	}, nil
 }
 
@@ -110,35 +106,18 @@ func (l *tcpListener) Accept() (net.Conn, error) {
 			rbuf:   make([]byte, 8192),
 		}
 		l.mu.Lock()
-		select {
-		case <-l.closed:
-			l.mu.Unlock()
+		added := l.addLocked(tc)
+		l.mu.Unlock()
+		if !added {
 			tc.Close()
 			return nil, net.ErrClosed
-		default:
 		}
-		l.conns[tc] = struct{}{}
-		l.mu.Unlock()
 		return tc, nil
 	}
 }
 
 // closeAll closes the listener and every connection it accepted.
-func (l *tcpListener) closeAll() {
-	l.once.Do(func() {
-		l.mu.Lock()
-		close(l.closed)
-		conns := make([]*tcpConn, 0, len(l.conns))
-		for c := range l.conns {
-			conns = append(conns, c)
-		}
-		l.mu.Unlock()
-		l.TCPListener.Close()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-}
+func (l *tcpListener) closeAll() { l.tracked.closeAll(l.TCPListener) }
 
 // tcpConn frames SIP messages on a stream (RFC 3261 §18.3: headers, blank
 // line, Content-Length bytes of body).

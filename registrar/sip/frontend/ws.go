@@ -71,12 +71,10 @@ type wsListener struct {
 	s         *Server
 
 	accepted chan *wsConn
-	closed   chan struct{}
-	once     sync.Once
 	pending  sync.WaitGroup // handshakes in progress
 
-	mu       sync.Mutex
-	conns    map[*wsConn]struct{}       // every open connection
+	// tracked holds every open connection; its mu also guards these.
+	tracked[*wsConn]
 	byRemote map[netip.AddrPort]*wsConn // connections handed to sipgo
 	npending int
 }
@@ -94,8 +92,7 @@ func listenWS(ap netip.AddrPort, transport string, tlsConf *tls.Config, s *Serve
 		tls:       tlsConf,
 		s:         s,
 		accepted:  make(chan *wsConn),
-		closed:    make(chan struct{}),
-		conns:     make(map[*wsConn]struct{}),
+		tracked:   newTracked[*wsConn](),
 		byRemote:  make(map[netip.AddrPort]*wsConn),
 	}, nil
 }
@@ -161,15 +158,9 @@ func (l *wsListener) acceptLoop() {
 		}
 		wc := &wsConn{Conn: c, l: l, remote: remote}
 		l.mu.Lock()
-		full := l.npending >= maxWSPending
-		select {
-		case <-l.closed:
-			full = true
-		default:
-		}
+		full := l.npending >= maxWSPending || !l.addLocked(wc)
 		if !full {
 			l.npending++
-			l.conns[wc] = struct{}{}
 			l.pending.Add(1)
 		}
 		l.mu.Unlock()
@@ -193,21 +184,7 @@ func (l *wsListener) acceptLoop() {
 
 // closeAll closes the listener and every connection; OnConnClosed is not
 // called for them, the server is stopping.
-func (l *wsListener) closeAll() {
-	l.once.Do(func() {
-		l.mu.Lock()
-		close(l.closed)
-		conns := make([]*wsConn, 0, len(l.conns))
-		for c := range l.conns {
-			conns = append(conns, c)
-		}
-		l.mu.Unlock()
-		l.tcp.Close()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-}
+func (l *wsListener) closeAll() { l.tracked.closeAll(l.tcp) }
 
 // conn returns the open connection from remote, if any.
 func (l *wsListener) conn(remote netip.AddrPort) *wsConn {
@@ -281,11 +258,9 @@ func (l *wsListener) handshake(c *wsConn) bool {
 	c.replay = seen.Bytes()
 
 	l.mu.Lock()
-	select {
-	case <-l.closed:
+	if l.stopping() {
 		l.mu.Unlock()
 		return false
-	default:
 	}
 	c.open = true
 	l.byRemote[c.remote] = c
