@@ -249,7 +249,7 @@ func (s *Session) Translate(from Side, body []byte) ([]byte, error) {
 		leg.setSDPSource(m.RTP.Addr())
 	}
 	if m.Active() {
-		leg.SetCodecs(m.ClockRates, m.Events)
+		leg.SetCodecs(m.ClockRates(), m.Events())
 	}
 	s.SetHold(m.Hold())
 	return out, nil

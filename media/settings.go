@@ -38,6 +38,20 @@ func (s Side) String() string {
 // MarshalText prints the side as "A" or "B" in JSON.
 func (s Side) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText reads "A" or "B", so that a status document decodes back
+// into the types that produced it.
+func (s *Side) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "A":
+		*s = A
+	case "B":
+		*s = B
+	default:
+		return fmt.Errorf("media side %q: want A or B", b)
+	}
+	return nil
+}
+
 // Settings configure a Relay; cmd/edgewise builds them from the media: and
 // sip: sections of the config.
 type Settings struct {

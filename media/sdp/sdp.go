@@ -48,6 +48,17 @@ func (d Direction) String() string {
 // MarshalText makes a Direction print as its SDP name in JSON.
 func (d Direction) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
+// UnmarshalText reads the SDP name back, so that a status document decodes
+// into the types that produced it.
+func (d *Direction) UnmarshalText(b []byte) error {
+	dir, ok := parseDirection(string(b))
+	if !ok {
+		return fmt.Errorf("direction %q: want sendrecv, sendonly, recvonly or inactive", b)
+	}
+	*d = dir
+	return nil
+}
+
 func parseDirection(key string) (Direction, bool) {
 	for i, n := range directionNames {
 		if key == n {
@@ -72,15 +83,36 @@ type Media struct {
 	// Port is the m= port as written; 0 means the stream is disabled.
 	Port      int
 	Direction Direction
-	// ClockRates maps each payload type of the m= line to its RTP clock
-	// rate: from a=rtpmap, else the static table of RFC 3551 §6.
-	ClockRates map[uint8]uint32
 	// Formats are the payload types of the m= line in preference order.
 	Formats []uint8
-	// Events are the payload types mapped to telephone-event (RFC 4733).
-	Events []uint8
+	// Codecs are the payload types of an RTP m= line that are known (by
+	// a=rtpmap or RFC 3551's static table), in preference order.
+	Codecs []Codec
+	// Ptime is a=ptime as written; "" when absent.
+	Ptime string
 
 	unspecified bool // c= 0.0.0.0 or ::
+}
+
+// ClockRates maps each known payload type of the m= line to its RTP clock
+// rate.
+func (m Media) ClockRates() map[uint8]uint32 {
+	rates := make(map[uint8]uint32, len(m.Codecs))
+	for _, c := range m.Codecs {
+		rates[c.PT] = c.Rate
+	}
+	return rates
+}
+
+// Events are the payload types mapped to telephone-event (RFC 4733).
+func (m Media) Events() []uint8 {
+	var pts []uint8
+	for _, c := range m.Codecs {
+		if c.IsEvent() {
+			pts = append(pts, c.PT)
+		}
+	}
+	return pts
 }
 
 // Active reports whether the stream is in use (port not 0).
@@ -206,7 +238,7 @@ func describe(d *psdp.SessionDescription) (*Info, error) {
 			}
 		}
 		if strings.HasPrefix(m.Proto, "RTP/") || strings.HasPrefix(m.Proto, "UDP/TLS/RTP/") {
-			m.ClockRates, m.Events = clockRates(md)
+			m.Codecs, m.Ptime = readCodecs(md)
 			for _, f := range md.MediaName.Formats {
 				if pt, err := strconv.ParseUint(f, 10, 7); err == nil {
 					m.Formats = append(m.Formats, uint8(pt))
@@ -247,54 +279,4 @@ func parseRTCPAttr(v string) (int, netip.Addr, error) {
 		}
 	}
 	return p, netip.Addr{}, nil
-}
-
-// staticRates is RFC 3551 §6's table of static payload types. G.722 (9)
-// really is 8000: the RFC keeps the clock at 8 kHz for compatibility.
-var staticRates = map[uint8]uint32{
-	0: 8000, 3: 8000, 4: 8000, 5: 8000, 6: 16000, 7: 8000, 8: 8000, 9: 8000,
-	10: 44100, 11: 44100, 12: 8000, 13: 8000, 14: 90000, 15: 8000, 16: 11025,
-	17: 22050, 18: 8000, 25: 90000, 26: 90000, 28: 90000, 31: 90000, 32: 90000,
-	33: 90000, 34: 90000,
-}
-
-func clockRates(md *psdp.MediaDescription) (map[uint8]uint32, []uint8) {
-	rates := make(map[uint8]uint32)
-	var events []uint8
-	for _, f := range md.MediaName.Formats {
-		pt, err := strconv.ParseUint(f, 10, 7)
-		if err != nil {
-			continue
-		}
-		if r, ok := staticRates[uint8(pt)]; ok {
-			rates[uint8(pt)] = r
-		}
-	}
-	for _, a := range md.Attributes {
-		if a.Key != "rtpmap" {
-			continue
-		}
-		// "<pt> <encoding>/<clock rate>[/<channels>]"
-		ptStr, enc, ok := strings.Cut(a.Value, " ")
-		if !ok {
-			continue
-		}
-		pt, err := strconv.ParseUint(ptStr, 10, 7)
-		if err != nil {
-			continue
-		}
-		parts := strings.Split(strings.TrimSpace(enc), "/")
-		if len(parts) < 2 {
-			continue
-		}
-		r, err := strconv.ParseUint(parts[1], 10, 32)
-		if err != nil || r == 0 {
-			continue
-		}
-		rates[uint8(pt)] = uint32(r)
-		if strings.EqualFold(parts[0], "telephone-event") {
-			events = append(events, uint8(pt))
-		}
-	}
-	return rates, events
 }

@@ -35,8 +35,8 @@ func TestParse(t *testing.T) {
 	if !ok || m.RTP != netip.MustParseAddrPort("192.168.1.20:11780") || m.RTCP != netip.MustParseAddrPort("192.168.1.20:11781") {
 		t.Fatalf("audio %+v", m)
 	}
-	if m.Direction != SendRecv || m.Hold() || m.ClockRates[9] != 8000 || m.ClockRates[101] != 8000 ||
-		len(m.Events) != 1 || m.Events[0] != 101 || len(m.Formats) != 5 {
+	if m.Direction != SendRecv || m.Hold() || m.ClockRates()[9] != 8000 || m.ClockRates()[101] != 8000 ||
+		len(m.Events()) != 1 || m.Events()[0] != 101 || len(m.Formats) != 5 {
 		t.Errorf("audio %+v", m)
 	}
 
@@ -57,7 +57,7 @@ func TestParse(t *testing.T) {
 			func(m Media) bool { return !m.Active() && !m.RTP.IsValid() }},
 		{"opus 48k and mux", "v=0\r\no=- 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 2001:db8::1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=rtcp-mux\r\n",
 			func(m Media) bool {
-				return m.ClockRates[111] == 48000 && m.RTCPMux && m.RTCP == m.RTP && m.RTP.Addr().Is6()
+				return m.ClockRates()[111] == 48000 && m.RTCPMux && m.RTCP == m.RTP && m.RTP.Addr().Is6()
 			}},
 		{"host name", "v=0\r\no=- 1 1 IN IP4 x\r\ns=-\r\nc=IN IP4 media.example.com\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
 			func(m Media) bool { return m.Active() && !m.RTP.IsValid() }},

@@ -57,12 +57,12 @@ type Bridge struct {
 	mu           sync.Mutex
 	stopCtx      func() bool // ends the context watch
 	pc           *pion.PeerConnection
-	engine       []codec // codecs in pc's media engine (fixed for the call)
+	engine       []sdp.Codec // codecs in pc's media engine (fixed for the call)
 	pending      pending
-	browserOffer string  // the browser's pending offer, at sendrecv for pion
-	offerCodecs  []codec // its codecs (browser numbering)
-	plainOffer   []codec // the plain side's pending offer's codecs
-	codecs       []codec // negotiated, browser numbering
+	browserOffer string      // the browser's pending offer, at sendrecv for pion
+	offerCodecs  []sdp.Codec // its codecs (browser numbering)
+	plainOffer   []sdp.Codec // the plain side's pending offer's codecs
+	codecs       []sdp.Codec // negotiated, browser numbering
 	dir          sdp.Direction
 	version      uint64
 	closed       bool
@@ -173,7 +173,7 @@ func (b *Bridge) Rollback() error {
 // usable is what an offer's codecs leave to negotiate: all of them for a
 // new connection, those its media engine already has once it exists (the
 // engine is fixed then). ErrNoCodec when no speech codec is left.
-func (b *Bridge) usable(offered []codec) ([]codec, error) {
+func (b *Bridge) usable(offered []sdp.Codec) ([]sdp.Codec, error) {
 	codecs := offered
 	if b.pc != nil {
 		codecs = intersect(codecs, b.engine)
@@ -185,7 +185,7 @@ func (b *Bridge) usable(offered []codec) ([]codec, error) {
 }
 
 func (b *Bridge) browserOfferIn(body []byte) ([]byte, error) {
-	_, a, err := parseAudio(body)
+	a, err := parseAudio(body)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +203,7 @@ func (b *Bridge) browserOfferIn(body []byte) ([]byte, error) {
 }
 
 func (b *Bridge) plainAnswerIn(body []byte) ([]byte, error) {
-	_, a, err := parsePlain(body)
+	a, err := parsePlain(body)
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +239,7 @@ func (b *Bridge) plainAnswerIn(body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, negotiated, err := parseAudio([]byte(local))
+	negotiated, err := parseAudio([]byte(local))
 	if err != nil {
 		return nil, err
 	}
@@ -251,14 +251,14 @@ func (b *Bridge) plainAnswerIn(body []byte) ([]byte, error) {
 	b.browserOffer, b.offerCodecs = "", nil
 	// The far end may send with the offer's numbers or its answer's; the
 	// answer's win where they clash.
-	b.toBrowser.Store(newPTMap(append(append([]codec(nil), negotiated.codecs...), a.codecs...), negotiated.codecs))
+	b.toBrowser.Store(newPTMap(append(append([]sdp.Codec(nil), negotiated.codecs...), a.codecs...), negotiated.codecs))
 	b.toPlain.Store(newPTMap(negotiated.codecs, a.codecs))
 	b.post(event{kind: evNegotiated})
 	return []byte(out), nil
 }
 
 func (b *Bridge) plainOfferIn(body []byte) ([]byte, error) {
-	_, a, err := parsePlain(body)
+	a, err := parsePlain(body)
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +294,7 @@ func (b *Bridge) plainOfferIn(body []byte) ([]byte, error) {
 }
 
 func (b *Bridge) browserAnswer(body []byte) ([]byte, error) {
-	_, a, err := parseAudio(body)
+	a, err := parseAudio(body)
 	if err != nil {
 		return nil, err
 	}
@@ -319,11 +319,11 @@ func (b *Bridge) browserAnswer(body []byte) ([]byte, error) {
 }
 
 // reorder returns the codecs of set in the order their keys appear in by.
-func reorder(set, by []codec) []codec {
-	out := make([]codec, 0, len(set))
+func reorder(set, by []sdp.Codec) []sdp.Codec {
+	out := make([]sdp.Codec, 0, len(set))
 	for _, o := range by {
 		for _, c := range set {
-			if c.key() == o.key() {
+			if c.Key() == o.Key() {
 				out = append(out, c)
 				break
 			}
@@ -360,11 +360,11 @@ func (b *Bridge) setLocal(desc pion.SessionDescription) (string, error) {
 	return b.pc.LocalDescription().SDP, nil
 }
 
-func (b *Bridge) newPC(codecs []codec) error {
+func (b *Bridge) newPC(codecs []sdp.Codec) error {
 	me := &pion.MediaEngine{}
 	for _, c := range codecs {
-		if err := me.RegisterCodec(c.params(), pion.RTPCodecTypeAudio); err != nil {
-			return fmt.Errorf("webrtc: codec %s: %w", c.key(), err)
+		if err := me.RegisterCodec(pionParams(c), pion.RTPCodecTypeAudio); err != nil {
+			return fmt.Errorf("webrtc: codec %s: %w", c.Key(), err)
 		}
 	}
 	api, err := b.h.api(me)

@@ -10,10 +10,10 @@ import (
 )
 
 var (
-	pcmu     = codec{pt: 0, name: "PCMU", rate: 8000}
-	pcma     = codec{pt: 8, name: "PCMA", rate: 8000}
-	opus     = codec{pt: 111, name: "opus", rate: 48000, channels: 2, fmtp: "minptime=10;useinbandfec=1"}
-	event101 = codec{pt: 101, name: "telephone-event", rate: 8000, fmtp: "0-16"}
+	pcmu     = sdp.Codec{PT: 0, Name: "PCMU", Rate: 8000}
+	pcma     = sdp.Codec{PT: 8, Name: "PCMA", Rate: 8000}
+	opus     = sdp.Codec{PT: 111, Name: "opus", Rate: 48000, Channels: 2, Fmtp: "minptime=10;useinbandfec=1"}
+	event101 = sdp.Codec{PT: 101, Name: "telephone-event", Rate: 8000, Fmtp: "0-16"}
 )
 
 // TestOutbound: the browser calls out. Its offer becomes a plain RTP/AVP
@@ -24,7 +24,7 @@ func TestOutbound(t *testing.T) {
 	h := newTestHub(t, nil)
 	br := newBrowser(t, chromeCodecs)
 	f := newFar(t)
-	b, plainOffer, web := connectOutbound(t, h, br, f, []codec{pcmu, event101})
+	b, plainOffer, web := connectOutbound(t, h, br, f, []sdp.Codec{pcmu, event101})
 
 	if sdp.IsWebRTC(plainOffer) {
 		t.Errorf("plain offer reads as WebRTC:\n%s", plainOffer)
@@ -69,11 +69,11 @@ func TestOutbound(t *testing.T) {
 func TestInbound(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		offer    []codec
+		offer    []sdp.Codec
 		wantOpus bool
 	}{
-		{"g711", []codec{pcmu, pcma, event101}, false},
-		{"opus offered", []codec{opus, pcmu, event101}, true},
+		{"g711", []sdp.Codec{pcmu, pcma, event101}, false},
+		{"opus offered", []sdp.Codec{opus, pcmu, event101}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newTestHub(t, nil)
@@ -112,12 +112,12 @@ func TestInbound(t *testing.T) {
 }
 
 func hasOpus(body []byte) bool {
-	_, a, err := parseAudio(body)
+	a, err := parseAudio(body)
 	if err != nil {
 		return false
 	}
 	for _, c := range a.codecs {
-		if c.name == "opus" {
+		if c.Name == "opus" {
 			return true
 		}
 	}
@@ -129,8 +129,8 @@ func hasOpus(body []byte) bool {
 func TestNoCommonCodec(t *testing.T) {
 	h := newTestHub(t, nil)
 	f := newFar(t)
-	g729 := codec{pt: 18, name: "G729", rate: 8000}
-	_, _, err := h.NewOffer(context.Background(), f.sdp(1, []codec{g729, event101}, sdp.SendRecv))
+	g729 := sdp.Codec{PT: 18, Name: "G729", Rate: 8000}
+	_, _, err := h.NewOffer(context.Background(), f.sdp(1, []sdp.Codec{g729, event101}, sdp.SendRecv))
 	if !errors.Is(err, ErrNoCodec) || !errors.Is(err, sdp.ErrInvalid) {
 		t.Fatalf("err = %v, want ErrNoCodec wrapping sdp.ErrInvalid", err)
 	}

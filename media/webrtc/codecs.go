@@ -12,20 +12,6 @@ import (
 	"github.com/edgewise-sip/edgewise/media/sdp"
 )
 
-// codec is one payload type of an audio m= line.
-type codec struct {
-	pt       uint8
-	name     string // as written: PCMU, opus, telephone-event
-	rate     uint32
-	channels uint16
-	fmtp     string
-}
-
-// key identifies a codec across descriptions that number it differently.
-func (c codec) key() string {
-	return strings.ToLower(c.name) + "/" + strconv.FormatUint(uint64(c.rate), 10)
-}
-
 // mimeTypes are the codecs the bridge carries, by lower-case encoding name.
 // Browsers decode all of them, so PCMU/PCMA/G722 pass through untouched;
 // Opus only ever appears when both sides list it. Anything else (RED, CN,
@@ -38,28 +24,20 @@ var mimeTypes = map[string]string{
 	"telephone-event": "audio/telephone-event",
 }
 
-// staticCodecs are the RFC 3551 static payload types the bridge carries,
-// for m= lines that list them without a=rtpmap.
-var staticCodecs = map[uint8]codec{
-	0: {pt: 0, name: "PCMU", rate: 8000},
-	8: {pt: 8, name: "PCMA", rate: 8000},
-	9: {pt: 9, name: "G722", rate: 8000},
-}
+func mimeOf(c sdp.Codec) string { return mimeTypes[strings.ToLower(c.Name)] }
 
-func (c codec) mime() string { return mimeTypes[strings.ToLower(c.name)] }
-
-func (c codec) params() pion.RTPCodecParameters {
+func pionParams(c sdp.Codec) pion.RTPCodecParameters {
 	return pion.RTPCodecParameters{
 		RTPCodecCapability: pion.RTPCodecCapability{
-			MimeType: c.mime(), ClockRate: c.rate, Channels: c.channels, SDPFmtpLine: c.fmtp,
+			MimeType: mimeOf(c), ClockRate: c.Rate, Channels: c.Channels, SDPFmtpLine: c.Fmtp,
 		},
-		PayloadType: pion.PayloadType(c.pt),
+		PayloadType: pion.PayloadType(c.PT),
 	}
 }
 
 // audio is what the bridge reads from one description.
 type audio struct {
-	codecs []codec // supported ones, in m= order
+	codecs []sdp.Codec // those the bridge carries, in m= order
 	dir    sdp.Direction
 	rtp    netip.AddrPort // plain descriptions only
 	rtcp   netip.AddrPort
@@ -68,99 +46,43 @@ type audio struct {
 
 // parseAudio reads the first active audio stream of body. Errors wrap
 // sdp.ErrInvalid so the B2BUA answers 488.
-func parseAudio(body []byte) (*psdp.SessionDescription, audio, error) {
+func parseAudio(body []byte) (audio, error) {
 	return parseAudioAs(body, false)
 }
 
 // parsePlain is parseAudio for RTP/AVP descriptions, where c=0.0.0.0 is
 // the old way to hold (RFC 2543); in WebRTC descriptions it only means
 // "see the ICE candidates" (RFC 8839 §4.2.1).
-func parsePlain(body []byte) (*psdp.SessionDescription, audio, error) {
+func parsePlain(body []byte) (audio, error) {
 	return parseAudioAs(body, true)
 }
 
-func parseAudioAs(body []byte, plain bool) (*psdp.SessionDescription, audio, error) {
+func parseAudioAs(body []byte, plain bool) (audio, error) {
 	info, err := sdp.Parse(body)
 	if err != nil {
-		return nil, audio{}, err
+		return audio{}, err
 	}
 	m, ok := info.Audio()
 	if !ok || !m.Active() {
-		return nil, audio{}, sdp.ErrNoAudio
+		return audio{}, sdp.ErrNoAudio
 	}
-	var d psdp.SessionDescription
-	if err := d.UnmarshalString(string(body)); err != nil {
-		return nil, audio{}, fmt.Errorf("%w: %w", sdp.ErrInvalid, err)
-	}
-	md := d.MediaDescriptions[m.Index]
-	a := audio{dir: m.Direction, rtp: m.RTP, rtcp: m.RTCP}
+	a := audio{dir: m.Direction, rtp: m.RTP, rtcp: m.RTCP, ptime: m.Ptime}
 	if plain && m.Hold() && m.Direction == sdp.SendRecv {
 		// c=0.0.0.0 (RFC 2543 hold) reads as inactive on the other side.
 		a.dir = sdp.Inactive
 	}
-	byPT := make(map[uint8]codec)
-	fmtps := make(map[uint8]string)
-	for _, at := range md.Attributes {
-		switch at.Key {
-		case "rtpmap":
-			c, ok := parseRtpmap(at.Value)
-			if ok {
-				byPT[c.pt] = c
-			}
-		case "fmtp":
-			ptStr, v, ok := strings.Cut(at.Value, " ")
-			if pt, err := strconv.ParseUint(ptStr, 10, 7); ok && err == nil {
-				fmtps[uint8(pt)] = strings.TrimSpace(v)
-			}
-		case "ptime":
-			a.ptime = at.Value
+	for _, c := range m.Codecs {
+		if mimeOf(c) != "" {
+			a.codecs = append(a.codecs, c)
 		}
 	}
-	for _, pt := range m.Formats {
-		c, ok := byPT[pt]
-		if !ok {
-			c, ok = staticCodecs[pt]
-		}
-		if !ok || c.mime() == "" {
-			continue
-		}
-		c.fmtp = fmtps[pt]
-		a.codecs = append(a.codecs, c)
-	}
-	return &d, a, nil
-}
-
-// parseRtpmap reads "<pt> <name>/<rate>[/<channels>]".
-func parseRtpmap(v string) (codec, bool) {
-	ptStr, enc, ok := strings.Cut(v, " ")
-	if !ok {
-		return codec{}, false
-	}
-	pt, err := strconv.ParseUint(ptStr, 10, 7)
-	if err != nil {
-		return codec{}, false
-	}
-	parts := strings.Split(strings.TrimSpace(enc), "/")
-	if len(parts) < 2 {
-		return codec{}, false
-	}
-	rate, err := strconv.ParseUint(parts[1], 10, 32)
-	if err != nil || rate == 0 {
-		return codec{}, false
-	}
-	c := codec{pt: uint8(pt), name: parts[0], rate: uint32(rate)}
-	if len(parts) > 2 {
-		if ch, err := strconv.ParseUint(parts[2], 10, 16); err == nil {
-			c.channels = uint16(ch)
-		}
-	}
-	return c, true
+	return a, nil
 }
 
 // hasSpeech reports whether codecs carry audio, not only events.
-func hasSpeech(codecs []codec) bool {
+func hasSpeech(codecs []sdp.Codec) bool {
 	for _, c := range codecs {
-		if !strings.EqualFold(c.name, "telephone-event") {
+		if !c.IsEvent() {
 			return true
 		}
 	}
@@ -169,11 +91,11 @@ func hasSpeech(codecs []codec) bool {
 
 // intersect keeps the codecs of a that b also has (by name and rate), in
 // a's order and with a's numbering.
-func intersect(a, b []codec) []codec {
-	var out []codec
+func intersect(a, b []sdp.Codec) []sdp.Codec {
+	var out []sdp.Codec
 	for _, c := range a {
 		for _, d := range b {
-			if c.key() == d.key() {
+			if c.Key() == d.Key() {
 				out = append(out, c)
 				break
 			}
@@ -186,7 +108,7 @@ func intersect(a, b []codec) []codec {
 // a=rtcp names the same port: the bridge reads RTP and RTCP on one socket,
 // and a relay that follows RFC 3605 sends RTCP there without needing
 // rtcp-mux negotiated toward the far end.
-func plainSDP(sessID, version uint64, at netip.AddrPort, codecs []codec, dir sdp.Direction, ptime string) []byte {
+func plainSDP(sessID, version uint64, at netip.AddrPort, codecs []sdp.Codec, dir sdp.Direction, ptime string) []byte {
 	ipv := "IP4"
 	if at.Addr().Is6() {
 		ipv = "IP6"
@@ -197,17 +119,13 @@ func plainSDP(sessID, version uint64, at netip.AddrPort, codecs []codec, dir sdp
 		sessID, version, ipv, ip, ipv, ip)
 	fmt.Fprintf(&b, "m=audio %d RTP/AVP", at.Port())
 	for _, c := range codecs {
-		fmt.Fprintf(&b, " %d", c.pt)
+		fmt.Fprintf(&b, " %d", c.PT)
 	}
 	b.WriteString("\r\n")
 	for _, c := range codecs {
-		fmt.Fprintf(&b, "a=rtpmap:%d %s/%d", c.pt, c.name, c.rate)
-		if c.channels > 1 {
-			fmt.Fprintf(&b, "/%d", c.channels)
-		}
-		b.WriteString("\r\n")
-		if c.fmtp != "" {
-			fmt.Fprintf(&b, "a=fmtp:%d %s\r\n", c.pt, c.fmtp)
+		fmt.Fprintf(&b, "a=rtpmap:%s\r\n", c.Rtpmap())
+		if c.Fmtp != "" {
+			fmt.Fprintf(&b, "a=fmtp:%d %s\r\n", c.PT, c.Fmtp)
 		}
 	}
 	if ptime != "" {
@@ -260,15 +178,15 @@ type ptMap [128]int16
 // and rate. Anything unmapped (comfort noise, a codec the other side never
 // accepted) is dropped rather than sent under a number the receiver would
 // decode as something else.
-func newPTMap(from, to []codec) *ptMap {
+func newPTMap(from, to []sdp.Codec) *ptMap {
 	var m ptMap
 	for i := range m {
 		m[i] = -1
 	}
 	for _, c := range from {
 		for _, d := range to {
-			if c.key() == d.key() {
-				m[c.pt] = int16(d.pt)
+			if c.Key() == d.Key() {
+				m[c.PT] = int16(d.PT)
 				break
 			}
 		}

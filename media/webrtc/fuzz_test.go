@@ -18,8 +18,8 @@ func FuzzParseAudio(f *testing.F) {
 	f.Add([]byte("v=0\r\nm=audio 0 RTP/AVP 0\r\n"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, parse := range []func([]byte) (any, error){
-			func(b []byte) (any, error) { _, a, err := parseAudio(b); return a, err },
-			func(b []byte) (any, error) { _, a, err := parsePlain(b); return a, err },
+			func(b []byte) (any, error) { a, err := parseAudio(b); return a, err },
+			func(b []byte) (any, error) { a, err := parsePlain(b); return a, err },
 		} {
 			if _, err := parse(body); err != nil && !errors.Is(err, sdp.ErrInvalid) {
 				t.Fatalf("refusal %v does not wrap sdp.ErrInvalid", err)

@@ -68,18 +68,18 @@ type browser struct {
 	wg    sync.WaitGroup
 }
 
-var chromeCodecs = []codec{
-	{pt: 111, name: "opus", rate: 48000, channels: 2, fmtp: "minptime=10;useinbandfec=1"},
-	{pt: 0, name: "PCMU", rate: 8000},
-	{pt: 8, name: "PCMA", rate: 8000},
-	{pt: 126, name: "telephone-event", rate: 8000, fmtp: "0-16"},
+var chromeCodecs = []sdp.Codec{
+	{PT: 111, Name: "opus", Rate: 48000, Channels: 2, Fmtp: "minptime=10;useinbandfec=1"},
+	{PT: 0, Name: "PCMU", Rate: 8000},
+	{PT: 8, Name: "PCMA", Rate: 8000},
+	{PT: 126, Name: "telephone-event", Rate: 8000, Fmtp: "0-16"},
 }
 
-func newBrowser(t testing.TB, codecs []codec) *browser {
+func newBrowser(t testing.TB, codecs []sdp.Codec) *browser {
 	t.Helper()
 	me := &pion.MediaEngine{}
 	for _, c := range codecs {
-		if err := me.RegisterCodec(c.params(), pion.RTPCodecTypeAudio); err != nil {
+		if err := me.RegisterCodec(pionParams(c), pion.RTPCodecTypeAudio); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -263,14 +263,14 @@ func (f *far) close() { _ = f.conn.Close(); f.wg.Wait() }
 func (f *far) addr() netip.AddrPort { return f.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
 
 // sdp writes the far end's description (offer or answer).
-func (f *far) sdp(version int, codecs []codec, dir sdp.Direction) []byte {
+func (f *far) sdp(version int, codecs []sdp.Codec, dir sdp.Direction) []byte {
 	return plainSDP(4242, uint64(version), f.addr(), codecs, dir, "20")
 }
 
 // learn takes where the bridge wants media from its plain description.
 func (f *far) learn(body []byte) {
 	f.t.Helper()
-	_, a, err := parsePlain(body)
+	a, err := parsePlain(body)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func flow(t testing.TB, what string, send func(seq uint16) bool, got func() uint
 }
 
 // connect runs the outbound exchange (browser offers) and waits for DTLS.
-func connectOutbound(t testing.TB, h *Hub, br *browser, f *far, answerCodecs []codec) (*Bridge, []byte, []byte) {
+func connectOutbound(t testing.TB, h *Hub, br *browser, f *far, answerCodecs []sdp.Codec) (*Bridge, []byte, []byte) {
 	t.Helper()
 	b, plainOffer, err := h.NewFromOffer(context.Background(), br.offer(sdp.SendRecv))
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 	"github.com/edgewise-sip/edgewise/media/sdp"
 )
 
-var g711 = []codec{pcmu, event101}
+var g711 = []sdp.Codec{pcmu, event101}
 
 // TestHold: hold and resume by re-offer, from the browser and from the far
 // end, on the same bridge; directions are carried across both ways and

@@ -104,7 +104,7 @@ func (b *Bridge) Stats() Stats {
 	b.mu.Lock()
 	s.Direction = b.dir
 	for _, c := range b.codecs {
-		s.Codecs = append(s.Codecs, c.name+"/"+itoa(c.rate)+" pt "+itoa(uint32(c.pt)))
+		s.Codecs = append(s.Codecs, c.Name+"/"+itoa(c.Rate)+" pt "+itoa(uint32(c.PT)))
 	}
 	if b.failure != nil {
 		s.Failure = b.failure.Error()
