@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 	"github.com/edgewise-sip/edgewise/configs"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
@@ -16,23 +17,14 @@ import (
 // an incident's story (a failover, the moves, a reload, the failback).
 const journalSize = 100
 
-// event is one line of the recent-events list in /v1/status and on the
-// status page.
-type event struct {
-	At       time.Time `json:"at"`
-	Kind     string    `json:"kind"`     // edge_down, edge_up, edge_failover, edge_failback, edge_reload, edge_unavailable, edge_available, moved, reload, reload_refused, lockout, drain
-	Severity string    `json:"severity"` // info, warn, error
-	Text     string    `json:"text"`
-}
-
 // journal keeps the most recent events in memory. Reloads are not written
 // here: configs.Live keeps their history, and recent merges it in.
 type journal struct {
 	mu     sync.Mutex
-	events []event // oldest first, at most journalSize
+	events []admin.Event // oldest first, at most journalSize
 }
 
-func (j *journal) add(e event) {
+func (j *journal) add(e admin.Event) {
 	if e.At.IsZero() {
 		e.At = time.Now()
 	}
@@ -57,12 +49,12 @@ func (j *journal) edgeChange(c edge.Change) {
 	if c.Reason != "" {
 		text += ": " + c.Reason
 	}
-	j.add(event{At: c.At, Kind: "edge_" + string(c.Kind), Severity: sev, Text: text})
+	j.add(admin.Event{At: c.At, Kind: "edge_" + string(c.Kind), Severity: sev, Text: text})
 }
 
 // edgeState records an edge going down or coming back up, active or not.
 func (j *journal) edgeState(edge string, down bool, reason string, at time.Time) {
-	e := event{At: at, Kind: "edge_up", Severity: "info", Text: reason}
+	e := admin.Event{At: at, Kind: "edge_up", Severity: "info", Text: reason}
 	if down {
 		e.Kind, e.Severity = "edge_down", "warn"
 	}
@@ -71,7 +63,7 @@ func (j *journal) edgeState(edge string, down bool, reason string, at time.Time)
 
 // recent returns the events and the reload history, newest first, at most
 // journalSize of them.
-func (j *journal) recent(reloads []configs.ReloadResult) []event {
+func (j *journal) recent(reloads []configs.ReloadResult) []admin.Event {
 	j.mu.Lock()
 	out := slices.Clone(j.events)
 	j.mu.Unlock()
@@ -81,15 +73,15 @@ func (j *journal) recent(reloads []configs.ReloadResult) []event {
 	for _, r := range reloads {
 		out = append(out, reloadEvent(r))
 	}
-	slices.SortStableFunc(out, func(a, b event) int { return b.At.Compare(a.At) })
+	slices.SortStableFunc(out, func(a, b admin.Event) int { return b.At.Compare(a.At) })
 	if len(out) > journalSize {
 		out = out[:journalSize]
 	}
 	return out
 }
 
-func reloadEvent(r configs.ReloadResult) event {
-	e := event{At: r.Time, Kind: "reload", Severity: "info"}
+func reloadEvent(r configs.ReloadResult) admin.Event {
+	e := admin.Event{At: r.Time, Kind: "reload", Severity: "info"}
 	switch {
 	case !r.OK:
 		e.Kind, e.Severity = "reload_refused", "error"
@@ -117,12 +109,12 @@ func orNone(s string) string {
 
 // lockoutEvent describes a source lockout or a user guard for the status
 // page's recent events.
-func lockoutEvent(ev lockout.Event) event {
+func lockoutEvent(ev lockout.Event) admin.Event {
 	until := ev.Until.UTC().Format(time.TimeOnly)
 	if ev.User != "" {
-		return event{Kind: "lockout", Severity: "warn",
+		return admin.Event{Kind: "lockout", Severity: "warn",
 			Text: fmt.Sprintf("user %s under guard until %s after failed logins from many sources: only sources that logged in as %s before may try", ev.User, until, ev.User)}
 	}
-	return event{Kind: "lockout", Severity: "warn",
+	return admin.Event{Kind: "lockout", Severity: "warn",
 		Text: fmt.Sprintf("source %s locked out until %s after failed logins (last user %s)", ev.Source, until, ev.LastUser)}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 	"github.com/edgewise-sip/edgewise/configs"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 )
@@ -41,7 +42,7 @@ func TestJournal(t *testing.T) {
 
 	// Bounded: the oldest go first.
 	for i := range journalSize + 5 {
-		j.add(event{At: t0.Add(time.Hour + time.Duration(i)*time.Second), Kind: "lockout", Text: fmt.Sprint(i)})
+		j.add(admin.Event{At: t0.Add(time.Hour + time.Duration(i)*time.Second), Kind: "lockout", Text: fmt.Sprint(i)})
 	}
 	got = j.recent(nil)
 	if len(got) != journalSize || got[0].Text != fmt.Sprint(journalSize+4) || strings.HasPrefix(got[len(got)-1].Kind, "edge") {

@@ -146,7 +146,7 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 	}
 
 	adm := admin.New(admin.Options{
-		Status: func() any {
+		Status: func() admin.Status {
 			doc := buildStatus(started, live, table, time.Now())
 			sip.decorate(&doc)
 			return doc

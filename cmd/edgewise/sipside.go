@@ -17,6 +17,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 	"github.com/edgewise-sip/edgewise/configs"
 	"github.com/edgewise-sip/edgewise/media"
 	"github.com/edgewise-sip/edgewise/media/webrtc"
@@ -97,7 +98,7 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 		DB:       db,
 		Logger:   logger.With("component", "upstream"),
 		OnMoved: func(kind, to string, moved int, took time.Duration) {
-			events.add(event{Kind: "moved", Severity: "info",
+			events.add(admin.Event{Kind: "moved", Severity: "info",
 				Text: fmt.Sprintf("%s: %d registrations now on %s (took %s)", kind, moved, to, took.Round(time.Millisecond))})
 		},
 	})
@@ -433,7 +434,7 @@ func (s *sipSide) run(ctx context.Context) error {
 // them, and phones' bindings are persisted.
 func (s *sipSide) drain(retryAfter time.Duration) <-chan struct{} {
 	s.retryAfter.Store(int64(max(1, retryAfter/time.Second)))
-	s.journal.add(event{Kind: "drain", Severity: "warn", Text: fmt.Sprintf("graceful stop: refusing new calls and registrations (Retry-After %s), %d calls in progress", retryAfter, len(s.calls.Calls()))})
+	s.journal.add(admin.Event{Kind: "drain", Severity: "warn", Text: fmt.Sprintf("graceful stop: refusing new calls and registrations (Retry-After %s), %d calls in progress", retryAfter, len(s.calls.Calls()))})
 	return s.calls.Drain(retryAfter)
 }
 
@@ -472,7 +473,7 @@ func digestAlgorithms(names []string) []digest.Algorithm {
 
 // decorate adds edge health and each user's upstream registration to the
 // status document.
-func (s *sipSide) decorate(doc *statusDoc) {
+func (s *sipSide) decorate(doc *admin.Status) {
 	doc.Events = s.journal.recent(doc.Config.Reloads)
 	doc.Edges = s.edges.Status()
 	doc.Calls = s.calls.Calls()

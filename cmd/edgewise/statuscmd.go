@@ -14,45 +14,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/registrar/calls"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 )
 
 const defaultAdminURL = "http://127.0.0.1:9060"
-
-// cliStatus is the part of GET /v1/status the table shows. Calls are read
-// through a small local view rather than the B2BUA's and relay's types, so
-// a field added there never breaks this command.
-type cliStatus struct {
-	Version string            `json:"version"`
-	Config  configStatus      `json:"config"`
-	Users   []userStatus      `json:"users"`
-	Edges   []edge.EdgeStatus `json:"edges"`
-	Calls   []cliCall         `json:"calls"`
-}
-
-// cliCall is what the calls table shows of one call.
-type cliCall struct {
-	ID        string    `json:"id"`
-	Direction string    `json:"direction"`
-	User      string    `json:"user"`
-	To        string    `json:"to"`
-	State     string    `json:"state"`
-	Edge      string    `json:"edge"`
-	Started   time.Time `json:"started"`
-	Media     *struct {
-		Legs []struct {
-			Side string `json:"side"`
-			RX   struct {
-				Packets uint64 `json:"packets"`
-				Lost    int64  `json:"lost"`
-			} `json:"rx"`
-			TX struct {
-				Packets uint64 `json:"packets"`
-			} `json:"tx"`
-		} `json:"legs"`
-	} `json:"media"`
-}
 
 // maxCallRows bounds the calls table: during an incident the operator needs
 // the count and a sample, not a thousand lines scrolling the edges away.
@@ -85,7 +53,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		_, _ = stdout.Write(body)
 		return 0
 	}
-	var st cliStatus
+	var st admin.Status
 	if err := json.Unmarshal(body, &st); err != nil {
 		fmt.Fprintf(stderr, "edgewise status: the daemon's answer is not a status document: %v\n", err)
 		return 1
@@ -124,8 +92,8 @@ func fetchStatus(base, token string) ([]byte, error) {
 
 // printStatus writes the operator's table: edges in configured order, users
 // grouped by the edge they are registered upstream on, calls, last reload.
-func printStatus(w io.Writer, st *cliStatus, now time.Time) {
-	byEdge := map[string][]userStatus{}
+func printStatus(w io.Writer, st *admin.Status, now time.Time) {
+	byEdge := map[string][]admin.UserStatus{}
 	for _, u := range st.Users {
 		name := ""
 		if u.Upstream != nil {
@@ -239,13 +207,13 @@ func describeReload(r configs.ReloadResult) string {
 
 // printCalls lists up to maxCallRows calls with their RTP counters per leg
 // (A: phone side, B: Twilio side): packets received/sent and lost.
-func printCalls(w io.Writer, calls []cliCall, now time.Time) {
-	if len(calls) == 0 {
+func printCalls(w io.Writer, list []calls.CallStatus, now time.Time) {
+	if len(list) == 0 {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CALL\tDIRECTION\tUSER\tTO\tEDGE\tSTATE\tAGE\tRTP RX/TX/LOST")
-	for i, c := range calls {
+	for i, c := range list {
 		if i == maxCallRows {
 			break
 		}
@@ -264,8 +232,8 @@ func printCalls(w io.Writer, calls []cliCall, now time.Time) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.Direction, orDash(c.User), orDash(c.To), orDash(c.Edge), c.State, age, rtp)
 	}
 	_ = tw.Flush()
-	if len(calls) > maxCallRows {
-		fmt.Fprintf(w, "... and %d more (edgewise status --json lists all)\n", len(calls)-maxCallRows)
+	if len(list) > maxCallRows {
+		fmt.Fprintf(w, "... and %d more (edgewise status --json lists all)\n", len(list)-maxCallRows)
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 )
 
 // statusFixture is a /v1/status answer during a failover: ashburn is down,
@@ -155,5 +157,19 @@ func TestStatusErrors(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run([]string{"status", "-admin", authed.URL, "-token", "s3cret"}, &out, &errOut); code != 0 {
 		t.Fatalf("right token: exit %d: %s", code, errOut.String())
+	}
+}
+
+// TestStatusFixtureIsTheDocument keeps the fixture honest: every field it
+// has is a field of the document the daemon serves.
+func TestStatusFixtureIsTheDocument(t *testing.T) {
+	dec := json.NewDecoder(strings.NewReader(statusFixture))
+	dec.DisallowUnknownFields()
+	var st admin.Status
+	if err := dec.Decode(&st); err != nil {
+		t.Fatalf("the fixture is not a status document: %v", err)
+	}
+	if len(st.Users) != 2 || len(st.Edges) != 2 || len(st.Calls) != 1 || st.Store == nil {
+		t.Fatalf("fixture decoded to %+v", st)
 	}
 }

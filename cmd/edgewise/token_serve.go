@@ -37,15 +37,6 @@ func cmdToken(args []string, stderr io.Writer) int {
 	return runUntilSignal(cfg, stderr, "token provider", false, serveTokens)
 }
 
-// tokenReplicaStatus is GET /v1/status of a standalone replica.
-type tokenReplicaStatus struct {
-	Version   string       `json:"version"`
-	StartedAt time.Time    `json:"started_at"`
-	Config    configStatus `json:"config"`
-	Ready     bool         `json:"ready"`
-	Reason    string       `json:"reason,omitempty"`
-}
-
 // serveTokens serves until ctx ends; a replica has nothing to drain (its
 // HTTP server finishes requests in flight when it stops).
 func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger, _ <-chan struct{}) error {
@@ -65,12 +56,12 @@ func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger, 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), tokens.Collector(), buildInfo(), live)
 
 	adm := admin.New(admin.Options{
-		Status: func() any {
+		Status: func() admin.Status {
 			c := live.Current()
 			ready, reason := tokens.Ready()
-			return tokenReplicaStatus{
-				Version: version, StartedAt: started, Ready: ready, Reason: reason,
-				Config: configStatus{Path: c.Path, Version: c.Version, Hash: c.Hash, Edges: c.Twilio.Edges,
+			return admin.Status{
+				Version: version, StartedAt: started, Ready: &ready, Reason: reason,
+				Config: admin.ConfigStatus{Path: c.Path, Version: c.Version, Hash: c.Hash, Edges: c.Twilio.Edges,
 					LastReload: live.Last(), Reloads: live.History()},
 			}
 		},

@@ -1,14 +1,14 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/registrar/calls"
 )
 
 // Calls with a browser softphone: headless Chromium runs SIP.js
@@ -58,53 +58,13 @@ func (p *browserPage) waitRTP(t *testing.T, b *browserProc, n int) (sent, receiv
 	return sent, received
 }
 
-// browserCall is the part of a call in /v1/status these tests read.
-type browserCall struct {
-	State   string `json:"state"`
-	Browser *struct {
-		ICE  string `json:"ice"`
-		DTLS string `json:"dtls"`
-		SRTP struct {
-			Rx struct{ Packets uint64 } `json:"rx"`
-			Tx struct{ Packets uint64 } `json:"tx"`
-		} `json:"srtp"`
-		RTP struct {
-			Rx struct{ Packets uint64 } `json:"rx"`
-			Tx struct{ Packets uint64 } `json:"tx"`
-		} `json:"rtp"`
-	} `json:"browser"`
-	Media *struct {
-		Legs []struct {
-			Side string                   `json:"side"`
-			RX   struct{ Packets uint64 } `json:"rx"`
-			TX   struct{ Packets uint64 } `json:"tx"`
-		} `json:"legs"`
-	} `json:"media"`
-}
-
-func browserCalls(t *testing.T, d *daemon) []browserCall {
-	t.Helper()
-	resp, err := http.Get(d.adminURL + "/v1/status")
-	if err != nil {
-		t.Fatalf("GET /v1/status: %v", err)
-	}
-	defer resp.Body.Close()
-	var doc struct {
-		Calls []browserCall `json:"calls"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		t.Fatalf("decode /v1/status: %v", err)
-	}
-	return doc.Calls
-}
-
 // checkBridged asserts that edgewise's one call counts SRTP in and out
 // toward the browser and plain RTP in and out on the relay's legs.
 func checkBridged(t *testing.T, d *daemon) {
 	t.Helper()
-	var c browserCall
+	var c calls.CallStatus
 	eventually(t, 10*time.Second, "edgewise's call counting SRTP and RTP both ways", func() bool {
-		cs := browserCalls(t, d)
+		cs := d.status(t).Calls
 		if len(cs) != 1 || cs[0].Browser == nil || cs[0].Media == nil {
 			return false
 		}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 	"github.com/edgewise-sip/edgewise/test/chromium"
 )
 
@@ -38,7 +39,7 @@ func TestBrowserRegisterOverWebSocket(t *testing.T) {
 	// the page posts events in order.
 	page.waitFor(t, b, 30*time.Second, "response", "200")
 	page.mustHaveSeen(t, "state", "Registered")
-	var c browserContact
+	var c admin.ContactStatus
 	eventually(t, 10*time.Second, "alice's browser binding in /v1/status", func() bool {
 		cs := browserContacts(t, d, "alice")
 		if len(cs) != 1 {
@@ -266,31 +267,10 @@ func browserLaunch(t *testing.T, bin, pageURL string) *browserProc {
 		"--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection")
 }
 
-type browserContact struct {
-	URI       string `json:"uri"`
-	Source    string `json:"source"`
-	Transport string `json:"transport"`
-	UserAgent string `json:"user_agent"`
-}
-
 // browserContacts returns user's contacts in /v1/status, transport included.
-func browserContacts(t *testing.T, d *daemon, user string) []browserContact {
+func browserContacts(t *testing.T, d *daemon, user string) []admin.ContactStatus {
 	t.Helper()
-	resp, err := http.Get(d.adminURL + "/v1/status")
-	if err != nil {
-		t.Fatalf("GET /v1/status: %v", err)
-	}
-	defer resp.Body.Close()
-	var doc struct {
-		Users []struct {
-			User     string           `json:"user"`
-			Contacts []browserContact `json:"contacts"`
-		} `json:"users"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		t.Fatalf("decode /v1/status: %v", err)
-	}
-	for _, u := range doc.Users {
+	for _, u := range d.status(t).Users {
 		if u.User == user {
 			return u.Contacts
 		}

@@ -38,14 +38,7 @@ func TestPhoneCallsTwilio(t *testing.T) {
 		return len(calls.Calls) == 1 && calls.Calls[0].State == "ended" && calls.Calls[0].EndedBy == "gateway"
 	})
 	eventually(t, 5*time.Second, "no call left in edgewise's status", func() bool {
-		var st struct {
-			Calls []json.RawMessage `json:"calls"`
-		}
-		resp, err := http.Get(d.adminURL + "/v1/status")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		return json.NewDecoder(resp.Body).Decode(&st) == nil && len(st.Calls) == 0
+		st, err := d.getStatus()
+		return err == nil && len(st.Calls) == 0
 	})
 }

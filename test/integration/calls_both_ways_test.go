@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/registrar/calls"
 )
 
 // simCall is the part of an edgesim Call the tests read.
@@ -133,34 +135,11 @@ func (s *sim) onlyCall(t *testing.T, what string, cond func(simCall) bool) simCa
 	return got
 }
 
-// ewCall is one call in edgewise's /v1/status.
-type ewCall struct {
-	ID    string `json:"id"`
-	State string `json:"state"`
-	Media *struct {
-		Legs []struct {
-			Side string `json:"side"`
-			RX   struct {
-				Packets uint64 `json:"packets"`
-			} `json:"rx"`
-			TX struct {
-				Packets uint64 `json:"packets"`
-			} `json:"tx"`
-		} `json:"legs"`
-	} `json:"media"`
-}
-
-func (d *daemon) calls(t *testing.T) []ewCall {
-	t.Helper()
-	resp, err := http.Get(d.adminURL + "/v1/status")
+// calls returns the calls in edgewise's /v1/status (none when it cannot be
+// read: callers poll).
+func (d *daemon) calls() []calls.CallStatus {
+	st, err := d.getStatus()
 	if err != nil {
-		return nil
-	}
-	defer resp.Body.Close()
-	var st struct {
-		Calls []ewCall `json:"calls"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		return nil
 	}
 	return st.Calls
@@ -169,15 +148,8 @@ func (d *daemon) calls(t *testing.T) []ewCall {
 func noCallsLeft(t *testing.T, d *daemon) {
 	t.Helper()
 	eventually(t, 5*time.Second, "no call left in edgewise's status", func() bool {
-		resp, err := http.Get(d.adminURL + "/v1/status")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		var st struct {
-			Calls []json.RawMessage `json:"calls"`
-		}
-		return json.NewDecoder(resp.Body).Decode(&st) == nil && len(st.Calls) == 0
+		st, err := d.getStatus()
+		return err == nil && len(st.Calls) == 0
 	})
 }
 
@@ -271,7 +243,7 @@ func dialRow(user, number string) [][]string {
 func checkRTPFlow(t *testing.T, d *daemon) {
 	t.Helper()
 	eventually(t, 4*time.Second, "edgewise relaying RTP both ways on both legs", func() bool {
-		cs := d.calls(t)
+		cs := d.calls()
 		if len(cs) != 1 || cs[0].Media == nil || len(cs[0].Media.Legs) != 2 {
 			return false
 		}

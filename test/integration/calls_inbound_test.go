@@ -31,7 +31,7 @@ func TestInboundCallForked(t *testing.T) {
 	eventually(t, 10*time.Second, "the placed call answered", func() bool { return s.call(t, placed.ID).State == "answered" })
 	waitSipp(t, ringing, "ringing phone cancelled")
 	eventually(t, 5*time.Second, "edgewise's call answered with no fork left", func() bool {
-		cs := d.calls(t)
+		cs := d.calls()
 		return len(cs) == 1 && cs[0].State == "answered"
 	})
 	s.hangUp(t, placed.ID)

@@ -101,7 +101,7 @@ func TestCallsLoad(t *testing.T) {
 			t.Fatalf("sipp finished while the calls should be up (%d ok, %d failed):\n%s", r.ok, r.failed, r.out)
 		default:
 		}
-		cs := d.calls(t)
+		cs := d.calls()
 		if len(cs) != callloadCalls {
 			return false
 		}

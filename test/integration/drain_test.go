@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/registrar/calls"
 )
 
 // drainConfig is upstreamConfig with a shutdown section.
@@ -59,9 +61,9 @@ func TestGracefulStopDrains(t *testing.T) {
 	}
 
 	// The call in progress keeps flowing: its counters still move.
-	before := relayedPackets(d.calls(t))
+	before := relayedPackets(d.calls())
 	eventually(t, 5*time.Second, "the call's media to keep flowing while draining", func() bool {
-		return relayedPackets(d.calls(t)) > before
+		return relayedPackets(d.calls()) > before
 	})
 	select {
 	case <-d.done:
@@ -117,9 +119,9 @@ func TestStopHangsUpCallsLeft(t *testing.T) {
 }
 
 // relayedPackets sums the packets every leg of every call received.
-func relayedPackets(calls []ewCall) uint64 {
+func relayedPackets(list []calls.CallStatus) uint64 {
 	var n uint64
-	for _, c := range calls {
+	for _, c := range list {
 		if c.Media == nil {
 			continue
 		}

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 )
 
 var (
@@ -256,55 +258,30 @@ func (d *daemon) start(t *testing.T) {
 	})
 }
 
-// status is the part of /v1/status the tests read.
-type status struct {
-	Config struct {
-		Version    string `json:"version"`
-		LastReload struct {
-			OK       bool     `json:"ok"`
-			Trigger  string   `json:"trigger"`
-			Problems []string `json:"problems"`
-		} `json:"last_reload"`
-	} `json:"config"`
-	Edges []struct {
-		Name   string `json:"name"`
-		State  string `json:"state"`
-		Active bool   `json:"active"`
-		Reason string `json:"reason"`
-		IPs    []struct {
-			IP        string `json:"ip"`
-			State     string `json:"state"`
-			LastError string `json:"last_error"`
-		} `json:"ips"`
-	} `json:"edges"`
-	Users []struct {
-		User     string `json:"user"`
-		Upstream *struct {
-			Edge      string `json:"edge"`
-			State     string `json:"state"`
-			LastError string `json:"last_error"`
-		} `json:"upstream"`
-		Contacts []struct {
-			URI       string    `json:"uri"`
-			Source    string    `json:"source"`
-			ExpiresAt time.Time `json:"expires_at"`
-			UserAgent string    `json:"user_agent"`
-		} `json:"contacts"`
-	} `json:"users"`
-}
-
-func (d *daemon) status(t *testing.T) status {
-	t.Helper()
-	resp, err := http.Get(d.adminURL + "/v1/status")
+// getStatus reads /v1/status; it returns errors instead of failing so
+// that pollers (eventually, background watchers) can use it.
+func (d *daemon) getStatus() (admin.Status, error) {
+	var st admin.Status
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(d.adminURL + "/v1/status")
 	if err != nil {
-		t.Fatalf("GET /v1/status: %v", err)
+		return st, err
 	}
 	defer resp.Body.Close()
-	var s status
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		t.Fatalf("decode /v1/status: %v", err)
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("GET /v1/status: %s", resp.Status)
 	}
-	return s
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// status reads /v1/status.
+func (d *daemon) status(t *testing.T) admin.Status {
+	t.Helper()
+	st, err := d.getStatus()
+	if err != nil {
+		t.Fatalf("/v1/status: %v", err)
+	}
+	return st
 }
 
 // contacts returns the contact URIs of user in /v1/status.

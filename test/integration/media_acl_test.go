@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/media"
 )
 
 // TestTwilioMediaFromOutsideMediaCIDRsDropped: Twilio's side of the relay
@@ -25,16 +27,16 @@ func TestTwilioMediaFromOutsideMediaCIDRsDropped(t *testing.T) {
 		return scrapeMetrics(t, d).value("edgewise_media_dropped_total", "reason", "not_allowed") >= 20
 	})
 	legs := 0
-	for _, c := range d.calls(t) {
+	for _, c := range d.calls() {
 		if c.Media == nil {
 			continue
 		}
 		for _, l := range c.Media.Legs {
 			legs++
-			if l.Side == "B" && l.RX.Packets != 0 {
+			if l.Side == media.B && l.RX.Packets != 0 {
 				t.Errorf("Twilio's leg relayed %d packets from outside media_cidrs", l.RX.Packets)
 			}
-			if l.Side == "A" && l.RX.Packets == 0 {
+			if l.Side == media.A && l.RX.Packets == 0 {
 				t.Error("the phone's media did not go out")
 			}
 		}

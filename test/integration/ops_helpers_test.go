@@ -3,9 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,95 +12,23 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
+	"github.com/edgewise-sip/edgewise/media"
 )
 
-// opsStatus is the part of /v1/status the ops tests read: more than the
-// shared status type (reload records, calls with RTP counters).
-type opsStatus struct {
-	Config struct {
-		Path       string      `json:"path"`
-		Version    string      `json:"version"`
-		Hash       string      `json:"hash"`
-		Edges      []string    `json:"edges"`
-		LastReload opsReload   `json:"last_reload"`
-		Reloads    []opsReload `json:"reloads"`
-	} `json:"config"`
-	Edges []struct {
-		Name   string `json:"name"`
-		State  string `json:"state"`
-		Active bool   `json:"active"`
-		Reason string `json:"reason"`
-		IPs    []struct {
-			IP    string `json:"ip"`
-			State string `json:"state"`
-		} `json:"ips"`
-	} `json:"edges"`
-	Users []struct {
-		User     string            `json:"user"`
-		Contacts []json.RawMessage `json:"contacts"`
-		Upstream *struct {
-			Edge  string `json:"edge"`
-			State string `json:"state"`
-		} `json:"upstream"`
-	} `json:"users"`
-	Calls []opsCall `json:"calls"`
-}
+// opsStatus is /v1/status, with the questions the ops tests ask of it.
+type opsStatus struct{ admin.Status }
 
-type opsReload struct {
-	Time         time.Time `json:"time"`
-	Trigger      string    `json:"trigger"`
-	Hash         string    `json:"hash"`
-	OK           bool      `json:"ok"`
-	Unchanged    bool      `json:"unchanged"`
-	Problems     []string  `json:"problems"`
-	Changed      []string  `json:"changed"`
-	NeedsRestart []string  `json:"needs_restart"`
-}
-
-type opsCall struct {
-	ID    string `json:"id"`
-	State string `json:"state"`
-	Edge  string `json:"edge"`
-	Media *struct {
-		Created time.Time `json:"created"`
-		Legs    []struct {
-			Side   string `json:"side"`
-			IdleMs int64  `json:"idle_ms"`
-			RX     struct {
-				Packets  uint64  `json:"packets"`
-				Lost     int64   `json:"lost"`
-				JitterMs float64 `json:"jitter_ms"`
-			} `json:"rx"`
-			TX struct {
-				Packets uint64 `json:"packets"`
-			} `json:"tx"`
-		} `json:"legs"`
-	} `json:"media"`
-}
-
-// opsGetStatus reads /v1/status; it returns errors instead of failing so
-// background pollers can use it.
+// opsGetStatus reads /v1/status for the ops questions.
 func opsGetStatus(d *daemon) (opsStatus, error) {
-	var st opsStatus
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(d.adminURL + "/v1/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET /v1/status: %s", resp.Status)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	st, err := d.getStatus()
+	return opsStatus{st}, err
 }
 
 func opsMustStatus(t *testing.T, d *daemon) opsStatus {
 	t.Helper()
-	st, err := opsGetStatus(d)
-	if err != nil {
-		t.Fatalf("/v1/status: %v", err)
-	}
-	return st
+	return opsStatus{d.status(t)}
 }
 
 // upstreamEdges maps each user with an upstream registration to its edge
@@ -142,7 +68,7 @@ func opsAllOn(t *testing.T, d *daemon, s *sim, edge string, users ...string) boo
 func (st opsStatus) edgeState(name string) string {
 	for _, e := range st.Edges {
 		if e.Name == name {
-			return e.State
+			return string(e.State)
 		}
 	}
 	return ""
@@ -305,10 +231,10 @@ type opsCallWatch struct {
 
 type opsCallSeen struct {
 	edge    string
-	packets map[string]uint64 // side → rx packets
-	lost    map[string]int64  // side → rx lost
-	idleMs  int64             // longest idle_ms while the call should be talking
-	idleAt  string            // which leg, how old the call was
+	packets map[media.Side]uint64 // side → rx packets
+	lost    map[media.Side]int64  // side → rx lost
+	idleMs  int64                 // longest idle_ms while the call should be talking
+	idleAt  string                // which leg, how old the call was
 }
 
 // watchOpsCalls polls every 200 ms until stopped. talkFrom..talkTo is the window after
@@ -356,7 +282,7 @@ func (w *opsCallWatch) record(st opsStatus, talkFrom, talkTo time.Duration) {
 	for _, c := range st.Calls {
 		seen := w.calls[c.ID]
 		if seen == nil {
-			seen = &opsCallSeen{packets: map[string]uint64{}, lost: map[string]int64{}}
+			seen = &opsCallSeen{packets: map[media.Side]uint64{}, lost: map[media.Side]int64{}}
 			w.calls[c.ID] = seen
 		}
 		seen.edge = c.Edge

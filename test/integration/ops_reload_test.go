@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/configs"
 )
 
 // The load both reload tests run: SIPp phones keep 50 calls with RTP up
@@ -136,7 +138,7 @@ func TestOpsBrokenReloadUnderLoad(t *testing.T) {
 	spec.calls = 110
 	calls := runOpsLoad(t, s, d, spec, func() {
 		writeFileAtomic(t, d.cfgPath, broken)
-		var last opsReload
+		var last configs.ReloadResult
 		eventually(t, 10*time.Second, "the file watcher to refuse the broken file", func() bool {
 			st, err := opsGetStatus(d)
 			last = st.Config.LastReload
@@ -148,7 +150,7 @@ func TestOpsBrokenReloadUnderLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var res opsReload
+		var res configs.ReloadResult
 		err = json.NewDecoder(resp.Body).Decode(&res)
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != http.StatusUnprocessableEntity || res.OK {

@@ -131,7 +131,7 @@ func TestOpsStatusCommand(t *testing.T) {
 		}
 		var edges []string
 		for _, e := range s.Edges {
-			edges = append(edges, e.Name+" "+e.State)
+			edges = append(edges, e.Name+" "+string(e.State))
 		}
 		return []any{s.Config.Path, s.Config.Version, s.Config.Hash, s.Config.Edges, s.Config.LastReload, len(s.Config.Reloads), edges, us, calls}
 	}

@@ -2,58 +2,30 @@ package integration
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// mediaSecLeg is one media leg of a call in /v1/status, with what the
-// strict-source tests read.
-type mediaSecLeg struct {
-	Side    string         `json:"side"`
-	Local   netip.AddrPort `json:"local"`
-	Remote  netip.AddrPort `json:"remote"`
-	Latched bool           `json:"latched"`
-	RX      struct {
-		Packets uint64            `json:"packets"`
-		Dropped map[string]uint64 `json:"dropped"`
-	} `json:"rx"`
-	TX struct {
-		Packets uint64 `json:"packets"`
-	} `json:"tx"`
-}
+	"github.com/edgewise-sip/edgewise/media"
+)
 
 // mediaSecPhoneLeg returns the phone side of d's only call, once its media
 // session exists.
-func mediaSecPhoneLeg(t *testing.T, d *daemon) (mediaSecLeg, bool) {
+func mediaSecPhoneLeg(t *testing.T, d *daemon) (media.LegStats, bool) {
 	t.Helper()
-	resp, err := http.Get(d.adminURL + "/v1/status")
-	if err != nil {
-		return mediaSecLeg{}, false
-	}
-	defer resp.Body.Close()
-	var st struct {
-		Calls []struct {
-			State string `json:"state"`
-			Media *struct {
-				Legs []mediaSecLeg `json:"legs"`
-			} `json:"media"`
-		} `json:"calls"`
-	}
-	if json.NewDecoder(resp.Body).Decode(&st) != nil || len(st.Calls) != 1 || st.Calls[0].Media == nil {
-		return mediaSecLeg{}, false
+	st, err := d.getStatus()
+	if err != nil || len(st.Calls) != 1 || st.Calls[0].Media == nil {
+		return media.LegStats{}, false
 	}
 	for _, l := range st.Calls[0].Media.Legs {
-		if l.Side == "A" {
+		if l.Side == media.A {
 			return l, true
 		}
 	}
-	return mediaSecLeg{}, false
+	return media.LegStats{}, false
 }
 
 // mediaSecStranger sends valid RTP to a phone leg's relay port every 20 ms
@@ -125,7 +97,7 @@ func (s *mediaSecStranger) close() {
 // mediaSecCheck stops the stranger and checks the outcome: it heard
 // nothing, every packet of its that reached the relay was dropped as a
 // stranger's, and the phone's audio went both ways through its leg.
-func mediaSecCheck(t *testing.T, d *daemon, s *mediaSecStranger, leg mediaSecLeg, phoneIP string) {
+func mediaSecCheck(t *testing.T, d *daemon, s *mediaSecStranger, leg media.LegStats, phoneIP string) {
 	t.Helper()
 	s.close()
 	if n := s.received.Load(); n != 0 {
@@ -154,7 +126,7 @@ func TestSecurityMediaStrangerOutbound(t *testing.T) {
 	// edgesim rings "slowanswer" for 3 s, then answers and echoes; the
 	// phone talks for 4 s after the answer.
 	res := sippAsync(t, "call_rtp.xml", phoneIP, d.ip+":5060", dialRow("alice", "slowanswer"))
-	var leg mediaSecLeg
+	var leg media.LegStats
 	eventually(t, 10*time.Second, "the call's media session", func() bool {
 		var ok bool
 		leg, ok = mediaSecPhoneLeg(t, d)
@@ -187,7 +159,7 @@ func TestSecurityMediaStrangerInbound(t *testing.T) {
 	phone := sippUAS(t, "uas_answer_rtp.xml", phoneIP)
 	eventually(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
 	placed := s.placeCall(t, "alice")
-	var leg mediaSecLeg
+	var leg media.LegStats
 	eventually(t, 10*time.Second, "the call's media session", func() bool {
 		var ok bool
 		leg, ok = mediaSecPhoneLeg(t, d)

@@ -30,8 +30,8 @@ type Reloader func(trigger string) (result any, ok bool)
 
 // Options wires the admin API to the rest of the daemon.
 type Options struct {
-	// Status returns the JSON-ready status document.
-	Status func() any
+	// Status returns the status document.
+	Status func() Status
 	// Reload is called for POST /v1/reload.
 	Reload Reloader
 	// Ready reports whether the daemon takes traffic (false while starting

@@ -10,7 +10,7 @@ import (
 func TestAdminRoutes(t *testing.T) {
 	reloads := 0
 	s := New(Options{
-		Status: func() any { return map[string]any{"users": []string{"alice"}} },
+		Status: func() Status { return Status{Users: []UserStatus{{User: "alice"}}} },
 		Reload: func(trigger string) (any, bool) {
 			reloads++
 			return map[string]string{"trigger": trigger}, trigger == "api" && reloads == 1
@@ -67,7 +67,7 @@ func TestAdminRoutes(t *testing.T) {
 func TestAdminGuard(t *testing.T) {
 	reloads := 0
 	s := New(Options{
-		Status:       func() any { return map[string]any{"users": []string{"alice"}} },
+		Status:       func() Status { return Status{Users: []UserStatus{{User: "alice"}}} },
 		Reload:       func(string) (any, bool) { reloads++; return "ok", true },
 		AllowedHosts: []string{"edgewise.corp.example"},
 	}, nil)

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 )
 
 // The page is one embedded template so the binary serves it with no external
@@ -56,128 +58,22 @@ func inlineHash(page []byte, tag string) string {
 // eventInterval is how often /v1/events sends a fresh status.
 const eventInterval = time.Second
 
-// pageView is the part of the status document the page shows. The admin
-// package does not know the daemon's status type (Options.Status returns
-// any), so the page decodes the same JSON /v1/status serves: the page and the
-// API can then never disagree, and a replica's smaller document simply
+// pageView is what the page renders: the status document, as /v1/status
+// serves it, and when it was taken. A replica's smaller document simply
 // leaves sections empty.
 type pageView struct {
-	Version   string    `json:"version"`
-	StartedAt time.Time `json:"started_at"`
-	Config    struct {
-		Path       string     `json:"path"`
-		Hash       string     `json:"hash"`
-		Edges      []string   `json:"edges"`
-		LastReload reloadView `json:"last_reload"`
-	} `json:"config"`
-	Edges []edgeView `json:"edges"`
-	Users []userView `json:"users"`
-	Calls []callView `json:"calls"`
-	// Events are the recent events, newest first.
-	Events []eventView `json:"events"`
+	Status
 	// Now is when the view was built; shown so a stale page is visible.
-	Now time.Time `json:"-"`
+	Now time.Time
 }
 
 // maxPageEvents bounds the events shown: the story of the current incident,
 // not the whole journal (/v1/status has that).
 const maxPageEvents = 25
 
-type eventView struct {
-	At       time.Time `json:"at"`
-	Kind     string    `json:"kind"`
-	Severity string    `json:"severity"`
-	Text     string    `json:"text"`
-}
-
-type reloadView struct {
-	Time         time.Time `json:"time"`
-	Trigger      string    `json:"trigger"`
-	OK           bool      `json:"ok"`
-	Unchanged    bool      `json:"unchanged"`
-	Problems     []string  `json:"problems"`
-	Changed      []string  `json:"changed"`
-	NeedsRestart []string  `json:"needs_restart"`
-}
-
-type edgeView struct {
-	Name   string `json:"name"`
-	State  string `json:"state"`
-	Active bool   `json:"active"`
-	Reason string `json:"reason"`
-	IPs    []struct {
-		IP        string  `json:"ip"`
-		State     string  `json:"state"`
-		LastRTTMs float64 `json:"last_rtt_ms"`
-		LastError string  `json:"last_error"`
-	} `json:"ips"`
-}
-
-type userView struct {
-	User     string `json:"user"`
-	Contacts []struct {
-		URI       string `json:"uri"`
-		Source    string `json:"source"`
-		Transport string `json:"transport"`
-		ExpiresIn int    `json:"expires_in"`
-		Reachable string `json:"reachable"`
-	} `json:"contacts"`
-	Upstream *struct {
-		Edge      string `json:"edge"`
-		State     string `json:"state"`
-		LastError string `json:"last_error"`
-	} `json:"upstream"`
-}
-
-type callView struct {
-	ID        string `json:"id"`
-	Direction string `json:"direction"`
-	User      string `json:"user"`
-	From      string `json:"from"`
-	To        string `json:"to"`
-	State     string `json:"state"`
-	Edge      string `json:"edge"`
-	Media     *struct {
-		Legs []struct {
-			Side   string `json:"side"`
-			Remote string `json:"remote"`
-			RX     struct {
-				Packets uint64 `json:"packets"`
-				Bytes   uint64 `json:"bytes"`
-				Lost    int64  `json:"lost"`
-			} `json:"rx"`
-			TX struct {
-				Packets uint64 `json:"packets"`
-				Bytes   uint64 `json:"bytes"`
-			} `json:"tx"`
-		} `json:"legs"`
-	} `json:"media"`
-	// Browser is a WebRTC leg's bridge: ICE/DTLS state and SRTP counters.
-	Browser *struct {
-		ICE     string `json:"ice"`
-		DTLS    string `json:"dtls"`
-		Failure string `json:"failure"`
-		SRTP    struct {
-			Rx struct {
-				Packets uint64 `json:"packets"`
-			} `json:"rx"`
-			Tx struct {
-				Packets uint64 `json:"packets"`
-			} `json:"tx"`
-		} `json:"srtp"`
-	} `json:"browser"`
-}
-
 // view builds the page model from the current status.
-func (s *Server) view() (*pageView, error) {
-	raw, err := json.Marshal(s.opts.Status())
-	if err != nil {
-		return nil, fmt.Errorf("encode status: %w", err)
-	}
-	v := &pageView{Now: time.Now()}
-	if err := json.Unmarshal(raw, v); err != nil {
-		return nil, fmt.Errorf("decode status for page: %w", err)
-	}
+func (s *Server) view() *pageView {
+	v := &pageView{Status: s.opts.Status(), Now: time.Now()}
 	if len(v.Events) > maxPageEvents {
 		v.Events = v.Events[:maxPageEvents]
 	}
@@ -187,7 +83,8 @@ func (s *Server) view() (*pageView, error) {
 	for i, name := range v.Config.Edges {
 		rank[name] = i
 	}
-	slices.SortStableFunc(v.Edges, func(a, b edgeView) int {
+	v.Edges = slices.Clone(v.Edges) // the document may share its slice
+	slices.SortStableFunc(v.Edges, func(a, b edge.EdgeStatus) int {
 		ra, oka := rank[a.Name]
 		rb, okb := rank[b.Name]
 		switch {
@@ -200,31 +97,21 @@ func (s *Server) view() (*pageView, error) {
 		}
 		return 0
 	})
-	return v, nil
+	return v
 }
 
 // renderBody renders the live part of the page (everything but the shell).
 func (s *Server) renderBody() ([]byte, error) {
-	v, err := s.view()
-	if err != nil {
-		return nil, err
-	}
 	var buf bytes.Buffer
-	if err := pageTmpl.ExecuteTemplate(&buf, "body", v); err != nil {
+	if err := pageTmpl.ExecuteTemplate(&buf, "body", s.view()); err != nil {
 		return nil, fmt.Errorf("render status page: %w", err)
 	}
 	return buf.Bytes(), nil
 }
 
 func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
-	v, err := s.view()
-	if err != nil {
-		s.logger.Error("status page", "error", err)
-		http.Error(w, "status unavailable", http.StatusInternalServerError)
-		return
-	}
 	var buf bytes.Buffer
-	if err := pageTmpl.Execute(&buf, v); err != nil {
+	if err := pageTmpl.Execute(&buf, s.view()); err != nil {
 		s.logger.Error("status page", "error", err)
 		http.Error(w, "status unavailable", http.StatusInternalServerError)
 		return

@@ -36,12 +36,16 @@ const fixtureStatus = `{
 
 func fixtureServer(t *testing.T) *Server {
 	t.Helper()
-	var doc map[string]any
-	if err := json.Unmarshal([]byte(fixtureStatus), &doc); err != nil {
+	// Unknown fields are refused so that the fixture follows the real
+	// document's field names.
+	dec := json.NewDecoder(strings.NewReader(fixtureStatus))
+	dec.DisallowUnknownFields()
+	var doc Status
+	if err := dec.Decode(&doc); err != nil {
 		t.Fatal(err)
 	}
 	// httptest's requests say "Host: example.com".
-	return New(Options{Status: func() any { return doc }, AllowedHosts: []string{"example.com"}}, nil)
+	return New(Options{Status: func() Status { return doc }, AllowedHosts: []string{"example.com"}}, nil)
 }
 
 func TestPageShowsDownEdge(t *testing.T) {
