@@ -15,6 +15,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
 )
@@ -22,11 +23,11 @@ import (
 // benchDirectory knows users u0, u1, ... all with password "pw".
 type benchDirectory struct{}
 
-func (benchDirectory) Credential(user string) (Credential, bool) {
+func (benchDirectory) Credential(user string) (directory.Credential, bool) {
 	if !strings.HasPrefix(user, "u") {
-		return Credential{}, false
+		return directory.Credential{}, false
 	}
-	return Credential{User: user, Password: "pw"}, true
+	return directory.Credential{User: user, Password: "pw"}, true
 }
 
 // recordTx serialises the response as the front end's stateless path does and

@@ -18,6 +18,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	icholy "github.com/icholy/digest"
 
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
@@ -87,7 +88,7 @@ func defaultSettings() Settings {
 	}
 }
 
-var testDir = MapDirectory{
+var testDir = directory.PhoneMap{
 	"alice": {User: "alice", Password: "wonderland"},
 	"bob":   {User: "bob", Password: "builder"},
 	// carol's table stores only HA1, as some PBX user tables do.

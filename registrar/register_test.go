@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
 )
@@ -407,7 +408,7 @@ func TestApply(t *testing.T) {
 
 	s := defaultSettings()
 	s.Realm = "office"
-	if err := e.reg.Apply(s, MapDirectory{"alice": {User: "alice", Password: "new-password"}}); err != nil {
+	if err := e.reg.Apply(s, directory.PhoneMap{"alice": {User: "alice", Password: "new-password"}}); err != nil {
 		t.Fatal(err)
 	}
 	res := p.expect(p.build("Contact: "+p.contact(5070)), 401)

@@ -3,7 +3,7 @@
 // location.Table, locks out sources that keep failing, and optionally
 // qualifies contacts with OPTIONS.
 //
-// It takes plain Settings and a Directory of credentials, built by the caller
+// It takes plain Settings and a directory.Phones of credentials, built by the caller
 // from the configuration, and never reads the configuration itself. Wiring:
 //
 //	table, _ := location.Open(path, log, location.Settings{})
@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
@@ -62,29 +63,6 @@ type Settings struct {
 	// SHA-256 then MD5 (RFC 8760). Users whose Credential has only an MD5 HA1
 	// can only answer MD5: list MD5 alone (or first) if phones pick SHA-256.
 	Algorithms []digest.Algorithm
-}
-
-// Credential is a phone user's secret: Password, or HA1 =
-// hex(MD5(user:realm:password)) when only that is stored (MD5 only).
-type Credential struct {
-	User     string
-	Password string
-	HA1      string
-}
-
-// Directory finds credentials by user name. Implementations must be safe for
-// concurrent use and fast: it is called for every authenticated REGISTER.
-type Directory interface {
-	Credential(user string) (Credential, bool)
-}
-
-// MapDirectory is a Directory backed by a map, keyed by user.
-type MapDirectory map[string]Credential
-
-// Credential implements Directory.
-func (d MapDirectory) Credential(user string) (Credential, bool) {
-	c, ok := d[user]
-	return c, ok
 }
 
 // Pinger sends an OPTIONS request to a contact, from the local address that
@@ -126,11 +104,11 @@ type Registrar struct {
 
 type state struct {
 	s   Settings
-	dir Directory
+	dir directory.Phones
 }
 
 // New returns a registrar storing bindings in table.
-func New(table *location.Table, s Settings, dir Directory, opts Options) (*Registrar, error) {
+func New(table *location.Table, s Settings, dir directory.Phones, opts Options) (*Registrar, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -158,7 +136,7 @@ func New(table *location.Table, s Settings, dir Directory, opts Options) (*Regis
 	}
 	r.metrics = newMetrics(r)
 	if dir == nil {
-		dir = MapDirectory(nil)
+		dir = directory.PhoneMap(nil)
 	}
 	r.state.Store(&state{s: s, dir: dir})
 	return r, nil
@@ -208,7 +186,7 @@ func (s Settings) Validate() error {
 // swaps them in and cannot fail; on error nothing changes. Requests in
 // progress finish with what they started with; nonces already issued stay
 // valid.
-func (r *Registrar) Prepare(s Settings, dir Directory) (commit func(), err error) {
+func (r *Registrar) Prepare(s Settings, dir directory.Phones) (commit func(), err error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
@@ -216,7 +194,7 @@ func (r *Registrar) Prepare(s Settings, dir Directory) (commit func(), err error
 		return nil, fmt.Errorf("registrar: %w", err)
 	}
 	if dir == nil {
-		dir = MapDirectory(nil)
+		dir = directory.PhoneMap(nil)
 	}
 	return func() {
 		r.applyMu.Lock()
@@ -229,7 +207,7 @@ func (r *Registrar) Prepare(s Settings, dir Directory) (commit func(), err error
 }
 
 // Apply is Prepare and its commit.
-func (r *Registrar) Apply(s Settings, dir Directory) error {
+func (r *Registrar) Apply(s Settings, dir directory.Phones) error {
 	commit, err := r.Prepare(s, dir)
 	if err != nil {
 		return err

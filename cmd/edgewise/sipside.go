@@ -23,6 +23,7 @@ import (
 	"github.com/edgewise-sip/edgewise/media/webrtc"
 	"github.com/edgewise-sip/edgewise/registrar"
 	"github.com/edgewise-sip/edgewise/registrar/calls"
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
@@ -30,6 +31,9 @@ import (
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/upstream"
 )
+
+// The upstream manager is what the calls ask about inbound Contacts.
+var _ calls.Contacts = (*upstream.Manager)(nil)
 
 // sipSide is the SIP stack: listeners, the local registrar, the edge
 // monitor and the upstream registrations that follow it.
@@ -270,10 +274,10 @@ func contactTransport(cfg *configs.Config) string {
 	return cfg.SIP.Listen[0].Transport
 }
 
-func upstreamDirectory(cfg *configs.Config) upstream.StaticDirectory {
-	dir := make(upstream.StaticDirectory, len(cfg.Phones))
+func upstreamDirectory(cfg *configs.Config) directory.TwilioMap {
+	dir := make(directory.TwilioMap, len(cfg.Phones))
 	for _, p := range cfg.Phones {
-		dir[p.User] = upstream.Credentials{User: p.TwilioUser, Password: p.TwilioPassword.Value()}
+		dir[p.User] = directory.TwilioUser{User: p.TwilioUser, Password: p.TwilioPassword.Value()}
 	}
 	return dir
 }
@@ -335,10 +339,10 @@ func lockoutSettings(cfg *configs.Config) lockout.Settings {
 
 // phoneCredentials gives the registrar each phone's secret: the password when
 // the config has one (so SHA-256 digest works), else the stored MD5 HA1.
-func phoneCredentials(cfg *configs.Config) registrar.MapDirectory {
-	dir := make(registrar.MapDirectory, len(cfg.Phones))
+func phoneCredentials(cfg *configs.Config) directory.PhoneMap {
+	dir := make(directory.PhoneMap, len(cfg.Phones))
 	for _, p := range cfg.Phones {
-		c := registrar.Credential{User: p.User, Password: p.Password.Value()}
+		c := directory.Credential{User: p.User, Password: p.Password.Value()}
 		if c.Password == "" {
 			c.HA1 = p.HA1.Value()
 		}

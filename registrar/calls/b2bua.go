@@ -15,13 +15,12 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/edgewise-sip/edgewise/media"
-	"github.com/edgewise-sip/edgewise/registrar"
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
 	"github.com/edgewise-sip/edgewise/registrar/sip/frontend"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
-	"github.com/edgewise-sip/edgewise/registrar/twilio/upstream"
 )
 
 // SIP is what the B2BUA sends through: frontend.Server.
@@ -60,7 +59,8 @@ type Relay interface {
 	NewSession(id string) (*media.Session, error)
 }
 
-// Contacts knows which Contacts edgewise holds at Twilio: upstream.Manager.
+// Contacts knows which Contacts edgewise holds at Twilio: upstream.Manager
+// (cmd/edgewise checks that it fits; calls does not import upstream).
 type Contacts interface {
 	// HasContact reports whether user's Contact at edge (user~edge) is, or
 	// was within the last registration period, registered at Twilio.
@@ -80,7 +80,6 @@ type Lockout interface {
 
 var (
 	_ Lockout  = (*lockout.Table)(nil)
-	_ Contacts = (*upstream.Manager)(nil)
 	_ SIP      = (*frontend.Server)(nil)
 	_ Router   = (*frontend.Server)(nil)
 	_ Bindings = (*location.Table)(nil)
@@ -163,7 +162,7 @@ type dialogKey struct {
 
 // New returns a B2BUA. Register its handlers on the server, run it, and call
 // Apply on every reload.
-func New(s Settings, phones registrar.Directory, twilio upstream.Directory, opts Options) (*B2BUA, error) {
+func New(s Settings, phones directory.Phones, twilio directory.Twilio, opts Options) (*B2BUA, error) {
 	if opts.SIP == nil || opts.Bindings == nil || opts.Edges == nil || opts.Relay == nil {
 		return nil, errors.New("calls: SIP, Bindings, Edges and Relay are required")
 	}
@@ -209,7 +208,7 @@ func New(s Settings, phones registrar.Directory, twilio upstream.Directory, opts
 // Apply swaps in new settings and directories. Calls in progress keep the
 // snapshot they started with; nonces already issued stay valid. On error
 // nothing changes.
-func (b *B2BUA) Apply(s Settings, phones registrar.Directory, twilio upstream.Directory) error {
+func (b *B2BUA) Apply(s Settings, phones directory.Phones, twilio directory.Twilio) error {
 	commit, err := b.Prepare(s, phones, twilio)
 	if err != nil {
 		return err
@@ -220,7 +219,7 @@ func (b *B2BUA) Apply(s Settings, phones registrar.Directory, twilio upstream.Di
 
 // Prepare checks new settings and directories and returns commit, which
 // swaps them in and cannot fail (see Apply).
-func (b *B2BUA) Prepare(s Settings, phones registrar.Directory, twilio upstream.Directory) (commit func(), err error) {
+func (b *B2BUA) Prepare(s Settings, phones directory.Phones, twilio directory.Twilio) (commit func(), err error) {
 	st, err := newState(s, phones, twilio)
 	if err != nil {
 		return nil, err

@@ -17,7 +17,7 @@
 // pass through (486 stays 486).
 //
 // Twilio → phone. An INVITE whose Request-URI is a Contact edgewise
-// registered upstream (upstream.ParseContact: sip:<user>~<edge>@…) is a
+// registered upstream (directory.ParseContact: sip:<user>~<edge>@…) is a
 // call from Twilio. It is accepted only from Settings.SignallingCIDRs
 // (default: every edge's published ranges); others get 403 over TCP and
 // silence over UDP. Twilio forks a call to every Contact of the user, so

@@ -25,12 +25,11 @@ import (
 	"github.com/edgewise-sip/edgewise/media"
 	"github.com/edgewise-sip/edgewise/media/sdp"
 	"github.com/edgewise-sip/edgewise/media/webrtc"
-	"github.com/edgewise-sip/edgewise/registrar"
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/registrar/sip/frontend"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
-	"github.com/edgewise-sip/edgewise/registrar/twilio/upstream"
 )
 
 // Test addresses: each test takes its own 127.203.<n>.0/24, so tests (and
@@ -214,8 +213,8 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, n: n, ip: ip, srv: srv, relay: relay, edges: &fakeEdges{}, binds: &fakeBindings{}, lockout: &fakeLockout{}}
-	phones := registrar.MapDirectory{"alice": {User: "alice", Password: alicePass}, "bob": {User: "bob", Password: "bob-secret-1"}}
-	tw := upstream.StaticDirectory{"alice": {User: twilioUser, Password: twilioPass}}
+	phones := directory.PhoneMap{"alice": {User: "alice", Password: alicePass}, "bob": {User: "bob", Password: "bob-secret-1"}}
+	tw := directory.TwilioMap{"alice": {User: twilioUser, Password: twilioPass}}
 	var edges Edges = e.edges
 	if cfg.edges != nil {
 		edges = cfg.edges

@@ -13,7 +13,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/media"
 	"github.com/edgewise-sip/edgewise/media/sdp"
-	"github.com/edgewise-sip/edgewise/registrar/twilio/upstream"
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 )
 
 // Causes of a setup context's end.
@@ -41,7 +41,7 @@ func (b *B2BUA) serveInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	st := b.state.Load()
-	if user, edgeName, ok := upstream.ParseContactURI(req.Recipient); ok {
+	if user, edgeName, ok := directory.ParseContactURI(req.Recipient); ok {
 		b.inbound(req, tx, st, user, edgeName)
 		return
 	}

@@ -10,8 +10,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/edgewise-sip/edgewise/media"
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
-	"github.com/edgewise-sip/edgewise/registrar/twilio/upstream"
 )
 
 // outbound bridges a phone's call to Twilio: authenticate the phone, then
@@ -81,7 +81,7 @@ type dial struct {
 	ptx     sip.ServerTransaction
 	offer   []byte
 	dialled string
-	creds   upstream.Credentials
+	creds   directory.TwilioUser
 	callID  string
 	fromTag string
 	cseq    uint32
@@ -187,7 +187,7 @@ func (d *dial) twilioLeg(t edge.Target) (*leg, error) {
 	if tp == "UDP" {
 		l.laddr = sipAddr(sock)
 	}
-	l.contact = contactHeader(upstream.ContactUser(c.user, t.Edge), l.sentBy, tp)
+	l.contact = contactHeader(directory.ContactUser(c.user, t.Edge), l.sentBy, tp)
 	return l, nil
 }
 

@@ -7,7 +7,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/edgewise-sip/edgewise/registrar/twilio/upstream"
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 )
 
 // A stranger can send INVITEs without credentials and BYEs for dialogs that
@@ -40,7 +40,7 @@ func (b *B2BUA) screenInvite(req *sip.Request, tx sip.ServerTransaction) bool {
 		return true
 	}
 	st := b.state.Load()
-	if _, _, ok := upstream.ParseContactURI(req.Recipient); ok {
+	if _, _, ok := directory.ParseContactURI(req.Recipient); ok {
 		if st.fromTwilio(sourceOf(req).Addr()) {
 			return false // Twilio's call: a transaction, then the Contact check
 		}

@@ -9,9 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/edgewise-sip/edgewise/registrar"
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
-	"github.com/edgewise-sip/edgewise/registrar/twilio/upstream"
 )
 
 // Defaults for zero Settings fields.
@@ -134,11 +133,11 @@ type state struct {
 	cidrs  []netip.Prefix
 	public hostPort
 	local  hostPort
-	phones registrar.Directory
-	twilio upstream.Directory
+	phones directory.Phones
+	twilio directory.Twilio
 }
 
-func newState(s Settings, phones registrar.Directory, twilio upstream.Directory) (*state, error) {
+func newState(s Settings, phones directory.Phones, twilio directory.Twilio) (*state, error) {
 	s = s.withDefaults()
 	var errs []error
 	if s.Domain == "" {
@@ -176,10 +175,10 @@ func newState(s Settings, phones registrar.Directory, twilio upstream.Directory)
 		cidrs = TwilioSignallingRanges
 	}
 	if phones == nil {
-		phones = registrar.MapDirectory(nil)
+		phones = directory.PhoneMap(nil)
 	}
 	if twilio == nil {
-		twilio = upstream.StaticDirectory(nil)
+		twilio = directory.TwilioMap(nil)
 	}
 	return &state{s: s, cidrs: cidrs, public: pub, local: loc, phones: phones, twilio: twilio}, nil
 }

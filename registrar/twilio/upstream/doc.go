@@ -12,7 +12,7 @@
 //     request), User-Agent from Settings.
 //   - A Contact per edge, sip:<user>~<edge>@<public address>, so a move
 //     registers a new binding and never overwrites the old one (Twilio shares
-//     bindings across edges). ParseContact reads user and edge back from an
+//     bindings across edges). directory.ParseContact reads user and edge back from an
 //     inbound INVITE's Request-URI.
 //   - Refresh at about half the granted expiry minus up to a tenth (jitter);
 //     at most 5 REGISTERs per 1.1 s per user (Twilio allows 5/s per AOR).

@@ -3,6 +3,8 @@ package upstream
 import (
 	"sync"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 )
 
 // heldContacts remembers which Contacts (user~edge) edgewise registered at
@@ -21,7 +23,7 @@ func newHeldContacts() *heldContacts { return &heldContacts{m: make(map[string]t
 
 // note records that user's Contact at edge is registered until until.
 func (h *heldContacts) note(user, edge string, until time.Time, now time.Time) {
-	k := ContactUser(user, edge)
+	k := directory.ContactUser(user, edge)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if until.After(h.m[k]) {
@@ -40,7 +42,7 @@ func (h *heldContacts) note(user, edge string, until time.Time, now time.Time) {
 // holds reports whether Twilio may route a call to user's Contact at edge.
 func (h *heldContacts) holds(user, edge string, now time.Time) bool {
 	h.mu.RLock()
-	until, ok := h.m[ContactUser(user, edge)]
+	until, ok := h.m[directory.ContactUser(user, edge)]
 	h.mu.RUnlock()
 	return ok && until.After(now)
 }

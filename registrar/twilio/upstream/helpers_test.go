@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 	"github.com/edgewise-sip/edgewise/test/edgesim"
@@ -113,7 +114,7 @@ type env struct {
 	mon    *edge.Monitor
 	table  *location.Table
 	mgr    *Manager
-	dir    StaticDirectory
+	dir    directory.TwilioMap
 	logs   *logBuffer
 	log    *slog.Logger
 	users  []string
@@ -202,7 +203,7 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	t.Helper()
 	cfg = cfg.withDefaults()
 	log, logs := testLogger(t)
-	e := &env{t: t, cfg: cfg, logs: logs, log: log, dir: StaticDirectory{}}
+	e := &env{t: t, cfg: cfg, logs: logs, log: log, dir: directory.TwilioMap{}}
 	e.sim = cfg.sim
 	if e.sim == nil {
 		e.sim = startSim(t, cfg, log, "carol", "dave")
@@ -232,7 +233,7 @@ func newEnv(t *testing.T, cfg envConfig) *env {
 	for i := range cfg.users {
 		u := userName(i)
 		e.users = append(e.users, u)
-		e.dir[u] = Credentials{User: twilioUser(u), Password: twilioPassword(u)}
+		e.dir[u] = directory.TwilioUser{User: twilioUser(u), Password: twilioPassword(u)}
 	}
 	for u, pw := range cfg.passwords {
 		c := e.dir[u]
@@ -351,7 +352,7 @@ func (e *env) upstream(user string) []edgesim.Binding {
 // onEdge reports whether user has a live upstream binding through edgeName
 // with the Contact for that edge.
 func (e *env) onEdge(user, edgeName string) bool {
-	want := "sip:" + ContactUser(user, edgeName) + "@" + e.cfg.public
+	want := "sip:" + directory.ContactUser(user, edgeName) + "@" + e.cfg.public
 	for _, b := range e.upstream(user) {
 		if b.Edge == edgeName && b.Contact == want {
 			return true

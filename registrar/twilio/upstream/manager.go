@@ -17,6 +17,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 )
@@ -85,7 +86,7 @@ type Manager struct {
 
 	mu       sync.Mutex
 	s        Settings
-	dir      Directory
+	dir      directory.Twilio
 	users    map[string]*reg
 	queue    regHeap
 	pace     pacer
@@ -110,7 +111,7 @@ type Manager struct {
 // New returns a Manager for s and dir. With opts.DB it loads the state the
 // previous run persisted; Run resumes it. It subscribes to the bindings
 // table at once, so no change between New and Run is lost.
-func New(s Settings, dir Directory, opts Options) (*Manager, error) {
+func New(s Settings, dir directory.Twilio, opts Options) (*Manager, error) {
 	s = s.withDefaults()
 	if err := s.validate(); err != nil {
 		return nil, err
@@ -207,7 +208,7 @@ func (m *Manager) restore(user string, rec *record, now time.Time) *reg {
 // Contact and removes the old one. Local bindings are never touched. The
 // edge order is the edge monitor's business (edge.Monitor.Apply): its
 // Change moves the registrations.
-func (m *Manager) Apply(s Settings, dir Directory) error {
+func (m *Manager) Apply(s Settings, dir directory.Twilio) error {
 	commit, err := m.Prepare(s, dir)
 	if err != nil {
 		return err
@@ -218,7 +219,7 @@ func (m *Manager) Apply(s Settings, dir Directory) error {
 
 // Prepare checks s and dir and returns commit, which applies them as Apply
 // does and cannot fail.
-func (m *Manager) Prepare(s Settings, dir Directory) (commit func(), err error) {
+func (m *Manager) Prepare(s Settings, dir directory.Twilio) (commit func(), err error) {
 	s = s.withDefaults()
 	if err := s.validate(); err != nil {
 		return nil, err
@@ -230,7 +231,7 @@ func (m *Manager) Prepare(s Settings, dir Directory) (commit func(), err error) 
 }
 
 // apply is Apply's work on checked settings.
-func (m *Manager) apply(s Settings, dir Directory) {
+func (m *Manager) apply(s Settings, dir directory.Twilio) {
 	m.mu.Lock()
 	m.s, m.dir = s, dir
 	m.pace.set(s.MoveRate)

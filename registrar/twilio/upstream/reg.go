@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
 )
 
@@ -49,7 +50,7 @@ type reg struct {
 
 	// What is wanted.
 	live       int // live local bindings
-	creds      Credentials
+	creds      directory.TwilioUser
 	configured bool
 
 	// What is registered; persisted.

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 )
 
 // A user with a live local binding is registered upstream with the Twilio
@@ -30,8 +32,8 @@ func TestRegisterAndUnregister(t *testing.T) {
 		if st.AOR != twilioUser(u) || st.IP == "" || st.ExpiresAt.IsZero() || st.LastError != "" || !st.FailingSince.IsZero() {
 			t.Errorf("%s: status %+v", u, st)
 		}
-		if user, edgeName, ok := ParseContact(b.Contact); !ok || user != u || edgeName != "ashburn" {
-			t.Errorf("ParseContact(%q) = %q, %q, %v", b.Contact, user, edgeName, ok)
+		if user, edgeName, ok := directory.ParseContact(b.Contact); !ok || user != u || edgeName != "ashburn" {
+			t.Errorf("directory.ParseContact(%q) = %q, %q, %v", b.Contact, user, edgeName, ok)
 		}
 	}
 

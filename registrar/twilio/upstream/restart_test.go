@@ -7,6 +7,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/test/edgesim"
 )
@@ -157,7 +158,7 @@ func TestRestartResumes(t *testing.T) {
 func TestApplyCredentials(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envConfig{net: 71, users: 3})
-	e.dir["carol"] = Credentials{User: "tw_carol", Password: twilioPassword("carol")}
+	e.dir["carol"] = directory.TwilioUser{User: "tw_carol", Password: twilioPassword("carol")}
 	if err := e.mgr.Apply(e.settings(), e.dir); err != nil {
 		t.Fatal(err)
 	}
@@ -168,13 +169,13 @@ func TestApplyCredentials(t *testing.T) {
 
 	// carol's Twilio user becomes tw_dave; u001 is removed; u000's password
 	// changes to one Twilio refuses, then back.
-	dir := StaticDirectory{}
+	dir := directory.TwilioMap{}
 	for k, v := range e.dir {
 		dir[k] = v
 	}
-	dir["carol"] = Credentials{User: "tw_dave", Password: twilioPassword("dave")}
+	dir["carol"] = directory.TwilioUser{User: "tw_dave", Password: twilioPassword("dave")}
 	delete(dir, "u001")
-	dir["u000"] = Credentials{User: twilioUser("u000"), Password: "NotThePassword1"}
+	dir["u000"] = directory.TwilioUser{User: twilioUser("u000"), Password: "NotThePassword1"}
 	if err := e.mgr.Apply(e.settings(), dir); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 )
 
 // Defaults for zero Settings fields; they follow the config schema.
@@ -111,29 +115,13 @@ func (s Settings) contactHostPort() (string, int, error) {
 	return strings.Trim(a, "[]"), 0, nil
 }
 
-// Credentials are one phone user's Twilio credentials (a credential list
-// entry of the SIP Domain).
-type Credentials struct {
-	// User is the Twilio user name; it is the AOR's user part.
-	User     string
-	Password string
-}
-
-// Directory gives the Twilio credentials of a local user; ok is false when
-// the user is not (or no longer) a configured phone, which unregisters it
-// upstream. cmd builds it from the phones: section on every reload.
-type Directory interface {
-	Upstream(user string) (c Credentials, ok bool)
-}
-
-// StaticDirectory is a Directory backed by a map from local user to
-// credentials.
-type StaticDirectory map[string]Credentials
-
-var _ Directory = StaticDirectory(nil)
-
-// Upstream implements Directory.
-func (d StaticDirectory) Upstream(user string) (Credentials, bool) {
-	c, ok := d[user]
-	return c, ok
+// contactURI is the Contact URI for user at edge under s.
+func contactURI(s Settings, user, edge string) sip.Uri {
+	host, port, _ := s.contactHostPort()
+	u := sip.Uri{Scheme: "sip", User: directory.ContactUser(user, edge), Host: host, Port: port}
+	if s.ContactTransport != "udp" {
+		u.UriParams = sip.NewParams()
+		u.UriParams.Add("transport", s.ContactTransport)
+	}
+	return u
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/edgewise-sip/edgewise/registrar"
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/sip/digest"
 	"github.com/edgewise-sip/edgewise/registrar/sip/frontend"
@@ -34,11 +35,11 @@ import (
 // users knows u0, u1, ... all with password "pw".
 type users struct{}
 
-func (users) Credential(user string) (registrar.Credential, bool) {
+func (users) Credential(user string) (directory.Credential, bool) {
 	if !strings.HasPrefix(user, "u") {
-		return registrar.Credential{}, false
+		return directory.Credential{}, false
 	}
-	return registrar.Credential{User: user, Password: "pw"}, true
+	return directory.Credential{User: user, Password: "pw"}, true
 }
 
 func main() {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/emiago/sipgo"
 
+	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/upstream"
@@ -124,7 +125,7 @@ func Failover(ctx context.Context, cfg Config) (Figures, error) {
 
 	users := make([]string, cfg.Users)
 	twilio := make(map[string]string, cfg.Users) // twilio user → local user
-	dir := upstream.StaticDirectory{}
+	dir := directory.TwilioMap{}
 	sc := edgesim.Config{
 		Domain: "bench",
 		Edges: []edgesim.EdgeConfig{
@@ -140,7 +141,7 @@ func Failover(ctx context.Context, cfg Config) (Figures, error) {
 		users[i] = u
 		tu, pw := "tw"+u, fmt.Sprintf("Bench%05dPassword", i)
 		twilio[tu] = u
-		dir[u] = upstream.Credentials{User: tu, Password: pw}
+		dir[u] = directory.TwilioUser{User: tu, Password: pw}
 		sc.Credentials = append(sc.Credentials, edgesim.Credential{User: tu, Password: pw})
 	}
 	sim, err := edgesim.New(sc, log.With("component", "edgesim"))

@@ -1,4 +1,4 @@
-package upstream
+package directory
 
 import (
 	"strings"
@@ -92,15 +92,4 @@ func validEdge(s string) bool {
 		}
 	}
 	return true
-}
-
-// contactURI is the Contact URI for user at edge under s.
-func contactURI(s Settings, user, edge string) sip.Uri {
-	host, port, _ := s.contactHostPort()
-	u := sip.Uri{Scheme: "sip", User: ContactUser(user, edge), Host: host, Port: port}
-	if s.ContactTransport != "udp" {
-		u.UriParams = sip.NewParams()
-		u.UriParams.Add("transport", s.ContactTransport)
-	}
-	return u
 }
