@@ -2,6 +2,7 @@ package calls
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/edgewise-sip/edgewise/media"
+	"github.com/edgewise-sip/edgewise/media/sdp"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 )
 
@@ -305,4 +307,71 @@ func (b *B2BUA) sendBye(l *leg, why string) {
 // hanging up never waits out Timer F (32 s) for a dead peer.
 func byeTimeout(l *leg) time.Duration {
 	return max(l.c.st.s.Timeout, time.Second)
+}
+
+// openMedia allocates the call's media session and carries the caller's
+// offer (if any) across. It answers the caller itself on failure.
+func (b *B2BUA) openMedia(c *call, req *sip.Request, tx sip.ServerTransaction, from media.Side) ([]byte, bool) {
+	if len(req.Body()) > 0 && !isSDP(req) {
+		b.reply(tx, req, 415, "Unsupported Media Type", sip.NewHeader("Accept", "application/sdp"))
+		b.metrics.setup(c.dir, outBadSDP)
+		return nil, false
+	}
+	sess, err := b.relay.NewSession(c.id)
+	if err != nil {
+		code, reason, outcome := 500, "Server Internal Error", outError
+		switch {
+		case errors.Is(err, media.ErrNoPorts):
+			code, reason, outcome = 503, "Service Unavailable - No Media Ports", outNoPorts
+		case errors.Is(err, media.ErrClosed):
+			code, reason, outcome = 503, "Service Unavailable - Shutting Down", outShuttingDown
+		}
+		c.log.Warn("no media session", "error", err)
+		b.reply(tx, req, code, reason)
+		b.metrics.setup(c.dir, outcome)
+		return nil, false
+	}
+	c.mu.Lock()
+	ended := c.phase == phaseEnded
+	if !ended {
+		c.sess = sess
+	}
+	c.mu.Unlock()
+	if ended {
+		sess.Close()
+		b.reply(tx, req, 503, "Service Unavailable - Shutting Down")
+		b.metrics.setup(c.dir, outShuttingDown)
+		return nil, false
+	}
+	offer := req.Body()
+	if len(offer) == 0 {
+		return nil, true // delayed offer: the callee's 2xx offers, the caller's ACK answers
+	}
+	caller := c.in
+	if from == media.A && sdp.IsWebRTC(offer) {
+		if _, err := b.attachBrowser(c, caller); err != nil {
+			c.log.Info("browser media refused", "error", err)
+			if errors.Is(err, sdp.ErrInvalid) {
+				b.reply(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 edgewise "WebRTC media is not enabled"`))
+				b.metrics.setup(c.dir, outBadSDP)
+			} else {
+				b.reply(tx, req, 500, "Server Internal Error")
+				b.metrics.setup(c.dir, outError)
+			}
+			return nil, false
+		}
+	}
+	out, err := c.fromLeg(caller, offer)
+	if err != nil {
+		c.log.Info("unusable SDP offer", "error", err)
+		if errors.Is(err, sdp.ErrInvalid) {
+			b.reply(tx, req, 488, "Not Acceptable Here")
+			b.metrics.setup(c.dir, outBadSDP)
+		} else {
+			b.reply(tx, req, 500, "Server Internal Error")
+			b.metrics.setup(c.dir, outError)
+		}
+		return nil, false
+	}
+	return out, true
 }

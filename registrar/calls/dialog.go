@@ -360,3 +360,72 @@ func (l *leg) newInvite(target sip.Uri, cseq uint32, userAgent string, other *si
 	l.route(req)
 	return req
 }
+
+// uasLeg is the dialog a caller's INVITE creates, with us as UAS.
+func (b *B2BUA) uasLeg(c *call, req *sip.Request, side media.Side) *leg {
+	from, to := req.From(), req.To()
+	tp := strings.ToUpper(req.Transport())
+	l := &leg{
+		c:         c,
+		side:      side,
+		callID:    string(*req.CallID()),
+		localTag:  newTag(),
+		local:     nameAddr{name: to.DisplayName, uri: *to.Address.Clone()},
+		remote:    nameAddr{name: from.DisplayName, uri: *from.Address.Clone()},
+		client:    b.sip.Client(),
+		transport: tp,
+		remoteTag: tagOf(from.Params),
+		target:    *from.Address.Clone(),
+		routes:    routeValues(req.GetHeaders("Record-Route")),
+		cseq:      initialCSeq(),
+	}
+	l.remoteCSeq = req.CSeq().SeqNo
+	if ct := req.Contact(); ct != nil && ct.Address.Host != "" {
+		l.target = *ct.Address.Clone()
+	}
+	sock := b.sip.Addr(strings.ToLower(tp))
+	if tp == "UDP" {
+		l.laddr = sipAddr(sock)
+	}
+	if side == media.A {
+		// A phone may sit behind NAT: its Contact is often a private
+		// address. Everything goes back where its packets came from.
+		l.dest = req.Source()
+		l.sentBy = c.st.towardPhones(sock)
+		l.contact = contactHeader("edgewise", l.sentBy, tp)
+	} else {
+		l.sentBy = advertise(c.st.public, sock)
+		l.contact = contactHeader(req.Recipient.User, l.sentBy, tp)
+	}
+	return l
+}
+
+// towardPhones is the address advertised to phones: LocalAddress, else the
+// socket's address, else (a wildcard socket) the public address.
+func (st *state) towardPhones(sock netip.AddrPort) hostPort {
+	hp := advertise(st.local, sock)
+	if hp.host == "" {
+		hp.host = st.public.host
+	}
+	return hp
+}
+
+// advertise fills an advertised address's gaps from the socket.
+func advertise(hp hostPort, sock netip.AddrPort) hostPort {
+	if hp.host == "" && sock.IsValid() && !sock.Addr().IsUnspecified() {
+		hp.host = sock.Addr().String()
+	}
+	if hp.port == 0 && sock.IsValid() {
+		hp.port = int(sock.Port())
+	}
+	return hp
+}
+
+func contactHeader(user string, hp hostPort, transport string) sip.ContactHeader {
+	u := sip.Uri{Scheme: "sip", User: user, Host: hp.host, Port: hp.port}
+	if tp := strings.ToLower(transport); tp != "udp" && tp != "" {
+		u.UriParams = sip.NewParams()
+		u.UriParams.Add("transport", tp)
+	}
+	return sip.ContactHeader{Address: u}
+}

@@ -101,75 +101,20 @@ func (b *B2BUA) reinvite(req *sip.Request, tx sip.ServerTransaction) { b.serveIn
 // OPTIONS) to the other dialog of the call, and its final response back.
 // SDP is carried across the relay; other bodies (DTMF INFO) pass unchanged.
 func (b *B2BUA) serveInDialog(req *sip.Request, tx sip.ServerTransaction) {
-	l := b.dialogOf(req)
-	if l == nil {
-		b.reply(tx, req, 481, "Call/Transaction Does Not Exist")
+	l, to, done, ok := b.admitInDialog(req, tx)
+	if !ok {
 		return
 	}
+	defer done()
 	c := l.c
-	if !l.checkRemoteCSeq(req.CSeq().SeqNo) {
-		b.reply(tx, req, 500, "Server Internal Error - CSeq Out Of Order")
-		return
-	}
-	c.mu.Lock()
-	answered := c.phase == phaseAnswered
-	glare := req.IsInvite() && c.busy
-	if answered && req.IsInvite() && !glare {
-		c.busy = true
-	}
-	c.mu.Unlock()
-	if !answered {
-		b.reply(tx, req, 500, "Server Internal Error - Call Not Established", sip.NewHeader("Retry-After", "1"))
-		return
-	}
-	if glare {
-		// Both parties changed the session at once (RFC 3261 §14.2).
-		b.reply(tx, req, 491, "Request Pending")
-		return
-	}
-	var idleOnce sync.Once
-	idle := func() {
-		if req.IsInvite() {
-			idleOnce.Do(func() {
-				c.mu.Lock()
-				c.busy = false
-				c.mu.Unlock()
-			})
-		}
-	}
-	defer idle()
-	to := c.peer(l)
-	if to == nil {
-		b.reply(tx, req, 481, "Call/Transaction Does Not Exist")
-		return
-	}
 	b.metrics.relayed.WithLabelValues(string(req.Method)).Inc()
 
-	out := to.request(req.Method, 0)
-	offered, heldByOffer := false, false
-	switch {
-	case isSDP(req):
-		body, err := c.fromLeg(l, req.Body())
-		if err == nil {
-			body, err = c.toLeg(to, body)
-		}
-		if err != nil {
-			rollback(l, to)
-			c.log.Info("unusable SDP in a relayed request", "method", string(req.Method), "error", err)
-			b.reply(tx, req, 488, "Not Acceptable Here")
-			return
-		}
-		out.AppendHeader(sdpHeader())
-		out.SetBody(body)
-		offered = true
-		heldByOffer = c.sess.Hold()
-	case len(req.Body()) > 0:
-		if ct := req.GetHeader("Content-Type"); ct != nil {
-			out.AppendHeader(sip.NewHeader("Content-Type", ct.Value()))
-		}
-		out.SetBody(req.Body())
+	out, offered, heldByOffer, err := c.relayRequest(l, to, req)
+	if err != nil {
+		c.log.Info("unusable SDP in a relayed request", "method", string(req.Method), "error", err)
+		b.reply(tx, req, 488, "Not Acceptable Here")
+		return
 	}
-	copyHeaders(out, req, "Content-Disposition", "Info-Package", "Event", "Reason", "Accept")
 	if req.IsInvite() || req.Method == sip.UPDATE {
 		l.refreshTarget(req.Contact())
 	}
@@ -182,52 +127,134 @@ func (b *B2BUA) serveInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		b.reply(tx, req, 503, "Service Unavailable", reasonHeader(503, "the other party is unreachable"))
 		return
 	}
-	iv := &invite{l: to, req: out, tx: otx}
-	var res *sip.Response
-wait:
+	res := awaitFinal(ctx, c, otx)
+	if !req.IsInvite() {
+		otx.Terminate()
+	}
+	if res == nil {
+		b.reply(tx, req, 408, "Request Timeout", reasonHeader(408, "no answer from the other party"))
+		return
+	}
+	if offered && !res.IsSuccess() {
+		rollback(l, to) // the offer was refused: the bridges forget it
+	}
+	if res.IsSuccess() && (req.IsInvite() || req.Method == sip.UPDATE) {
+		to.refreshTarget(res.Contact())
+	}
+	back := c.relayResponse(l, to, req, res, heldByOffer)
+	if !req.IsInvite() || !res.IsSuccess() {
+		b.send(tx, back)
+		return
+	}
+	b.completeReinvite(&invite{l: to, req: out, tx: otx}, l, tx, back, offered, done)
+}
+
+// admitInDialog finds the dialog req belongs to and decides whether it can
+// be relayed now, answering it when not: 481 for an unknown dialog, 500 for
+// a CSeq out of order or a call not yet answered, 491 for a re-INVITE that
+// crosses one in progress (RFC 3261 §14.2). A re-INVITE admitted marks the
+// call busy until done is called (done may be called more than once).
+func (b *B2BUA) admitInDialog(req *sip.Request, tx sip.ServerTransaction) (from, to *leg, done func(), ok bool) {
+	l := b.dialogOf(req)
+	if l == nil {
+		b.reply(tx, req, 481, "Call/Transaction Does Not Exist")
+		return nil, nil, nil, false
+	}
+	c := l.c
+	if !l.checkRemoteCSeq(req.CSeq().SeqNo) {
+		b.reply(tx, req, 500, "Server Internal Error - CSeq Out Of Order")
+		return nil, nil, nil, false
+	}
+	c.mu.Lock()
+	answered := c.phase == phaseAnswered
+	glare := req.IsInvite() && c.busy
+	busy := answered && req.IsInvite() && !glare
+	if busy {
+		c.busy = true
+	}
+	c.mu.Unlock()
+	if !answered {
+		b.reply(tx, req, 500, "Server Internal Error - Call Not Established", sip.NewHeader("Retry-After", "1"))
+		return nil, nil, nil, false
+	}
+	if glare {
+		// Both parties changed the session at once.
+		b.reply(tx, req, 491, "Request Pending")
+		return nil, nil, nil, false
+	}
+	var once sync.Once
+	done = func() {
+		if busy {
+			once.Do(func() {
+				c.mu.Lock()
+				c.busy = false
+				c.mu.Unlock()
+			})
+		}
+	}
+	to = c.peer(l)
+	if to == nil {
+		done()
+		b.reply(tx, req, 481, "Call/Transaction Does Not Exist")
+		return nil, nil, nil, false
+	}
+	return l, to, done, true
+}
+
+// relayRequest builds the copy of req for the other dialog. An SDP body is
+// carried through the relay (offered is then true, and heldByOffer says
+// whether the offer holds the call); on an unusable one the media sessions
+// are rolled back and the error returned. Other bodies pass unchanged.
+func (c *call) relayRequest(l, to *leg, req *sip.Request) (out *sip.Request, offered, heldByOffer bool, err error) {
+	out = to.request(req.Method, 0)
+	switch {
+	case isSDP(req):
+		body, err := c.fromLeg(l, req.Body())
+		if err == nil {
+			body, err = c.toLeg(to, body)
+		}
+		if err != nil {
+			rollback(l, to)
+			return nil, false, false, err
+		}
+		out.AppendHeader(sdpHeader())
+		out.SetBody(body)
+		offered, heldByOffer = true, c.sess.Hold()
+	case len(req.Body()) > 0:
+		if ct := req.GetHeader("Content-Type"); ct != nil {
+			out.AppendHeader(sip.NewHeader("Content-Type", ct.Value()))
+		}
+		out.SetBody(req.Body())
+	}
+	copyHeaders(out, req, "Content-Disposition", "Info-Package", "Event", "Reason", "Accept")
+	return out, offered, heldByOffer, nil
+}
+
+// awaitFinal waits for the final response of a relayed request; nil when
+// none came before ctx ended, the transaction ended or the call did.
+func awaitFinal(ctx context.Context, c *call, otx sip.ClientTransaction) *sip.Response {
 	for {
 		select {
 		case r := <-otx.Responses():
 			if r.IsProvisional() {
 				continue
 			}
-			res = r
-			break wait
+			return r
 		case <-otx.Done():
-			break wait
+			return nil
 		case <-ctx.Done():
 			otx.Terminate()
-			break wait
+			return nil
 		case <-c.done:
 			otx.Terminate()
-			break wait
+			return nil
 		}
 	}
-	if res == nil {
-		if !req.IsInvite() {
-			otx.Terminate()
-		}
-		b.reply(tx, req, 408, "Request Timeout", reasonHeader(408, "no answer from the other party"))
-		return
-	}
-	if !req.IsInvite() {
-		otx.Terminate()
-	}
-	if offered && !res.IsSuccess() {
-		rollback(l, to) // the offer was refused: the bridges forget it
-	}
-	var sendAck func([]byte)
-	if req.IsInvite() && res.IsSuccess() {
-		to.refreshTarget(res.Contact())
-		sendAck = b.acknowledger(iv)
-		if offered {
-			sendAck(nil)
-		}
-	}
-	if res.IsSuccess() && req.Method == sip.UPDATE {
-		to.refreshTarget(res.Contact())
-	}
+}
 
+// relayResponse builds the answer to req on l from the other dialog's
+// response res, carrying an SDP answer through the relay.
+func (c *call) relayResponse(l, to *leg, req *sip.Request, res *sip.Response, heldByOffer bool) *sip.Response {
 	back := l.response(req, res.StatusCode, res.Reason, nil)
 	switch {
 	case isSDP(res):
@@ -253,16 +280,23 @@ wait:
 		back.SetBody(res.Body())
 	}
 	copyHeaders(back, res, "Reason", "Retry-After", "Warning", "Allow", "Accept")
+	return back
+}
 
-	if sendAck == nil {
-		b.send(tx, back)
-		return
-	}
+// completeReinvite finishes a re-INVITE the other party accepted (iv is the
+// relayed one): ACK it, pass the 2xx back on l and wait for its ACK. With
+// an offer in the re-INVITE our ACK goes at once; without one (RFC 3264
+// §5: the 2xx offers) the requester's ACK carries the answer, which our ACK
+// then relays. A 2xx the requester never acknowledges ends the call.
+func (b *B2BUA) completeReinvite(iv *invite, l *leg, tx sip.ServerTransaction, back *sip.Response, offered bool, done func()) {
+	c, to := l.c, iv.l
+	sendAck := b.acknowledger(iv)
 	if offered {
+		sendAck(nil)
 		// The offer/answer exchange is complete once the 2xx leaves: a new
 		// re-INVITE from the requester implies it sent its ACK, which may
 		// simply be processed after it.
-		idle()
+		done()
 	}
 	ack, ok := b.answerCaller(c, l, tx, back)
 	if !offered {

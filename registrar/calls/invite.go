@@ -3,16 +3,11 @@ package calls
 import (
 	"context"
 	"errors"
-	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/edgewise-sip/edgewise/media"
-	"github.com/edgewise-sip/edgewise/media/sdp"
 	"github.com/edgewise-sip/edgewise/registrar/directory"
 )
 
@@ -46,197 +41,6 @@ func (b *B2BUA) serveInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	b.outbound(req, tx, st)
-}
-
-// send writes a response, counting final responses to INVITEs.
-func (b *B2BUA) send(tx sip.ServerTransaction, res *sip.Response) error {
-	if cs := res.CSeq(); cs != nil && cs.MethodName == sip.INVITE {
-		b.metrics.response(res)
-	}
-	if res.GetHeader("Server") == nil {
-		res.AppendHeader(sip.NewHeader("Server", b.state.Load().s.UserAgent))
-	}
-	err := tx.Respond(res)
-	if err != nil {
-		b.log.Debug("sending response failed", "code", res.StatusCode, "error", err)
-	}
-	return err
-}
-
-// reply answers req with a bodiless response.
-func (b *B2BUA) reply(tx sip.ServerTransaction, req *sip.Request, code int, reason string, hdrs ...sip.Header) {
-	res := sip.NewResponseFromRequest(req, code, reason, nil)
-	for _, h := range hdrs {
-		res.AppendHeader(h)
-	}
-	b.send(tx, res)
-}
-
-// admitOutcome is the setup outcome of a call admit refused.
-// reasonHeader explains a response we made up (RFC 3326).
-func reasonHeader(code int, text string) sip.Header {
-	text = strings.NewReplacer(`"`, "'", `\`, "/", "\r", " ", "\n", " ").Replace(text)
-	return sip.NewHeader("Reason", "SIP;cause="+strconv.Itoa(code)+`;text="`+text+`"`)
-}
-
-// isSDP reports whether a message's body is a session description: its
-// Content-Type says so, or a body came without one.
-// message is what requests and responses share that relaying reads.
-type message interface {
-	Body() []byte
-	GetHeader(name string) sip.Header
-	Headers() []sip.Header
-}
-
-func isSDP(m message) bool {
-	if len(m.Body()) == 0 {
-		return false
-	}
-	ct := m.GetHeader("Content-Type")
-	if ct == nil {
-		return true
-	}
-	v, _, _ := strings.Cut(ct.Value(), ";")
-	return strings.EqualFold(strings.TrimSpace(v), "application/sdp")
-}
-
-// sdpHeader is the Content-Type of a relayed session description.
-func sdpHeader() sip.Header { return sip.NewHeader("Content-Type", "application/sdp") }
-
-// openMedia allocates the call's media session and carries the caller's
-// offer (if any) across. It answers the caller itself on failure.
-func (b *B2BUA) openMedia(c *call, req *sip.Request, tx sip.ServerTransaction, from media.Side) ([]byte, bool) {
-	if len(req.Body()) > 0 && !isSDP(req) {
-		b.reply(tx, req, 415, "Unsupported Media Type", sip.NewHeader("Accept", "application/sdp"))
-		b.metrics.setup(c.dir, outBadSDP)
-		return nil, false
-	}
-	sess, err := b.relay.NewSession(c.id)
-	if err != nil {
-		code, reason, outcome := 500, "Server Internal Error", outError
-		switch {
-		case errors.Is(err, media.ErrNoPorts):
-			code, reason, outcome = 503, "Service Unavailable - No Media Ports", outNoPorts
-		case errors.Is(err, media.ErrClosed):
-			code, reason, outcome = 503, "Service Unavailable - Shutting Down", outShuttingDown
-		}
-		c.log.Warn("no media session", "error", err)
-		b.reply(tx, req, code, reason)
-		b.metrics.setup(c.dir, outcome)
-		return nil, false
-	}
-	c.mu.Lock()
-	ended := c.phase == phaseEnded
-	if !ended {
-		c.sess = sess
-	}
-	c.mu.Unlock()
-	if ended {
-		sess.Close()
-		b.reply(tx, req, 503, "Service Unavailable - Shutting Down")
-		b.metrics.setup(c.dir, outShuttingDown)
-		return nil, false
-	}
-	offer := req.Body()
-	if len(offer) == 0 {
-		return nil, true // delayed offer: the callee's 2xx offers, the caller's ACK answers
-	}
-	caller := c.in
-	if from == media.A && sdp.IsWebRTC(offer) {
-		if _, err := b.attachBrowser(c, caller); err != nil {
-			c.log.Info("browser media refused", "error", err)
-			if errors.Is(err, sdp.ErrInvalid) {
-				b.reply(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 edgewise "WebRTC media is not enabled"`))
-				b.metrics.setup(c.dir, outBadSDP)
-			} else {
-				b.reply(tx, req, 500, "Server Internal Error")
-				b.metrics.setup(c.dir, outError)
-			}
-			return nil, false
-		}
-	}
-	out, err := c.fromLeg(caller, offer)
-	if err != nil {
-		c.log.Info("unusable SDP offer", "error", err)
-		if errors.Is(err, sdp.ErrInvalid) {
-			b.reply(tx, req, 488, "Not Acceptable Here")
-			b.metrics.setup(c.dir, outBadSDP)
-		} else {
-			b.reply(tx, req, 500, "Server Internal Error")
-			b.metrics.setup(c.dir, outError)
-		}
-		return nil, false
-	}
-	return out, true
-}
-
-// uasLeg is the dialog a caller's INVITE creates, with us as UAS.
-func (b *B2BUA) uasLeg(c *call, req *sip.Request, side media.Side) *leg {
-	from, to := req.From(), req.To()
-	tp := strings.ToUpper(req.Transport())
-	l := &leg{
-		c:         c,
-		side:      side,
-		callID:    string(*req.CallID()),
-		localTag:  newTag(),
-		local:     nameAddr{name: to.DisplayName, uri: *to.Address.Clone()},
-		remote:    nameAddr{name: from.DisplayName, uri: *from.Address.Clone()},
-		client:    b.sip.Client(),
-		transport: tp,
-		remoteTag: tagOf(from.Params),
-		target:    *from.Address.Clone(),
-		routes:    routeValues(req.GetHeaders("Record-Route")),
-		cseq:      initialCSeq(),
-	}
-	l.remoteCSeq = req.CSeq().SeqNo
-	if ct := req.Contact(); ct != nil && ct.Address.Host != "" {
-		l.target = *ct.Address.Clone()
-	}
-	sock := b.sip.Addr(strings.ToLower(tp))
-	if tp == "UDP" {
-		l.laddr = sipAddr(sock)
-	}
-	if side == media.A {
-		// A phone may sit behind NAT: its Contact is often a private
-		// address. Everything goes back where its packets came from.
-		l.dest = req.Source()
-		l.sentBy = c.st.towardPhones(sock)
-		l.contact = contactHeader("edgewise", l.sentBy, tp)
-	} else {
-		l.sentBy = advertise(c.st.public, sock)
-		l.contact = contactHeader(req.Recipient.User, l.sentBy, tp)
-	}
-	return l
-}
-
-// towardPhones is the address advertised to phones: LocalAddress, else the
-// socket's address, else (a wildcard socket) the public address.
-func (st *state) towardPhones(sock netip.AddrPort) hostPort {
-	hp := advertise(st.local, sock)
-	if hp.host == "" {
-		hp.host = st.public.host
-	}
-	return hp
-}
-
-// advertise fills an advertised address's gaps from the socket.
-func advertise(hp hostPort, sock netip.AddrPort) hostPort {
-	if hp.host == "" && sock.IsValid() && !sock.Addr().IsUnspecified() {
-		hp.host = sock.Addr().String()
-	}
-	if hp.port == 0 && sock.IsValid() {
-		hp.port = int(sock.Port())
-	}
-	return hp
-}
-
-func contactHeader(user string, hp hostPort, transport string) sip.ContactHeader {
-	u := sip.Uri{Scheme: "sip", User: user, Host: hp.host, Port: hp.port}
-	if tp := strings.ToLower(transport); tp != "udp" && tp != "" {
-		u.UriParams = sip.NewParams()
-		u.UriParams.Add("transport", tp)
-	}
-	return sip.ContactHeader{Address: u}
 }
 
 // answerCaller sends the 2xx to the caller's INVITE and, on UDP, repeats it
@@ -445,20 +249,4 @@ func (b *B2BUA) watch2xx(iv *invite) *acker {
 		}
 	})
 	return a
-}
-
-// copyHeaders carries the headers worth relaying from one side's message
-// to the other's: Twilio's X- headers (X-Twilio-CallSid …) and a phone's
-// custom X- headers, which Twilio hands to the webhook.
-func copyHeaders(dst interface{ AppendHeader(sip.Header) }, src message, names ...string) {
-	for _, h := range src.Headers() {
-		n := h.Name()
-		keep := len(n) > 2 && (n[0] == 'X' || n[0] == 'x') && n[1] == '-'
-		for _, want := range names {
-			keep = keep || strings.EqualFold(n, want)
-		}
-		if keep {
-			dst.AppendHeader(sip.NewHeader(n, h.Value()))
-		}
-	}
 }
