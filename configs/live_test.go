@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 const liveBase = `twilio:
@@ -278,18 +280,6 @@ func TestDiff(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
 func TestWatch(t *testing.T) {
 	live, path, _ := newLive(t, liveBase)
 	ready := make(chan struct{})
@@ -315,27 +305,27 @@ func TestWatch(t *testing.T) {
 
 	// 1. Write in place.
 	writeFile(t, path, strings.Replace(liveBase, "[ashburn, umatilla]", "[dublin, ashburn]", 1))
-	waitFor(t, "in-place write to apply", edgesNow("dublin", "ashburn"))
+	kit.WaitFor(t, 10*time.Second, "in-place write to apply", edgesNow("dublin", "ashburn"))
 	if r := live.Last(); r.Trigger != "file" || !r.OK {
 		t.Errorf("last %+v", r)
 	}
 
 	// 2. A broken file does not stop the watcher ...
 	writeFile(t, path, "twilio: [\n")
-	waitFor(t, "broken file to be refused", func() bool { r := live.Last(); return !r.OK && r.Trigger == "file" })
+	kit.WaitFor(t, 10*time.Second, "broken file to be refused", func() bool { r := live.Last(); return !r.OK && r.Trigger == "file" })
 	if !reflect.DeepEqual(live.Current().Twilio.Edges, []string{"dublin", "ashburn"}) {
 		t.Error("broken file replaced the running config")
 	}
 
 	// 3. ... and an atomic rename is picked up.
 	renameInto(t, path, strings.Replace(liveBase, "[ashburn, umatilla]", "[tokyo]", 1))
-	waitFor(t, "renamed file to apply", edgesNow("tokyo"))
+	kit.WaitFor(t, 10*time.Second, "renamed file to apply", edgesNow("tokyo"))
 
 	// 4. Other files in the directory do not trigger reloads.
 	n := len(live.History())
 	writeFile(t, filepath.Join(filepath.Dir(path), "unrelated.txt"), "x")
 	renameInto(t, path, strings.Replace(liveBase, "[ashburn, umatilla]", "[sydney]", 1))
-	waitFor(t, "second rename to apply", edgesNow("sydney"))
+	kit.WaitFor(t, 10*time.Second, "second rename to apply", edgesNow("sydney"))
 	if got := len(live.History()) - n; got != 1 {
 		t.Errorf("%d reloads for one change next to an unrelated write", got)
 	}

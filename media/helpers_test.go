@@ -133,18 +133,6 @@ func rtpPacket(t testing.TB, seq uint16, ts, ssrc uint32, pt uint8, payload []by
 	return b
 }
 
-// waitFor polls cond until it holds or 5 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
 // call makes a session with both remotes pointed at fresh peers.
 func call(t *testing.T, r *Relay, id string) (*Session, *peer, *peer) {
 	t.Helper()

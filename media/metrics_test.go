@@ -3,10 +3,13 @@ package media
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 func TestMetrics(t *testing.T) {
@@ -16,7 +19,7 @@ func TestMetrics(t *testing.T) {
 	a.send(local(s.Leg(A)), pkt)
 	b.recv()
 	a.send(local(s.Leg(A)), []byte("junk"))
-	waitFor(t, "junk counted", func() bool { return s.Stats().Legs[A].RX.Dropped["malformed"] == 1 })
+	kit.WaitFor(t, 5*time.Second, "junk counted", func() bool { return s.Stats().Legs[A].RX.Dropped["malformed"] == 1 })
 
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(r)

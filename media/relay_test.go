@@ -11,6 +11,8 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 func TestRelayBothWays(t *testing.T) {
@@ -150,7 +152,7 @@ func TestAllowB(t *testing.T) {
 	if got, _ := b.recv(); !bytes.Equal(got, marker) {
 		t.Fatal("A→B broken")
 	}
-	waitFor(t, "not_allowed counted", func() bool { return s.Stats().Legs[B].RX.Dropped["not_allowed"] == 1 })
+	kit.WaitFor(t, 5*time.Second, "not_allowed counted", func() bool { return s.Stats().Legs[B].RX.Dropped["not_allowed"] == 1 })
 	if _, _, ok := a.tryRecv(10 * time.Millisecond); ok {
 		t.Error("packet from outside AllowB relayed")
 	}
@@ -203,7 +205,7 @@ func TestGarbage(t *testing.T) {
 	if got, _ := b.recv(); !bytes.Equal(got, valid) {
 		t.Fatalf("first packet at B is %x, want the valid one", got)
 	}
-	waitFor(t, "every rtcp datagram counted", func() bool {
+	kit.WaitFor(t, 5*time.Second, "every rtcp datagram counted", func() bool {
 		d := s.Stats().Legs[A].RX.Dropped
 		return d["malformed"]+d["truncated"] == uint64(len(rtpGarbage)+len(rtcpGarbage))
 	})
@@ -314,7 +316,7 @@ func TestLossAndJitter(t *testing.T) {
 		t.Errorf("lost_packets_total %v during the call, want 0", got)
 	}
 	s.Close()
-	waitFor(t, "the session freed", func() bool { return r.Pool().InUse == 0 })
+	kit.WaitFor(t, 5*time.Second, "the session freed", func() bool { return r.Pool().InUse == 0 })
 	if got := testutil.ToFloat64(metricFrom(t, r, "edgewise_media_lost_packets_total", "")); got != 11 {
 		t.Errorf("lost_packets_total %v after the call, want 11", got)
 	}
@@ -329,7 +331,7 @@ func TestNoRemoteCounted(t *testing.T) {
 	defer s.Close()
 	a := newPeer(t)
 	a.send(local(s.Leg(A)), rtpPacket(t, 1, 0, 1, 0, nil))
-	waitFor(t, "no_remote", func() bool { return s.Stats().Legs[B].TX.Dropped["no_remote"] == 1 })
+	kit.WaitFor(t, 5*time.Second, "no_remote", func() bool { return s.Stats().Legs[B].TX.Dropped["no_remote"] == 1 })
 	// A latched anyway: B's packets can come back.
 	if _, latched := s.Leg(A).Remote(); !latched {
 		t.Error("A not latched")

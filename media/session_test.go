@@ -8,10 +8,12 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/edgewise-sip/edgewise/media/sdp"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 func offerFrom(p *peer, dir string) []byte {
@@ -92,7 +94,7 @@ func TestOldStyleHold(t *testing.T) {
 	r := startRelay(t, nil)
 	s, phone, _ := call(t, r, "c0")
 	phone.send(s.Leg(A).LocalAddr(), rtpPacket(t, 1, 0, 1, 0, nil))
-	waitFor(t, "latch", func() bool { _, l := s.Leg(A).Remote(); return l })
+	kit.WaitFor(t, 5*time.Second, "latch", func() bool { _, l := s.Leg(A).Remote(); return l })
 	body := []byte("v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n")
 	if _, err := s.Translate(A, body); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // newPeerOn is a peer on a chosen loopback address, so a test can have a
@@ -44,7 +46,7 @@ func TestStrictSource(t *testing.T) {
 		t.Helper()
 		before := s.Stats().Legs[A].RX.Dropped["stranger"]
 		stranger.send(la, rtpPacket(t, seq, 0, 0xBAD, 0, []byte("intruder")))
-		waitFor(t, phase+": stranger's packet dropped", func() bool {
+		kit.WaitFor(t, 5*time.Second, phase+": stranger's packet dropped", func() bool {
 			return s.Stats().Legs[A].RX.Dropped["stranger"] == before+1
 		})
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 const pageOrigin = "https://phones.example.com"
@@ -134,7 +136,7 @@ func TestTokenRequests(t *testing.T) {
 
 func TestIdentityLengthLimit(t *testing.T) {
 	long := strings.Repeat("a", MaxIdentityLen)
-	p := New(testLogger(t))
+	p := New(kit.Logger(t))
 	if err := p.Apply(testSettings(), Passwords{long: "pw", long + "a": "pw"}); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +264,7 @@ func TestRateLimitBehindProxy(t *testing.T) {
 }
 
 func TestNotReady(t *testing.T) {
-	p := New(testLogger(t))
+	p := New(kit.Logger(t))
 	h := p.Handler()
 	get := func(path string) *httptest.ResponseRecorder {
 		rec := httptest.NewRecorder()

@@ -5,15 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // Fixed, fake SIDs: the shape Twilio uses, values nobody owns.
@@ -43,16 +43,9 @@ func testUsers() Passwords {
 	return Passwords{"alice": "alice-pw", "bob": "bob-pw", "carol.smith": "carol-pw"}
 }
 
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("TOKEN_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
 func newTestProvider(t testing.TB, s Settings, opts ...Option) *Provider {
 	t.Helper()
-	p := New(testLogger(t), opts...)
+	p := New(kit.Logger(t), opts...)
 	if err := p.Apply(s, testUsers()); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
@@ -129,18 +122,6 @@ func postToken(t testing.TB, base string, user, password string) (int, *Answer, 
 		t.Fatalf("decode %s: %v", body, err)
 	}
 	return res.StatusCode, &a, ""
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // checkGoroutines fails the test if, after cleanup, goroutines started

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // TestApplyFlipsEdges: the answer right after Apply carries the new order.
@@ -162,12 +164,12 @@ func TestServeDrains(t *testing.T) {
 	}()
 	<-entered
 	cancel()
-	waitFor(t, "readiness to drop", 5*time.Second, func() bool {
+	kit.WaitFor(t, 5*time.Second, "readiness to drop", func() bool {
 		ok, why := p.Ready()
 		return !ok && why == "draining"
 	})
 	// New connections are refused while draining.
-	waitFor(t, "listener to close", 5*time.Second, func() bool {
+	kit.WaitFor(t, 5*time.Second, "listener to close", func() bool {
 		conn, err := net.Dial("tcp", ln.Addr().String())
 		if err == nil {
 			conn.Close()

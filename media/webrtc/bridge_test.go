@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/edgewise-sip/edgewise/media/sdp"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 var (
@@ -57,7 +58,7 @@ func TestOutbound(t *testing.T) {
 	if got := br.ssrc.Load(); got == 0xfa5e {
 		t.Errorf("browser got the far end's SSRC, not the announced one")
 	}
-	waitFor(t, "CN dropped", 5e9, func() bool { return b.Stats().Dropped["codec"] >= 1 })
+	kit.WaitFor(t, 5e9, "CN dropped", func() bool { return b.Stats().Dropped["codec"] >= 1 })
 	if b.Err() != nil {
 		t.Errorf("bridge failed: %v", b.Err())
 	}
@@ -97,7 +98,7 @@ func TestInbound(t *testing.T) {
 			if sdp.IsWebRTC(plain) {
 				t.Errorf("plain answer reads as WebRTC:\n%s", plain)
 			}
-			waitFor(t, "dtls connected", 10e9, func() bool { return b.Stats().DTLS == "connected" && br.connected() })
+			kit.WaitFor(t, 10e9, "dtls connected", func() bool { return b.Stats().DTLS == "connected" && br.connected() })
 
 			speech := uint8(0)
 			if tc.wantOpus {

@@ -19,6 +19,7 @@ import (
 	pion "github.com/pion/webrtc/v4"
 
 	"github.com/edgewise-sip/edgewise/media/sdp"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -43,18 +44,6 @@ func newTestHub(t testing.TB, tweak func(*Settings)) *Hub {
 	}
 	t.Cleanup(func() { _ = h.Close() })
 	return h
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // browser plays the browser: a pion PeerConnection on loopback, full ICE,
@@ -322,7 +311,7 @@ func connectOutbound(t testing.TB, h *Hub, br *browser, f *far, answerCodecs []s
 		t.Fatal(err)
 	}
 	br.applyAnswer(web)
-	waitFor(t, "dtls connected", 10*time.Second, func() bool { return b.Stats().DTLS == "connected" && br.connected() })
+	kit.WaitFor(t, 10*time.Second, "dtls connected", func() bool { return b.Stats().DTLS == "connected" && br.connected() })
 	return b, plainOffer, web
 }
 

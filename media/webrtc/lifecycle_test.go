@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgewise-sip/edgewise/media/sdp"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 var g711 = []sdp.Codec{pcmu, event101}
@@ -186,7 +187,7 @@ func TestFailures(t *testing.T) {
 		web = []byte(strings.ReplaceAll(string(web), " "+itoa(uint32(h.Addr().Port()))+" typ host",
 			" "+itoa(uint32(p.addr().Port()))+" typ host"))
 		br.applyAnswer(web)
-		waitFor(t, "dtls connected", 10*time.Second, func() bool { return b.Stats().DTLS == "connected" })
+		kit.WaitFor(t, 10*time.Second, "dtls connected", func() bool { return b.Stats().DTLS == "connected" })
 		start := time.Now()
 		p.cut.Store(true)
 		err = waitFailure(t, b, 10*time.Second)
@@ -277,7 +278,7 @@ func TestCloseFreesEverything(t *testing.T) {
 			t.Errorf("after close: %v", err)
 		}
 		cancel()
-		waitFor(t, "context closes the bridge", 5*time.Second, func() bool { return len(h.Bridges()) == 0 })
+		kit.WaitFor(t, 5*time.Second, "context closes the bridge", func() bool { return len(h.Bridges()) == 0 })
 		if _, err := b2.ToBrowser(nil); !errors.Is(err, ErrClosed) {
 			t.Errorf("bridge not closed by its context: %v", err)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgewise-sip/edgewise/media/webrtc"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // testBrowser is a pion PeerConnection playing a browser softphone on
@@ -165,7 +166,7 @@ func TestBrowserCallsOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	tw.waitRequest(sip.BYE, 1)
-	waitFor(t, "the bridge to close", 5*time.Second, func() bool { return len(e.hub.Bridges()) == 0 })
+	kit.WaitFor(t, 5*time.Second, "the bridge to close", func() bool { return len(e.hub.Bridges()) == 0 })
 }
 
 // TestBrowserOfferWithoutWebRTC: no hub configured → 488 with a warning.

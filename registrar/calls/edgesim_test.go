@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 	"github.com/edgewise-sip/edgewise/test/edgesim"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // simEnv is edgewise with a real edge monitor in front of edgesim playing
@@ -28,9 +29,9 @@ type simEnv struct {
 func newSimEnv(t *testing.T) *simEnv {
 	t.Helper()
 	baseline := goleak.IgnoreCurrent()
-	n := testNet()
-	ip := func(h int) string { return ipOf(n, h).String() }
-	log := testLogger(t)
+	n := kit.NewNet(t)
+	ip := func(h int) string { return n.IP(h).String() }
+	log := kit.Logger(t)
 	sim, err := edgesim.New(edgesim.Config{
 		Domain: domain,
 		Edges: []edgesim.EdgeConfig{
@@ -76,11 +77,11 @@ func newSimEnv(t *testing.T) *simEnv {
 	}
 	var cidrs []netip.Prefix
 	for _, h := range []int{11, 12, 21} {
-		cidrs = append(cidrs, netip.PrefixFrom(ipOf(n, h), 32))
+		cidrs = append(cidrs, netip.PrefixFrom(n.IP(h), 32))
 	}
 	e := newEnv(t, func(c *envConfig) {
 		c.n, c.edges, c.baseline = n, mon, baseline
-		c.settings = Settings{Domain: domain, PublicAddress: ipOf(n, 1).String(), Timeout: 400 * time.Millisecond,
+		c.settings = Settings{Domain: domain, PublicAddress: n.IP(1).String(), Timeout: 400 * time.Millisecond,
 			SignallingCIDRs: cidrs, Realm: "edgewise"}
 	})
 	e.atEnd(func() {
@@ -94,7 +95,7 @@ func newSimEnv(t *testing.T) *simEnv {
 }
 
 func (s *simEnv) simAddr(h int) netip.AddrPort {
-	a, err := s.sim.SIPAddr(ipOf(s.n, h).String())
+	a, err := s.sim.SIPAddr(s.n.IP(h).String())
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func (s *simEnv) simAddr(h int) netip.AddrPort {
 func (s *simEnv) receivedCall() edgesim.CallStatus {
 	s.t.Helper()
 	var out edgesim.CallStatus
-	waitFor(s.t, "edgesim to record the call", 5*time.Second, func() bool {
+	kit.WaitFor(s.t, 5*time.Second, "edgesim to record the call", func() bool {
 		for _, c := range s.sim.Calls() {
 			if c.Direction == edgesim.CallReceived {
 				out = c
@@ -128,7 +129,7 @@ func TestEdgesimOutboundCallWithEchoAndHold(t *testing.T) {
 	}
 	dst, _ := mediaOf(t, sess.InviteResponse.Body())
 	prtp.send(t, dst, 25)
-	waitFor(t, "edgesim's echo at the phone", 5*time.Second, func() bool { return prtp.got.Load() >= 25 })
+	kit.WaitFor(t, 5*time.Second, "edgesim's echo at the phone", func() bool { return prtp.got.Load() >= 25 })
 	st := s.receivedCall()
 	if st.From != twilioUser || st.To != "+15551230000" || st.Edge != "ashburn" {
 		t.Errorf("edgesim saw from %q to %q on %q", st.From, st.To, st.Edge)
@@ -277,7 +278,7 @@ func TestEdgesimPlacedCallRingsOnceThroughTwoRegistrations(t *testing.T) {
 	if n := len(loser.requests(sip.INVITE)); n != 1 {
 		t.Errorf("other phone got %d INVITEs, want 1", n)
 	}
-	waitFor(t, "the other phone's CANCEL", 5*time.Second, func() bool { return loser.cancels.Load() == 1 })
+	kit.WaitFor(t, 5*time.Second, "the other phone's CANCEL", func() bool { return loser.cancels.Load() == 1 })
 	if c := s.onlyCall(); c.CallSid != string(id) {
 		t.Errorf("edgewise call sid %q, want %q", c.CallSid, id)
 	}
@@ -286,7 +287,7 @@ func TestEdgesimPlacedCallRingsOnceThroughTwoRegistrations(t *testing.T) {
 	inv := winner.requests(sip.INVITE)[0]
 	dst, _ := mediaOf(t, inv.Body())
 	winner.media.send(t, dst, 20)
-	waitFor(t, "edgesim's echo at the phone", 5*time.Second, func() bool { return winner.media.got.Load() >= 20 })
+	kit.WaitFor(t, 5*time.Second, "edgesim's echo at the phone", func() bool { return winner.media.got.Load() >= 20 })
 
 	// Twilio hangs up.
 	if err := s.sim.HangUp(id); err != nil {

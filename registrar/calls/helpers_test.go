@@ -30,16 +30,12 @@ import (
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/registrar/sip/frontend"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
-// Test addresses: each test takes its own 127.203.<n>.0/24, so tests (and
-// packages) running at once never share a socket. .1 is edgewise, .2 plays
-// Twilio, .3 and .4 are phones, .9 a stranger.
-var nextNet atomic.Int32
-
-func testNet() int { return int(nextNet.Add(1)) }
-
-func ipOf(n, host int) netip.Addr { return netip.AddrFrom4([4]byte{127, 203, byte(n), byte(host)}) }
+// Test addresses: each test takes its own loopback /24 (kit.NewNet), so
+// tests (and packages) running at once never share a socket. .1 is
+// edgewise, .2 plays Twilio, .3 and .4 are phones, .9 a stranger.
 
 const (
 	alicePass  = "alice-secret-1"
@@ -47,25 +43,6 @@ const (
 	twilioPass = "Tw1lioPassword"
 	domain     = "example"
 )
-
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("B2BUA_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // fakeEdges is the edge monitor: a fixed plan, reports recorded.
 type fakeEdges struct {
@@ -123,7 +100,7 @@ func (f *fakeBindings) set(user string, bs ...location.Binding) {
 // 127.203.<n>.1, and the addresses of its peers.
 type env struct {
 	t         *testing.T
-	n         int
+	n         kit.Net
 	ip        netip.Addr
 	srv       *frontend.Server
 	b         *B2BUA
@@ -148,7 +125,7 @@ type envConfig struct {
 	// n, edges and baseline let a test build parts (edgesim, an edge
 	// monitor) before edgewise: its address block, its edge monitor, and
 	// the goroutine count before any of it.
-	n        int
+	n        kit.Net
 	edges    Edges
 	baseline goleak.Option
 	// browsers gives edgewise WebRTC media (a webrtc.Hub on its address),
@@ -163,7 +140,7 @@ type envConfig struct {
 type envOption func(*envConfig)
 
 func TestMain(m *testing.M) {
-	if os.Getenv("B2BUA_TEST_LOG") == "" {
+	if os.Getenv(kit.LogEnv) == "" {
 		// The test peers' sipgo layers log through the default logger.
 		sip.SetDefaultLogger(slog.New(slog.DiscardHandler))
 	}
@@ -176,13 +153,13 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if cfg.n == 0 {
-		cfg.n = testNet()
+	if cfg.n == (kit.Net{}) {
+		cfg.n = kit.NewNet(t)
 	}
 	baseline, n := cfg.baseline, cfg.n
 	strays := strayReaders() // left over from an earlier test's shutdown
-	ip := ipOf(n, 1)
-	log := testLogger(t)
+	ip := n.IP(1)
+	log := kit.Logger(t)
 	srv, err := frontend.New(frontend.Settings{
 		Listen: []frontend.Listen{{Transport: "udp", Host: ip.String()}, {Transport: "tcp", Host: ip.String()}},
 	}, log.With("component", "sip"))
@@ -193,7 +170,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		Domain:          domain,
 		PublicAddress:   ip.String(),
 		Timeout:         400 * time.Millisecond,
-		SignallingCIDRs: []netip.Prefix{netip.PrefixFrom(ipOf(n, 2), 32)},
+		SignallingCIDRs: []netip.Prefix{netip.PrefixFrom(n.IP(2), 32)},
 		Realm:           "edgewise",
 	}
 	if cfg.settings.Domain != "" {
@@ -271,8 +248,8 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	t.Cleanup(func() {
 		// Every test ends its calls; nothing may be left over.
-		waitFor(t, "calls to end", 5*time.Second, func() bool { return len(b.Calls()) == 0 })
-		waitFor(t, "the media pool to be whole", 5*time.Second, func() bool { return relay.Pool().InUse == 0 })
+		kit.WaitFor(t, 5*time.Second, "calls to end", func() bool { return len(b.Calls()) == 0 })
+		kit.WaitFor(t, 5*time.Second, "the media pool to be whole", func() bool { return relay.Pool().InUse == 0 })
 		if n := strayReaders() - strays; n > 0 {
 			t.Errorf("sipgo opened %d UDP sockets besides the listeners while calls ran", n)
 		}
@@ -358,7 +335,7 @@ type peer struct {
 func newPeer(e *env, name string, host int) *peer {
 	t := e.t
 	t.Helper()
-	ip := ipOf(e.n, host)
+	ip := e.n.IP(host)
 	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
 	if err != nil {
 		t.Fatal(err)
@@ -389,7 +366,7 @@ func newPeer(e *env, name string, host int) *peer {
 		defer close(done)
 		srv.ServeUDP(conn)
 	}()
-	waitFor(t, "the peer's socket in sipgo's pool", 2*time.Second, func() bool {
+	kit.WaitFor(t, 2*time.Second, "the peer's socket in sipgo's pool", func() bool {
 		c, _ := ua.TransportLayer().GetConnection("udp", addr.String())
 		return c != nil
 	})
@@ -446,7 +423,7 @@ func (p *peer) requests(m sip.RequestMethod) []*sip.Request {
 func (p *peer) waitRequest(m sip.RequestMethod, n int) *sip.Request {
 	p.t.Helper()
 	var last *sip.Request
-	waitFor(p.t, fmt.Sprintf("%s to receive %d %s", p.name, n, m), 5*time.Second, func() bool {
+	kit.WaitFor(p.t, 5*time.Second, fmt.Sprintf("%s to receive %d %s", p.name, n, m), func() bool {
 		rs := p.requests(m)
 		if len(rs) >= n {
 			last = rs[n-1]
@@ -499,7 +476,7 @@ type rtpPeer struct {
 func newRTP(e *env, host int, echo bool) *rtpPeer {
 	t := e.t
 	t.Helper()
-	ip := ipOf(e.n, host)
+	ip := e.n.IP(host)
 	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
 	if err != nil {
 		t.Fatal(err)

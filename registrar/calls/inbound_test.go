@@ -11,6 +11,8 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // phoneUAS makes a peer behave like a desk phone receiving calls.
@@ -129,7 +131,7 @@ func TestInboundForksAndCancelsTheLoser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("call failed: %v", err)
 	}
-	waitFor(t, "the loser's CANCEL", 5*time.Second, func() bool { return loser.cancels.Load() == 1 })
+	kit.WaitFor(t, 5*time.Second, "the loser's CANCEL", func() bool { return loser.cancels.Load() == 1 })
 	if r := loser.reason.Load(); r == nil || !strings.Contains(*r, "completed elsewhere") {
 		t.Errorf("CANCEL Reason = %v, want Call completed elsewhere", r)
 	}
@@ -153,7 +155,7 @@ func TestInboundForksAndCancelsTheLoser(t *testing.T) {
 
 	// Media: Twilio → edgewise → phone (echo) → edgewise → Twilio.
 	tc.media.send(t, twilioSide, 20)
-	waitFor(t, "the phone's echo to reach Twilio", 5*time.Second, func() bool { return tc.media.got.Load() >= 20 })
+	kit.WaitFor(t, 5*time.Second, "the phone's echo to reach Twilio", func() bool { return tc.media.got.Load() >= 20 })
 
 	if err := sess.Bye(ctx); err != nil {
 		t.Fatalf("BYE: %v", err)
@@ -239,7 +241,7 @@ func TestInboundCancelFromTwilio(t *testing.T) {
 	if err == nil {
 		t.Fatal("call connected, want it cancelled")
 	}
-	waitFor(t, "the phone's CANCEL", 5*time.Second, func() bool { return phone.cancels.Load() == 1 })
+	kit.WaitFor(t, 5*time.Second, "the phone's CANCEL", func() bool { return phone.cancels.Load() == 1 })
 }
 
 func TestInboundSilentPhoneGives480(t *testing.T) {
@@ -266,7 +268,7 @@ func TestInboundFromStrangerGetsNoDialog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the refusal to be counted", 5*time.Second, func() bool { return testutil.ToFloat64(e.b.metrics.refused) == 1 })
+	kit.WaitFor(t, 5*time.Second, "the refusal to be counted", func() bool { return testutil.ToFloat64(e.b.metrics.refused) == 1 })
 	quiet := time.NewTimer(3 * e.b.Settings().Timeout)
 	select {
 	case res := <-tx.Responses():
@@ -322,7 +324,7 @@ func TestInboundMergedRequestGets482(t *testing.T) {
 	}
 	cancel()
 	<-done
-	waitFor(t, "the phone's CANCEL", 5*time.Second, func() bool { return phone.cancels.Load() == 1 })
+	kit.WaitFor(t, 5*time.Second, "the phone's CANCEL", func() bool { return phone.cancels.Load() == 1 })
 }
 
 func TestInboundHoldFromTwilio(t *testing.T) {

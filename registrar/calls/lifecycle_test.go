@@ -12,6 +12,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 func TestMediaTimeoutHangsUpBothLegs(t *testing.T) {
@@ -64,7 +66,7 @@ func TestDelayedOffer(t *testing.T) {
 		t.Fatalf("Twilio's ACK carries %s, want edgewise's address", answer)
 	}
 	prtp.send(t, theirs, 10)
-	waitFor(t, "the echo", 5*time.Second, func() bool { return prtp.got.Load() >= 10 })
+	kit.WaitFor(t, 5*time.Second, "the echo", func() bool { return prtp.got.Load() >= 10 })
 	if err := sess.Bye(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +123,7 @@ func TestDrainRefusesNewCallsAndWaitsForOldOnes(t *testing.T) {
 
 	// The call in progress is untouched and ends when its parties say so.
 	prtp.send(t, theirs, 10)
-	waitFor(t, "the echo", 5*time.Second, func() bool { return prtp.got.Load() >= 10 })
+	kit.WaitFor(t, 5*time.Second, "the echo", func() bool { return prtp.got.Load() >= 10 })
 	if err := sess.Bye(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -196,13 +198,13 @@ func TestStatusAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	tw.waitRequest(sip.BYE, 1)
-	waitFor(t, "the call to end", 5*time.Second, func() bool { return len(e.b.Calls()) == 0 })
+	kit.WaitFor(t, 5*time.Second, "the call to end", func() bool { return len(e.b.Calls()) == 0 })
 	// The setup counts its outcome once the phone's ACK is in, which may
 	// be after the BYE was relayed.
-	waitFor(t, "the answered setup to be counted", 5*time.Second, func() bool {
+	kit.WaitFor(t, 5*time.Second, "the answered setup to be counted", func() bool {
 		return testutil.ToFloat64(e.b.metrics.setups.WithLabelValues("outbound", outAnswered)) == 1
 	})
-	waitFor(t, "calls_active to drop", 5*time.Second, func() bool {
+	kit.WaitFor(t, 5*time.Second, "calls_active to drop", func() bool {
 		return testutil.ToFloat64(e.b.metrics.active.WithLabelValues("outbound")) == 0
 	})
 	// The B2BUA registers as one collector under edgewise_b2bua_.
@@ -259,7 +261,7 @@ func TestPhoneOverTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	inv := <-tw.answered
-	waitFor(t, "Twilio's ACK", 5*time.Second, func() bool { return tw.acks.Load() >= 1 })
+	kit.WaitFor(t, 5*time.Second, "Twilio's ACK", func() bool { return tw.acks.Load() >= 1 })
 	if st := e.onlyCall(); st.Phone == nil || st.Phone.Transport != "tcp" {
 		t.Fatalf("phone leg = %+v, want tcp", st.Phone)
 	}
@@ -339,6 +341,6 @@ func TestManyConcurrentCalls(t *testing.T) {
 		t.Error(err)
 	}
 	tw.waitRequest(sip.BYE, calls)
-	waitFor(t, "every call to end", 5*time.Second, func() bool { return len(e.b.Calls()) == 0 })
-	waitFor(t, "the media pool to be whole", 5*time.Second, func() bool { return e.relay.Pool().InUse == 0 })
+	kit.WaitFor(t, 5*time.Second, "every call to end", func() bool { return len(e.b.Calls()) == 0 })
+	kit.WaitFor(t, 5*time.Second, "the media pool to be whole", func() bool { return e.relay.Pool().InUse == 0 })
 }

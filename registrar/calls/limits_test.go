@@ -6,6 +6,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // fakeContacts holds the Contacts edgewise registered at Twilio.
@@ -100,7 +102,7 @@ func TestCallLimits(t *testing.T) {
 			if err := first.Bye(ctx); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the call to end", 5*time.Second, func() bool { return len(e.b.Calls()) == 0 })
+			kit.WaitFor(t, 5*time.Second, "the call to end", func() bool { return len(e.b.Calls()) == 0 })
 			again, err := tc.call(ctx, e, "alice", "CA3", nil)
 			if err != nil {
 				t.Fatalf("a call after the first ended: %v", err)

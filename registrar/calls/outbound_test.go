@@ -9,6 +9,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/edgewise-sip/edgewise/media"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // outboundSetup is an env with a Twilio edge answering per script and a
@@ -59,7 +60,7 @@ func TestOutboundCallRelaysMediaBothWays(t *testing.T) {
 	}
 
 	prtp.send(t, phoneSide, 20)
-	waitFor(t, "the echo to reach the phone", 5*time.Second, func() bool { return prtp.got.Load() >= 20 })
+	kit.WaitFor(t, 5*time.Second, "the echo to reach the phone", func() bool { return prtp.got.Load() >= 20 })
 	if tw.media.got.Load() < 20 {
 		t.Errorf("Twilio got %d packets, want 20", tw.media.got.Load())
 	}
@@ -89,7 +90,7 @@ func TestOutboundByeFromTwilio(t *testing.T) {
 		t.Fatalf("call failed: %v", err)
 	}
 	inv := <-tw.answered
-	waitFor(t, "Twilio's ACK", 5*time.Second, func() bool { return tw.acks.Load() >= 1 })
+	kit.WaitFor(t, 5*time.Second, "Twilio's ACK", func() bool { return tw.acks.Load() >= 1 })
 	// Twilio hangs up: a BYE in its dialog, to edgewise's Contact.
 	st := e.onlyCall()
 	bye := sip.NewRequest(sip.BYE, sip.Uri{Scheme: "sip", User: "x", Host: e.ip.String(), Port: int(e.udp().Port())})
@@ -133,7 +134,7 @@ func TestOutboundCancelBeforeAnswer(t *testing.T) {
 	if err == nil {
 		t.Fatal("call connected, want it cancelled")
 	}
-	waitFor(t, "Twilio to see the CANCEL", 5*time.Second, func() bool { return tw.cancels.Load() == 1 })
+	kit.WaitFor(t, 5*time.Second, "Twilio to see the CANCEL", func() bool { return tw.cancels.Load() == 1 })
 }
 
 func TestOutboundBadSDP(t *testing.T) {

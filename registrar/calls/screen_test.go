@@ -17,7 +17,7 @@ import (
 // its INVITE gets the same 407 again, with the same To tag.
 func TestScreenedWithoutTransactions(t *testing.T) {
 	e := newEnv(t)
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: ipOf(e.n, 9).AsSlice()})
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: e.n.IP(9).AsSlice()})
 	if err != nil {
 		t.Fatal(err)
 	}

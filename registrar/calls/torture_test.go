@@ -24,7 +24,7 @@ func TestTortureMessages(t *testing.T) {
 		t.Fatalf("found %d torture messages, want the RFC 4475 set (about 50)", len(files))
 	}
 	e := newEnv(t)
-	udp, err := net.DialUDP("udp", &net.UDPAddr{IP: ipOf(e.n, 9).AsSlice()}, net.UDPAddrFromAddrPort(e.udp()))
+	udp, err := net.DialUDP("udp", &net.UDPAddr{IP: e.n.IP(9).AsSlice()}, net.UDPAddrFromAddrPort(e.udp()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestTortureMessages(t *testing.T) {
 			t.Fatal(err)
 		}
 		udp.Write(msg)
-		tcp, err := net.DialTCP("tcp", &net.TCPAddr{IP: ipOf(e.n, 9).AsSlice()}, net.TCPAddrFromAddrPort(e.tcp()))
+		tcp, err := net.DialTCP("tcp", &net.TCPAddr{IP: e.n.IP(9).AsSlice()}, net.TCPAddrFromAddrPort(e.tcp()))
 		if err != nil {
 			t.Fatal(err)
 		}

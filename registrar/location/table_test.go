@@ -18,6 +18,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // clock is a settable time source for tests.
@@ -30,15 +32,6 @@ func newClock() *clock {
 }
 func (c *clock) Now() time.Time      { return time.Unix(0, c.ns.Load()) }
 func (c *clock) Add(d time.Duration) { c.ns.Add(int64(d)) }
-
-// testLogger logs to stderr with -v and nowhere otherwise (t.Log from the
-// table's goroutines would race with the end of a test).
-func testLogger(t testing.TB) *slog.Logger {
-	if !testing.Verbose() {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, nil))
-}
 
 func binding(contact string, expires time.Time) Binding {
 	return Binding{
@@ -64,7 +57,7 @@ func add(t testing.TB, tb *Table, user string, bs ...Binding) {
 
 func TestUpdateLookupRoutable(t *testing.T) {
 	clk := newClock()
-	tb := NewMemory(testLogger(t), Settings{Now: clk.Now})
+	tb := NewMemory(kit.Logger(t), Settings{Now: clk.Now})
 	defer tb.Close()
 	now := clk.Now()
 
@@ -120,7 +113,7 @@ func TestUpdateLookupRoutable(t *testing.T) {
 func TestPersistenceAcrossCloseOpen(t *testing.T) {
 	clk := newClock()
 	path := filepath.Join(t.TempDir(), "edgewise.db")
-	tb, err := Open(path, testLogger(t), Settings{Now: clk.Now})
+	tb, err := Open(path, kit.Logger(t), Settings{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +138,7 @@ func TestPersistenceAcrossCloseOpen(t *testing.T) {
 	}
 
 	clk.Add(2 * time.Minute) // bob's and one of alice's bindings expire
-	tb, err = Open(path, testLogger(t), Settings{Now: clk.Now})
+	tb, err = Open(path, kit.Logger(t), Settings{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +169,7 @@ func TestPersistenceAcrossCloseOpen(t *testing.T) {
 func TestCorruptRecordDropped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "edgewise.db")
 	clk := newClock()
-	tb, err := Open(path, testLogger(t), Settings{Now: clk.Now})
+	tb, err := Open(path, kit.Logger(t), Settings{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +187,7 @@ func TestCorruptRecordDropped(t *testing.T) {
 		return bk.Put([]byte{0xff, 0, 0, 0, 0, 0, 0, 0}, []byte{recordVersion, 7, 'm', 'a', 'l', 'l', 'o', 'r', 'y', 0xff, 0xff})
 	})
 	db.Close()
-	tb, err = Open(path, testLogger(t), Settings{Now: clk.Now})
+	tb, err = Open(path, kit.Logger(t), Settings{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +199,7 @@ func TestCorruptRecordDropped(t *testing.T) {
 
 func TestSweepNotifies(t *testing.T) {
 	clk := newClock()
-	tb, err := Open(filepath.Join(t.TempDir(), "db"), testLogger(t), Settings{Now: clk.Now})
+	tb, err := Open(filepath.Join(t.TempDir(), "db"), kit.Logger(t), Settings{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +252,7 @@ func TestSweepNotifies(t *testing.T) {
 
 func TestConcurrentUpdates(t *testing.T) {
 	clk := newClock()
-	tb, err := Open(filepath.Join(t.TempDir(), "db"), testLogger(t), Settings{Now: clk.Now})
+	tb, err := Open(filepath.Join(t.TempDir(), "db"), kit.Logger(t), Settings{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +327,7 @@ func TestSurvivesKill9(t *testing.T) {
 	if acked == 0 {
 		t.Fatalf("child acknowledged nothing: %s", text.String())
 	}
-	tb, err := Open(path, testLogger(t), Settings{})
+	tb, err := Open(path, kit.Logger(t), Settings{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +434,7 @@ func journalRecords(t testing.TB, path string) int {
 func TestJournalCompaction(t *testing.T) {
 	clk := newClock()
 	path := filepath.Join(t.TempDir(), "db")
-	tb, err := Open(path, testLogger(t), Settings{Now: clk.Now})
+	tb, err := Open(path, kit.Logger(t), Settings{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +472,7 @@ func TestJournalCompaction(t *testing.T) {
 	t.Logf("store: %+v", st)
 	tb.Close()
 
-	tb, err = Open(path, testLogger(t), Settings{Now: clk.Now})
+	tb, err = Open(path, kit.Logger(t), Settings{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,7 +514,7 @@ func TestLoadReplaysGenerationsInOrder(t *testing.T) {
 	put(4, 5, "bob")                                      // bob unregistered later
 	db.Close()
 
-	tb, err := Open(path, testLogger(t), Settings{Now: clk.Now})
+	tb, err := Open(path, kit.Logger(t), Settings{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -541,12 +534,12 @@ func TestUpdateAsync(t *testing.T) {
 			var tb *Table
 			if persisted {
 				var err error
-				tb, err = Open(filepath.Join(t.TempDir(), "db"), testLogger(t), Settings{Now: clk.Now})
+				tb, err = Open(filepath.Join(t.TempDir(), "db"), kit.Logger(t), Settings{Now: clk.Now})
 				if err != nil {
 					t.Fatal(err)
 				}
 			} else {
-				tb = NewMemory(testLogger(t), Settings{Now: clk.Now})
+				tb = NewMemory(kit.Logger(t), Settings{Now: clk.Now})
 			}
 			defer tb.Close()
 			const n = 200

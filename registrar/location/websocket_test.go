@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 func wsBinding(contact, source string, expires time.Time) Binding {
@@ -20,7 +22,7 @@ func wsBinding(contact, source string, expires time.Time) Binding {
 // the same address, not another connection's.
 func TestRemoveSource(t *testing.T) {
 	clk := newClock()
-	tb, err := Open(filepath.Join(t.TempDir(), "edgewise.db"), testLogger(t), Settings{Now: clk.Now})
+	tb, err := Open(filepath.Join(t.TempDir(), "edgewise.db"), kit.Logger(t), Settings{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +75,7 @@ func TestRemoveSource(t *testing.T) {
 func TestWebSocketBindingsDroppedOnOpen(t *testing.T) {
 	clk := newClock()
 	path := filepath.Join(t.TempDir(), "edgewise.db")
-	tb, err := Open(path, testLogger(t), Settings{Now: clk.Now})
+	tb, err := Open(path, kit.Logger(t), Settings{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +87,7 @@ func TestWebSocketBindingsDroppedOnOpen(t *testing.T) {
 	if err := tb.Close(); err != nil {
 		t.Fatal(err)
 	}
-	tb, err = Open(path, testLogger(t), Settings{Now: clk.Now})
+	tb, err = Open(path, kit.Logger(t), Settings{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // Calls the gateway sends to edgesim (received calls), with a sipgo
@@ -38,10 +40,10 @@ func inOrder(got []int, want ...int) bool {
 
 func TestReceivedCallEchoesRTPUntilGatewayBye(t *testing.T) {
 	t.Parallel()
-	const n = 180
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
-	gw := newTestGateway(t, testIP(n, 200), "udp")
-	edgeIP := testIP(n, 2)
+	gw := newTestGateway(t, n.Addr(200), "udp")
+	edgeIP := n.Addr(2)
 	addr, _ := sim.SIPAddr(edgeIP)
 	ctx := callCtx(t)
 
@@ -86,7 +88,7 @@ func TestReceivedCallEchoesRTPUntilGatewayBye(t *testing.T) {
 	if _, err := oc.rtp.conn.WriteToUDPAddrPort([]byte("not rtp at all"), a.addr); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "RTP counters", func() bool {
+	kit.WaitFor(t, 5*time.Second, "RTP counters", func() bool {
 		m, _ := sim.Call(st.ID)
 		return m.Media.PacketsReceived == packets && m.Media.PacketsEchoed == packets && m.Media.Invalid == 1
 	})
@@ -115,10 +117,10 @@ func TestReceivedCallEchoesRTPUntilGatewayBye(t *testing.T) {
 
 func TestReceivedCallEdgesimHangsUpOverTCP(t *testing.T) {
 	t.Parallel()
-	const n = 181
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
-	gw := newTestGateway(t, testIP(n, 200), "tcp")
-	edgeIP := testIP(n, 12)
+	gw := newTestGateway(t, n.Addr(200), "tcp")
+	edgeIP := n.Addr(12)
 	addr, _ := sim.SIPAddr(edgeIP)
 	ctx := callCtx(t)
 
@@ -153,10 +155,10 @@ func TestReceivedCallEdgesimHangsUpOverTCP(t *testing.T) {
 
 func TestReceivedCallCancelledBeforeAnswer(t *testing.T) {
 	t.Parallel()
-	const n = 182
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
-	gw := newTestGateway(t, testIP(n, 200), "udp")
-	addr, _ := sim.SIPAddr(testIP(n, 1))
+	gw := newTestGateway(t, n.Addr(200), "udp")
+	addr, _ := sim.SIPAddr(n.Addr(1))
 	ctx, cancel := context.WithCancel(callCtx(t))
 	oc, err := gw.invite(ctx, t, inviteOpts{user: "alice", pass: alicePass, dialled: "noanswer", addr: addr, ipURI: true,
 		onResponse: func(res *sip.Response) {
@@ -178,11 +180,11 @@ func TestReceivedCallCancelledBeforeAnswer(t *testing.T) {
 
 func TestReceivedCallScriptedNumbers(t *testing.T) {
 	t.Parallel()
-	const n = 183
+	n := kit.NewNet(t)
 	cfg := testConfig(n)
 	cfg.Calls.SlowAnswer = 200 * time.Millisecond
 	sim := startSim(t, cfg)
-	addr, _ := sim.SIPAddr(testIP(n, 3))
+	addr, _ := sim.SIPAddr(n.Addr(3))
 
 	for i, tc := range []struct {
 		dialled string
@@ -192,7 +194,7 @@ func TestReceivedCallScriptedNumbers(t *testing.T) {
 	} {
 		t.Run(tc.dialled, func(t *testing.T) {
 			t.Parallel()
-			gw := newTestGateway(t, testIP(n, 200+i), "udp")
+			gw := newTestGateway(t, n.Addr(200+i), "udp")
 			oc, err := gw.invite(callCtx(t), t, inviteOpts{user: "alice", pass: alicePass, dialled: tc.dialled, addr: addr})
 			var dr *sipgo.ErrDialogResponse
 			if !errors.As(err, &dr) || dr.Res.StatusCode != tc.code {
@@ -207,7 +209,7 @@ func TestReceivedCallScriptedNumbers(t *testing.T) {
 	for i, dialled := range []string{"slowanswer", "earlymedia"} {
 		t.Run(dialled, func(t *testing.T) {
 			t.Parallel()
-			gw := newTestGateway(t, testIP(n, 210+i), "udp")
+			gw := newTestGateway(t, n.Addr(210+i), "udp")
 			var early *sip.Response
 			start := time.Now()
 			oc, err := gw.invite(callCtx(t), t, inviteOpts{user: "alice", pass: alicePass, dialled: dialled, addr: addr,
@@ -255,10 +257,10 @@ func findCall(t *testing.T, sim *Sim, sipCallID string) CallID {
 
 func TestReceivedCallHoldAndResume(t *testing.T) {
 	t.Parallel()
-	const n = 184
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
-	gw := newTestGateway(t, testIP(n, 200), "udp")
-	addr, _ := sim.SIPAddr(testIP(n, 1))
+	gw := newTestGateway(t, n.Addr(200), "udp")
+	addr, _ := sim.SIPAddr(n.Addr(1))
 	ctx := callCtx(t)
 	oc, err := gw.invite(ctx, t, inviteOpts{user: "alice", pass: alicePass, dialled: "+15551230002", addr: addr})
 	if err != nil {
@@ -286,7 +288,7 @@ func TestReceivedCallHoldAndResume(t *testing.T) {
 		// Held: packets are counted, nothing is echoed.
 		in, out := received()
 		oc.rtp.send(t, oc.answer.addr, 5)
-		eventually(t, "held packets counted", func() bool { r, _ := received(); return r == in+5 })
+		kit.WaitFor(t, 5*time.Second, "held packets counted", func() bool { r, _ := received(); return r == in+5 })
 		if _, o := received(); o != out {
 			t.Errorf("echoed %d packets while held (%s)", o-out, step.answer)
 		}
@@ -306,9 +308,9 @@ func TestReceivedCallHoldAndResume(t *testing.T) {
 
 func TestReceivedCallRefused(t *testing.T) {
 	t.Parallel()
-	const n = 185
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
-	addr, _ := sim.SIPAddr(testIP(n, 1))
+	addr, _ := sim.SIPAddr(n.Addr(1))
 	for i, tc := range []struct {
 		name, user, pass, from string
 		code                   int
@@ -319,7 +321,7 @@ func TestReceivedCallRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			gw := newTestGateway(t, testIP(n, 200+i), "udp")
+			gw := newTestGateway(t, n.Addr(200+i), "udp")
 			o := inviteOpts{user: tc.user, pass: tc.pass, from: tc.from, dialled: "+15551230003", addr: addr}
 			_, err := gw.invite(callCtx(t), t, o)
 			var dr *sipgo.ErrDialogResponse
@@ -330,7 +332,7 @@ func TestReceivedCallRefused(t *testing.T) {
 	}
 	t.Run("bad sdp", func(t *testing.T) {
 		t.Parallel()
-		gw := newTestGateway(t, testIP(n, 210), "udp")
+		gw := newTestGateway(t, n.Addr(210), "udp")
 		_, err := gw.invite(callCtx(t), t, inviteOpts{user: "alice", pass: alicePass, dialled: "x", addr: addr, body: []byte("this is not sdp")})
 		var dr *sipgo.ErrDialogResponse
 		if !errors.As(err, &dr) || dr.Res.StatusCode != sip.StatusNotAcceptableHere {
@@ -339,12 +341,12 @@ func TestReceivedCallRefused(t *testing.T) {
 	})
 	t.Run("edge IP in reject mode", func(t *testing.T) {
 		t.Parallel()
-		ip := testIP(n, 2)
+		ip := n.Addr(2)
 		if err := sim.SetIPMode(ip, ModeSetting{Mode: ModeReject}); err != nil {
 			t.Fatal(err)
 		}
 		rejAddr, _ := sim.SIPAddr(ip)
-		gw := newTestGateway(t, testIP(n, 211), "udp")
+		gw := newTestGateway(t, n.Addr(211), "udp")
 		_, err := gw.invite(callCtx(t), t, inviteOpts{user: "alice", pass: alicePass, dialled: "x", addr: rejAddr})
 		var dr *sipgo.ErrDialogResponse
 		if !errors.As(err, &dr) || dr.Res.StatusCode != sip.StatusServiceUnavailable {
@@ -353,12 +355,12 @@ func TestReceivedCallRefused(t *testing.T) {
 	})
 	t.Run("edge IP in drop mode", func(t *testing.T) {
 		t.Parallel()
-		ip := testIP(n, 3)
+		ip := n.Addr(3)
 		if err := sim.SetIPMode(ip, ModeSetting{Mode: ModeDrop}); err != nil {
 			t.Fatal(err)
 		}
 		dropAddr, _ := sim.SIPAddr(ip)
-		gw := newTestGateway(t, testIP(n, 212), "udp")
+		gw := newTestGateway(t, n.Addr(212), "udp")
 		// Force WaitAnswer out without a CANCEL: there is nothing to cancel.
 		ctx, cancel := context.WithCancelCause(callCtx(t))
 		timer := time.AfterFunc(silenceAfter, func() { cancel(sipgo.WaitAnswerForceCancelErr) })

@@ -4,13 +4,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 func TestControlAPIErrors(t *testing.T) {
 	t.Parallel()
-	const n = 160
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
-	ip := testIP(n, 1)
+	ip := n.Addr(1)
 
 	for _, tc := range []struct {
 		method, path, body string
@@ -60,10 +62,10 @@ func TestControlAPIErrors(t *testing.T) {
 
 func TestControlAPIStatusAndReset(t *testing.T) {
 	t.Parallel()
-	const n = 161
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
 	c := newSIPClient(t)
-	a1, a2 := testIP(n, 1), testIP(n, 2)
+	a1, a2 := n.Addr(1), n.Addr(2)
 
 	var health map[string]string
 	if code := api(t, sim, "GET", "/healthz", "", &health); code != 200 || health["status"] != "ok" {
@@ -141,9 +143,9 @@ func TestControlAPIStatusAndReset(t *testing.T) {
 
 func TestRefuseAndReopenKeepsPort(t *testing.T) {
 	t.Parallel()
-	const n = 162
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
-	ip := testIP(n, 3)
+	ip := n.Addr(3)
 	before, _ := sim.SIPAddr(ip)
 	for range 3 {
 		putMode(t, sim, "/v1/ips/"+ip, `{"mode":"refuse"}`)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 func query(sim *Sim, netw, name string, qtype uint16, timeout time.Duration) (*dns.Msg, error) {
@@ -35,12 +37,12 @@ func aRecords(t *testing.T, r *dns.Msg, ttl uint32) []string {
 
 func TestDNSAnswersEdgeFQDNs(t *testing.T) {
 	t.Parallel()
-	const n = 150
+	n := kit.NewNet(t)
 	cfg := testConfig(n)
 	cfg.DNS.TTL = 0 // default 600
 	sim := startSim(t, cfg)
-	ashburn := []string{testIP(n, 1), testIP(n, 2), testIP(n, 3)}
-	umatilla := []string{testIP(n, 11), testIP(n, 12), testIP(n, 13)}
+	ashburn := []string{n.Addr(1), n.Addr(2), n.Addr(3)}
+	umatilla := []string{n.Addr(11), n.Addr(12), n.Addr(13)}
 
 	for _, tc := range []struct {
 		name string

@@ -15,11 +15,13 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
-// Every test runs its own simulator on its own 127.0.N.x addresses (N given
-// by the test, unique across the package) with port 0, so tests run in
-// parallel with each other and with other packages' tests.
+// Every test runs its own simulator on its own loopback /24 (kit.NewNet)
+// with port 0, so tests run in parallel with each other and with other
+// packages' tests.
 
 const (
 	testDomain   = "demo"
@@ -32,11 +34,11 @@ const (
 // testConfig has ashburn on 127.0.n.1-3 and umatilla on 127.0.n.11-13. The
 // rate limit is high so tests that register often are not limited; the rate
 // limit test sets it back.
-func testConfig(n int) Config {
+func testConfig(n kit.Net) Config {
 	ips := func(last ...int) []string {
 		var out []string
 		for _, l := range last {
-			out = append(out, fmt.Sprintf("127.0.%d.%d", n, l))
+			out = append(out, n.Addr(l))
 		}
 		return out
 	}
@@ -56,8 +58,6 @@ func testConfig(n int) Config {
 		SlowDelay: testSlow,
 	}
 }
-
-func testIP(n, last int) string { return fmt.Sprintf("127.0.%d.%d", n, last) }
 
 func TestMain(m *testing.M) {
 	// sipgo logs client-side chatter through its default logger; keep test
@@ -246,18 +246,6 @@ func api(t *testing.T, sim *Sim, method, path, body string, out any) int {
 		}
 	}
 	return res.StatusCode
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func digestAuth(user, pass string) sipgo.DigestAuth {

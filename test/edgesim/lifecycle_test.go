@@ -11,6 +11,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/miekg/dns"
 	"go.uber.org/goleak"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // TestRunStopsEverything exercises every part, stops the simulator while a
@@ -18,7 +20,7 @@ import (
 // leaves no goroutine behind. It is not parallel: it counts goroutines, and
 // parallel tests wait until sequential ones are done.
 func TestRunStopsEverything(t *testing.T) {
-	const n = 170
+	n := kit.NewNet(t)
 	baseline := goleak.IgnoreCurrent()
 
 	sim, err := New(testConfig(n), testLogger())
@@ -40,14 +42,14 @@ func TestRunStopsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &sipClient{client}
-	addr, _ := sim.SIPAddr(testIP(n, 1))
+	addr, _ := sim.SIPAddr(n.Addr(1))
 	for _, tr := range transports {
 		expectStatus(t, c.register(t, reg{edge: "ashburn", addr: addr, transport: tr, user: "alice", pass: alicePass, contact: "sip:alice@127.0.0.1:5000", expires: 600}), 200)
 	}
-	if err := sim.SetIPMode(testIP(n, 1), ModeSetting{Mode: ModeRefuse}); err != nil {
+	if err := sim.SetIPMode(n.Addr(1), ModeSetting{Mode: ModeRefuse}); err != nil {
 		t.Fatal(err)
 	}
-	if err := sim.SetIPMode(testIP(n, 1), ModeSetting{Mode: ModeInherit}); err != nil {
+	if err := sim.SetIPMode(n.Addr(1), ModeSetting{Mode: ModeInherit}); err != nil {
 		t.Fatal(err)
 	}
 	for _, netw := range []string{"udp", "tcp"} {
@@ -67,7 +69,7 @@ func TestRunStopsEverything(t *testing.T) {
 	hc.CloseIdleConnections()
 
 	// A request parked in a long slow-mode wait must not hold up shutdown.
-	slowIP := testIP(n, 2)
+	slowIP := n.Addr(2)
 	if err := sim.SetIPMode(slowIP, ModeSetting{Mode: ModeSlow, Delay: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +80,7 @@ func TestRunStopsEverything(t *testing.T) {
 		defer close(reqDone)
 		_, _ = c.Do(reqCtx, newRequest("OPTIONS", "ashburn", slowAddr, "tcp"))
 	}()
-	eventually(t, "the slow OPTIONS to arrive", func() bool { return optionsCount(sim, slowIP) > 0 })
+	kit.WaitFor(t, 5*time.Second, "the slow OPTIONS to arrive", func() bool { return optionsCount(sim, slowIP) > 0 })
 
 	stopAt := time.Now()
 	cancel()
@@ -105,7 +107,7 @@ func TestRunStopsEverything(t *testing.T) {
 // goroutine is left once the test's peers are closed. Not parallel: it
 // counts goroutines.
 func TestStopHangsUpCalls(t *testing.T) {
-	const n = 171
+	n := kit.NewNet(t)
 	baseline := goleak.IgnoreCurrent()
 	t.Run("calls", func(t *testing.T) {
 		sim, err := New(testConfig(n), testLogger())
@@ -120,8 +122,8 @@ func TestStopHangsUpCalls(t *testing.T) {
 		callCtx, callCancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer callCancel()
 
-		gw := newTestGateway(t, testIP(n, 200), "udp")
-		addr, _ := sim.SIPAddr(testIP(n, 1))
+		gw := newTestGateway(t, n.Addr(200), "udp")
+		addr, _ := sim.SIPAddr(n.Addr(1))
 		oc, err := gw.invite(callCtx, t, inviteOpts{user: "alice", pass: alicePass, dialled: "+15551230009", addr: addr})
 		if err != nil {
 			t.Fatal(err)
@@ -135,15 +137,15 @@ func TestStopHangsUpCalls(t *testing.T) {
 		}()
 
 		c := newSIPClient(t)
-		ph := newTestPhone(t, "ph", testIP(n, 201), 0)
-		registerPhone(t, sim, c, ph, "bob", bobPass, "umatilla", testIP(n, 12))
+		ph := newTestPhone(t, "ph", n.Addr(201), 0)
+		registerPhone(t, sim, c, ph, "bob", bobPass, "umatilla", n.Addr(12))
 		placed, err := sim.PlaceCall(callCtx, CallRequest{To: "bob"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		recv(t, ph.invites, "INVITE at the phone")
 		waitCall(t, sim, placed, "placed call ringing", inState(CallRinging))
-		eventually(t, "the received call ringing", func() bool {
+		kit.WaitFor(t, 5*time.Second, "the received call ringing", func() bool {
 			for _, st := range sim.Calls() {
 				if st.To == "noanswer" && st.State == CallRinging {
 					return true

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 var transports = []string{"udp", "tcp"}
@@ -18,23 +20,20 @@ var transports = []string{"udp", "tcp"}
 // up, in every mode, checks both transports, then heals it.
 func TestModes(t *testing.T) {
 	t.Parallel()
-	n := 120
 	for _, mode := range []Mode{ModeDrop, ModeReject, ModeSlow, ModeRefuse} {
 		for _, scope := range []string{"edge", "ip"} {
-			octet := n
-			n++
 			t.Run(fmt.Sprintf("%s/%s", mode, scope), func(t *testing.T) {
 				t.Parallel()
-				testMode(t, octet, mode, scope)
+				testMode(t, kit.NewNet(t), mode, scope)
 			})
 		}
 	}
 }
 
-func testMode(t *testing.T, n int, mode Mode, scope string) {
+func testMode(t *testing.T, n kit.Net, mode Mode, scope string) {
 	sim := startSim(t, testConfig(n))
 	c := newSIPClient(t)
-	target := testIP(n, 2)
+	target := n.Addr(2)
 
 	// An open TCP connection must be cut when its IP is refused.
 	var preTCP net.Conn
@@ -52,8 +51,8 @@ func testMode(t *testing.T, n int, mode Mode, scope string) {
 	switch scope {
 	case "edge":
 		putMode(t, sim, "/v1/edges/ashburn", fmt.Sprintf(`{"mode":%q}`, mode))
-		broken = []string{testIP(n, 1), testIP(n, 2), testIP(n, 3)}
-		healthy = []string{testIP(n, 11), testIP(n, 13)}
+		broken = []string{n.Addr(1), n.Addr(2), n.Addr(3)}
+		healthy = []string{n.Addr(11), n.Addr(13)}
 	case "ip":
 		body := fmt.Sprintf(`{"mode":%q}`, mode)
 		if mode == ModeSlow {
@@ -62,7 +61,7 @@ func testMode(t *testing.T, n int, mode Mode, scope string) {
 		}
 		putMode(t, sim, "/v1/ips/"+target, body)
 		broken = []string{target}
-		healthy = []string{testIP(n, 1), testIP(n, 3), testIP(n, 11)}
+		healthy = []string{n.Addr(1), n.Addr(3), n.Addr(11)}
 	}
 
 	for _, ip := range broken {
@@ -144,7 +143,7 @@ func expectSilence(t *testing.T, sim *Sim, c *sipClient, ip, transport string) {
 	if err == nil {
 		t.Fatalf("OPTIONS %s %s answered %d in drop mode", transport, addr, res.StatusCode)
 	}
-	eventually(t, "the dropped OPTIONS to be counted", func() bool { return optionsCount(sim, ip) > before })
+	kit.WaitFor(t, 5*time.Second, "the dropped OPTIONS to be counted", func() bool { return optionsCount(sim, ip) > before })
 }
 
 func optionsCount(sim *Sim, ip string) uint64 {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // Calls edgesim places to registered users (Twilio → phone), with sipgo
@@ -24,15 +26,15 @@ func sourceHost(t *testing.T, req *sip.Request) string {
 
 func TestPlaceCallForksToEveryBinding(t *testing.T) {
 	t.Parallel()
-	const n = 186
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
 	c := newSIPClient(t)
 	// A registered through ashburn, B through umatilla: each INVITE must
 	// come from the IP its binding registered through.
-	a := newTestPhone(t, "a", testIP(n, 201), 0)
-	b := newTestPhone(t, "b", testIP(n, 202), 0)
-	registerPhone(t, sim, c, a, "alice", alicePass, "ashburn", testIP(n, 1))
-	registerPhone(t, sim, c, b, "alice", alicePass, "umatilla", testIP(n, 11))
+	a := newTestPhone(t, "a", n.Addr(201), 0)
+	b := newTestPhone(t, "b", n.Addr(202), 0)
+	registerPhone(t, sim, c, a, "alice", alicePass, "ashburn", n.Addr(1))
+	registerPhone(t, sim, c, b, "alice", alicePass, "umatilla", n.Addr(11))
 
 	var placed CallStatus
 	if code := api(t, sim, "POST", "/v1/calls", `{"to":"alice","from":"+15550001111"}`, &placed); code != 201 {
@@ -49,8 +51,8 @@ func TestPlaceCallForksToEveryBinding(t *testing.T) {
 		from    string
 		contact string
 	}{
-		{invA, a, testIP(n, 1), a.contactURI("alice")},
-		{invB, b, testIP(n, 11), b.contactURI("alice")},
+		{invA, a, n.Addr(1), a.contactURI("alice")},
+		{invB, b, n.Addr(11), b.contactURI("alice")},
 	} {
 		if h := tc.inv.GetHeader("X-Twilio-CallSid"); h == nil || h.Value() != string(placed.ID) {
 			t.Errorf("%s: X-Twilio-CallSid = %v, want %s", tc.ph.name, h, placed.ID)
@@ -79,13 +81,13 @@ func TestPlaceCallForksToEveryBinding(t *testing.T) {
 		return st.State == CallAnswered && forkTo(st, b).State == forkCancelled && forkTo(st, b).Code == 487
 	})
 	if st.AnsweredBy != a.contactURI("alice") || st.SIPCallID != invA.CallID().Value() ||
-		st.IP != testIP(n, 1) || forkTo(st, a).State != forkAnswered {
+		st.IP != n.Addr(1) || forkTo(st, a).State != forkAnswered {
 		t.Errorf("answered call = %+v", st)
 	}
 
 	offer, _ := parseSDP(invA.Body())
 	a.rtp.echo(t, offer.addr, 10)
-	eventually(t, "echo counted", func() bool {
+	kit.WaitFor(t, 5*time.Second, "echo counted", func() bool {
 		st, _ := sim.Call(placed.ID)
 		return st.Media.PacketsEchoed == 10
 	})
@@ -102,8 +104,8 @@ func TestPlaceCallForksToEveryBinding(t *testing.T) {
 		t.Errorf("ended = %+v", ended)
 	}
 	bye := recv(t, a.byes, "BYE at phone a")
-	if got := sourceHost(t, bye); got != testIP(n, 1) {
-		t.Errorf("BYE from %s, want %s", got, testIP(n, 1))
+	if got := sourceHost(t, bye); got != n.Addr(1) {
+		t.Errorf("BYE from %s, want %s", got, n.Addr(1))
 	}
 	var list struct {
 		Calls []CallStatus `json:"calls"`
@@ -125,7 +127,7 @@ func forkTo(st CallStatus, ph *testPhone) ForkStatus {
 
 func TestPlaceCallOutcomes(t *testing.T) {
 	t.Parallel()
-	const n = 187
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
 	c := newSIPClient(t)
 	ctx := context.Background()
@@ -140,8 +142,8 @@ func TestPlaceCallOutcomes(t *testing.T) {
 		}
 	})
 	t.Run("busy phone", func(t *testing.T) {
-		ph := newTestPhone(t, "busy", testIP(n, 201), sip.StatusBusyHere)
-		registerPhone(t, sim, c, ph, "bob", bobPass, "ashburn", testIP(n, 2))
+		ph := newTestPhone(t, "busy", n.Addr(201), sip.StatusBusyHere)
+		registerPhone(t, sim, c, ph, "bob", bobPass, "ashburn", n.Addr(2))
 		id, err := sim.PlaceCall(ctx, CallRequest{To: "bob"})
 		if err != nil {
 			t.Fatal(err)
@@ -153,8 +155,8 @@ func TestPlaceCallOutcomes(t *testing.T) {
 		unregisterAll(t, sim, c, "bob", bobPass)
 	})
 	t.Run("hang up while ringing sends CANCEL", func(t *testing.T) {
-		ph := newTestPhone(t, "ring", testIP(n, 202), 0)
-		registerPhone(t, sim, c, ph, "bob", bobPass, "ashburn", testIP(n, 2))
+		ph := newTestPhone(t, "ring", n.Addr(202), 0)
+		registerPhone(t, sim, c, ph, "bob", bobPass, "ashburn", n.Addr(2))
 		id, err := sim.PlaceCall(ctx, CallRequest{To: "bob", From: "+15550002222"})
 		if err != nil {
 			t.Fatal(err)
@@ -174,8 +176,8 @@ func TestPlaceCallOutcomes(t *testing.T) {
 		unregisterAll(t, sim, c, "bob", bobPass)
 	})
 	t.Run("ring timeout cancels", func(t *testing.T) {
-		ph := newTestPhone(t, "slow", testIP(n, 203), 0)
-		registerPhone(t, sim, c, ph, "bob", bobPass, "ashburn", testIP(n, 2))
+		ph := newTestPhone(t, "slow", n.Addr(203), 0)
+		registerPhone(t, sim, c, ph, "bob", bobPass, "ashburn", n.Addr(2))
 		id, err := sim.PlaceCall(ctx, CallRequest{To: "bob", Timeout: 300 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
@@ -188,9 +190,9 @@ func TestPlaceCallOutcomes(t *testing.T) {
 		unregisterAll(t, sim, c, "bob", bobPass)
 	})
 	t.Run("over TCP", func(t *testing.T) {
-		ph := newTestPhone(t, "tcp", testIP(n, 205), 0)
+		ph := newTestPhone(t, "tcp", n.Addr(205), 0)
 		close(ph.answer)
-		addr, _ := sim.SIPAddr(testIP(n, 13))
+		addr, _ := sim.SIPAddr(n.Addr(13))
 		expectStatus(t, c.register(t, reg{edge: "umatilla", addr: addr, transport: "tcp", user: "bob", pass: bobPass,
 			contact: ph.contactURI("bob", "tcp"), expires: 600}), 200)
 		id, err := sim.PlaceCall(ctx, CallRequest{To: "bob"})
@@ -198,12 +200,12 @@ func TestPlaceCallOutcomes(t *testing.T) {
 			t.Fatal(err)
 		}
 		inv := recv(t, ph.invites, "INVITE")
-		if inv.Transport() != "TCP" || sourceHost(t, inv) != testIP(n, 13) {
-			t.Errorf("INVITE over %s from %s, want TCP from %s", inv.Transport(), inv.Source(), testIP(n, 13))
+		if inv.Transport() != "TCP" || sourceHost(t, inv) != n.Addr(13) {
+			t.Errorf("INVITE over %s from %s, want TCP from %s", inv.Transport(), inv.Source(), n.Addr(13))
 		}
 		offer, _ := parseSDP(inv.Body())
 		st := waitCall(t, sim, id, "answered", inState(CallAnswered))
-		if st.Transport != "TCP" || st.IP != testIP(n, 13) {
+		if st.Transport != "TCP" || st.IP != n.Addr(13) {
 			t.Errorf("call = %+v", st)
 		}
 		ph.rtp.echo(t, offer.addr, 2)
@@ -217,9 +219,9 @@ func TestPlaceCallOutcomes(t *testing.T) {
 		unregisterAll(t, sim, c, "bob", bobPass)
 	})
 	t.Run("phone hangs up", func(t *testing.T) {
-		ph := newTestPhone(t, "bye", testIP(n, 204), 0)
+		ph := newTestPhone(t, "bye", n.Addr(204), 0)
 		close(ph.answer)
-		registerPhone(t, sim, c, ph, "bob", bobPass, "ashburn", testIP(n, 2))
+		registerPhone(t, sim, c, ph, "bob", bobPass, "ashburn", n.Addr(2))
 		id, err := sim.PlaceCall(ctx, CallRequest{To: "bob"})
 		if err != nil {
 			t.Fatal(err)
@@ -242,20 +244,20 @@ func TestPlaceCallOutcomes(t *testing.T) {
 
 func TestPlaceCallEgress(t *testing.T) {
 	t.Parallel()
-	const n = 188
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
 	c := newSIPClient(t)
-	ph := newTestPhone(t, "ph", testIP(n, 201), sip.StatusTemporarilyUnavailable)
-	registerPhone(t, sim, c, ph, "alice", alicePass, "ashburn", testIP(n, 1))
+	ph := newTestPhone(t, "ph", n.Addr(201), sip.StatusTemporarilyUnavailable)
+	registerPhone(t, sim, c, ph, "alice", alicePass, "ashburn", n.Addr(1))
 
 	for _, tc := range []struct {
 		name, edge string
 		breakIP    string
 		want       string
 	}{
-		{"registered IP", "", "", testIP(n, 1)},
-		{"registered IP dropping: another IP of its edge", "", testIP(n, 1), testIP(n, 2)},
-		{"edge named in the request", "umatilla", "", testIP(n, 11)},
+		{"registered IP", "", "", n.Addr(1)},
+		{"registered IP dropping: another IP of its edge", "", n.Addr(1), n.Addr(2)},
+		{"edge named in the request", "umatilla", "", n.Addr(11)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.breakIP != "" {
@@ -282,7 +284,7 @@ func TestPlaceCallEgress(t *testing.T) {
 
 func TestCallAPIErrors(t *testing.T) {
 	t.Parallel()
-	const n = 189
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
 	for _, tc := range []struct {
 		method, path, body string

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 type bindingsBody struct {
@@ -38,15 +40,15 @@ func contactExpires(t *testing.T, res *sip.Response) map[string]string {
 
 func TestRegisterListsBindingWithEdgeAndIP(t *testing.T) {
 	t.Parallel()
-	const n = 101
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
 	c := newSIPClient(t)
 
 	for _, tc := range []struct {
 		user, pass, edge, ip, transport string
 	}{
-		{"alice", alicePass, "ashburn", testIP(n, 2), "udp"},
-		{"bob", bobPass, "umatilla", testIP(n, 13), "tcp"},
+		{"alice", alicePass, "ashburn", n.Addr(2), "udp"},
+		{"bob", bobPass, "umatilla", n.Addr(13), "tcp"},
 	} {
 		t.Run(tc.user, func(t *testing.T) {
 			addr, err := sim.SIPAddr(tc.ip)
@@ -79,10 +81,10 @@ func TestRegisterListsBindingWithEdgeAndIP(t *testing.T) {
 
 func TestRegisterExpiryRules(t *testing.T) {
 	t.Parallel()
-	const n = 102
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
 	c := newSIPClient(t)
-	addr, _ := sim.SIPAddr(testIP(n, 1))
+	addr, _ := sim.SIPAddr(n.Addr(1))
 	base := reg{edge: "ashburn", addr: addr, user: "alice", pass: alicePass, contact: "sip:alice@127.0.0.1:5001"}
 
 	t.Run("below minimum gets 423 with Min-Expires", func(t *testing.T) {
@@ -133,10 +135,10 @@ func TestRegisterExpiryRules(t *testing.T) {
 
 func TestRegisterMaxBindingsPerAOR(t *testing.T) {
 	t.Parallel()
-	const n = 103
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
 	c := newSIPClient(t)
-	addr, _ := sim.SIPAddr(testIP(n, 1))
+	addr, _ := sim.SIPAddr(n.Addr(1))
 	contact := func(i int) string { return fmt.Sprintf("sip:alice@127.0.0.1:%d", 6000+i) }
 	r := func(i, expires int) reg {
 		return reg{edge: "ashburn", addr: addr, user: "alice", pass: alicePass, contact: contact(i), expires: expires}
@@ -163,14 +165,14 @@ func TestRegisterMaxBindingsPerAOR(t *testing.T) {
 
 func TestRegisterRateLimitPerAOR(t *testing.T) {
 	t.Parallel()
-	const n = 104
+	n := kit.NewNet(t)
 	cfg := testConfig(n)
 	cfg.Rules.RegisterRate = 0 // Twilio's 5/s
 	clock := newFakeClock()
 	sim := startSim(t, cfg, withClock(clock))
 	c := newSIPClient(t)
-	addr, _ := sim.SIPAddr(testIP(n, 1))
-	other, _ := sim.SIPAddr(testIP(n, 12)) // the limit holds across edges
+	addr, _ := sim.SIPAddr(n.Addr(1))
+	other, _ := sim.SIPAddr(n.Addr(12)) // the limit holds across edges
 
 	attempt := func(user, edge, to string) *sip.Response {
 		t.Helper()
@@ -205,10 +207,10 @@ func TestRegisterRateLimitPerAOR(t *testing.T) {
 
 func TestRegisterAuthFailures(t *testing.T) {
 	t.Parallel()
-	const n = 105
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
 	c := newSIPClient(t)
-	addr, _ := sim.SIPAddr(testIP(n, 1))
+	addr, _ := sim.SIPAddr(n.Addr(1))
 
 	for _, tc := range []struct {
 		name string
@@ -242,11 +244,11 @@ func TestRegisterAuthFailures(t *testing.T) {
 
 func TestBindingsSharedAcrossEdges(t *testing.T) {
 	t.Parallel()
-	const n = 106
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
 	c := newSIPClient(t)
-	ash, _ := sim.SIPAddr(testIP(n, 1))
-	uma, _ := sim.SIPAddr(testIP(n, 11))
+	ash, _ := sim.SIPAddr(n.Addr(1))
+	uma, _ := sim.SIPAddr(n.Addr(11))
 	desk := "sip:alice@127.0.0.1:5010"
 	soft := "sip:alice@127.0.0.1:5011"
 
@@ -256,7 +258,7 @@ func TestBindingsSharedAcrossEdges(t *testing.T) {
 	res := c.register(t, reg{edge: "umatilla", addr: uma, transport: "tcp", user: "alice", pass: alicePass, contact: desk, expires: 900})
 	expectStatus(t, res, 200)
 	bs := listBindings(t, sim, "alice")
-	if len(bs) != 1 || bs[0].Edge != "umatilla" || bs[0].IP != testIP(n, 11) || bs[0].ExpiresIn != 900 || bs[0].Transport != "TCP" {
+	if len(bs) != 1 || bs[0].Edge != "umatilla" || bs[0].IP != n.Addr(11) || bs[0].ExpiresIn != 900 || bs[0].Transport != "TCP" {
 		t.Fatalf("bindings = %+v, want one on umatilla", bs)
 	}
 	// A registrar on any edge sees bindings made on the others.
@@ -293,11 +295,11 @@ func TestBindingsSharedAcrossEdges(t *testing.T) {
 
 func TestBindingsExpireAndAreSwept(t *testing.T) {
 	t.Parallel()
-	const n = 107
+	n := kit.NewNet(t)
 	clock := newFakeClock()
 	sim := startSim(t, testConfig(n), withClock(clock))
 	c := newSIPClient(t)
-	addr, _ := sim.SIPAddr(testIP(n, 1))
+	addr, _ := sim.SIPAddr(n.Addr(1))
 	expectStatus(t, c.register(t, reg{edge: "ashburn", addr: addr, user: "alice", pass: alicePass, contact: "sip:alice@127.0.0.1:5000", expires: 600}), 200)
 	expectStatus(t, c.register(t, reg{edge: "ashburn", addr: addr, user: "bob", pass: bobPass, contact: "sip:bob@127.0.0.1:5000", expires: 1200}), 200)
 
@@ -322,10 +324,10 @@ func TestBindingsExpireAndAreSwept(t *testing.T) {
 
 func TestOtherMethodsNotImplemented(t *testing.T) {
 	t.Parallel()
-	const n = 108
+	n := kit.NewNet(t)
 	sim := startSim(t, testConfig(n))
 	c := newSIPClient(t)
-	addr, _ := sim.SIPAddr(testIP(n, 1))
+	addr, _ := sim.SIPAddr(n.Addr(1))
 	for _, m := range []sip.RequestMethod{sip.MESSAGE, sip.SUBSCRIBE, sip.NOTIFY} {
 		res, err := c.do(newRequest(m, "ashburn", addr, "udp"), 5*time.Second)
 		if err != nil {

@@ -18,6 +18,8 @@ import (
 	twilio "github.com/twilio/twilio-go"
 	twclient "github.com/twilio/twilio-go/client"
 	openapi "github.com/twilio/twilio-go/rest/api/v2010"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 const (
@@ -26,7 +28,7 @@ const (
 	testSecret  = "s3cretS3cretS3cretS3cretS3cret00"
 )
 
-func restTestConfig(n int) Config {
+func restTestConfig(n kit.Net) Config {
 	cfg := testConfig(n)
 	cfg.REST = &RESTConfig{
 		AccountSID: testAccount,
@@ -70,7 +72,7 @@ func restAPIFor(t *testing.T, sim *Sim, edge, secret string) *openapi.ApiService
 }
 
 func TestRESTDomainsCredentialsAndMappings(t *testing.T) {
-	const n = 231
+	n := kit.NewNet(t)
 	sim := startSim(t, restTestConfig(n))
 	api := restAPIFor(t, sim, "ashburn", testSecret)
 
@@ -162,7 +164,7 @@ func TestRESTDomainsCredentialsAndMappings(t *testing.T) {
 }
 
 func TestRESTPagesAndAuth(t *testing.T) {
-	const n = 232
+	n := kit.NewNet(t)
 	cfg := restTestConfig(n)
 	for i := range 120 {
 		cfg.Credentials = append(cfg.Credentials, Credential{User: fmt.Sprintf("user%03d", i), Password: "UserTwilio1234"})
@@ -185,7 +187,7 @@ func TestRESTPagesAndAuth(t *testing.T) {
 }
 
 func TestRESTEdgeModesAndControl(t *testing.T) {
-	const n = 233
+	n := kit.NewNet(t)
 	sim := startSim(t, restTestConfig(n))
 	ctl := "http://" + sim.ControlAddr()
 	api := restAPIFor(t, sim, "ashburn", testSecret)
@@ -267,14 +269,14 @@ func TestRESTEdgeModesAndControl(t *testing.T) {
 }
 
 func TestRESTHostsInDNSAndCAFile(t *testing.T) {
-	const n = 234
+	n := kit.NewNet(t)
 	cfg := restTestConfig(n)
 	cfg.REST.CAFile = t.TempDir() + "/ca.pem"
 	sim := startSim(t, cfg)
 	for host, want := range map[string]string{
-		"api.ashburn.us1.twilio.com.":  testIP(n, 1),
-		"api.umatilla.us1.twilio.com.": testIP(n, 11),
-		"api.us1.twilio.com.":          testIP(n, 1),
+		"api.ashburn.us1.twilio.com.":  n.Addr(1),
+		"api.umatilla.us1.twilio.com.": n.Addr(11),
+		"api.us1.twilio.com.":          n.Addr(1),
 	} {
 		m := new(dns.Msg)
 		m.SetQuestion(host, dns.TypeA)
@@ -283,7 +285,7 @@ func TestRESTHostsInDNSAndCAFile(t *testing.T) {
 			t.Errorf("%s: %v %v, want %s", host, in, err, want)
 		}
 	}
-	if st := sim.REST(); st.Port == 0 || st.Edges[0].Addr != fmt.Sprintf("%s:%d", testIP(n, 1), st.Port) {
+	if st := sim.REST(); st.Port == 0 || st.Edges[0].Addr != fmt.Sprintf("%s:%d", n.Addr(1), st.Port) {
 		t.Errorf("rest status %+v", st)
 	}
 	if _, err := New(func() Config { c := restTestConfig(n); c.REST.AccountSID = "AC12"; return c }(), nil); err == nil ||

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/registrar/calls"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // Calls with a browser softphone: headless Chromium runs SIP.js
@@ -63,7 +64,7 @@ func (p *browserPage) waitRTP(t *testing.T, b *browserProc, n int) (sent, receiv
 func checkBridged(t *testing.T, d *daemon) {
 	t.Helper()
 	var c calls.CallStatus
-	eventually(t, 10*time.Second, "edgewise's call counting SRTP and RTP both ways", func() bool {
+	kit.WaitFor(t, 10*time.Second, "edgewise's call counting SRTP and RTP both ways", func() bool {
 		cs := d.status(t).Calls
 		if len(cs) != 1 || cs[0].Browser == nil || cs[0].Media == nil {
 			return false
@@ -103,7 +104,7 @@ func TestBrowserCallsOut(t *testing.T) {
 	t.Logf("browser getStats(): %d audio packets sent, %d received", sent, received)
 	checkBridged(t, d)
 	c := s.onlyCall(t, "edgesim to see the call answered", func(c simCall) bool { return c.State == "answered" })
-	eventually(t, 5*time.Second, "edgesim echoing the browser's audio", func() bool {
+	kit.WaitFor(t, 5*time.Second, "edgesim echoing the browser's audio", func() bool {
 		m := s.call(t, c.ID).Media
 		return m != nil && m.PacketsReceived > 0 && m.PacketsEchoed > 0
 	})
@@ -130,13 +131,13 @@ func TestBrowserAnswersForkedCall(t *testing.T) {
 	page := browserServePage(t)
 	b := browserLaunch(t, chromium, page.phoneURL(d, "bob", "bob-secret", "answer", ""))
 	page.waitFor(t, b, 30*time.Second, "response", "200")
-	eventually(t, 10*time.Second, "bob's two bindings", func() bool { return len(d.contacts(t, "bob")) == 2 })
-	eventually(t, 10*time.Second, "bob registered upstream", func() bool { return len(s.edgesOf(t, "bob")) > 0 })
+	kit.WaitFor(t, 10*time.Second, "bob's two bindings", func() bool { return len(d.contacts(t, "bob")) == 2 })
+	kit.WaitFor(t, 10*time.Second, "bob registered upstream", func() bool { return len(s.edgesOf(t, "bob")) > 0 })
 
 	placed := s.placeCall(t, "bob")
 	page.waitUntil(t, b, 10*time.Second, "the browser ringing", func(ev browserEvent) bool { return ev.Event == "invite" })
 	page.waitFor(t, b, 15*time.Second, "call", "Established")
-	eventually(t, 10*time.Second, "the placed call answered", func() bool { return s.call(t, placed.ID).State == "answered" })
+	kit.WaitFor(t, 10*time.Second, "the placed call answered", func() bool { return s.call(t, placed.ID).State == "answered" })
 	waitSipp(t, ringing, "the SIPp phone cancelled")
 	page.waitRTP(t, b, 50)
 	checkBridged(t, d)
@@ -201,7 +202,7 @@ func TestBrowserHoldAndDTMF(t *testing.T) {
 		})
 	}
 	var got simCall
-	eventually(t, 10*time.Second, "edgesim to count the re-INVITEs and the digits", func() bool {
+	kit.WaitFor(t, 10*time.Second, "edgesim to count the re-INVITEs and the digits", func() bool {
 		got = s.call(t, c.ID)
 		return got.Reinvites == 2 && got.Media != nil && dtmfPackets(got) > 0
 	})
@@ -246,7 +247,7 @@ func TestBrowserConsentLostHangsUp(t *testing.T) {
 
 	b.Signal(syscall.SIGSTOP)
 	frozen := time.Now()
-	eventually(t, 35*time.Second, "edgewise to end the call", func() bool {
+	kit.WaitFor(t, 35*time.Second, "edgewise to end the call", func() bool {
 		got := s.call(t, c.ID)
 		return got.State == "ended" && got.EndedBy == "gateway"
 	})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 	"github.com/edgewise-sip/edgewise/test/chromium"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // Browser softphones over SIP WebSocket (RFC 7118): headless Chromium runs
@@ -40,7 +41,7 @@ func TestBrowserRegisterOverWebSocket(t *testing.T) {
 	page.waitFor(t, b, 30*time.Second, "response", "200")
 	page.mustHaveSeen(t, "state", "Registered")
 	var c admin.ContactStatus
-	eventually(t, 10*time.Second, "alice's browser binding in /v1/status", func() bool {
+	kit.WaitFor(t, 10*time.Second, "alice's browser binding in /v1/status", func() bool {
 		cs := browserContacts(t, d, "alice")
 		if len(cs) != 1 {
 			return false
@@ -52,15 +53,15 @@ func TestBrowserRegisterOverWebSocket(t *testing.T) {
 		!strings.HasPrefix(c.Source, "127.0.0.1:") || !strings.Contains(c.UserAgent, "SIP.js") {
 		t.Errorf("binding %+v, want a transport=ws .invalid contact from the browser's connection", c)
 	}
-	eventually(t, 10*time.Second, "alice registered upstream on ashburn", func() bool {
+	kit.WaitFor(t, 10*time.Second, "alice registered upstream on ashburn", func() bool {
 		return onlyOn(s.edgesOf(t, "alice"), "ashburn")
 	})
 
 	b.Close()
-	eventually(t, 10*time.Second, "alice's binding gone after the browser closed", func() bool {
+	kit.WaitFor(t, 10*time.Second, "alice's binding gone after the browser closed", func() bool {
 		return len(browserContacts(t, d, "alice")) == 0
 	})
-	eventually(t, 10*time.Second, "alice unregistered upstream", func() bool {
+	kit.WaitFor(t, 10*time.Second, "alice unregistered upstream", func() bool {
 		return len(s.edgesOf(t, "alice")) == 0
 	})
 	if !strings.Contains(d.out.String(), "websocket closed, bindings removed") {
@@ -79,13 +80,13 @@ func TestBrowserRegisterEdgeFailover(t *testing.T) {
 	b := browserLaunch(t, chromium, page.url(d, "carol", "carol-secret"))
 
 	page.waitFor(t, b, 30*time.Second, "response", "200")
-	eventually(t, 10*time.Second, "carol registered upstream on ashburn", func() bool {
+	kit.WaitFor(t, 10*time.Second, "carol registered upstream on ashburn", func() bool {
 		return onlyOn(s.edgesOf(t, "carol"), "ashburn")
 	})
 	broken := time.Now()
 	s.setMode(t, "edges/ashburn", "drop")
 	// timeout 500 ms + keepalive 1 s + 2 s, with a margin for a busy box.
-	eventually(t, 10*time.Second, "carol moved to umatilla", func() bool {
+	kit.WaitFor(t, 10*time.Second, "carol moved to umatilla", func() bool {
 		return onlyOn(s.edgesOf(t, "carol"), "umatilla")
 	})
 	t.Logf("failover took %v", time.Since(broken).Round(time.Millisecond))

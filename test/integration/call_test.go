@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // TestPhoneCallsTwilio: SIPp as a phone calls out through edgewise; edgesim,
@@ -26,7 +28,7 @@ func TestPhoneCallsTwilio(t *testing.T) {
 			To      string `json:"to"`
 		} `json:"calls"`
 	}
-	eventually(t, 5*time.Second, "edgesim to see the call ended by the gateway", func() bool {
+	kit.WaitFor(t, 5*time.Second, "edgesim to see the call ended by the gateway", func() bool {
 		resp, err := http.Get(s.control + "/v1/calls")
 		if err != nil {
 			return false
@@ -37,7 +39,7 @@ func TestPhoneCallsTwilio(t *testing.T) {
 		}
 		return len(calls.Calls) == 1 && calls.Calls[0].State == "ended" && calls.Calls[0].EndedBy == "gateway"
 	})
-	eventually(t, 5*time.Second, "no call left in edgewise's status", func() bool {
+	kit.WaitFor(t, 5*time.Second, "no call left in edgewise's status", func() bool {
 		st, err := d.getStatus()
 		return err == nil && len(st.Calls) == 0
 	})

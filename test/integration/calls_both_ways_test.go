@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/registrar/calls"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // simCall is the part of an edgesim Call the tests read.
@@ -124,7 +125,7 @@ func (s *sim) hangUp(t *testing.T, id string) {
 func (s *sim) onlyCall(t *testing.T, what string, cond func(simCall) bool) simCall {
 	t.Helper()
 	var got simCall
-	eventually(t, 10*time.Second, what, func() bool {
+	kit.WaitFor(t, 10*time.Second, what, func() bool {
 		cs := s.calls(t)
 		if len(cs) != 1 || !cond(cs[0]) {
 			return false
@@ -147,7 +148,7 @@ func (d *daemon) calls() []calls.CallStatus {
 
 func noCallsLeft(t *testing.T, d *daemon) {
 	t.Helper()
-	eventually(t, 5*time.Second, "no call left in edgewise's status", func() bool {
+	kit.WaitFor(t, 5*time.Second, "no call left in edgewise's status", func() bool {
 		st, err := d.getStatus()
 		return err == nil && len(st.Calls) == 0
 	})
@@ -206,7 +207,7 @@ func sippUAS(t *testing.T, scenario, ip string) <-chan sippResult {
 	// A call placed before SIPp has bound its socket would meet ICMP port
 	// unreachable (or silence); once bound, the kernel queues datagrams
 	// even if SIPp's loop has not started yet.
-	eventually(t, 10*time.Second, "sipp UAS bound to "+ip+":5060", func() bool {
+	kit.WaitFor(t, 10*time.Second, "sipp UAS bound to "+ip+":5060", func() bool {
 		select {
 		case r := <-ch:
 			t.Fatalf("sipp UAS exited early (%d):\n%s", r.code, r.out)
@@ -242,7 +243,7 @@ func dialRow(user, number string) [][]string {
 // packets each way, and returns once they did.
 func checkRTPFlow(t *testing.T, d *daemon) {
 	t.Helper()
-	eventually(t, 4*time.Second, "edgewise relaying RTP both ways on both legs", func() bool {
+	kit.WaitFor(t, 4*time.Second, "edgewise relaying RTP both ways on both legs", func() bool {
 		cs := d.calls()
 		if len(cs) != 1 || cs[0].Media == nil || len(cs[0].Media.Legs) != 2 {
 			return false
@@ -325,7 +326,7 @@ func TestCallFails(t *testing.T) {
 func TestCallFailoverDuringSetup(t *testing.T) {
 	s := startSim(t)
 	d := startDaemon(t, upstreamConfig(s, ""))
-	eventually(t, 10*time.Second, "ashburn active", func() bool {
+	kit.WaitFor(t, 10*time.Second, "ashburn active", func() bool {
 		for _, e := range d.status(t).Edges {
 			if e.Name == "ashburn" && e.Active {
 				return true
@@ -360,7 +361,7 @@ func TestCallHoldResume(t *testing.T) {
 	s := startSim(t)
 	d := startDaemon(t, upstreamConfig(s, ""))
 	res := sippAsync(t, "call_hold.xml", nextIP(t), d.ip+":5060", dialRow("alice", "15550004444"))
-	eventually(t, 5*time.Second, "edgesim held (recvonly)", func() bool {
+	kit.WaitFor(t, 5*time.Second, "edgesim held (recvonly)", func() bool {
 		cs := s.calls(t)
 		return len(cs) == 1 && cs[0].Media != nil && cs[0].Media.Direction == "recvonly"
 	})

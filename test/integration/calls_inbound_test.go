@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // TestInboundCallForked: alice is registered from two SIPp UASes (and
@@ -25,12 +27,12 @@ func TestInboundCallForked(t *testing.T) {
 	}
 	answered := sippUAS(t, "uas_answer.xml", answerIP)
 	ringing := sippUAS(t, "uas_ring_cancel.xml", ringIP)
-	eventually(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
+	kit.WaitFor(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
 
 	placed := s.placeCall(t, "alice")
-	eventually(t, 10*time.Second, "the placed call answered", func() bool { return s.call(t, placed.ID).State == "answered" })
+	kit.WaitFor(t, 10*time.Second, "the placed call answered", func() bool { return s.call(t, placed.ID).State == "answered" })
 	waitSipp(t, ringing, "ringing phone cancelled")
-	eventually(t, 5*time.Second, "edgewise's call answered with no fork left", func() bool {
+	kit.WaitFor(t, 5*time.Second, "edgewise's call answered with no fork left", func() bool {
 		cs := d.calls()
 		return len(cs) == 1 && cs[0].State == "answered"
 	})
@@ -55,11 +57,11 @@ func TestInboundCallNoBinding(t *testing.T) {
 	if code, out := sippRun(t, "register.xml", phoneIP, d.ip+":5060", [][]string{authRow("alice", "alice-secret", 3600)}, 1); code != 0 {
 		t.Fatalf("register alice: sipp exited %d:\n%s", code, out)
 	}
-	eventually(t, 10*time.Second, "alice registered upstream", func() bool { return onlyOn(s.edgesOf(t, "alice"), "ashburn") })
+	kit.WaitFor(t, 10*time.Second, "alice registered upstream", func() bool { return onlyOn(s.edgesOf(t, "alice"), "ashburn") })
 	if code, out := sippRun(t, "unregister.xml", phoneIP, d.ip+":5060", [][]string{authRow("alice", "alice-secret", 3600)}, 1); code != 0 {
 		t.Fatalf("unregister alice: sipp exited %d:\n%s", code, out)
 	}
-	eventually(t, 10*time.Second, "alice unregistered upstream", func() bool { return len(s.edgesOf(t, "alice")) == 0 })
+	kit.WaitFor(t, 10*time.Second, "alice unregistered upstream", func() bool { return len(s.edgesOf(t, "alice")) == 0 })
 	contact := fmt.Sprintf("sip:alice~ashburn@%s:5060;transport=udp", d.ip)
 	row := []string{"alice", "[authentication username=alice password=AliceTwilio123]", "3600", contact}
 	if code, out := sippRun(t, "call_twilio_binding.xml", nextIP(t), s.ips["ashburn"][0]+":5060", [][]string{row}, 1); code != 0 {
@@ -69,7 +71,7 @@ func TestInboundCallNoBinding(t *testing.T) {
 		t.Fatal("alice has local contacts")
 	}
 	placed := s.placeCall(t, "alice")
-	eventually(t, 10*time.Second, "the placed call failed 480", func() bool {
+	kit.WaitFor(t, 10*time.Second, "the placed call failed 480", func() bool {
 		c := s.call(t, placed.ID)
 		return c.State == "failed" && c.Code == 480
 	})
@@ -126,14 +128,14 @@ func TestInboundCallForkedBaresipAnswers(t *testing.T) {
 	}
 	ringing := sippUAS(t, "uas_ring_cancel.xml", ringIP)
 	bare := startBaresipAnswering(t, d, "alice", "alice-secret")
-	eventually(t, 10*time.Second, "baresip registered", func() bool { return containsHost(d.contacts(t, "alice"), bare) })
-	eventually(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
+	kit.WaitFor(t, 10*time.Second, "baresip registered", func() bool { return containsHost(d.contacts(t, "alice"), bare) })
+	kit.WaitFor(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
 
 	placed := s.placeCall(t, "alice")
-	eventually(t, 10*time.Second, "the placed call answered", func() bool { return s.call(t, placed.ID).State == "answered" })
+	kit.WaitFor(t, 10*time.Second, "the placed call answered", func() bool { return s.call(t, placed.ID).State == "answered" })
 	waitSipp(t, ringing, "ringing SIPp phone cancelled")
 	checkRTPFlow(t, d)
-	eventually(t, 5*time.Second, "edgesim echoing baresip's RTP", func() bool {
+	kit.WaitFor(t, 5*time.Second, "edgesim echoing baresip's RTP", func() bool {
 		m := s.call(t, placed.ID).Media
 		return m != nil && m.PacketsReceived > 0 && m.PacketsEchoed > 0
 	})
@@ -160,10 +162,10 @@ func TestInboundCallPhoneBusy(t *testing.T) {
 	s := startSim(t)
 	d := startDaemon(t, upstreamConfig(s, ""))
 	busy := registerUAS(t, d, "uas_busy.xml")
-	eventually(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
+	kit.WaitFor(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
 	placed := s.placeCall(t, "alice")
 	waitSipp(t, busy, "busy phone")
-	eventually(t, 10*time.Second, "the placed call failed 486", func() bool {
+	kit.WaitFor(t, 10*time.Second, "the placed call failed 486", func() bool {
 		c := s.call(t, placed.ID)
 		return c.State == "failed" && c.Code == 486
 	})
@@ -176,12 +178,12 @@ func TestInboundCallCancelledByTwilio(t *testing.T) {
 	s := startSim(t)
 	d := startDaemon(t, upstreamConfig(s, ""))
 	ringing := registerUAS(t, d, "uas_ring_cancel.xml")
-	eventually(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
+	kit.WaitFor(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
 	placed := s.placeCall(t, "alice")
-	eventually(t, 10*time.Second, "the placed call ringing", func() bool { return s.call(t, placed.ID).State == "ringing" })
+	kit.WaitFor(t, 10*time.Second, "the placed call ringing", func() bool { return s.call(t, placed.ID).State == "ringing" })
 	s.hangUp(t, placed.ID)
 	waitSipp(t, ringing, "ringing phone cancelled")
-	eventually(t, 10*time.Second, "the placed call failed 487", func() bool {
+	kit.WaitFor(t, 10*time.Second, "the placed call failed 487", func() bool {
 		c := s.call(t, placed.ID)
 		return c.State == "failed" && c.Code == 487
 	})

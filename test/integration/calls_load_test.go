@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // The load test's shape (issue 4: "100 concurrent calls with RTP for 30 s").
@@ -78,7 +80,7 @@ func TestCallsLoad(t *testing.T) {
 	if code, out := sippRun(t, "register.xml", phoneIP, d.ip+":5060", regRows, len(regRows)); code != 0 {
 		t.Fatalf("registering %d phones: sipp exited %d:\n%s", len(users), code, out)
 	}
-	eventually(t, 20*time.Second, "every user registered upstream at edgesim", func() bool {
+	kit.WaitFor(t, 20*time.Second, "every user registered upstream at edgesim", func() bool {
 		return callloadUpstream(s) == len(users)
 	})
 	before := scrapeMetrics(t, d)
@@ -95,7 +97,7 @@ func TestCallsLoad(t *testing.T) {
 
 	start := time.Now()
 	res := callloadSippAsync(t, "load_call_rtp.xml", phoneIP, d.ip+":5060", callRows, callloadCalls, callloadRate)
-	eventually(t, 20*time.Second, fmt.Sprintf("%d calls up in edgewise with RTP relayed both ways on both legs", callloadCalls), func() bool {
+	kit.WaitFor(t, 20*time.Second, fmt.Sprintf("%d calls up in edgewise with RTP relayed both ways on both legs", callloadCalls), func() bool {
 		select {
 		case r := <-res:
 			t.Fatalf("sipp finished while the calls should be up (%d ok, %d failed):\n%s", r.ok, r.failed, r.out)
@@ -208,7 +210,7 @@ func TestCallsLoad(t *testing.T) {
 	}
 	var last float64
 	deadline := 15 * time.Second
-	eventually(t, deadline, fmt.Sprintf("go_goroutines back to the baseline %v (+%d)", baseGoroutines, callloadGoroutineSlack), func() bool {
+	kit.WaitFor(t, deadline, fmt.Sprintf("go_goroutines back to the baseline %v (+%d)", baseGoroutines, callloadGoroutineSlack), func() bool {
 		last = scrapeMetrics(t, d).value("go_goroutines")
 		return last <= baseGoroutines+callloadGoroutineSlack
 	})
@@ -237,7 +239,7 @@ func callloadSim(t *testing.T, users []string) *sim {
 	writeFile(t, path, b.String())
 	// Info, not debug: 100 calls × 30 s at debug would log every packet path.
 	s.proc = startProc(t, "edgesim", "-c", path, "-log-level", "info")
-	eventually(t, 10*time.Second, "edgesim /healthz", func() bool {
+	kit.WaitFor(t, 10*time.Second, "edgesim /healthz", func() bool {
 		resp, err := http.Get(s.control + "/healthz")
 		if err != nil {
 			return false

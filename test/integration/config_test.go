@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // TestCheckCommand: `edgewise check` exits 0 on a good file and prints every
@@ -121,7 +123,7 @@ func TestReload(t *testing.T) {
 	flipped := strings.Replace(string(cfg), "edges: [ashburn, umatilla]", "edges: [umatilla, ashburn]", 1)
 	writeFileAtomic(t, d.cfgPath, flipped)
 	var v1 string
-	eventually(t, 10*time.Second, "the file watcher to reload", func() bool {
+	kit.WaitFor(t, 10*time.Second, "the file watcher to reload", func() bool {
 		s := d.status(t)
 		v1 = s.Config.Version
 		return v1 != v0 && s.Config.LastReload.OK && s.Config.LastReload.Trigger == "file"
@@ -131,7 +133,7 @@ func TestReload(t *testing.T) {
 	writeFileAtomic(t, d.cfgPath, strings.Replace(flipped, "realm: edgewise.test", "realm: edgewise.other", 1))
 	// The watcher may win the race for this change; SIGHUP must then report "unchanged" or apply it.
 	d.signal(syscall.SIGHUP)
-	eventually(t, 10*time.Second, "the reload after SIGHUP", func() bool {
+	kit.WaitFor(t, 10*time.Second, "the reload after SIGHUP", func() bool {
 		s := d.status(t)
 		return s.Config.Version != v1 && s.Config.LastReload.OK
 	})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/registrar/calls"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // drainConfig is upstreamConfig with a shutdown section.
@@ -51,7 +52,7 @@ func TestGracefulStopDrains(t *testing.T) {
 	res, c := callUp(t, s, d, "15550003333")
 
 	d.signal(syscall.SIGTERM)
-	eventually(t, 5*time.Second, "/readyz to say 503 while draining", func() bool { return readyz(t, d) == http.StatusServiceUnavailable })
+	kit.WaitFor(t, 5*time.Second, "/readyz to say 503 while draining", func() bool { return readyz(t, d) == http.StatusServiceUnavailable })
 	row := append(authRow("carol", "carol-secret", 3600), "7")
 	if code, out := sippRun(t, "register_refused.xml", nextIP(t), d.ip+":5060", [][]string{row}, 1); code != 0 {
 		t.Fatalf("REGISTER while draining: sipp exited %d:\n%s", code, out)
@@ -62,7 +63,7 @@ func TestGracefulStopDrains(t *testing.T) {
 
 	// The call in progress keeps flowing: its counters still move.
 	before := relayedPackets(d.calls())
-	eventually(t, 5*time.Second, "the call's media to keep flowing while draining", func() bool {
+	kit.WaitFor(t, 5*time.Second, "the call's media to keep flowing while draining", func() bool {
 		return relayedPackets(d.calls()) > before
 	})
 	select {

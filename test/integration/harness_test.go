@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 var (
@@ -174,18 +175,6 @@ func (p *proc) wait(timeout time.Duration) int {
 	}
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // daemon is a running `edgewise serve`.
 type daemon struct {
 	*proc
@@ -243,7 +232,7 @@ func startDaemon(t *testing.T, cfg func(ip, dir string) string) *daemon {
 func (d *daemon) start(t *testing.T) {
 	t.Helper()
 	d.proc = startProc(t, "edgewise", "serve", "-c", d.cfgPath)
-	eventually(t, 15*time.Second, "edgewise /healthz", func() bool {
+	kit.WaitFor(t, 15*time.Second, "edgewise /healthz", func() bool {
 		select {
 		case <-d.done:
 			t.Fatalf("edgewise exited early:\n%s", d.out.String())

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/media"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // TestTwilioMediaFromOutsideMediaCIDRsDropped: Twilio's side of the relay
@@ -19,7 +20,7 @@ func TestTwilioMediaFromOutsideMediaCIDRsDropped(t *testing.T) {
 		return strings.Replace(upstreamConfig(s, "")(ip, dir), "  media_cidrs: [127.0.0.0/8]\n", "  media_cidrs: [192.0.2.0/24]\n", 1)
 	})
 	res := sippAsync(t, "call_rtp.xml", nextIP(t), d.ip+":5060", dialRow("alice", "15550006666"))
-	eventually(t, 10*time.Second, "edgesim echoing and edgewise dropping the echo", func() bool {
+	kit.WaitFor(t, 10*time.Second, "edgesim echoing and edgewise dropping the echo", func() bool {
 		cs := s.calls(t)
 		if len(cs) != 1 || cs[0].Media == nil || cs[0].Media.PacketsEchoed < 20 {
 			return false

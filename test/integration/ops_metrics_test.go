@@ -8,6 +8,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // TestOpsMetricsFailoverCounter: /metrics parses with the Prometheus text
@@ -20,7 +22,7 @@ func TestOpsMetricsFailoverCounter(t *testing.T) {
 	d := startDaemon(t, upstreamConfig(s, ""))
 	users := []string{"alice", "carol"}
 	registerPhones(t, d, users...)
-	eventually(t, 10*time.Second, "users registered upstream on ashburn", func() bool {
+	kit.WaitFor(t, 10*time.Second, "users registered upstream on ashburn", func() bool {
 		return opsAllOn(t, d, s, "ashburn", users...)
 	})
 
@@ -33,7 +35,7 @@ func TestOpsMetricsFailoverCounter(t *testing.T) {
 
 	for round := 1; round <= 2; round++ {
 		s.setMode(t, "edges/ashburn", "drop")
-		eventually(t, 10*time.Second, "ashburn down and users on umatilla", func() bool {
+		kit.WaitFor(t, 10*time.Second, "ashburn down and users on umatilla", func() bool {
 			return opsMustStatus(t, d).edgeState("ashburn") == "down" && opsAllOn(t, d, s, "umatilla", users...)
 		})
 		if got := failovers(); got != base+float64(round) {
@@ -51,7 +53,7 @@ func TestOpsMetricsFailoverCounter(t *testing.T) {
 		}
 
 		s.setMode(t, "edges/ashburn", "up")
-		eventually(t, 15*time.Second, "users back on ashburn after the failback hold", func() bool {
+		kit.WaitFor(t, 15*time.Second, "users back on ashburn after the failback hold", func() bool {
 			return opsMustStatus(t, d).edgeState("ashburn") == "up" && opsAllOn(t, d, s, "ashburn", users...)
 		})
 		// The heal and the failback are not failures.

@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/edgewise-sip/edgewise/test/chromium"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // TestOpsStatusPageInChromium: with phones registered through edgewise and
@@ -28,7 +29,7 @@ func TestOpsStatusPageInChromium(t *testing.T) {
 	d := startDaemon(t, upstreamConfig(s, ""))
 	users := []string{"alice", "carol"}
 	registerPhones(t, d, users...)
-	eventually(t, 10*time.Second, "alice and carol registered upstream on ashburn", func() bool {
+	kit.WaitFor(t, 10*time.Second, "alice and carol registered upstream on ashburn", func() bool {
 		return opsAllOn(t, d, s, "ashburn", users...)
 	})
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // The load both reload tests run: SIPp phones keep 50 calls with RTP up
@@ -31,7 +32,7 @@ func TestOpsFlipUnderLoad(t *testing.T) {
 	s := startSim(t)
 	d := startDaemon(t, opsLoadConfig(s))
 	registerPhones(t, d, opsUsers...)
-	eventually(t, 10*time.Second, "every user registered upstream on ashburn", func() bool {
+	kit.WaitFor(t, 10*time.Second, "every user registered upstream on ashburn", func() bool {
 		return opsAllOn(t, d, s, "ashburn", opsUsers...)
 	})
 	before := opsMustStatus(t, d)
@@ -44,7 +45,7 @@ func TestOpsFlipUnderLoad(t *testing.T) {
 	calls := runOpsLoad(t, s, d, opsReloadLoad, func() {
 		flipAt = time.Now()
 		writeFileAtomic(t, d.cfgPath, strings.Replace(string(cfg), "edges: [ashburn, umatilla]", "edges: [umatilla, ashburn]", 1))
-		eventually(t, 15*time.Second, "every user registered upstream on umatilla only", func() bool {
+		kit.WaitFor(t, 15*time.Second, "every user registered upstream on umatilla only", func() bool {
 			return opsAllOn(t, d, s, "umatilla", opsUsers...)
 		})
 		movedAt = time.Now()
@@ -116,7 +117,7 @@ func TestOpsBrokenReloadUnderLoad(t *testing.T) {
 	s := startSim(t)
 	d := startDaemon(t, opsLoadConfig(s))
 	registerPhones(t, d, opsUsers...)
-	eventually(t, 10*time.Second, "every user registered upstream on ashburn", func() bool {
+	kit.WaitFor(t, 10*time.Second, "every user registered upstream on ashburn", func() bool {
 		return opsAllOn(t, d, s, "ashburn", opsUsers...)
 	})
 	before := opsMustStatus(t, d)
@@ -139,7 +140,7 @@ func TestOpsBrokenReloadUnderLoad(t *testing.T) {
 	calls := runOpsLoad(t, s, d, spec, func() {
 		writeFileAtomic(t, d.cfgPath, broken)
 		var last configs.ReloadResult
-		eventually(t, 10*time.Second, "the file watcher to refuse the broken file", func() bool {
+		kit.WaitFor(t, 10*time.Second, "the file watcher to refuse the broken file", func() bool {
 			st, err := opsGetStatus(d)
 			last = st.Config.LastReload
 			return err == nil && last.Trigger == "file" && !last.OK
@@ -197,7 +198,7 @@ func runOpsLoad(t *testing.T, s *sim, d *daemon, spec opsLoadSpec, op func()) []
 	watch := watchOpsCalls(t, d, 1500*time.Millisecond, spec.hold)
 	load := startOpsLoad(t, d, spec, opsUsers...)
 	started := time.Now()
-	eventually(t, spec.hold+20*time.Second, fmt.Sprintf("%d calls answered at once", spec.limit-2), func() bool {
+	kit.WaitFor(t, spec.hold+20*time.Second, fmt.Sprintf("%d calls answered at once", spec.limit-2), func() bool {
 		if !load.running() {
 			t.Fatalf("sipp ended before the calls were up:\n%s", load.report())
 		}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // TestOpsStatusCommand: `edgewise status` against a running daemon after an
@@ -24,7 +26,7 @@ func TestOpsStatusCommand(t *testing.T) {
 	d := startDaemon(t, upstreamConfig(s, ""))
 	users := []string{"alice", "carol"}
 	registerPhones(t, d, users...)
-	eventually(t, 10*time.Second, "users registered upstream on ashburn", func() bool {
+	kit.WaitFor(t, 10*time.Second, "users registered upstream on ashburn", func() bool {
 		return opsAllOn(t, d, s, "ashburn", users...)
 	})
 	cfg, err := os.ReadFile(d.cfgPath)
@@ -36,7 +38,7 @@ func TestOpsStatusCommand(t *testing.T) {
 	// table must show that API reload as the last one and still name the
 	// flip that is running.
 	writeFileAtomic(t, d.cfgPath, strings.Replace(string(cfg), "edges: [ashburn, umatilla]", "edges: [umatilla, ashburn]", 1))
-	eventually(t, 10*time.Second, "the file watcher to apply the flip", func() bool {
+	kit.WaitFor(t, 10*time.Second, "the file watcher to apply the flip", func() bool {
 		return slices.Equal(opsMustStatus(t, d).Config.Edges, []string{"umatilla", "ashburn"})
 	})
 	resp, err := http.Post(d.adminURL+"/v1/reload", "", nil)
@@ -47,13 +49,13 @@ func TestOpsStatusCommand(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("POST /v1/reload: %s", resp.Status)
 	}
-	eventually(t, 10*time.Second, "users registered upstream on umatilla", func() bool {
+	kit.WaitFor(t, 10*time.Second, "users registered upstream on umatilla", func() bool {
 		return opsAllOn(t, d, s, "umatilla", users...)
 	})
 
 	// One call with RTP, long enough to be read while up.
 	call := startOpsLoad(t, d, opsLoadSpec{calls: 1, rate: 1, limit: 1, hold: 6 * time.Second}, "alice")
-	eventually(t, 10*time.Second, "the call answered with RTP both ways", func() bool {
+	kit.WaitFor(t, 10*time.Second, "the call answered with RTP both ways", func() bool {
 		st, err := opsGetStatus(d)
 		if err != nil || len(st.Calls) != 1 || st.Calls[0].State != "answered" || st.Calls[0].Media == nil {
 			return false

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 func defaultConfig(ip, dir string) string { return daemonConfig(ip, dir, "") }
@@ -145,7 +147,7 @@ func TestBaresipRegisters(t *testing.T) {
 	requireTool(t, "baresip")
 	d := startDaemon(t, defaultConfig)
 	client := startBaresip(t, d, "bob", "bob-secret")
-	eventually(t, 20*time.Second, "baresip's binding in /v1/status", func() bool {
+	kit.WaitFor(t, 20*time.Second, "baresip's binding in /v1/status", func() bool {
 		for _, u := range d.status(t).Users {
 			if u.User != "bob" {
 				continue

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // secPhoneSDP is a G.711 offer from ip.
@@ -98,7 +100,7 @@ func TestSecurityReplayedInviteNotDialled(t *testing.T) {
 			if ok == nil || ok.StatusCode != 200 {
 				t.Fatalf("the phone's own authenticated INVITE: %v", ok)
 			}
-			eventually(t, 5*time.Second, "edgesim to see the phone's call", func() bool { return len(s.mustCalls(t)) == before+1 })
+			kit.WaitFor(t, 5*time.Second, "edgesim to see the phone's call", func() bool { return len(s.mustCalls(t)) == before+1 })
 
 			premium := "sip:+19005550100@" + d.ip
 			replays := []struct {

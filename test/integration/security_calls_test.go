@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // TestSecurityForgedInboundRefused plays an attacker who forges INVITEs from
@@ -16,7 +18,7 @@ func TestSecurityForgedInboundRefused(t *testing.T) {
 	s := startSim(t)
 	d := startDaemon(t, strangerConfig(s, ""))
 	phone := registerUAS(t, d, "uas_answer.xml")
-	eventually(t, 10*time.Second, "alice registered upstream", func() bool { return onlyOn(s.edgesOf(t, "alice"), "ashburn") })
+	kit.WaitFor(t, 10*time.Second, "alice registered upstream", func() bool { return onlyOn(s.edgesOf(t, "alice"), "ashburn") })
 
 	forger := dialRawSIP(t, "udp", s.ips["ashburn"][0], d.ip+":5060")
 	for i, contact := range []string{"alice~umatilla", "carol~ashburn"} {
@@ -37,7 +39,7 @@ func TestSecurityForgedInboundRefused(t *testing.T) {
 	// The phone is one SIPp call: had a forged INVITE rung it, Twilio's
 	// real call below would find nobody to answer.
 	placed := s.placeCall(t, "alice")
-	eventually(t, 10*time.Second, "Twilio's real call answered", func() bool { return s.call(t, placed.ID).State == "answered" })
+	kit.WaitFor(t, 10*time.Second, "Twilio's real call answered", func() bool { return s.call(t, placed.ID).State == "answered" })
 	s.hangUp(t, placed.ID)
 	waitSipp(t, phone, "the phone")
 	if got := scrapeMetrics(t, d).value("edgewise_b2bua_call_setups_total", "direction", "inbound", "outcome", "unknown_contact"); got != 2 {

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // frontendSecConfig is a daemon with TCP and TLS listeners and tight
@@ -180,7 +182,7 @@ func TestSecurityJunkFloodLegitimateCallWorks(t *testing.T) {
 	close(stop)
 	// Answers for the last requests may still be on their way: wait until
 	// they match what was sent (bounded), then check none came twice.
-	eventually(t, 5*time.Second, "an answer for every junk request", func() bool { return answers.Load() >= sent.Load() })
+	kit.WaitFor(t, 5*time.Second, "an answer for every junk request", func() bool { return answers.Load() >= sent.Load() })
 	flooder.conn.SetReadDeadline(time.Now().Add(1500 * time.Millisecond)) // Timer A's first two retransmissions fit in it
 	wg.Wait()
 	if a, n := answers.Load(), sent.Load(); a != n {

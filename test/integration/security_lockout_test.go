@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // secWrongRegisters sends n REGISTERs for alice with a wrong password from
@@ -51,7 +53,7 @@ func TestSecurityTwilioNeverLockedOut(t *testing.T) {
 	s := startSim(t)
 	d := startDaemon(t, strangerConfig(s, ""))
 	uas := registerUAS(t, d, "uas_answer.xml")
-	eventually(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
+	kit.WaitFor(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
 
 	for edge, ips := range s.ips {
 		for _, ip := range ips {
@@ -63,7 +65,7 @@ func TestSecurityTwilioNeverLockedOut(t *testing.T) {
 		}
 	}
 	placed := s.placeCall(t, "alice")
-	eventually(t, 10*time.Second, "Twilio's call answered by the phone", func() bool { return s.call(t, placed.ID).State == "answered" })
+	kit.WaitFor(t, 10*time.Second, "Twilio's call answered by the phone", func() bool { return s.call(t, placed.ID).State == "answered" })
 	s.hangUp(t, placed.ID)
 	waitSipp(t, uas, "answering phone")
 	for _, e := range d.status(t).Edges {

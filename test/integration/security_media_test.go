@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/media"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // mediaSecPhoneLeg returns the phone side of d's only call, once its media
@@ -127,13 +128,13 @@ func TestSecurityMediaStrangerOutbound(t *testing.T) {
 	// phone talks for 4 s after the answer.
 	res := sippAsync(t, "call_rtp.xml", phoneIP, d.ip+":5060", dialRow("alice", "slowanswer"))
 	var leg media.LegStats
-	eventually(t, 10*time.Second, "the call's media session", func() bool {
+	kit.WaitFor(t, 10*time.Second, "the call's media session", func() bool {
 		var ok bool
 		leg, ok = mediaSecPhoneLeg(t, d)
 		return ok
 	})
 	stranger := mediaSecStartStranger(t, nextIP(t), leg.Local, 20*time.Second)
-	eventually(t, 15*time.Second, "the call answered and talking", func() bool {
+	kit.WaitFor(t, 15*time.Second, "the call answered and talking", func() bool {
 		c := s.calls(t)
 		return len(c) == 1 && c[0].State == "answered" && c[0].Media != nil && c[0].Media.PacketsEchoed > 50
 	})
@@ -157,16 +158,16 @@ func TestSecurityMediaStrangerInbound(t *testing.T) {
 		t.Fatalf("register alice: sipp exited %d:\n%s", code, out)
 	}
 	phone := sippUAS(t, "uas_answer_rtp.xml", phoneIP)
-	eventually(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
+	kit.WaitFor(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
 	placed := s.placeCall(t, "alice")
 	var leg media.LegStats
-	eventually(t, 10*time.Second, "the call's media session", func() bool {
+	kit.WaitFor(t, 10*time.Second, "the call's media session", func() bool {
 		var ok bool
 		leg, ok = mediaSecPhoneLeg(t, d)
 		return ok
 	})
 	stranger := mediaSecStartStranger(t, nextIP(t), leg.Local, 20*time.Second)
-	eventually(t, 15*time.Second, "the call answered and talking", func() bool {
+	kit.WaitFor(t, 15*time.Second, "the call answered and talking", func() bool {
 		c := s.call(t, placed.ID)
 		return c.State == "answered" && c.Media != nil && c.Media.PacketsEchoed > 50
 	})

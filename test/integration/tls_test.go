@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // writeCert writes a self-signed certificate (its own CA) for ip and its
@@ -91,7 +93,7 @@ module_tmp account.so
 
 	// baresip's TLS connection leaves from an ephemeral port (its Contact
 	// names client:5061): the binding is found by transport and user agent.
-	eventually(t, 15*time.Second, "baresip registered over TLS", func() bool {
+	kit.WaitFor(t, 15*time.Second, "baresip registered over TLS", func() bool {
 		for _, c := range browserContacts(t, d, "alice") {
 			if c.Transport == "tls" && strings.Contains(c.UserAgent, "baresip") {
 				return true
@@ -99,10 +101,10 @@ module_tmp account.so
 		}
 		return false
 	})
-	eventually(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
+	kit.WaitFor(t, 10*time.Second, "alice registered upstream", func() bool { return len(s.edgesOf(t, "alice")) > 0 })
 
 	placed := s.placeCall(t, "alice")
-	eventually(t, 10*time.Second, "the call answered by baresip over TLS", func() bool { return s.call(t, placed.ID).State == "answered" })
+	kit.WaitFor(t, 10*time.Second, "the call answered by baresip over TLS", func() bool { return s.call(t, placed.ID).State == "answered" })
 	checkRTPFlow(t, d)
 	s.hangUp(t, placed.ID)
 	s.onlyCall(t, "edgesim to see the call ended", func(c simCall) bool { return c.State == "ended" && c.EndedBy == "edgesim" })

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // The twilio provisioning tests run `edgewise twilio check|sync` (the real
@@ -62,7 +64,7 @@ rest:
 	path := filepath.Join(dir, "edgesim.yaml")
 	writeFile(t, path, cfg)
 	s.proc = startProc(t, "edgesim", "-c", path, "-log-level", "debug")
-	eventually(t, 10*time.Second, "edgesim /healthz", func() bool {
+	kit.WaitFor(t, 10*time.Second, "edgesim /healthz", func() bool {
 		resp, err := http.Get(s.control + "/healthz")
 		if err != nil {
 			return false

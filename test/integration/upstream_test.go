@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // sim is a running edgesim binary with two edges of three IPs each.
@@ -45,7 +47,7 @@ credentials:
 	path := filepath.Join(t.TempDir(), "edgesim.yaml")
 	writeFile(t, path, cfg)
 	s.proc = startProc(t, "edgesim", "-c", path, "-log-level", "debug")
-	eventually(t, 10*time.Second, "edgesim /healthz", func() bool {
+	kit.WaitFor(t, 10*time.Second, "edgesim /healthz", func() bool {
 		resp, err := http.Get(s.control + "/healthz")
 		if err != nil {
 			return false
@@ -132,7 +134,7 @@ func TestUpstreamFailoverWithBaresip(t *testing.T) {
 	d := startDaemon(t, upstreamConfig(s, ""))
 	startBaresip(t, d, "bob", "bob-secret")
 
-	eventually(t, 10*time.Second, "bob registered upstream on ashburn", func() bool {
+	kit.WaitFor(t, 10*time.Second, "bob registered upstream on ashburn", func() bool {
 		return onlyOn(s.edgesOf(t, "bob"), "ashburn")
 	})
 
@@ -160,7 +162,7 @@ func TestUpstreamFailoverWithBaresip(t *testing.T) {
 
 	broken := time.Now()
 	s.setMode(t, "edges/ashburn", "drop")
-	eventually(t, 500*time.Millisecond+time.Second+2*time.Second, "bob moved to umatilla", func() bool {
+	kit.WaitFor(t, 500*time.Millisecond+time.Second+2*time.Second, "bob moved to umatilla", func() bool {
 		return onlyOn(s.edgesOf(t, "bob"), "umatilla")
 	})
 	t.Logf("failover took %v", time.Since(broken).Round(time.Millisecond))
@@ -172,7 +174,7 @@ func TestUpstreamFailoverWithBaresip(t *testing.T) {
 	}
 
 	s.setMode(t, "edges/ashburn", "up")
-	eventually(t, 15*time.Second, "bob back on ashburn after the failback hold", func() bool {
+	kit.WaitFor(t, 15*time.Second, "bob back on ashburn after the failback hold", func() bool {
 		return onlyOn(s.edgesOf(t, "bob"), "ashburn")
 	})
 	select {
@@ -189,11 +191,11 @@ func TestUpstreamOneIPDropped(t *testing.T) {
 	d := startDaemon(t, upstreamConfig(s, ""))
 	registerPhones(t, d, "alice", "carol")
 	for _, u := range []string{"alice", "carol"} {
-		eventually(t, 10*time.Second, u+" on ashburn", func() bool { return onlyOn(s.edgesOf(t, u), "ashburn") })
+		kit.WaitFor(t, 10*time.Second, u+" on ashburn", func() bool { return onlyOn(s.edgesOf(t, u), "ashburn") })
 	}
 	dead := s.ips["ashburn"][0]
 	s.setMode(t, "ips/"+dead, "drop")
-	eventually(t, 5*time.Second, "the dropped IP marked down", func() bool {
+	kit.WaitFor(t, 5*time.Second, "the dropped IP marked down", func() bool {
 		for _, e := range d.status(t).Edges {
 			for _, ip := range e.IPs {
 				if ip.IP == dead {
@@ -223,7 +225,7 @@ func TestUpstreamReloadFlipsOrder(t *testing.T) {
 	d := startDaemon(t, upstreamConfig(s, ""))
 	registerPhones(t, d, "alice", "carol")
 	for _, u := range []string{"alice", "carol"} {
-		eventually(t, 10*time.Second, u+" on ashburn", func() bool { return onlyOn(s.edgesOf(t, u), "ashburn") })
+		kit.WaitFor(t, 10*time.Second, u+" on ashburn", func() bool { return onlyOn(s.edgesOf(t, u), "ashburn") })
 	}
 	cfg, err := os.ReadFile(d.cfgPath)
 	if err != nil {
@@ -231,7 +233,7 @@ func TestUpstreamReloadFlipsOrder(t *testing.T) {
 	}
 	writeFileAtomic(t, d.cfgPath, strings.Replace(string(cfg), "edges: [ashburn, umatilla]", "edges: [umatilla, ashburn]", 1))
 	for _, u := range []string{"alice", "carol"} {
-		eventually(t, 10*time.Second, u+" on umatilla after the flip", func() bool { return onlyOn(s.edgesOf(t, u), "umatilla") })
+		kit.WaitFor(t, 10*time.Second, u+" on umatilla after the flip", func() bool { return onlyOn(s.edgesOf(t, u), "umatilla") })
 	}
 
 	writeFileAtomic(t, d.cfgPath, strings.Replace(string(cfg), "edges: [ashburn, umatilla]", "edges: [umatilla, frankfrut]", 1))
@@ -258,8 +260,8 @@ func TestUpstreamWrongTwilioPassword(t *testing.T) {
 		return strings.Replace(upstreamConfig(s, "")(ip, dir), "twilio_password: CarolTwilio123", "twilio_password: NotCarols1234", 1)
 	})
 	registerPhones(t, d, "alice", "carol")
-	eventually(t, 10*time.Second, "alice on ashburn", func() bool { return onlyOn(s.edgesOf(t, "alice"), "ashburn") })
-	eventually(t, 10*time.Second, "carol's upstream error in status", func() bool {
+	kit.WaitFor(t, 10*time.Second, "alice on ashburn", func() bool { return onlyOn(s.edgesOf(t, "alice"), "ashburn") })
+	kit.WaitFor(t, 10*time.Second, "carol's upstream error in status", func() bool {
 		for _, u := range d.status(t).Users {
 			if u.User == "carol" && u.Upstream != nil && strings.Contains(u.Upstream.LastError, "403") {
 				return true

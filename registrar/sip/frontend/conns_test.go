@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // connsServer is startServer with tight connection bounds.
@@ -81,7 +83,7 @@ func TestConnectionCaps(t *testing.T) {
 	}
 	// A closed connection gives its place back.
 	held[0].Close()
-	waitUntil(t, "the place to be free", func() bool { return s.OpenConns() == 4 })
+	kit.WaitFor(t, 5*time.Second, "the place to be free", func() bool { return s.OpenConns() == 4 })
 	if closedByServer(dialFrom(t, "127.0.0.1", addr), 200*time.Millisecond) {
 		t.Fatal("a connection after one closed was refused")
 	}
@@ -143,16 +145,5 @@ func TestConnectionIdleTimeout(t *testing.T) {
 	}
 	if n := s.Stats().IdleClosed.Load(); n != 2 {
 		t.Errorf("idle closes %d, want 2", n)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

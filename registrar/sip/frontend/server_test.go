@@ -7,10 +7,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,17 +16,9 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/goleak"
-)
 
-// testLogger logs to stderr with -v and nowhere otherwise. Not t.Log: server
-// goroutines may still log while the testing package finishes a subtest,
-// which the race detector reports.
-func testLogger(t testing.TB) *slog.Logger {
-	if !testing.Verbose() {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+	"github.com/edgewise-sip/edgewise/test/kit"
+)
 
 // startServer runs a server on loopback (UDP and TCP, ports picked by the
 // kernel) and stops it when the test ends, failing if Run does not return.
@@ -41,7 +31,7 @@ func startServer(t *testing.T, setup func(*Server)) *Server {
 		UserAgent:   "edgewise-test",
 		TLSCertFile: cert,
 		TLSKeyFile:  key,
-	}, testLogger(t))
+	}, kit.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,7 +498,7 @@ func TestPing(t *testing.T) {
 func TestRunStopsCleanly(t *testing.T) {
 	leaks := goleak.IgnoreCurrent()
 	func() {
-		s, err := New(Settings{Listen: []Listen{{Transport: "udp", Host: "127.0.0.1"}, {Transport: "tcp", Host: "127.0.0.1"}}}, testLogger(t))
+		s, err := New(Settings{Listen: []Listen{{Transport: "udp", Host: "127.0.0.1"}, {Transport: "tcp", Host: "127.0.0.1"}}}, kit.Logger(t))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -28,6 +28,8 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // wsServer is a server with ws and wss listeners, a REGISTER handler that
@@ -47,7 +49,7 @@ func startWSServer(t *testing.T) *wsServer {
 		UserAgent:   "edgewise-test",
 		TLSCertFile: cert,
 		TLSKeyFile:  key,
-	}, testLogger(t))
+	}, kit.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

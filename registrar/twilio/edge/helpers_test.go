@@ -136,18 +136,6 @@ func edgeStatus(t *testing.T, m *Monitor, name string) EdgeStatus {
 	return EdgeStatus{}
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // runMonitor runs m until the test ends, then checks that Run returned and
 // left no goroutine behind. release runs between the two, for resources
 // whose goroutines are not the Monitor's (a sipgo UA's connections).

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // edgeSim is a fake Prober standing in for the edges: per-edge behaviour
@@ -102,7 +104,7 @@ func TestRunFailoverAndFailback(t *testing.T) {
 	}
 	m, changes := newRunning(t, s, &fakeProber{probe: sim.probe})
 
-	eventually(t, 5*time.Second, "ashburn up from keepalives", func() bool {
+	kit.WaitFor(t, 5*time.Second, "ashburn up from keepalives", func() bool {
 		return edgeStatus(t, m, "ashburn").State == StateUp
 	})
 	if n, _ := sim.count("umatilla", time.Time{}); n != 0 {
@@ -120,7 +122,7 @@ func TestRunFailoverAndFailback(t *testing.T) {
 	}
 	// The new active edge gets keepalives; the down one keeps being probed.
 	movedAt := time.Now()
-	eventually(t, 5*time.Second, "umatilla keepalives and ashburn probes", func() bool {
+	kit.WaitFor(t, 5*time.Second, "umatilla keepalives and ashburn probes", func() bool {
 		u, _ := sim.count("umatilla", movedAt)
 		a, _ := sim.count("ashburn", movedAt)
 		return u > 0 && a > 0
@@ -157,7 +159,7 @@ func TestRunKeepaliveRegister(t *testing.T) {
 	if c.To != "umatilla" || c.Kind != ChangeFailover {
 		t.Fatalf("change = %+v", c)
 	}
-	eventually(t, 5*time.Second, "probes of the down edge", func() bool {
+	kit.WaitFor(t, 5*time.Second, "probes of the down edge", func() bool {
 		n, _ := sim.count("ashburn", time.Time{})
 		return n >= 3
 	})
@@ -196,7 +198,7 @@ func TestRunDNSServeStaleAndTTL(t *testing.T) {
 	}
 
 	d.setFail(true)
-	eventually(t, 5*time.Second, "a failed refresh", func() bool {
+	kit.WaitFor(t, 5*time.Second, "a failed refresh", func() bool {
 		return edgeStatus(t, m, "ashburn").DNS.Stale
 	})
 	st = edgeStatus(t, m, "ashburn")
@@ -212,7 +214,7 @@ func TestRunDNSServeStaleAndTTL(t *testing.T) {
 
 	d.set(fqdn, 1, "127.0.1.3")
 	d.setFail(false)
-	eventually(t, 10*time.Second, "the new answer", func() bool {
+	kit.WaitFor(t, 10*time.Second, "the new answer", func() bool {
 		return slices.Equal(ips(m.Targets("ashburn")), []string{"127.0.1.3"})
 	})
 	if st := edgeStatus(t, m, "ashburn"); st.DNS.Stale || st.DNS.LastError != "" {

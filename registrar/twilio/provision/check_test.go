@@ -7,12 +7,13 @@ import (
 	"testing"
 
 	"github.com/edgewise-sip/edgewise/test/edgesim"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // TestCheck runs Check against edgesim's REST API with each
 // misconfiguration, from a fresh seed each time.
 func TestCheck(t *testing.T) {
-	sim := startSim(t, simConfig(210))
+	sim := startSim(t, simConfig(kit.NewNet(t)))
 	api := newREST(t, settings(sim))
 	const dom = "demo.sip.twilio.com"
 	carol := Phone{User: "carol", TwilioUser: "carol-desk", Password: "CarolTwilio123"}

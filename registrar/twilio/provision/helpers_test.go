@@ -2,12 +2,12 @@ package provision
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/edgewise-sip/edgewise/test/edgesim"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // Each test runs edgesim with its REST API on its own 127.0.N.x addresses
@@ -20,13 +20,13 @@ const (
 	testSecret  = "s3cretS3cretS3cretS3cretS3cret00"
 )
 
-func simConfig(n int) edgesim.Config {
+func simConfig(n kit.Net) edgesim.Config {
 	return edgesim.Config{
 		Domain: "demo",
 		Edges: []edgesim.EdgeConfig{
-			{Name: "ashburn", IPs: []string{fmt.Sprintf("127.0.%d.1", n)}},
-			{Name: "umatilla", IPs: []string{fmt.Sprintf("127.0.%d.11", n)}},
-			{Name: "dublin", IPs: []string{fmt.Sprintf("127.0.%d.21", n)}},
+			{Name: "ashburn", IPs: []string{n.Addr(1)}},
+			{Name: "umatilla", IPs: []string{n.Addr(11)}},
+			{Name: "dublin", IPs: []string{n.Addr(21)}},
 		},
 		DNS: edgesim.DNSConfig{Listen: "127.0.0.1:0"},
 		Credentials: []edgesim.Credential{

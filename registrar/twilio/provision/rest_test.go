@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/test/edgesim"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 type fallbacks struct {
@@ -33,7 +34,7 @@ func (f *fallbacks) list() []string {
 // requests go to the second, which then serves the rest; a 5xx moves on
 // too; with every edge down the error names each.
 func TestRESTFallsBackAcrossEdges(t *testing.T) {
-	sim := startSim(t, simConfig(216))
+	sim := startSim(t, simConfig(kit.NewNet(t)))
 	var fb fallbacks
 	s := settings(sim)
 	s.OnFallback = fb.note
@@ -76,7 +77,7 @@ func TestRESTFallsBackAcrossEdges(t *testing.T) {
 // TestRESTBadKeyIsOneAnswer: a 401 is Twilio's answer, not an edge
 // failure: one request, no fallback, an APIError saying 401.
 func TestRESTBadKeyIsOneAnswer(t *testing.T) {
-	sim := startSim(t, simConfig(217))
+	sim := startSim(t, simConfig(kit.NewNet(t)))
 	var fb fallbacks
 	s := settings(sim)
 	s.APIKeySecret = "wrongWrongWrongWrongWrongWrong00"
@@ -96,7 +97,7 @@ func TestRESTBadKeyIsOneAnswer(t *testing.T) {
 // no answer after its request went out may have happened; it is not sent
 // to another edge (that could create it twice). A read is.
 func TestRESTCreateNotRepeatedAfterItWasSent(t *testing.T) {
-	sim := startSim(t, simConfig(218))
+	sim := startSim(t, simConfig(kit.NewNet(t)))
 	s := settings(sim)
 	s.Timeout = 1500 * time.Millisecond // only the dropping edge waits it out
 	api := newREST(t, s)
@@ -137,7 +138,7 @@ func TestRESTCreateNotRepeatedAfterItWasSent(t *testing.T) {
 // TestRESTUntrustedCertificate: without edgesim's CA every edge fails TLS
 // and the error says so.
 func TestRESTUntrustedCertificate(t *testing.T) {
-	sim := startSim(t, simConfig(219))
+	sim := startSim(t, simConfig(kit.NewNet(t)))
 	s := settings(sim, "ashburn")
 	s.CAPEM = nil
 	_, err := newREST(t, s).Domains(context.Background())
@@ -148,7 +149,7 @@ func TestRESTUntrustedCertificate(t *testing.T) {
 }
 
 func TestRESTCancelled(t *testing.T) {
-	sim := startSim(t, simConfig(220))
+	sim := startSim(t, simConfig(kit.NewNet(t)))
 	must(t, sim.SetRESTEdgeMode("ashburn", edgesim.RESTDrop))
 	api := newREST(t, settings(sim))
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/edgewise-sip/edgewise/test/edgesim"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 func syncLines(t *testing.T, api API, w Want, opt SyncOptions) ([]string, SyncResult) {
@@ -33,7 +34,7 @@ func sameLines(t *testing.T, step string, got, want []string) {
 // through sync: created and mapped, a second run changes nothing and says
 // so, --update-passwords sets them, --prune deletes what no phone uses.
 func TestSyncCreateRerunUpdatePrune(t *testing.T) {
-	sim := startSim(t, simConfig(211))
+	sim := startSim(t, simConfig(kit.NewNet(t)))
 	api := newREST(t, settings(sim))
 	must(t, sim.DeleteRESTDomain("demo"))
 	sim.PutRESTDomain("demo", edgesim.RESTDomainUpdate{VoiceURL: ptr("https://example.com/twiml")})
@@ -136,7 +137,7 @@ func TestSyncCreateRerunUpdatePrune(t *testing.T) {
 // a mapped list go into it; a list longer than one page (twilio-go reads
 // 50 a page) is read whole, so a rerun finds every user.
 func TestSyncIntoExistingListsAndPages(t *testing.T) {
-	sim := startSim(t, simConfig(212))
+	sim := startSim(t, simConfig(kit.NewNet(t)))
 	api := newREST(t, settings(sim))
 	w := want()
 	for i := range 70 {
@@ -159,7 +160,7 @@ func TestSyncIntoExistingListsAndPages(t *testing.T) {
 // before mapping it leaves "edgewise demo" unmapped; the next run maps that
 // one instead of making a second.
 func TestSyncReusesAnUnmappedList(t *testing.T) {
-	sim := startSim(t, simConfig(213))
+	sim := startSim(t, simConfig(kit.NewNet(t)))
 	api := newREST(t, settings(sim))
 	must(t, sim.DeleteRESTDomain("demo"))
 	sim.PutRESTDomain("demo", edgesim.RESTDomainUpdate{SIPRegistration: ptr(false)})
@@ -183,7 +184,7 @@ func TestSyncReusesAnUnmappedList(t *testing.T) {
 // a user over 32 characters and one Twilio user with two passwords stop
 // sync before it sends anything.
 func TestSyncRefusesBadConfigBeforeAnyRequest(t *testing.T) {
-	sim := startSim(t, simConfig(214))
+	sim := startSim(t, simConfig(kit.NewNet(t)))
 	api := newREST(t, settings(sim))
 	w := want(
 		Phone{User: "alice", TwilioUser: "alice", Password: "short"},
@@ -215,7 +216,7 @@ func TestSyncRefusesBadConfigBeforeAnyRequest(t *testing.T) {
 }
 
 func TestSyncDomainMissing(t *testing.T) {
-	sim := startSim(t, simConfig(215))
+	sim := startSim(t, simConfig(kit.NewNet(t)))
 	api := newREST(t, settings(sim))
 	must(t, sim.DeleteRESTDomain("demo"))
 	_, err := Sync(context.Background(), api, want(), SyncOptions{}, &bytes.Buffer{})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 	"github.com/edgewise-sip/edgewise/test/edgesim"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // refreshedSince reports whether every user's upstream binding through
@@ -34,19 +35,19 @@ func (e *env) refreshedSince(edgeName string, t time.Time) bool {
 // primary through its other IPs, refresh after refresh.
 func TestOneIPDropped(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{net: 10, users: 5, expires: 3 * time.Second})
-	eventually(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
+	e := newEnv(t, envConfig{users: 5, expires: 3 * time.Second})
+	kit.WaitFor(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
 
 	// The first IP is the one every request tries first.
-	first := ip(10, 1)
+	first := e.cfg.net.Addr(1)
 	if err := e.sim.SetIPMode(first, edgesim.ModeSetting{Mode: edgesim.ModeDrop}); err != nil {
 		t.Fatal(err)
 	}
 	dropped := time.Now()
 	// Two refresh rounds (each ~1.2–1.5 s) after the drop.
-	eventually(t, 6*time.Second, "a refresh round after the drop", func() bool { return e.refreshedSince("ashburn", dropped) })
+	kit.WaitFor(t, 6*time.Second, "a refresh round after the drop", func() bool { return e.refreshedSince("ashburn", dropped) })
 	second := time.Now()
-	eventually(t, 6*time.Second, "a second refresh round", func() bool { return e.refreshedSince("ashburn", second) })
+	kit.WaitFor(t, 6*time.Second, "a second refresh round", func() bool { return e.refreshedSince("ashburn", second) })
 
 	if !e.onlyOn("ashburn") {
 		t.Errorf("registrations left ashburn: %+v", e.sim.Bindings(""))
@@ -79,7 +80,7 @@ func TestOneIPDropped(t *testing.T) {
 // and no user is ever registered nowhere.
 func TestEdgeDown(t *testing.T) {
 	t.Parallel()
-	for i, tc := range []struct {
+	for _, tc := range []struct {
 		mode   edgesim.Mode
 		reason string
 	}{
@@ -91,8 +92,8 @@ func TestEdgeDown(t *testing.T) {
 	} {
 		t.Run(string(tc.mode), func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, envConfig{net: 20 + i, users: 20})
-			eventually(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
+			e := newEnv(t, envConfig{users: 20})
+			kit.WaitFor(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
 			// Users spread over every IP of the edge (don't pin one IP).
 			ips := map[string]int{}
 			for _, b := range e.sim.Bindings("") {
@@ -106,12 +107,12 @@ func TestEdgeDown(t *testing.T) {
 			e.setEdge("ashburn", tc.mode)
 			broke := time.Now()
 			within := testTimeout + testKeepalive + 2*time.Second
-			eventually(t, within, "every user registered at umatilla", func() bool { return e.allOn("umatilla") })
+			kit.WaitFor(t, within, "every user registered at umatilla", func() bool { return e.allOn("umatilla") })
 			t.Logf("%s: every user on umatilla %s after the break (bound %s)", tc.mode, time.Since(broke).Round(time.Millisecond), within)
 
 			// The old edge's contacts are removed through umatilla (the
 			// registrar is shared), so each user is left with one binding.
-			eventually(t, 5*time.Second, "only umatilla bindings left", func() bool { return e.onlyOn("umatilla") })
+			kit.WaitFor(t, 5*time.Second, "only umatilla bindings left", func() bool { return e.onlyOn("umatilla") })
 			w.check(t)
 
 			st := e.edgeStatus("ashburn")
@@ -138,16 +139,16 @@ var failbackLine = regexp.MustCompile(`moving \d+ registrations to ashburn|not o
 
 func TestFailback(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{net: 30, users: 20})
-	eventually(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
+	e := newEnv(t, envConfig{users: 20})
+	kit.WaitFor(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
 	w := e.watch()
 
 	e.setEdge("ashburn", edgesim.ModeDrop)
-	eventually(t, 5*time.Second, "every user on umatilla", func() bool { return e.onlyOn("umatilla") })
+	kit.WaitFor(t, 5*time.Second, "every user on umatilla", func() bool { return e.onlyOn("umatilla") })
 
 	e.setEdge("ashburn", edgesim.ModeUp)
 	healed := time.Now()
-	eventually(t, 10*time.Second, "every user back on ashburn", func() bool { return e.onlyOn("ashburn") })
+	kit.WaitFor(t, 10*time.Second, "every user back on ashburn", func() bool { return e.onlyOn("ashburn") })
 	w.check(t)
 
 	// Nobody went back before ashburn had been up for the hold.
@@ -170,14 +171,14 @@ func TestFailback(t *testing.T) {
 // refused by Apply and changes nothing.)
 func TestReloadReversesOrder(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{net: 40, users: 20})
-	eventually(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
+	e := newEnv(t, envConfig{users: 20})
+	kit.WaitFor(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
 	w := e.watch()
 
 	if err := e.mon.Apply(e.edgeSettings("umatilla", "ashburn")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "every user on umatilla only", func() bool { return e.onlyOn("umatilla") })
+	kit.WaitFor(t, 5*time.Second, "every user on umatilla only", func() bool { return e.onlyOn("umatilla") })
 	w.check(t)
 	if !strings.Contains(e.logs.String(), "reload: edge order now umatilla, ashburn; moving 20 registrations to umatilla") {
 		t.Error("no reload move line in the log")
@@ -195,18 +196,18 @@ func TestReloadReversesOrder(t *testing.T) {
 // refreshing on the cached IPs.
 func TestDNSDown(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{net: 50, users: 5, expires: 3 * time.Second, dnsTTL: 1})
-	eventually(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
+	e := newEnv(t, envConfig{users: 5, expires: 3 * time.Second, dnsTTL: 1})
+	kit.WaitFor(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
 	if err := e.sim.SetDNSMode("down"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the monitor serving a stale answer", func() bool {
+	kit.WaitFor(t, 10*time.Second, "the monitor serving a stale answer", func() bool {
 		return e.edgeStatus("ashburn").DNS.Stale
 	})
 	stale := time.Now()
-	eventually(t, 6*time.Second, "a refresh round on cached IPs", func() bool { return e.refreshedSince("ashburn", stale) })
+	kit.WaitFor(t, 6*time.Second, "a refresh round on cached IPs", func() bool { return e.refreshedSince("ashburn", stale) })
 	second := time.Now()
-	eventually(t, 6*time.Second, "another refresh round", func() bool { return e.refreshedSince("ashburn", second) })
+	kit.WaitFor(t, 6*time.Second, "another refresh round", func() bool { return e.refreshedSince("ashburn", second) })
 	if !e.onlyOn("ashburn") || !e.edgeStatus("ashburn").DNS.Stale {
 		t.Errorf("after DNS failed: bindings %+v, dns %+v", e.sim.Bindings(""), e.edgeStatus("ashburn").DNS)
 	}
@@ -216,13 +217,13 @@ func TestDNSDown(t *testing.T) {
 // edge silent (every IP tried), which is how a phone behaves.
 func TestKeepaliveNoneFailsOverOnRefresh(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{net: 60, users: 5, expires: 3 * time.Second, keepalive: edge.KeepaliveNone})
-	eventually(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
+	e := newEnv(t, envConfig{users: 5, expires: 3 * time.Second, keepalive: edge.KeepaliveNone})
+	kit.WaitFor(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
 	w := e.watch()
 	e.setEdge("ashburn", edgesim.ModeDrop)
 	// A refresh is due within ~1.5 s; it walks 3 IPs (3 × timeout), then
 	// everyone moves.
-	eventually(t, 1500*time.Millisecond+3*testTimeout+2*time.Second, "every user on umatilla", func() bool { return e.allOn("umatilla") })
+	kit.WaitFor(t, 1500*time.Millisecond+3*testTimeout+2*time.Second, "every user on umatilla", func() bool { return e.allOn("umatilla") })
 	w.check(t)
 }
 
@@ -231,11 +232,11 @@ func TestKeepaliveNoneFailsOverOnRefresh(t *testing.T) {
 // probe, so failover is as quick as with OPTIONS.
 func TestKeepaliveRegisterProbes(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{net: 61, users: 5, keepalive: edge.KeepaliveRegister})
-	eventually(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
+	e := newEnv(t, envConfig{users: 5, keepalive: edge.KeepaliveRegister})
+	kit.WaitFor(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
 	w := e.watch()
 	e.setEdge("ashburn", edgesim.ModeDrop)
-	eventually(t, testKeepalive+testTimeout+2*time.Second, "every user on umatilla", func() bool { return e.allOn("umatilla") })
+	kit.WaitFor(t, testKeepalive+testTimeout+2*time.Second, "every user on umatilla", func() bool { return e.allOn("umatilla") })
 	w.check(t)
 }
 
@@ -244,15 +245,15 @@ func TestKeepaliveRegisterProbes(t *testing.T) {
 // everyone moves there.
 func TestEveryEdgeDown(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{net: 62, users: 5})
-	eventually(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
+	e := newEnv(t, envConfig{users: 5})
+	kit.WaitFor(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
 	e.setEdge("umatilla", edgesim.ModeReject)
 	e.setEdge("ashburn", edgesim.ModeDrop)
-	eventually(t, 5*time.Second, "every edge down", func() bool {
+	kit.WaitFor(t, 5*time.Second, "every edge down", func() bool {
 		_, ok := e.mon.Active()
 		return !ok
 	})
-	eventually(t, 5*time.Second, "users failing, still bound at ashburn", func() bool {
+	kit.WaitFor(t, 5*time.Second, "users failing, still bound at ashburn", func() bool {
 		for _, u := range e.users {
 			st, _ := e.mgr.Status(u)
 			if st.State != StateFailing || st.FailingSince.IsZero() || st.LastError == "" || st.Edge != "ashburn" {
@@ -273,7 +274,7 @@ func TestEveryEdgeDown(t *testing.T) {
 	}
 	e.mgr.mu.Unlock()
 	e.setEdge("umatilla", edgesim.ModeUp)
-	eventually(t, 10*time.Second, "every user on umatilla", func() bool { return e.allOn("umatilla") })
+	kit.WaitFor(t, 10*time.Second, "every user on umatilla", func() bool { return e.allOn("umatilla") })
 	for _, u := range e.users {
 		if st, _ := e.mgr.Status(u); st.LastError != "" || !st.FailingSince.IsZero() {
 			t.Errorf("%s: %+v after recovering", u, st)
@@ -287,8 +288,8 @@ func TestEveryEdgeDown(t *testing.T) {
 func TestRateLimitIsNotAnEdgeFailure(t *testing.T) {
 	t.Parallel()
 	// One REGISTER per second: the digest answer to the 401 is refused.
-	e := newEnv(t, envConfig{net: 63, users: 2, rate: 1, limited: true})
-	eventually(t, 10*time.Second, "registered despite the limit", func() bool { return e.allOn("ashburn") })
+	e := newEnv(t, envConfig{users: 2, rate: 1, limited: true})
+	kit.WaitFor(t, 10*time.Second, "registered despite the limit", func() bool { return e.allOn("ashburn") })
 	if n := testutil.ToFloat64(e.mgr.metrics.requests.WithLabelValues(kindRegister, resLimited)); n == 0 {
 		t.Error("the rate limit was never hit; the test proves nothing")
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 	"github.com/edgewise-sip/edgewise/test/edgesim"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // Test timings, scaled down from production (4 s timeout, 10 s keepalive,
@@ -81,7 +82,7 @@ func testLogger(t *testing.T) (*slog.Logger, *logBuffer) {
 
 // envConfig varies the environment per test.
 type envConfig struct {
-	net        int // 127.201.<net>.x: unique per test so tests run in parallel
+	net        kit.Net // the test's loopback /24; newEnv reserves one when zero
 	users      int
 	expires    time.Duration // upstream register_expires; default 60 s
 	keepalive  string        // keepalive method; default options
@@ -129,17 +130,18 @@ func twilioUser(user string) string { return "tw_" + user }
 
 func twilioPassword(user string) string { return "Pass" + user + "Word9" }
 
-func ip(n, last int) string { return fmt.Sprintf("127.201.%d.%d", n, last) }
-
 // startSim runs an edgesim until the test ends.
 func startSim(t *testing.T, cfg envConfig, log *slog.Logger, extraUsers ...string) *edgesim.Sim {
 	t.Helper()
 	n := cfg.net
+	if n == (kit.Net{}) {
+		t.Fatal("startSim: envConfig.net not set")
+	}
 	sc := edgesim.Config{
 		Domain: testDomain,
 		Edges: []edgesim.EdgeConfig{
-			{Name: "ashburn", IPs: []string{ip(n, 1), ip(n, 2), ip(n, 3)}},
-			{Name: "umatilla", IPs: []string{ip(n, 11), ip(n, 12), ip(n, 13)}},
+			{Name: "ashburn", IPs: []string{n.Addr(1), n.Addr(2), n.Addr(3)}},
+			{Name: "umatilla", IPs: []string{n.Addr(11), n.Addr(12), n.Addr(13)}},
 		},
 		Transports: []string{"udp"},
 		DNS:        edgesim.DNSConfig{Listen: "127.0.0.1:0", TTL: cfg.dnsTTL},
@@ -202,6 +204,9 @@ func (c envConfig) withDefaults() envConfig {
 func newEnv(t *testing.T, cfg envConfig) *env {
 	t.Helper()
 	cfg = cfg.withDefaults()
+	if cfg.net == (kit.Net{}) {
+		cfg.net = kit.NewNet(t)
+	}
 	log, logs := testLogger(t)
 	e := &env{t: t, cfg: cfg, logs: logs, log: log, dir: directory.TwilioMap{}}
 	e.sim = cfg.sim
@@ -400,18 +405,6 @@ func (e *env) setEdge(name string, mode edgesim.Mode) {
 	e.t.Helper()
 	if err := e.sim.SetEdgeMode(name, edgesim.ModeSetting{Mode: mode}); err != nil {
 		e.t.Fatal(err)
-	}
-}
-
-// eventually polls cond until it holds or within passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 	"github.com/edgewise-sip/edgewise/test/edgesim"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // inflight wraps a Sender and records the most requests it saw at once.
@@ -41,12 +42,12 @@ func TestMovesArePaced(t *testing.T) {
 	t.Parallel()
 	const users, rate, conc = 40, 20, 3
 	f := &inflight{}
-	e := newEnv(t, envConfig{net: 80, users: users, moveRate: rate, moveConc: conc, wrap: f.wrap})
-	eventually(t, 10*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
+	e := newEnv(t, envConfig{users: users, moveRate: rate, moveConc: conc, wrap: f.wrap})
+	kit.WaitFor(t, 10*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
 
 	e.setEdge("ashburn", edgesim.ModeDrop)
 	spread := time.Duration(users-1) * time.Second / rate
-	eventually(t, spread+testTimeout+testKeepalive+3*time.Second, "every user on umatilla", func() bool { return e.allOn("umatilla") })
+	kit.WaitFor(t, spread+testTimeout+testKeepalive+3*time.Second, "every user on umatilla", func() bool { return e.allOn("umatilla") })
 
 	var first, last time.Time
 	for _, b := range e.sim.Bindings("") {
@@ -73,8 +74,8 @@ func TestMovesArePaced(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{net: 81, users: 3})
-	eventually(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
+	e := newEnv(t, envConfig{users: 3})
+	kit.WaitFor(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
 	if problems, err := testutil.CollectAndLint(e.mgr); err != nil || len(problems) > 0 {
 		t.Fatalf("lint: %v %v", err, problems)
 	}

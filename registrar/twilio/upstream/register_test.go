@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/edgewise-sip/edgewise/registrar/directory"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // A user with a live local binding is registered upstream with the Twilio
@@ -13,8 +14,8 @@ import (
 // last local binding goes (removed or expired) it is unregistered.
 func TestRegisterAndUnregister(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{net: 1, users: 3})
-	eventually(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
+	e := newEnv(t, envConfig{users: 3})
+	kit.WaitFor(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
 
 	for _, u := range e.users {
 		bs := e.upstream(u)
@@ -43,13 +44,13 @@ func TestRegisterAndUnregister(t *testing.T) {
 
 	// The last binding removed: unregistered upstream, then forgotten.
 	e.unbind(e.users[0])
-	eventually(t, 5*time.Second, "u000 unregistered upstream", func() bool { return len(e.upstream(e.users[0])) == 0 })
-	eventually(t, 5*time.Second, "u000 forgotten", func() bool { _, ok := e.mgr.Status(e.users[0]); return !ok })
+	kit.WaitFor(t, 5*time.Second, "u000 unregistered upstream", func() bool { return len(e.upstream(e.users[0])) == 0 })
+	kit.WaitFor(t, 5*time.Second, "u000 forgotten", func() bool { _, ok := e.mgr.Status(e.users[0]); return !ok })
 
 	// The last binding expired: the same.
 	e.unbind(e.users[1])
 	e.bind(e.users[1], 300*time.Millisecond)
-	eventually(t, 5*time.Second, "u001 unregistered after its binding expired", func() bool {
+	kit.WaitFor(t, 5*time.Second, "u001 unregistered after its binding expired", func() bool {
 		_, ok := e.mgr.Status(e.users[1])
 		return len(e.upstream(e.users[1])) == 0 && !ok
 	})
@@ -59,14 +60,14 @@ func TestRegisterAndUnregister(t *testing.T) {
 
 	// Registering again after an unregister works (a fresh Call-ID).
 	e.bind(e.users[0], time.Hour)
-	eventually(t, 5*time.Second, "u000 registered again", func() bool { return e.onEdge(e.users[0], "ashburn") })
+	kit.WaitFor(t, 5*time.Second, "u000 registered again", func() bool { return e.onEdge(e.users[0], "ashburn") })
 }
 
 // A 423 is answered with the Min-Expires given.
 func TestIntervalTooBrief(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{net: 2, users: 1, expires: 2 * time.Second, minExpires: 30})
-	eventually(t, 5*time.Second, "registered with Min-Expires", func() bool { return e.allOn("ashburn") })
+	e := newEnv(t, envConfig{users: 1, expires: 2 * time.Second, minExpires: 30})
+	kit.WaitFor(t, 5*time.Second, "registered with Min-Expires", func() bool { return e.allOn("ashburn") })
 	if b := e.upstream(e.users[0])[0]; b.ExpiresIn < 25 || b.ExpiresIn > 30 {
 		t.Errorf("expires in %ds, want the Min-Expires 30", b.ExpiresIn)
 	}
@@ -76,13 +77,13 @@ func TestIntervalTooBrief(t *testing.T) {
 // in status, the others are unaffected, and no edge is marked down.
 func TestWrongPassword(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{net: 3, users: 4, passwords: map[string]string{"u001": "WrongPassword1"}})
+	e := newEnv(t, envConfig{users: 4, passwords: map[string]string{"u001": "WrongPassword1"}})
 	others := []string{"u000", "u002", "u003"}
-	eventually(t, 5*time.Second, "u001 failing with 403", func() bool {
+	kit.WaitFor(t, 5*time.Second, "u001 failing with 403", func() bool {
 		st, _ := e.mgr.Status("u001")
 		return st.State == StateFailing && strings.Contains(st.LastError, "403") && !st.FailingSince.IsZero()
 	})
-	eventually(t, 5*time.Second, "the others registered at ashburn", func() bool {
+	kit.WaitFor(t, 5*time.Second, "the others registered at ashburn", func() bool {
 		for _, u := range others {
 			if !e.onEdge(u, "ashburn") {
 				return false

@@ -10,6 +10,7 @@ import (
 	"github.com/edgewise-sip/edgewise/registrar/directory"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/test/edgesim"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // persisted reads user's record straight from the file, as a restart would.
@@ -44,7 +45,7 @@ func persisted(t *testing.T, db *bolt.DB, user string) (record, bool) {
 func TestRestartResumes(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	base := envConfig{net: 70, users: 4}.withDefaults()
+	base := envConfig{net: kit.NewNet(t), users: 4}.withDefaults()
 	log, _ := testLogger(t)
 	sim := startSim(t, base, log, "carol", "dave")
 
@@ -62,7 +63,7 @@ func TestRestartResumes(t *testing.T) {
 	cfg := base
 	cfg.sim, cfg.db, cfg.table = sim, db, table
 	e := newEnv(t, cfg)
-	eventually(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
+	kit.WaitFor(t, 5*time.Second, "every user registered at ashburn", func() bool { return e.allOn("ashburn") })
 	before := map[string]edgesim.Binding{}
 	expires := map[string]time.Time{}
 	for _, u := range e.users {
@@ -71,7 +72,7 @@ func TestRestartResumes(t *testing.T) {
 		expires[u] = st.ExpiresAt
 	}
 	// Written through while running, not only at shutdown (kill -9).
-	eventually(t, 2*time.Second, "records on disk", func() bool {
+	kit.WaitFor(t, 2*time.Second, "records on disk", func() bool {
 		for _, u := range e.users {
 			r, ok := persisted(t, db, u)
 			if !ok || r.Edge != "ashburn" || r.CallID != before[u].CallID || r.CSeq < before[u].CSeq ||
@@ -105,7 +106,7 @@ func TestRestartResumes(t *testing.T) {
 			t.Errorf("%s resumed as %+v, want registered at ashburn until %s", u, st, expires[u])
 		}
 	}
-	eventually(t, 5*time.Second, "u003 unregistered upstream and forgotten", func() bool {
+	kit.WaitFor(t, 5*time.Second, "u003 unregistered upstream and forgotten", func() bool {
 		_, tracked := e.mgr.Status("u003")
 		_, onDisk := persisted(t, db, "u003")
 		return len(e.upstream("u003")) == 0 && !tracked && !onDisk
@@ -125,7 +126,7 @@ func TestRestartResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.users = kept
-	eventually(t, 5*time.Second, "moved to umatilla", func() bool { return e.onlyOn("umatilla") })
+	kit.WaitFor(t, 5*time.Second, "moved to umatilla", func() bool { return e.onlyOn("umatilla") })
 	for _, u := range kept {
 		b := e.upstream(u)[0]
 		if b.CallID != before[u].CallID || b.CSeq <= before[u].CSeq {
@@ -149,7 +150,7 @@ func TestRestartResumes(t *testing.T) {
 	cfg.edges = []string{"umatilla", "ashburn"}
 	e = newEnv(t, cfg)
 	e.users = kept
-	eventually(t, 5*time.Second, "new contacts only", func() bool { return e.onlyOn("umatilla") })
+	kit.WaitFor(t, 5*time.Second, "new contacts only", func() bool { return e.onlyOn("umatilla") })
 }
 
 // A reload that changes a user's Twilio credentials re-registers it (a new
@@ -157,13 +158,13 @@ func TestRestartResumes(t *testing.T) {
 // is unregistered upstream while its local binding stays.
 func TestApplyCredentials(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envConfig{net: 71, users: 3})
+	e := newEnv(t, envConfig{users: 3})
 	e.dir["carol"] = directory.TwilioUser{User: "tw_carol", Password: twilioPassword("carol")}
 	if err := e.mgr.Apply(e.settings(), e.dir); err != nil {
 		t.Fatal(err)
 	}
 	e.bind("carol", time.Hour)
-	eventually(t, 5*time.Second, "everyone at ashburn", func() bool {
+	kit.WaitFor(t, 5*time.Second, "everyone at ashburn", func() bool {
 		return e.allOn("ashburn") && len(e.sim.Bindings("tw_carol")) == 1
 	})
 
@@ -179,18 +180,18 @@ func TestApplyCredentials(t *testing.T) {
 	if err := e.mgr.Apply(e.settings(), dir); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "carol registered as tw_dave only", func() bool {
+	kit.WaitFor(t, 5*time.Second, "carol registered as tw_dave only", func() bool {
 		d := e.sim.Bindings("tw_dave")
 		return len(e.sim.Bindings("tw_carol")) == 0 && len(d) == 1 && d[0].Contact == "sip:carol~ashburn@"+publicAddr
 	})
-	eventually(t, 5*time.Second, "u001 unregistered upstream", func() bool {
+	kit.WaitFor(t, 5*time.Second, "u001 unregistered upstream", func() bool {
 		st, _ := e.mgr.Status("u001")
 		return len(e.upstream("u001")) == 0 && st.State == StateNotConfigured
 	})
 	if len(e.table.Lookup("u001")) != 1 {
 		t.Error("the local binding of u001 was touched")
 	}
-	eventually(t, 5*time.Second, "u000 re-registered with the new password and refused", func() bool {
+	kit.WaitFor(t, 5*time.Second, "u000 re-registered with the new password and refused", func() bool {
 		st, _ := e.mgr.Status("u000")
 		return st.State == StateFailing && st.LastError == "403 Forbidden"
 	})
@@ -198,7 +199,7 @@ func TestApplyCredentials(t *testing.T) {
 	if err := e.mgr.Apply(e.settings(), dir); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "u000 registered again with the right password", func() bool {
+	kit.WaitFor(t, 5*time.Second, "u000 registered again with the right password", func() bool {
 		st, _ := e.mgr.Status("u000")
 		return st.State == StateRegistered && st.LastError == ""
 	})
