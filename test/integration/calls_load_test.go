@@ -95,6 +95,7 @@ func TestCallsLoad(t *testing.T) {
 	// nothing there, so the test listens where the relay sends the echo back.
 	sinks := callloadListen(t, phoneIP, callloadMediaPort, callloadCalls)
 
+	kernelDropsBefore := udpRcvbufErrors(t)
 	start := time.Now()
 	res := callloadSippAsync(t, "load_call_rtp.xml", phoneIP, d.ip+":5060", callRows, callloadCalls, callloadRate)
 	kit.WaitFor(t, 20*time.Second, fmt.Sprintf("%d calls up in edgewise with RTP relayed both ways on both legs", callloadCalls), func() bool {
@@ -192,10 +193,18 @@ func TestCallsLoad(t *testing.T) {
 		t.Errorf("edgewise relayed %d RTP packets but %d arrived (edgesim %d + phones %d): %d lost after the relay",
 			relayed, simIn+back, simIn, back, int64(relayed)-int64(simIn+back))
 	}
+	// Every packet edgewise received is relayed or counted as dropped.
+	// What never reached its sockets is the kernel's: a receive buffer
+	// overflowing on a loaded 2-core machine. Loss is accepted only up to
+	// the kernel's count of such drops (Udp RcvbufErrors, machine-wide, so
+	// an upper bound) over the same time.
 	lossAB, lossBA := int64(sent)-int64(simIn), int64(simEcho)-int64(back)
-	if lossAB < 0 || lossBA < 0 || uint64(lossAB+lossBA) != dropped {
-		t.Errorf("unaccounted packets: phones→edgesim lost %d, edgesim→phones lost %d, edgewise counted %d dropped",
-			lossAB, lossBA, dropped)
+	kernelDrops := udpRcvbufErrors(t) - kernelDropsBefore
+	if lossAB < 0 || lossBA < 0 || uint64(lossAB+lossBA) < dropped || uint64(lossAB+lossBA) > dropped+kernelDrops {
+		t.Errorf("unaccounted packets: phones→edgesim lost %d, edgesim→phones lost %d, edgewise counted %d dropped, the kernel %d receive-buffer drops",
+			lossAB, lossBA, dropped, kernelDrops)
+	} else if lossAB+lossBA > int64(dropped) {
+		t.Logf("%d packets lost in the kernel before any socket read them (%d receive-buffer drops machine-wide meanwhile)", lossAB+lossBA-int64(dropped), kernelDrops)
 	}
 
 	// The pool is whole and nothing is left running.
@@ -458,4 +467,36 @@ func callloadTail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// udpRcvbufErrors is the kernel's count of UDP datagrams dropped because a
+// socket's receive buffer was full (/proc/net/snmp, Udp RcvbufErrors).
+func udpRcvbufErrors(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		t.Fatalf("UDP counters: %v", err)
+	}
+	var names []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, err := strconv.ParseUint(f[i], 10, 64)
+				if err != nil {
+					t.Fatalf("Udp RcvbufErrors %q: %v", f[i], err)
+				}
+				return v
+			}
+		}
+	}
+	t.Fatal("no Udp RcvbufErrors in /proc/net/snmp")
+	return 0
 }
