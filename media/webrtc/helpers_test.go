@@ -25,7 +25,7 @@ import (
 var loopback = netip.MustParseAddr("127.0.0.1")
 
 func testLogger() *slog.Logger {
-	if os.Getenv("WEBRTC_TEST_LOG") != "" {
+	if os.Getenv(kit.LogEnv) != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)

@@ -67,7 +67,7 @@ func TestMain(m *testing.M) {
 }
 
 func testLogger() *slog.Logger {
-	if lvl := os.Getenv("EDGESIM_TEST_LOG"); lvl != "" {
+	if lvl := os.Getenv(kit.LogEnv); lvl != "" {
 		var l slog.Level
 		_ = l.UnmarshalText([]byte(lvl))
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
