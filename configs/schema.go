@@ -4,6 +4,9 @@
 // admin API: Load/Parse decode strictly (unknown keys are errors), apply the
 // documented defaults, validate everything and return every problem at once as
 // Problems, each with FILE:LINE and a field path.
+//
+// It imports nothing of edgewise: cmd/edgewise maps the config onto each
+// package's own settings, so no package below it imports configs.
 package configs
 
 import (

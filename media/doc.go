@@ -11,7 +11,10 @@
 // belong to one worker, so the only lock a packet takes is its session's,
 // which only the control plane (SDP updates, stats) ever contends.
 //
-// media/sdp rewrites and reads the session descriptions; media/relaytest
+// media/sdp rewrites and reads the session descriptions; test/bench/relaytest
 // holds the load generator and the rtpengine comparison used by `make bench`.
 // See README.md for the call-setup order a B2BUA follows.
+//
+// It imports media/sdp and media/mmsg and nothing else of edgewise:
+// signalling is the caller's business.
 package media

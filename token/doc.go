@@ -9,4 +9,7 @@
 //
 // The package does not read the config file; the caller converts its config
 // into Settings and a Directory and calls Apply at start and on every reload.
+//
+// It imports nothing of edgewise; cmd/edgewise wires its guard (the
+// lockout) and its directory of phones.
 package token

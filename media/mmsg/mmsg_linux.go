@@ -4,6 +4,8 @@
 // and netip.AddrPort. It exists because the relay's hot path runs its own
 // epoll loop rather than one goroutine per socket: that saves a syscall and
 // two goroutine switches per packet (see media/README.md for the figures).
+//
+// It imports nothing of edgewise.
 package mmsg
 
 import (

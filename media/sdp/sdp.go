@@ -4,6 +4,8 @@
 // hold detection, the codecs' clock rates); Rewrite points a description at
 // the relay and leaves everything else — codecs, rtpmap, fmtp,
 // telephone-event, direction — as the peer wrote it.
+//
+// It imports nothing of edgewise.
 package sdp
 
 import (

@@ -3,4 +3,7 @@
 // github.com/pion/webrtc/v4 and exposes it as a plain RTP endpoint on a
 // local UDP socket, so the relay in package media carries the call as if
 // the browser were a phone. See README.md.
+//
+// It imports media/sdp and nothing else of edgewise: it reaches the relay
+// over plain RTP on loopback, not through the media package.
 package webrtc

@@ -46,4 +46,9 @@
 // 488, a BYE for no dialog 481, Require 420.
 //
 // Wiring (cmd/edgewise): see README.md.
+//
+// It may import registrar (the digest rules shared with REGISTER),
+// registrar/directory, registrar/sip/..., registrar/lockout,
+// registrar/location, registrar/twilio/edge and media/...; not
+// registrar/twilio/upstream (it asks through Contacts) and never configs.
 package calls

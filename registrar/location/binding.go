@@ -2,6 +2,8 @@
 // has registered, from where, until when. It is an in-memory map sharded by
 // user, written through to a bbolt file so that bindings survive a restart,
 // and swept for expiry.
+//
+// It imports nothing of edgewise.
 package location
 
 import (

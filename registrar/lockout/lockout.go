@@ -27,6 +27,8 @@
 // (unlocked entries first) rather than new sources being ignored, so an
 // attacker cannot stop being counted by first filling the table. Nothing is
 // persisted: a restart forgets lockouts and known sources.
+//
+// It imports nothing of edgewise.
 package lockout
 
 import (

@@ -235,12 +235,19 @@ func tokenSuite(repo string) (string, error) {
 	return o.String(), nil
 }
 
-// relaySuite runs media/relaytest's relay benchmark: edgewise's RTP relay and
+// relaySuite runs test/bench/relaytest's relay benchmark: edgewise's RTP relay and
 // rtpengine (userspace, driven over its ng protocol) with the same generator,
 // (a) many 50 pps G.711 streams, (b) one stream at rising rates, (c) one-way
 // latency at 1,000 calls. It prints its own table.
+// relayBenchPkg and webrtcBenchPkg are the programs two suites run, relative
+// to the repository root (TestSuiteProgramsExist keeps them true).
+const (
+	relayBenchPkg  = "./test/bench/relaytest/relaybench"
+	webrtcBenchPkg = "./test/bench/webrtcbench"
+)
+
 func relaySuite(repo string) (string, error) {
-	cmd := exec.Command("go", "run", "./media/relaytest/relaybench")
+	cmd := exec.Command("go", "run", relayBenchPkg)
 	cmd.Dir = repo
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

@@ -6,13 +6,13 @@ import (
 	"os/exec"
 )
 
-// webrtcSuite runs media/webrtc/webrtcbench: bridged browser ⇄ RTP calls
+// webrtcSuite runs test/bench/webrtcbench: bridged browser ⇄ RTP calls
 // at 50 pps each way, stepped until loss reaches 0.5 %, with the bridge
 // process's CPU per call and the call setup (ICE + DTLS) rate. The
 // browsers are pion PeerConnections in the driver process on the same
 // cores. It prints its own table.
 func webrtcSuite(repo string) (string, error) {
-	cmd := exec.Command("go", "run", "./media/webrtc/webrtcbench")
+	cmd := exec.Command("go", "run", webrtcBenchPkg)
 	cmd.Dir = repo
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

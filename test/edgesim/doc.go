@@ -27,4 +27,7 @@
 //
 // edgesim deliberately shares no code with the edgewise packages it tests:
 // a bug in a shared helper would hide itself.
+//
+// It imports nothing of edgewise: the simulator shares no code with what
+// it stands in front of.
 package edgesim

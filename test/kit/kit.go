@@ -1,6 +1,8 @@
 // Package kit is what the tests of every package share: waiting on a
 // condition with a deadline, a logger, and loopback networks of their own.
 // It is imported by tests only.
+//
+// It imports nothing of edgewise.
 package kit
 
 import (

@@ -6,6 +6,10 @@
 // literal, localhost or a configured name in the Host header (DNS
 // rebinding), refuses cross-site POSTs (CSRF), and caps the profiler (see
 // guard.go).
+//
+// It imports configs and the status types of registrar/calls,
+// registrar/twilio/edge and registrar/twilio/upstream, and calls nothing
+// in them: the daemon hands it a Status function.
 package admin
 
 import (

@@ -6,6 +6,8 @@
 // The package never names a header. A registrar passes the value of
 // Authorization and sends challenges as WWW-Authenticate (401); a proxy or B2BUA
 // uses Proxy-Authorization and Proxy-Authenticate (407) with the same calls.
+//
+// It imports nothing of edgewise.
 package digest
 
 import (

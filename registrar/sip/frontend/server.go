@@ -13,6 +13,9 @@
 // reads the sockets itself, parses each message once, dispatches stateless
 // methods directly, and passes the rest to sipgo through a net.PacketConn and
 // a net.Listener it wraps. Malformed messages never reach sipgo.
+//
+// It imports registrar/sip/digest (the SIP token grammar) and nothing
+// else of edgewise.
 package frontend
 
 import (

@@ -34,4 +34,6 @@
 //   - Over TLS the explicit IP is dialled but SNI and certificate checks use
 //     the FQDN: use one client per FQDN from TLSClients (sipgo takes the name
 //     from the UA's tls.Config).
+//
+// It imports nothing of edgewise.
 package edge

@@ -48,4 +48,7 @@
 // port than 443: tests point it, with dns_server and ca_file, at edgesim's
 // REST listeners; the edgewise binary takes it from
 // EDGEWISE_TWILIO_REST_PORT, which exists for those tests only.
+//
+// It imports nothing of edgewise: cmd/edgewise turns the config into its
+// Settings and Want.
 package provision

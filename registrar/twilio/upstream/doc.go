@@ -70,4 +70,7 @@
 // prometheus.Collector (edgewise_upstream_*). Collapsing the duplicate
 // INVITEs Twilio forks to both contacts during a move's overlap (482 for a
 // merged request, the same X-Twilio-CallSid) is the B2BUA's job.
+//
+// It may import registrar/directory, registrar/location,
+// registrar/sip/digest and registrar/twilio/edge; nothing above them.
 package upstream
