@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -68,24 +67,21 @@ func requireTool(t *testing.T, name string) string {
 	return p
 }
 
-var ipCounter atomic.Int32
-
-// nextIP hands each test its own loopback address so daemons and clients of
-// different tests never share a port. The range starts at a per-process
-// offset and skips addresses whose SIP port is taken, so two runs of this
-// suite on one machine do not collide either.
+// nextIP hands each caller its own loopback address (the first host of a
+// /24 reserved for the test by kit.NewNet), so daemons and clients of
+// different tests, and of two runs of the suite on one machine, never share
+// a port. An address whose SIP port is taken (something bound to *:5060) is
+// skipped.
 func nextIP(t *testing.T) string {
 	t.Helper()
-	base := 70 + os.Getpid()%100
 	var err error
-	for range 100 {
-		n := int(ipCounter.Add(1))
-		ip := fmt.Sprintf("127.%d.%d.%d", base, n/250%250, 1+n%250)
+	for range 20 {
+		ip := kit.NewNet(t).Addr(1)
 		if err = portsFree(ip); err == nil {
 			return ip
 		}
 	}
-	t.Fatalf("no free loopback address for SIP port 5060 after 100 tries (is something bound to *:5060?): %v", err)
+	t.Fatalf("no free loopback address for SIP port 5060 after 20 tries (is something bound to *:5060?): %v", err)
 	return ""
 }
 

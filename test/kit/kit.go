@@ -74,8 +74,8 @@ func (n Net) Prefix() netip.Prefix { return netip.PrefixFrom(n.IP(0), 24) }
 
 func (n Net) String() string { return n.Prefix().String() }
 
-// The nets handed out are 127.180.0.0 to 127.249.255.0: the integration
-// harness hands out single addresses below 127.170.
+// The nets handed out are 127.180.0.0/24 to 127.249.255.0/24, away from
+// 127.0.0.0/16 where daemons and tools listen on 127.0.0.1 by default.
 const (
 	firstA = 180
 	numA   = 70
