@@ -233,6 +233,10 @@ func (t Twilio) Host(edge string) string { return t.Domain + ".sip." + edge + ".
 type Keepalive struct {
 	Method   string        `yaml:"method"` // options|register|none
 	Interval time.Duration `yaml:"interval"`
+	// StandbyInterval spaces OPTIONS probes of the standby edges (neither
+	// active nor down), so a failover skips one already known down. Not
+	// used with method none.
+	StandbyInterval time.Duration `yaml:"standby_interval"`
 }
 
 // Move paces moving registrations from one edge to another.
@@ -402,7 +406,7 @@ func defaults() *Config {
 			Timeout:         4 * time.Second,
 			RegisterExpires: 600 * time.Second,
 			FailbackHold:    60 * time.Second,
-			Keepalive:       Keepalive{Method: "options", Interval: 10 * time.Second},
+			Keepalive:       Keepalive{Method: "options", Interval: 10 * time.Second, StandbyInterval: 30 * time.Second},
 			Move:            Move{Rate: 500, Concurrency: 50},
 			MediaEncryption: "none",
 			REST:            TwilioREST{Region: "us1"},

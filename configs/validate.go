@@ -147,6 +147,9 @@ func (d *decoder) validateTwilio(t Twilio) {
 		if t.Keepalive.Interval <= 0 {
 			d.problem("twilio.keepalive.interval", "or set method: none", "must be positive")
 		}
+		if t.Keepalive.StandbyInterval < time.Second {
+			d.problem("twilio.keepalive.standby_interval", "default 30s", "%s is below 1s: every standby IP would be probed that often", fmtDur(t.Keepalive.StandbyInterval))
+		}
 	case "none":
 	default:
 		d.problem("twilio.keepalive.method", "", "%q is not one of options, register, none", t.Keepalive.Method)

@@ -246,6 +246,7 @@ func edgeSettings(cfg *configs.Config) edge.Settings {
 		KeepaliveInterval: t.Keepalive.Interval,
 		FailbackHold:      t.FailbackHold,
 		KeepaliveMethod:   t.Keepalive.Method,
+		StandbyInterval:   t.Keepalive.StandbyInterval,
 	}
 }
 

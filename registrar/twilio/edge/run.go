@@ -21,7 +21,8 @@ const (
 )
 
 // Run resolves every edge (again when its TTL expires), probes the active
-// edge every KeepaliveInterval (keepalive method options), probes down edges
+// edge every KeepaliveInterval (keepalive method options), the standby
+// edges every StandbyInterval (methods options and register), down edges
 // and down IPs in every method so they can come back, ends failback holds,
 // and delivers Changes to subscribers. It returns nil when ctx is done, after
 // every goroutine it started has stopped.
@@ -74,7 +75,7 @@ func (m *Monitor) tick(ctx context.Context, wg *sync.WaitGroup, now time.Time) t
 			}
 		}
 		if !now.Before(e.probeDue) {
-			e.probeDue = now.Add(m.s.KeepaliveInterval)
+			e.probeDue = now.Add(m.probeInterval(e))
 			for _, ip := range m.probeSet(e, now) {
 				m.startProbe(ctx, wg, e, ip)
 			}
@@ -85,12 +86,29 @@ func (m *Monitor) tick(ctx context.Context, wg *sync.WaitGroup, now time.Time) t
 	return next
 }
 
+// standby reports whether e is a standby edge: neither active nor down nor
+// serving a failback hold, probed every StandbyInterval unless the keepalive
+// method is none. Called with mu held.
+func (m *Monitor) standby(e *edgeHealth) bool {
+	return m.s.KeepaliveMethod != KeepaliveNone &&
+		e.name != m.active && e.state != StateDown && !e.recovering
+}
+
+// probeInterval is how long until e is probed again. Called with mu held.
+func (m *Monitor) probeInterval(e *edgeHealth) time.Duration {
+	if m.standby(e) {
+		return m.s.StandbyInterval
+	}
+	return m.s.KeepaliveInterval
+}
+
 // probeSet is what to probe of e now: every IP of the active edge when the
-// keepalive method is options; every IP of an edge that is down or serving
-// its failback hold (it must stay up throughout); otherwise only IPs that are
-// down, so they can come back. IPs inside Retry-After are skipped.
+// keepalive method is options; every IP of a standby edge; every IP of an
+// edge that is down or serving its failback hold (it must stay up
+// throughout); otherwise only IPs that are down, so they can come back. IPs
+// inside Retry-After are skipped.
 func (m *Monitor) probeSet(e *edgeHealth, now time.Time) []*ipHealth {
-	all := e.state == StateDown || e.recovering ||
+	all := e.state == StateDown || e.recovering || m.standby(e) ||
 		e.name == m.active && m.s.KeepaliveMethod == KeepaliveOptions
 	var out []*ipHealth
 	for _, ip := range e.ips {

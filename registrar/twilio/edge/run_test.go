@@ -101,14 +101,25 @@ func TestRunFailoverAndFailback(t *testing.T) {
 	s := Settings{
 		Domain: "example", Edges: []string{"ashburn", "umatilla"}, DNSServer: d.addr,
 		Timeout: 100 * time.Millisecond, KeepaliveInterval: 50 * time.Millisecond, FailbackHold: 300 * time.Millisecond,
+		StandbyInterval: time.Hour,
 	}
 	m, changes := newRunning(t, s, &fakeProber{probe: sim.probe})
 
 	kit.WaitFor(t, 5*time.Second, "ashburn up from keepalives", func() bool {
 		return edgeStatus(t, m, "ashburn").State == StateUp
 	})
-	if n, _ := sim.count("umatilla", time.Time{}); n != 0 {
-		t.Fatalf("standby umatilla probed %d times with keepalive options and ashburn up", n)
+	// The standby gets one round (each IP once) at start, then waits for
+	// its hour while the active edge's keepalives go on.
+	kit.WaitFor(t, 5*time.Second, "umatilla up from its standby round", func() bool {
+		return edgeStatus(t, m, "umatilla").State == StateUp
+	})
+	keepalives, _ := sim.count("ashburn", time.Time{})
+	kit.WaitFor(t, 5*time.Second, "three more ashburn keepalives", func() bool {
+		n, _ := sim.count("ashburn", time.Time{})
+		return n >= keepalives+3*3
+	})
+	if n, _ := sim.count("umatilla", time.Time{}); n != 2 {
+		t.Fatalf("standby umatilla probed %d times, want its 2 IPs once within the standby interval", n)
 	}
 
 	sim.setBroken("ashburn", true)
@@ -139,6 +150,50 @@ func TestRunFailoverAndFailback(t *testing.T) {
 	}
 }
 
+// A standby edge that stopped answering is found by its standby probes
+// before it is needed: when the active edge fails, the monitor moves
+// straight to the third edge instead of to the dead standby, where the
+// registrations would only time out. With method none, which probes no edge
+// that is up, the same failover lands on the dead standby: the contrast is
+// what standby probing buys.
+func TestRunFailoverSkipsDeadStandby(t *testing.T) {
+	for _, tc := range []struct {
+		method string
+		want   string // where the failover from ashburn lands
+	}{
+		{KeepaliveOptions, "dublin"},
+		{KeepaliveRegister, "dublin"},
+		{KeepaliveNone, "umatilla"},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			d := simDNS(t)
+			d.set("example.sip.dublin.twilio.com", 600, "127.0.3.1")
+			sim := &edgeSim{broken: map[string]bool{"umatilla": true}}
+			s := Settings{
+				Domain: "example", Edges: []string{"ashburn", "umatilla", "dublin"}, DNSServer: d.addr,
+				KeepaliveMethod: tc.method, Timeout: 100 * time.Millisecond, KeepaliveInterval: 50 * time.Millisecond,
+				StandbyInterval: 100 * time.Millisecond, FailbackHold: time.Hour,
+			}
+			m, changes := newRunning(t, s, &fakeProber{probe: sim.probe})
+			if tc.method != KeepaliveNone {
+				kit.WaitFor(t, 5*time.Second, "standby umatilla known down", func() bool {
+					st := edgeStatus(t, m, "umatilla")
+					return st.State == StateDown && st.Reason == "edge umatilla down: 2/2 IPs timed out after 100ms"
+				})
+			}
+			// The active edge fails, as the upstream manager reports it.
+			sim.setBroken("ashburn", true)
+			for _, tg := range m.Targets("ashburn") {
+				m.Report(tg, Result{}, ErrNoResponse)
+			}
+			c := nextChange(t, changes, 5*time.Second)
+			if c.From != "ashburn" || c.To != tc.want || c.Kind != ChangeFailover {
+				t.Fatalf("change = %+v, want a failover from ashburn to %s", c, tc.want)
+			}
+		})
+	}
+}
+
 // With keepalive.method register the active edge is not probed: REGISTER
 // outcomes reported by the upstream manager are its signal. Down edges are
 // still probed so they can come back.
@@ -166,7 +221,7 @@ func TestRunKeepaliveRegister(t *testing.T) {
 	if _, first := sim.count("ashburn", time.Time{}); first.Before(reportedAt) {
 		t.Fatalf("ashburn probed at %s, before it was reported down (%s)", first, reportedAt)
 	}
-	if n, _ := sim.count("umatilla", time.Time{}); n != 0 {
+	if n, _ := sim.count("umatilla", c.At); n != 0 {
 		t.Fatalf("active edge probed %d times with keepalive method register", n)
 	}
 }

@@ -14,6 +14,11 @@ const (
 	DefaultTimeout           = 4 * time.Second
 	DefaultKeepaliveInterval = 10 * time.Second
 	DefaultFailbackHold      = 60 * time.Second
+	// DefaultStandbyInterval spaces probes of the standby edges: slower than
+	// the active edge's keepalives (they carry no registrations), fast
+	// enough that a failover rarely meets a standby nobody looked at for
+	// long.
+	DefaultStandbyInterval = 30 * time.Second
 )
 
 // Keepalive methods (twilio.keepalive.method).
@@ -49,6 +54,11 @@ type Settings struct {
 	FailbackHold time.Duration
 	// KeepaliveMethod is options, register or none ("" = options).
 	KeepaliveMethod string
+	// StandbyInterval spaces probes of every IP of the edges that are
+	// neither active nor down, so that a failover skips a standby already
+	// known to be down instead of finding out by timing out on it. Not
+	// with KeepaliveMethod none, which probes no edge that is up.
+	StandbyInterval time.Duration
 }
 
 // FQDN returns the registration host of edge: <domain>.sip.<edge>.twilio.com
@@ -78,6 +88,9 @@ func (s Settings) withDefaults() Settings {
 	}
 	if s.FailbackHold <= 0 {
 		s.FailbackHold = DefaultFailbackHold
+	}
+	if s.StandbyInterval <= 0 {
+		s.StandbyInterval = DefaultStandbyInterval
 	}
 	s.KeepaliveMethod = strings.ToLower(s.KeepaliveMethod)
 	if s.KeepaliveMethod == "" {
