@@ -121,6 +121,27 @@ func (s SIP) Advertise() (host string, port int) {
 	return strings.Trim(s.PublicAddress, "[]"), port
 }
 
+// AdvertiseFor is Advertise for the listener of transport (the one
+// twilio.transport uses): the same host, and that listener's port. A port
+// written in public_address is the first listener's public port, so it is
+// used only when that listener is the first one. Without this a Contact for
+// TLS would carry the UDP listener's 5060 with transport=tls, where
+// Twilio's TLS connection fails. With no listener of that transport, it is
+// Advertise.
+func (s SIP) AdvertiseFor(transport string) (host string, port int) {
+	host, port = s.Advertise()
+	for i, l := range s.Listen {
+		if l.Transport != transport {
+			continue
+		}
+		if i == 0 {
+			return host, port
+		}
+		return host, l.Port
+	}
+	return host, port
+}
+
 // Connections bounds TCP, TLS and WebSocket connections: a stranger can
 // open them by the thousand without sending a byte.
 type Connections struct {

@@ -194,7 +194,7 @@ func callLimit(cfg *configs.Config) int {
 }
 
 func b2buaSettings(cfg *configs.Config) calls.Settings {
-	host, port := cfg.SIP.Advertise()
+	host, port := cfg.SIP.AdvertiseFor(contactTransport(cfg))
 	return calls.Settings{
 		Domain:          cfg.Twilio.Domain,
 		PublicAddress:   net.JoinHostPort(host, strconv.Itoa(port)),
@@ -207,6 +207,7 @@ func b2buaSettings(cfg *configs.Config) calls.Settings {
 		Targets:         callTargets(cfg),
 		MaxCalls:        callLimit(cfg),
 		MaxCallsPerUser: cfg.Calls.MaxPerUser,
+		TwilioOverTLS:   contactTransport(cfg) == "tls",
 	}
 }
 
@@ -251,7 +252,7 @@ func edgeSettings(cfg *configs.Config) edge.Settings {
 }
 
 func upstreamSettings(cfg *configs.Config) upstream.Settings {
-	host, port := cfg.SIP.Advertise()
+	host, port := cfg.SIP.AdvertiseFor(contactTransport(cfg))
 	return upstream.Settings{
 		Domain:           cfg.Twilio.Domain,
 		RegisterExpires:  cfg.Twilio.RegisterExpires,

@@ -31,6 +31,17 @@ func (b *B2BUA) inbound(req *sip.Request, tx sip.ServerTransaction, st *state, u
 		// UDP: silence; a source that may be forged learns nothing.
 		return
 	}
+	if st.s.TwilioOverTLS && !strings.EqualFold(req.Transport(), "TLS") {
+		if b.refusedLog.first(src.Addr(), b.now()) {
+			b.log.Warn("INVITE to a TLS Contact over another transport refused (forged? logged once per source a minute)",
+				"source", src.String(), "transport", req.Transport(), "contact", req.Recipient.User)
+		}
+		b.metrics.setup(inbound, outNotTLS)
+		if sip.IsReliable(req.Transport()) {
+			b.reply(tx, req, 403, "Forbidden - TLS Required")
+		}
+		return
+	}
 	if _, ok := st.twilio.Upstream(user); !ok {
 		b.reply(tx, req, 404, "Not Found")
 		b.metrics.setup(inbound, outUnknownUser)

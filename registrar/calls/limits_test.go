@@ -1,6 +1,8 @@
 package calls
 
 import (
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,5 +113,62 @@ func TestCallLimits(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestInboundTLSOnly: with the Contacts registered at Twilio over TLS,
+// Twilio calls in over TLS only; an INVITE to such a Contact over TCP gets
+// 403 and over UDP nothing (its source may be forged), even from Twilio's
+// addresses and to a Contact edgewise holds, and no phone rings.
+func TestInboundTLSOnly(t *testing.T) {
+	e := newEnv(t, func(c *envConfig) {
+		c.contacts = fakeContacts{"alice~ashburn": true}
+		c.tune = func(s *Settings) { s.TwilioOverTLS = true }
+	})
+	phone := newPhone(e, 3, "answer", nil)
+	e.binds.set("alice", e.bindingFor("alice", phone.peer))
+	invite := func(transport, from string) string {
+		return "INVITE sip:alice~ashburn@" + e.tcp().String() + " SIP/2.0\r\n" +
+			"Via: SIP/2.0/" + transport + " " + from + ";branch=z9hG4bK" + strings.ToLower(transport) + "tls\r\n" +
+			"Max-Forwards: 70\r\nFrom: <sip:+15550001111@example.sip.twilio.com>;tag=f1\r\n" +
+			"To: <sip:alice~ashburn@" + e.ip.String() + ">\r\nCall-ID: tls-only-" + transport + "\r\nCSeq: 1 INVITE\r\n" +
+			"Contact: <sip:+15550001111@" + from + ">\r\nContent-Length: 0\r\n\r\n"
+	}
+
+	tcp, err := net.DialTCP("tcp", &net.TCPAddr{IP: e.n.IP(2).AsSlice()}, net.TCPAddrFromAddrPort(e.tcp()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	if _, err := tcp.Write([]byte(invite("TCP", tcp.LocalAddr().String()))); err != nil {
+		t.Fatal(err)
+	}
+	tcp.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	n, err := tcp.Read(buf)
+	if err != nil {
+		t.Fatalf("no answer over TCP: %v", err)
+	}
+	if got := string(buf[:n]); !strings.HasPrefix(got, "SIP/2.0 403 Forbidden - TLS Required\r\n") {
+		t.Fatalf("over TCP: %q", got)
+	}
+
+	udp, err := net.DialUDP("udp", &net.UDPAddr{IP: e.n.IP(2).AsSlice()}, net.UDPAddrFromAddrPort(e.udp()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	if _, err := udp.Write([]byte(invite("UDP", udp.LocalAddr().String()))); err != nil {
+		t.Fatal(err)
+	}
+	kit.WaitFor(t, 5*time.Second, "both refusals counted", func() bool {
+		return testutil.ToFloat64(e.b.metrics.setups.WithLabelValues("inbound", outNotTLS)) == 2
+	})
+	udp.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := udp.Read(buf); err == nil && strings.HasPrefix(string(buf[:n]), "SIP/2.0 ") && !strings.HasPrefix(string(buf[:n]), "SIP/2.0 100") {
+		t.Errorf("over UDP the forged INVITE was answered: %q", buf[:n])
+	}
+	if n := len(phone.requests(sip.INVITE)); n != 0 {
+		t.Fatalf("the phone rang %d times", n)
 	}
 }

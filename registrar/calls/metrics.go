@@ -30,6 +30,7 @@ const (
 	outCallLimit      = "call_limit"      // 503: calls.max_concurrent reached
 	outUserCallLimit  = "user_call_limit" // 486: calls.max_per_user reached
 	outUnknownContact = "unknown_contact" // 404: not a Contact edgewise registered at Twilio
+	outNotTLS         = "not_tls"         // 403 (TCP) or silence (UDP): Contacts are registered over TLS, the INVITE came another way
 	outError          = "error"           // our own failure (500)
 )
 
@@ -88,7 +89,7 @@ func newMetrics() *metrics {
 		m.active.WithLabelValues(string(d))
 		for _, o := range []string{outAnswered, outBusy, outRejected, outCancelled, outNoAnswer, outUnavailable,
 			outNoBinding, outUnknownUser, outBadSDP, outNoPorts, outDuplicate, outForbidden, outShuttingDown, outError,
-			outCallLimit, outUserCallLimit, outUnknownContact} {
+			outCallLimit, outUserCallLimit, outUnknownContact, outNotTLS} {
 			m.setups.WithLabelValues(string(d), o)
 		}
 	}

@@ -80,6 +80,12 @@ type Settings struct {
 	// one); a new one over it gets 486. Zero means no limit.
 	MaxCalls        int
 	MaxCallsPerUser int
+	// TwilioOverTLS says edgewise registers its Contacts at Twilio with
+	// transport=tls: Twilio then calls in over TLS only, and an INVITE to
+	// such a Contact arriving another way is not Twilio's (the Contact
+	// names are easy to guess). It is refused: 403 over TCP, silence over
+	// UDP, where the source may be forged.
+	TwilioOverTLS bool
 }
 
 // Target is a fixed destination for a user's calls: a PBX, an SBC, a phone
