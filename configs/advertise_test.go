@@ -27,3 +27,15 @@ func TestAdvertiseFor(t *testing.T) {
 		}
 	}
 }
+
+// TestInterconnectEdgeWithRanges: an -ix edge is accepted once the
+// operator names its ranges.
+func TestInterconnectEdgeWithRanges(t *testing.T) {
+	cfg, err := Parse("c.yaml", []byte("twilio:\n  domain: example\n  edges: [ashburn-ix, umatilla]\n  signalling_cidrs: [10.20.0.0/24]\nstore: {path: /x}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Twilio.SignallingCIDRs) != 1 || cfg.Twilio.Edges[0] != "ashburn-ix" {
+		t.Errorf("edges %v, signalling %v", cfg.Twilio.Edges, cfg.Twilio.SignallingCIDRs)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -195,6 +196,16 @@ func (d *decoder) decodeTwilio(n *yaml.Node, t *Twilio) {
 		t.SignallingCIDRs = d.prefixes(items)
 	}
 	if len(t.SignallingCIDRs) == 0 {
+		// Interconnect edges reach Twilio over a private link whose
+		// addresses Twilio does not publish: with the default ranges,
+		// every call they carry in would be refused as not from Twilio.
+		for i, e := range t.Edges {
+			if slices.Contains(InterconnectEdges, e) {
+				d.problem(fmt.Sprintf("twilio.edges[%d]", i), "set twilio.signalling_cidrs (and media_cidrs) to your Interconnect's ranges, or use the public edge",
+					"%s is an Interconnect edge: Twilio publishes no address ranges for it, so the default twilio.signalling_cidrs would refuse every call it brings", e)
+				break
+			}
+		}
 		// Twilio may egress from any edge (e.g. Oregon while Virginia is
 		// down), so the safe default allows every edge's ranges.
 		t.SignallingCIDRs = AllSignallingRanges()

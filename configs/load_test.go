@@ -171,6 +171,9 @@ media:
 		{"standby interval", "twilio:\n  domain: example\n  keepalive:\n    method: options\n    standby_interval: 200ms\nstore: {path: /x}\n", []string{
 			`c.yaml:5: twilio.keepalive.standby_interval: 200ms is below 1s: every standby IP would be probed that often (hint: default 30s)`,
 		}},
+		{"interconnect edge without ranges", "twilio:\n  domain: example\n  edges: [ashburn-ix, umatilla]\nstore: {path: /x}\n", []string{
+			`c.yaml:3: twilio.edges[0]: ashburn-ix is an Interconnect edge: Twilio publishes no address ranges for it, so the default twilio.signalling_cidrs would refuse every call it brings (hint: set twilio.signalling_cidrs (and media_cidrs) to your Interconnect's ranges, or use the public edge)`,
+		}},
 		{"signalling cidrs", "twilio:\n  domain: example\n  signalling_cidrs: [10.0.0.1/8, 10.1.2.3, nonsense]\nstore: {path: /x}\n", []string{
 			`c.yaml:3: twilio.signalling_cidrs[0]: 10.0.0.1/8 has host bits set (hint: did you mean 10.0.0.0/8?)`,
 			`c.yaml:3: twilio.signalling_cidrs[1]: "10.1.2.3" is not a CIDR (hint: for one address write 10.1.2.3/32)`,

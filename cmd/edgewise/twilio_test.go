@@ -58,7 +58,7 @@ func TestTwilioDispatch(t *testing.T) {
 }
 
 func TestRESTSettingsFromConfig(t *testing.T) {
-	const head = "twilio:\n  domain: demo\n  edges: [ashburn, ashburn-ix, us1, dublin]\n"
+	const head = "twilio:\n  domain: demo\n  edges: [ashburn, ashburn-ix, us1, dublin]\n  signalling_cidrs: [10.20.0.0/24]\n"
 	const token = "token:\n  account_sid: AC00000000000000000000000000000001\n  twiml_app_sid: AP00000000000000000000000000000003\n" +
 		"  api_keys:\n    - {sid: SK00000000000000000000000000000002, secret: tokenSecret0}\n    - {sid: SK00000000000000000000000000000004, secret: other}\n"
 	const tail = "store: {path: x.db}\n"

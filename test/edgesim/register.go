@@ -15,9 +15,9 @@ import (
 // Responses where Twilio's exact behaviour is not documented; chosen so a
 // correct client reacts the right way:
 //
-//   - 11th binding of an AOR: 403 Forbidden. Bindings are shared by every
-//     edge, so another edge would refuse it too; a 5xx would wrongly send a
-//     client to the next edge.
+//   - 11th binding of an AOR: 403 Forbidden with a Warning naming Twilio's
+//     32007. Bindings are shared by every edge, so another edge would refuse
+//     it too; a 5xx would wrongly send a client to the next edge.
 //   - more than Rules.RegisterRate REGISTERs in one second for an AOR: 503
 //     with Retry-After: 1 and a Warning naming Twilio's 32008. That is SIP's
 //     overload signal (RFC 3261 §21.5.4); Twilio's own reply is unconfirmed.
@@ -26,6 +26,7 @@ import (
 const (
 	reasonTooMany   = "Maximum Registrations Reached"
 	warningRate     = `399 edgesim "32008 REGISTER rate limit exceeded for this AOR"`
+	warningTooMany  = `399 edgesim "32007 more than 10 registrations for this AOR"`
 	retryAfterRate  = "1"
 	reasonWrongUser = "Forbidden"
 )
@@ -111,7 +112,9 @@ func (s *Sim) handleRegister(_ context.Context, in *inbound) {
 	switch {
 	case errors.Is(err, errTooManyBindings):
 		s.log.Info("register refused: too many bindings", "edge", in.ip.edge.name, "user", aor, "max", s.cfg.Rules.MaxRegistrations)
-		in.reply(sip.StatusForbidden, reasonTooMany, nil)
+		in.reply(sip.StatusForbidden, reasonTooMany, func(res *sip.Response) {
+			res.AppendHeader(sip.NewHeader("Warning", warningTooMany))
+		})
 		return
 	case errors.Is(err, errOutOfOrder):
 		in.reply(sip.StatusInternalServerError, "Out Of Order", nil)

@@ -40,6 +40,7 @@ const (
 	resError      = "error_response"
 	resRejected   = "rejected"
 	resLimited    = "rate_limited"
+	resTooMany    = "too_many_registrations"
 	resTooBrief   = "interval_too_brief"
 	resAbandoned  = "abandoned"
 )
@@ -143,6 +144,11 @@ func (m *Manager) exchange(ctx context.Context, r *reg, kind string, timeout tim
 			m.metrics.requests.WithLabelValues(kind, resError).Inc()
 			return exchangeResult{res: res, out: outEdge, retryAfter: result.RetryAfter, expires: expires,
 				err: fmt.Errorf("answered %d %s", code, res.Reason)}
+		case tooManyRegistrations(res):
+			m.metrics.requests.WithLabelValues(kind, resTooMany).Inc()
+			return exchangeResult{res: res, out: outUser, expires: expires,
+				err: fmt.Errorf("%d %s: Twilio already holds its maximum of %d registrations for %s (error 32007): other devices register as this Twilio user; remove some, or give this phone a Twilio user of its own",
+					code, res.Reason, twilioMaxRegistrations, id.aor)}
 		default:
 			m.metrics.requests.WithLabelValues(kind, resRejected).Inc()
 			return exchangeResult{res: res, out: outUser, expires: expires, err: fmt.Errorf("%d %s", code, res.Reason)}
@@ -230,6 +236,27 @@ func rateLimited(res *sip.Response) bool {
 		}
 	}
 	return false
+}
+
+// twilioMaxRegistrations is Twilio's limit of active registrations per AOR
+// (README, "Twilio facts"): the 11th is refused, with error 32007.
+const twilioMaxRegistrations = 10
+
+// tooManyRegistrations recognises Twilio's refusal of one registration too
+// many for an AOR. Its exact form is not documented: a 403 whose Warning
+// names 32007, or whose reason speaks of registrations, is taken as it.
+// Moves are make-before-break, so a user whose AOR is shared with other
+// devices meets it when changing edges even if it fitted before.
+func tooManyRegistrations(res *sip.Response) bool {
+	if res.StatusCode != sip.StatusForbidden {
+		return false
+	}
+	for _, h := range res.GetHeaders("Warning") {
+		if strings.Contains(h.Value(), "32007") {
+			return true
+		}
+	}
+	return strings.Contains(strings.ToLower(res.Reason), "registrations")
 }
 
 func minExpires(res *sip.Response) int {

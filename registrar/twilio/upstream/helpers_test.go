@@ -101,6 +101,7 @@ type envConfig struct {
 	edges      []string // the monitor's order; default ashburn, umatilla
 	wrap       func(Sender) Sender
 	rate       int  // edgesim's per-AOR REGISTER rate; default Twilio's 5
+	maxRegs    int  // edgesim's registrations per AOR; default Twilio's 10
 	limited    bool // the test provokes the rate limit on purpose
 }
 
@@ -146,7 +147,7 @@ func startSim(t *testing.T, cfg envConfig, log *slog.Logger, extraUsers ...strin
 		},
 		Transports: []string{"udp"},
 		DNS:        edgesim.DNSConfig{Listen: "127.0.0.1:0", TTL: cfg.dnsTTL},
-		Rules:      edgesim.Rules{MinExpires: cfg.minExpires, RegisterRate: cfg.rate},
+		Rules:      edgesim.Rules{MinExpires: cfg.minExpires, RegisterRate: cfg.rate, MaxRegistrations: cfg.maxRegs},
 		SlowDelay:  time.Second,
 	}
 	users := extraUsers

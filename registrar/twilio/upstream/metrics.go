@@ -33,7 +33,7 @@ func newMetrics() *metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "requests_total",
 			Help: "Upstream REGISTER transactions by kind (register|refresh|move|cleanup) and outcome " +
-				"(ok|challenged|timeout|transport|error_response|rejected|rate_limited|interval_too_brief).",
+				"(ok|challenged|timeout|transport|error_response|rejected|rate_limited|too_many_registrations|interval_too_brief|abandoned).",
 		}, []string{"kind", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "request_duration_seconds",

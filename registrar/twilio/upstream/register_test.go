@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/edgewise-sip/edgewise/registrar/directory"
+	"github.com/edgewise-sip/edgewise/test/edgesim"
 	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
@@ -111,5 +114,30 @@ func TestWrongPassword(t *testing.T) {
 	}
 	if s, _ := e.mgr.Status("u001"); s.Edge != "" || !s.ExpiresAt.IsZero() {
 		t.Errorf("u001 status %+v", s)
+	}
+}
+
+// TestTooManyRegistrations: Twilio keeps at most 10 registrations per AOR
+// (here edgesim keeps 1). Moves are make-before-break, so a user whose AOR
+// is full cannot take its Contact to another edge: the refusal (403,
+// Warning 32007) is shown in the user's status as what it is, with the fix,
+// and counted apart from other rejections.
+func TestTooManyRegistrations(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{users: 1, maxRegs: 1})
+	kit.WaitFor(t, 5*time.Second, "the user registered at ashburn", func() bool { return e.allOn("ashburn") })
+	e.setEdge("ashburn", edgesim.ModeDrop)
+	var st Status
+	kit.WaitFor(t, 10*time.Second, "the move refused for too many registrations", func() bool {
+		st, _ = e.mgr.Status("u000")
+		return strings.Contains(st.LastError, "error 32007")
+	})
+	want := "403 Maximum Registrations Reached: Twilio already holds its maximum of 10 registrations for " + twilioUser("u000") +
+		" (error 32007): other devices register as this Twilio user; remove some, or give this phone a Twilio user of its own"
+	if st.LastError != want {
+		t.Errorf("last error %q\nwant        %q", st.LastError, want)
+	}
+	if n := testutil.ToFloat64(e.mgr.metrics.requests.WithLabelValues(kindMove, resTooMany)); n == 0 {
+		t.Error("too_many_registrations not counted")
 	}
 }
