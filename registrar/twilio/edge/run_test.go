@@ -114,12 +114,13 @@ func TestRunFailoverAndFailback(t *testing.T) {
 		return edgeStatus(t, m, "umatilla").State == StateUp
 	})
 	keepalives, _ := sim.count("ashburn", time.Time{})
+	standby, _ := sim.count("umatilla", time.Time{})
 	kit.WaitFor(t, 5*time.Second, "three more ashburn keepalives", func() bool {
 		n, _ := sim.count("ashburn", time.Time{})
 		return n >= keepalives+3*3
 	})
-	if n, _ := sim.count("umatilla", time.Time{}); n != 2 {
-		t.Fatalf("standby umatilla probed %d times, want its 2 IPs once within the standby interval", n)
+	if n, _ := sim.count("umatilla", time.Time{}); n != standby || edgeStatus(t, m, "umatilla").State != StateUp {
+		t.Fatalf("standby umatilla probed %d more times while the active edge had three keepalive rounds; want none within its standby interval", n-standby)
 	}
 
 	sim.setBroken("ashburn", true)
