@@ -426,13 +426,14 @@ func parsePortRange(s string) (PortRange, bool) {
 
 func (d *decoder) decodeToken(n *yaml.Node) *Token {
 	t := tokenDefaults()
-	f := d.mapping(n, "token", "listen", "account_sid", "api_keys", "twiml_app_sid", "push_credential_sid",
+	f := d.mapping(n, "token", "listen", "account_sid", "region", "api_keys", "twiml_app_sid", "push_credential_sid",
 		"ttl", "append_roaming", "cors_origins", "identity_header", "trusted_proxies", "rate_limit")
 	if !f.ok {
 		return nil
 	}
 	f.str("listen", &t.Listen)
 	f.str("account_sid", &t.AccountSID)
+	f.str("region", &t.Region)
 	items, _ := f.list("api_keys")
 	seen := map[string]string{}
 	for _, it := range items {

@@ -326,6 +326,19 @@ media:
 			`c.yaml:17: token.identity_header: is never trusted without trusted_proxies (hint: list the proxies that set it in token.trusted_proxies)`,
 			`c.yaml:18: token.rate_limit.per_identity: must be at least 1`,
 		}},
+		{"token region and identities", minimal + `token:
+  account_sid: AC0123456789abcdef0123456789abcdef
+  region: eu1
+  api_keys: [{sid: SK0123456789abcdef0123456789abcdef, secret: s}]
+  twiml_app_sid: AP0123456789abcdef0123456789abcdef
+phones:
+  - {user: anna.lee, password: a, twilio_password: t}
+  - {user: anna-lee, password: b, twilio_password: t}
+  - {user: anna_2E_lee, password: c, twilio_password: t}
+`, []string{
+			`c.yaml:7: token.region: unknown region "eu1" (hint: the region of the API keys and TwiML app: us1, ie1, au1)`,
+			`c.yaml:13: phones[2].user: "anna_2E_lee" and "anna.lee" (line 11) would share the browser identity anna_2E_lee (hint: rename one of them)`,
+		}},
 		{"token empty mapping", minimal + "token: {}\n", []string{
 			`c.yaml:5: token.account_sid: required`,
 			`c.yaml:5: token.api_keys: at least one API key is required (hint: [{sid: SK..., secret: ${TWILIO_API_SECRET}}])`,
@@ -361,6 +374,7 @@ func TestParseDefaults(t *testing.T) {
 	want.Token.AccountSID = "AC0123456789abcdef0123456789abcdef"
 	want.Token.TwiMLAppSID = "AP0123456789abcdef0123456789abcdef"
 	want.Token.APIKeys = []APIKey{{SID: "SK0123456789abcdef0123456789abcdef", Secret: "s"}}
+	want.Token.Region = "us1" // twilio.rest.region's default
 	if d := Diff(want, cfg); len(d) != 0 {
 		t.Errorf("differs from defaults in %v", d)
 	}

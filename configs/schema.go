@@ -5,8 +5,10 @@
 // documented defaults, validate everything and return every problem at once as
 // Problems, each with FILE:LINE and a field path.
 //
-// It imports nothing of edgewise: cmd/edgewise maps the config onto each
-// package's own settings, so no package below it imports configs.
+// It imports nothing of edgewise but token/clientid, the naming rule for
+// browser identities, so that users whose identities would meet are refused
+// here: cmd/edgewise maps the config onto each package's own settings, so no
+// package below it imports configs.
 package configs
 
 import (
@@ -342,8 +344,11 @@ func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
 
 // Token configures the access-token provider.
 type Token struct {
-	Listen            string         `yaml:"listen"`
-	AccountSID        string         `yaml:"account_sid"`
+	Listen     string `yaml:"listen"`
+	AccountSID string `yaml:"account_sid"`
+	// Region is the processing region the API keys and TwiML app live in;
+	// "" takes twilio.rest.region (us1 unless set).
+	Region            string         `yaml:"region"`
 	APIKeys           []APIKey       `yaml:"api_keys"` // first signs; all are valid for rotation
 	TwiMLAppSID       string         `yaml:"twiml_app_sid"`
 	PushCredentialSID string         `yaml:"push_credential_sid"`

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/token/clientid"
 )
 
 // validate checks ranges and cross-field rules on the decoded, defaulted
@@ -30,7 +32,31 @@ func (d *decoder) validate(c *Config) {
 	d.validateCalls(c.Calls, c.Media)
 	d.validateShutdown(c.Shutdown)
 	if c.Token != nil {
+		if c.Token.Region == "" {
+			c.Token.Region = c.Twilio.REST.Region
+		}
 		d.validateToken(c.Token)
+		d.validateIdentities(c.Phones)
+	}
+}
+
+// validateIdentities refuses phones whose browser identities meet: a token
+// for one would ring the other's browsers. Identities escape what Twilio
+// refuses ("anna.lee" is anna_2E_lee), so only such look-alikes collide.
+func (d *decoder) validateIdentities(phones []Phone) {
+	seen := make(map[string]int, len(phones))
+	for i, p := range phones {
+		id := clientid.Of(p.User)
+		j, dup := seen[id]
+		if !dup {
+			seen[id] = i
+			continue
+		}
+		if phones[j].User == p.User {
+			continue // the duplicate user is already reported
+		}
+		d.problem(fmt.Sprintf("phones[%d].user", i), "rename one of them",
+			"%q and %q (line %d) would share the browser identity %s", p.User, phones[j].User, phones[j].Line, id)
 	}
 }
 
@@ -298,6 +324,9 @@ func (d *decoder) validateToken(t *Token) {
 		d.problem("token.listen", `e.g. "127.0.0.1:9061"`, "%q: %v", t.Listen, err)
 	}
 	d.sid("token.account_sid", t.AccountSID, "AC", true)
+	if !contains(TwilioRESTRegions, t.Region) {
+		d.problem("token.region", "the region of the API keys and TwiML app: "+strings.Join(TwilioRESTRegions, ", "), "unknown region %q", t.Region)
+	}
 	if len(t.APIKeys) == 0 && !d.bad["token.api_keys"] {
 		d.problem("token.api_keys", "[{sid: SK..., secret: ${TWILIO_API_SECRET}}]", "at least one API key is required")
 	}

@@ -50,7 +50,7 @@ func TestClientFailover(t *testing.T) {
 		{"hung provider times out", []string{hung.URL + PathToken, goodURL}, "alice", goodURL, 0},
 		{"non-token answer skipped", []string{notToken.URL, goodURL}, "alice", goodURL, 0},
 		{"401 is final", []string{status(401), goodURL}, "alice", "", 401},
-		{"403 is final", []string{goodURL, status(503)}, "carol.smith", "", 403},
+		{"403 is final", []string{status(403), goodURL}, "alice", "", 403},
 		{"all dead", []string{closedURL(t), status(502)}, "alice", "", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgewise-sip/edgewise/token/clientid"
 )
 
 // Paths served by Handler.
@@ -45,6 +47,10 @@ func challenge(r *http.Request) string {
 
 // Answer is the JSON body of a successful POST /v1/token.
 type Answer struct {
+	// User is the phone user the credentials are for; Identity is the
+	// Twilio client identity in the token (see IdentityOf): the name TwiML
+	// dials as <Client>.
+	User      string    `json:"user"`
 	Identity  string    `json:"identity"`
 	Token     string    `json:"token"`
 	TTL       int       `json:"ttl"` // seconds
@@ -56,8 +62,8 @@ type Answer struct {
 }
 
 // tokenRequest is the optional body of POST /v1/token. Identity, when given,
-// must equal the authenticated identity; it lets a page assert whom it
-// expects to be logged in as.
+// must equal the authenticated user or its client identity; it lets a page
+// assert whom it expects to be logged in as.
 type tokenRequest struct {
 	Identity string `json:"identity,omitempty"`
 }
@@ -177,20 +183,22 @@ func (p *Provider) issue(w http.ResponseWriter, r *http.Request) (*Answer, *refu
 	if p.guard != nil {
 		p.guard.Succeeded(client, identity)
 	}
-	if body.Identity != "" && body.Identity != identity {
+	clientID := clientid.Of(identity)
+	if body.Identity != "" && body.Identity != identity && body.Identity != clientID {
 		return nil, &refusal{http.StatusForbidden, reasonForbidden,
 			fmt.Sprintf("token asked for %q but the credentials are %q's", body.Identity, identity), 0}
 	}
 	if ok, wait := p.perID.allow(identity, now); !ok {
 		return nil, &refusal{http.StatusTooManyRequests, reasonRateLimited, "too many token requests for this user", wait}
 	}
-	tok, exp, err := mint(&st.settings, st.signer, identity, now, st.ttl)
+	tok, exp, err := mint(&st.settings, st.signer, clientID, now, st.ttl)
 	if err != nil {
 		p.log.Error("cannot sign token", "err", err, "key_sid", st.signer.SID)
 		return nil, &refusal{http.StatusInternalServerError, reasonInternal, "cannot sign token", 0}
 	}
 	return &Answer{
-		Identity:  identity,
+		User:      identity,
+		Identity:  clientID,
 		Token:     tok,
 		TTL:       int(st.ttl / time.Second),
 		ExpiresAt: exp,
@@ -240,13 +248,38 @@ func (p *Provider) authenticate(st *state, r *http.Request, peer netip.Addr) (st
 		case err != nil:
 			return "", &refusal{http.StatusUnauthorized, reasonUnauthenticated, err.Error(), 0}
 		}
-		if err := ValidIdentity(id); err != nil {
+		if err := assertable(id); err != nil {
 			return "", &refusal{http.StatusForbidden, reasonForbidden,
-				fmt.Sprintf("user %q cannot get a browser token: %v", id, err), 0}
+				fmt.Sprintf("identity %q cannot get a browser token: %v", id, err), 0}
+		}
+		// A trusted proxy may assert a name that is not a phone user but
+		// whose identity spells one ("a_2E_b" is "a.b"'s); that token would
+		// ring the phone user's browsers.
+		if other, ok := clientid.UserOf(clientid.Of(id)); ok && other != id && st.dir != nil && st.dir.Exists(other) {
+			return "", &refusal{http.StatusForbidden, reasonForbidden,
+				fmt.Sprintf("user %q cannot get a browser token: its identity %s is user %q's", id, clientid.Of(id), other), 0}
 		}
 		return id, nil
 	}
 	return "", &refusal{http.StatusUnauthorized, reasonUnauthenticated, "credentials required", 0}
+}
+
+// maxUserLen bounds the names an authenticator may assert: the config's
+// limit for phone users, which a proxy's header must not exceed either.
+const maxUserLen = 128
+
+// assertable refuses names no user could have: a proxy's header is trusted
+// for who, not for being well formed.
+func assertable(id string) error {
+	if id == "" || len(id) > maxUserLen {
+		return fmt.Errorf("must be 1..%d characters", maxUserLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return errors.New("only printable ASCII without spaces is allowed")
+		}
+	}
+	return nil
 }
 
 // readBody accepts an empty body or one JSON object with known fields only.

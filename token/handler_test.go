@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgewise-sip/edgewise/test/kit"
+	"github.com/edgewise-sip/edgewise/token/clientid"
 )
 
 const pageOrigin = "https://phones.example.com"
@@ -70,8 +71,7 @@ func TestTokenRequests(t *testing.T) {
 		{name: "wrong password", call: call{user: "alice", pass: "nope"}, status: 401, errText: "wrong user or password", reason: reasonUnauthenticated},
 		{name: "unknown user", call: call{user: "mallory", pass: "alice-pw"}, status: 401, reason: reasonUnauthenticated},
 		{name: "garbage authorization", call: call{headers: map[string]string{"Authorization": "Basic !!!"}}, status: 401, reason: reasonUnauthenticated},
-		{name: "phone user not a Twilio identity", call: call{user: "carol.smith", pass: "carol-pw"}, status: 403,
-			errText: `user "carol.smith" cannot get a browser token`, reason: reasonForbidden},
+		{name: "phone user whose name is not a Twilio identity", call: call{user: "carol.smith", pass: "carol-pw"}, status: 200, identity: "carol_2E_smith"},
 		{name: "body names another identity", call: call{user: "alice", pass: "alice-pw", body: `{"identity":"bob"}`}, status: 403,
 			errText: `asked for "bob"`, reason: reasonForbidden},
 		{name: "malformed body", call: call{user: "alice", pass: "alice-pw", body: `{"identity":`}, status: 400, reason: reasonBadRequest},
@@ -83,7 +83,10 @@ func TestTokenRequests(t *testing.T) {
 		{name: "foreign origin", call: call{user: "alice", pass: "alice-pw", headers: map[string]string{"Origin": "https://evil.example"}}, status: 403,
 			errText: "origin not allowed", reason: reasonOrigin},
 		{name: "header from trusted proxy", call: call{remote: "10.9.1.2:5555", headers: map[string]string{"X-Forwarded-User": "dave"}}, status: 200, identity: "dave"},
-		{name: "header from trusted proxy, bad identity", call: call{remote: "10.9.1.2:5555", headers: map[string]string{"X-Forwarded-User": "dave@example.com"}}, status: 403, reason: reasonForbidden},
+		{name: "header from trusted proxy, e-mail", call: call{remote: "10.9.1.2:5555", headers: map[string]string{"X-Forwarded-User": "dave@example.com"}}, status: 200, identity: "dave_40_example_2E_com"},
+		{name: "header from trusted proxy, not a name", call: call{remote: "10.9.1.2:5555", headers: map[string]string{"X-Forwarded-User": "dave smith"}}, status: 403,
+			errText: "printable ASCII", reason: reasonForbidden},
+		{name: "header from trusted proxy, too long", call: call{remote: "10.9.1.2:5555", headers: map[string]string{"X-Forwarded-User": strings.Repeat("d", 129)}}, status: 403, reason: reasonForbidden},
 		{name: "header from untrusted address is ignored", call: call{remote: "10.8.1.2:5555", headers: map[string]string{"X-Forwarded-User": "alice"}}, status: 401, reason: reasonUnauthenticated},
 		{name: "untrusted header does not override basic", call: call{remote: "192.0.2.99:5555", user: "bob", pass: "bob-pw", headers: map[string]string{"X-Forwarded-User": "alice"}}, status: 200, identity: "bob"},
 		{name: "trusted proxy without header falls back to basic", call: call{remote: "10.9.1.2:5555", user: "bob", pass: "bob-pw"}, status: 200, identity: "bob"},
@@ -134,17 +137,56 @@ func TestTokenRequests(t *testing.T) {
 	}
 }
 
-func TestIdentityLengthLimit(t *testing.T) {
-	long := strings.Repeat("a", MaxIdentityLen)
+// TestIdentityOfEveryUser: every user name the config accepts gets a token
+// whose identity Twilio accepts; a proxy cannot assert a name whose identity
+// is another user's.
+func TestIdentityOfEveryUser(t *testing.T) {
+	long := strings.Repeat("a", clientid.MaxLen)
+	users := Passwords{long: "pw", long + "a": "pw", "anna.lee": "pw", "bob-smith": "pw", "carol_x": "pw"}
+	s := handlerSettings()
 	p := New(kit.Logger(t))
-	if err := p.Apply(testSettings(), Passwords{long: "pw", long + "a": "pw"}); err != nil {
+	if err := p.Apply(s, users); err != nil {
 		t.Fatal(err)
 	}
-	if rec := (call{user: long, pass: "pw"}).do(p.Handler()); rec.Code != 200 {
-		t.Errorf("121-char identity: %d %s", rec.Code, rec.Body)
+	for user, want := range map[string]string{
+		long:        long,
+		"anna.lee":  "anna_2E_lee",
+		"bob-smith": "bob_2D_smith",
+		"carol_x":   "carol_x",
+		long + "a":  clientid.Of(long + "a"),
+	} {
+		rec := (call{user: user, pass: "pw"}).do(p.Handler())
+		if rec.Code != 200 {
+			t.Errorf("%s: %d %s", user, rec.Code, rec.Body)
+			continue
+		}
+		var a Answer
+		if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil {
+			t.Fatal(err)
+		}
+		_, claims := parseToken(t, a.Token, testSecret)
+		grants, _ := claims["grants"].(map[string]any)
+		if a.User != user || a.Identity != want || grants["identity"] != want || clientid.Valid(want) != nil {
+			t.Errorf("%s: answer user=%q identity=%q, token identity %v; want %q", user, a.User, a.Identity, grants["identity"], want)
+		}
 	}
-	if rec := (call{user: long + "a", pass: "pw"}).do(p.Handler()); rec.Code != 403 {
-		t.Errorf("122-char identity: %d %s", rec.Code, rec.Body)
+
+	// A page may name either the user or its identity.
+	for _, named := range []string{"anna.lee", "anna_2E_lee"} {
+		if rec := (call{user: "anna.lee", pass: "pw", body: `{"identity":"` + named + `"}`}).do(p.Handler()); rec.Code != 200 {
+			t.Errorf("body identity %q: %d %s", named, rec.Code, rec.Body)
+		}
+	}
+
+	// The trusted proxy asserts "anna_2E_lee", a name of no phone whose
+	// identity would be anna.lee's.
+	rec := call{remote: "10.9.0.1:5000", headers: map[string]string{"X-Forwarded-User": "anna_2E_lee"}}.do(p.Handler())
+	if rec.Code != 403 || !strings.Contains(rec.Body.String(), `user \"anna.lee\"'s`) {
+		t.Errorf("proxy-asserted look-alike: %d %s", rec.Code, rec.Body)
+	}
+	rec = call{remote: "10.9.0.1:5000", headers: map[string]string{"X-Forwarded-User": "dave.jones"}}.do(p.Handler())
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"identity":"dave_2E_jones"`) {
+		t.Errorf("proxy-asserted dave.jones: %d %s", rec.Code, rec.Body)
 	}
 }
 

@@ -18,7 +18,14 @@ func mint(s *Settings, key Key, identity string, now time.Time, ttl time.Duratio
 	}
 	nbf := now.Unix()
 	exp = time.Unix(nbf+int64(ttl/time.Second), 0).UTC()
+	region := s.Region
+	if region == "us1" {
+		// The default region: tokens carry no twr header, as Twilio's own
+		// helper libraries issue them.
+		region = ""
+	}
 	at := twjwt.CreateAccessToken(twjwt.AccessTokenParams{
+		Region:        region,
 		AccountSid:    s.AccountSID,
 		SigningKeySid: key.SID,
 		Secret:        key.Secret,

@@ -132,3 +132,26 @@ func TestOptionalGrantsOmitted(t *testing.T) {
 		t.Errorf("push credential without one configured: %v", voice)
 	}
 }
+
+// TestRegion: a token for an account outside us1 names its region in the
+// JWT header, as the Voice SDK requires; us1 tokens carry none.
+func TestRegion(t *testing.T) {
+	for _, tc := range []struct{ region, twr string }{{"", ""}, {"us1", ""}, {"ie1", "ie1"}, {"au1", "au1"}} {
+		s := testSettings()
+		s.Region = tc.region
+		r := startReplica(t, newTestProvider(t, s))
+		status, ans, msg := postToken(t, r.url, "alice", "alice-pw")
+		if status != 200 {
+			t.Fatalf("%q: status %d: %s", tc.region, status, msg)
+		}
+		hdr, _ := parseToken(t, ans.Token, testSecret)
+		if got, _ := hdr["twr"].(string); got != tc.twr {
+			t.Errorf("region %q: twr = %q, want %q", tc.region, got, tc.twr)
+		}
+	}
+	s := testSettings()
+	s.Region = "eu1"
+	if err := s.Validate(); err == nil || !strings.Contains(err.Error(), `region: "eu1"`) {
+		t.Errorf("eu1: %v", err)
+	}
+}

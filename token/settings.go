@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -20,6 +21,9 @@ const (
 	DefaultRateWindow = time.Minute
 )
 
+// Regions are Twilio's processing regions a token can be for.
+var Regions = []string{"us1", "ie1", "au1"}
+
 // Roaming is the Voice SDK's latency-based edge; AppendRoaming adds it last.
 const Roaming = "roaming"
 
@@ -27,6 +31,11 @@ const Roaming = "roaming"
 // The zero value of an optional field means "off".
 type Settings struct {
 	AccountSID string // AC + 32 hex
+	// Region is the account's processing region (us1, ie1, au1; empty =
+	// us1). API keys and TwiML apps exist per region, and a token signed by
+	// a non-US key must say its region in the JWT header (twr), or the
+	// Voice SDK's connection is refused.
+	Region string
 	// Keys are the API keys. The first usable one signs; the others stay
 	// listed so a rotation can be rolled out replica by replica.
 	Keys              []Key
@@ -71,6 +80,9 @@ func (s Settings) Validate() error {
 
 	if !validSID(s.AccountSID, "AC") {
 		bad("account_sid: %q is not AC followed by 32 hex digits", s.AccountSID)
+	}
+	if !slices.Contains(Regions, s.Region) && s.Region != "" {
+		bad("region: %q is not one of %s", s.Region, strings.Join(Regions, ", "))
 	}
 	if len(s.Keys) == 0 {
 		bad("api_keys: at least one key is needed")

@@ -82,15 +82,3 @@ func TestAnswerEdges(t *testing.T) {
 		}
 	}
 }
-
-func TestValidIdentity(t *testing.T) {
-	for id, ok := range map[string]bool{
-		"alice": true, "Alice_42": true, "_": true, strings.Repeat("x", 121): true,
-		"": false, strings.Repeat("x", 122): false, "carol.smith": false, "a-b": false,
-		"a b": false, "é": false, "a\x00": false, "alice@example.com": false,
-	} {
-		if err := ValidIdentity(id); (err == nil) != ok {
-			t.Errorf("ValidIdentity(%q) = %v, want ok=%v", id, err, ok)
-		}
-	}
-}

@@ -22,6 +22,7 @@ func tokenSettings(cfg *configs.Config) token.Settings {
 	}
 	return token.Settings{
 		AccountSID:        t.AccountSID,
+		Region:            t.Region,
 		Keys:              keys,
 		TwiMLAppSID:       t.TwiMLAppSID,
 		PushCredentialSID: t.PushCredentialSID,
