@@ -36,8 +36,8 @@ func TestTwilioRESTAndMediaEncryption(t *testing.T) {
 		{"media_encryption unknown", head + "  media_encryption: aes\n" + tail, []string{
 			`c.yaml:3: twilio.media_encryption: "aes" is not one of none, srtp`,
 		}},
-		{"media_encryption srtp not in this build", head + "  media_encryption: srtp\n" + tail, []string{
-			`c.yaml:3: twilio.media_encryption: srtp is not supported by this build yet (hint: use none, with Secure Media off on the SIP Domain)`,
+		{"media_encryption srtp over udp", head + "  media_encryption: srtp\n" + tail, []string{
+			`c.yaml:3: twilio.media_encryption: srtp needs TLS signalling: its keys travel in the SDP, and Twilio refuses Secure Media calls over udp (hint: set twilio.transport: tls (and a tls: entry in sip.listen))`,
 		}},
 		{"rest sids and region", head + "  rest:\n    account_sid: AC12\n    api_key_sid: AK0123456789abcdef0123456789abcdef\n    api_key_secret: ${REST_SECRET}\n    region: us-1\n" + tail, []string{
 			`c.yaml:4: twilio.rest.account_sid: must be AC followed by 32 hex digits`,

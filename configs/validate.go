@@ -189,9 +189,12 @@ func (d *decoder) validateTwilio(t Twilio) {
 	switch t.MediaEncryption {
 	case "none":
 	case "srtp":
-		// Refused until the relay speaks SRTP toward Twilio: accepting it
-		// would send plain RTP that a Secure Media domain refuses.
-		d.problem("twilio.media_encryption", "use none, with Secure Media off on the SIP Domain", "srtp is not supported by this build yet")
+		// SDES sends the keys inside the SDP: over UDP or TCP anyone on
+		// the path reads them, and Twilio's Secure Media requires TLS.
+		if t.Transport != "tls" {
+			d.problem("twilio.media_encryption", "set twilio.transport: tls (and a tls: entry in sip.listen)",
+				"srtp needs TLS signalling: its keys travel in the SDP, and Twilio refuses Secure Media calls over %s", t.Transport)
+		}
 	default:
 		d.problem("twilio.media_encryption", "", "%q is not one of none, srtp", t.MediaEncryption)
 	}

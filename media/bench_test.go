@@ -62,7 +62,7 @@ func BenchmarkCheckAndCount(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		pkt[2], pkt[3] = byte(i>>8), byte(i)
-		if w.checkRTP(pkt) != reasonOK || leg.accept(&leg.rtp, src, false) != reasonOK {
+		if w.checkRTP(pkt, false) != reasonOK || leg.accept(&leg.rtp, src, false) != reasonOK {
 			b.Fatal("rejected")
 		}
 		leg.rx.stream.update(w.hdr.SSRC, w.hdr.SequenceNumber, w.hdr.Timestamp, 8000, false, int64(i)*int64(20*time.Millisecond))

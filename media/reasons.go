@@ -22,11 +22,16 @@ const (
 	dropNoRemote
 	// dropSendError: the kernel refused the send.
 	dropSendError
+	// dropSRTP: on an SRTP leg, a packet that failed authentication (a
+	// wrong key, a forgery, noise), was replayed, or could not be
+	// encrypted for the peer. Never relayed: decrypting it would pass on
+	// noise.
+	dropSRTP
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
-	"", "stranger", "not_allowed", "malformed", "truncated", "oversize", "no_remote", "send_error",
+	"", "stranger", "not_allowed", "malformed", "truncated", "oversize", "no_remote", "send_error", "srtp",
 }
 
 func (r reason) String() string { return reasonNames[r] }

@@ -78,6 +78,8 @@ type Leg struct {
 	rates     [128]uint32 // clock rate per payload type; 0 = default 8000
 	events    [128]bool   // RFC 4733 payload types (no jitter)
 
+	srtp legSRTP
+
 	lastRx int64 // ns; 0 = never
 	rx     rxCounters
 	tx     txCounters
@@ -225,12 +227,31 @@ func (l *Leg) SetCodecs(rates map[uint8]uint32, events []uint8) {
 	}
 }
 
+// Kind says whether an SDP body is an offer or an answer (RFC 3264): SDES
+// keys are chosen by the offer and confirmed by the answer.
+type Kind uint8
+
+const (
+	Offer Kind = iota
+	Answer
+)
+
+func (k Kind) String() string {
+	if k == Answer {
+		return "answer"
+	}
+	return "offer"
+}
+
 // Translate carries one SDP body across the relay: body came from side
-// from's peer (an offer or an answer); its audio address becomes that leg's
-// remote, its rtpmap the leg's clock rates, its direction the session's hold
-// state; and the body is returned rewritten to the other leg's address and
-// port, ready to send on. Errors wrap sdp.ErrInvalid (answer 488).
-func (s *Session) Translate(from Side, body []byte) ([]byte, error) {
+// from's peer, as an offer or an answer; its audio address becomes that
+// leg's remote, its rtpmap the leg's clock rates, its direction the
+// session's hold state, its a=crypto the leg's SRTP keys; and the body is
+// returned rewritten to the other leg's address, port and SRTP key (or
+// plain RTP), ready to send on. Each leg terminates its own SRTP: the relay
+// decrypts what one peer sends and encrypts for the other with its own key.
+// Errors wrap sdp.ErrInvalid (answer 488).
+func (s *Session) Translate(from Side, kind Kind, body []byte) ([]byte, error) {
 	info, err := sdp.Parse(body)
 	if err != nil {
 		return nil, err
@@ -239,7 +260,11 @@ func (s *Session) Translate(from Side, body []byte) ([]byte, error) {
 	if !ok {
 		return nil, sdp.ErrNoAudio
 	}
-	out, err := sdp.Rewrite(body, s.Leg(from.Other()).Target())
+	target, err := s.negotiate(from, kind, m)
+	if err != nil {
+		return nil, err
+	}
+	out, err := sdp.Rewrite(body, target)
 	if err != nil {
 		return nil, err
 	}
@@ -253,6 +278,89 @@ func (s *Session) Translate(from Side, body []byte) ([]byte, error) {
 	}
 	s.SetHold(m.Hold())
 	return out, nil
+}
+
+// negotiate applies m's SRTP to leg from and returns the target for the
+// other leg's copy, keyed when that peer speaks SRTP.
+func (s *Session) negotiate(from Side, kind Kind, m sdp.Media) (sdp.Target, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in, out := &s.legs[from&1], &s.legs[(from&1)^1]
+	target := out.Target()
+	if !m.Active() {
+		return target, nil // a disabled stream carries no keys
+	}
+	secure := sdp.IsSecure(m.Proto)
+	k := &in.srtp
+	switch {
+	case kind == Offer && secure:
+		c, err := pickOffered(m)
+		if err != nil {
+			return target, err
+		}
+		k.peerOffer = &c
+	case kind == Offer:
+		if k.policy == SRTPRequired {
+			return target, fmt.Errorf("%w: %s offered: %v", sdp.ErrInvalid, m.Proto, errSRTPRequired)
+		}
+		k.peerOffer = nil
+	case k.offered && secure:
+		c, err := pickAnswered(m, k.local)
+		if err != nil {
+			return target, err
+		}
+		if err := k.install(k.local, &c); err != nil {
+			return target, fmt.Errorf("%w: %v", sdp.ErrInvalid, err)
+		}
+	case k.offered:
+		if k.policy == SRTPRequired {
+			return target, fmt.Errorf("%w: %s answered: %v", sdp.ErrInvalid, m.Proto, errSRTPRequired)
+		}
+		k.plain()
+	case secure:
+		return target, fmt.Errorf("%w: %s answer to a plain RTP offer", sdp.ErrInvalid, m.Proto)
+	default:
+		k.plain()
+	}
+
+	ok := &out.srtp
+	if kind == Offer {
+		ok.offered = ok.policy == SRTPRequired || ok.active()
+		if !ok.offered {
+			return target, nil
+		}
+		// A re-offer repeats the key (and suite, and tag) in use.
+		c, err := ok.local, error(nil)
+		if c == nil {
+			c, err = newCrypto(1, suites[0].name)
+		}
+		if err != nil {
+			return target, err
+		}
+		ok.local = c
+		target.Crypto = c
+		return target, nil
+	}
+	if ok.peerOffer == nil {
+		ok.plain()
+		return target, nil
+	}
+	c, err := ok.localFor(ok.peerOffer.Tag, ok.peerOffer.Suite)
+	if err != nil {
+		return target, err
+	}
+	if err := ok.install(c, ok.peerOffer); err != nil {
+		return target, fmt.Errorf("%w: %v", sdp.ErrInvalid, err)
+	}
+	target.Crypto = c
+	return target, nil
+}
+
+// SetSRTP sets what side's peer must speak (SRTPFollow by default).
+func (s *Session) SetSRTP(side Side, p SRTPPolicy) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.legs[side&1].srtp.policy = p
 }
 
 // SetHold marks the call held (SDP sendonly, recvonly, inactive or

@@ -34,7 +34,7 @@ func TestTranslateCallFlow(t *testing.T) {
 	defer s.Close()
 	phone, twilio := newPeer(t), newPeer(t)
 
-	toTwilio, err := s.Translate(A, offerFrom(phone, "sendrecv"))
+	toTwilio, err := s.Translate(A, Offer, offerFrom(phone, "sendrecv"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestTranslateCallFlow(t *testing.T) {
 	if m.RTP != s.Leg(B).LocalAddr() || !strings.Contains(string(toTwilio), "a=rtpmap:101 telephone-event/8000") {
 		t.Fatalf("offer toward Twilio:\n%s", toTwilio)
 	}
-	toPhone, err := s.Translate(B, offerFrom(twilio, "sendrecv"))
+	toPhone, err := s.Translate(B, Answer, offerFrom(twilio, "sendrecv"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,28 +64,28 @@ func TestTranslateCallFlow(t *testing.T) {
 	}
 
 	// Hold: the phone sends sendonly, Twilio answers recvonly.
-	if _, err := s.Translate(A, offerFrom(phone, "sendonly")); err != nil {
+	if _, err := s.Translate(A, Offer, offerFrom(phone, "sendonly")); err != nil {
 		t.Fatal(err)
 	}
 	if !s.Hold() {
 		t.Error("sendonly did not hold")
 	}
-	if _, err := s.Translate(B, offerFrom(twilio, "recvonly")); err != nil || !s.Hold() {
+	if _, err := s.Translate(B, Answer, offerFrom(twilio, "recvonly")); err != nil || !s.Hold() {
 		t.Errorf("recvonly answer: hold %v err %v", s.Hold(), err)
 	}
 	if rem, latched := s.Leg(A).Remote(); !latched || rem != phone.addr() {
 		t.Error("re-INVITE with the same address lost the latch")
 	}
-	if _, err := s.Translate(A, offerFrom(phone, "sendrecv")); err != nil || s.Hold() {
+	if _, err := s.Translate(A, Offer, offerFrom(phone, "sendrecv")); err != nil || s.Hold() {
 		t.Errorf("resume: hold %v err %v", s.Hold(), err)
 	}
 
 	// Bad SDP maps to 488.
-	if _, err := s.Translate(A, []byte("this is not sdp")); !errors.Is(err, sdp.ErrInvalid) {
+	if _, err := s.Translate(A, Offer, []byte("this is not sdp")); !errors.Is(err, sdp.ErrInvalid) {
 		t.Errorf("bad sdp: %v", err)
 	}
 	video := []byte("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=video 5000 RTP/AVP 96\r\n")
-	if _, err := s.Translate(A, video); !errors.Is(err, sdp.ErrInvalid) {
+	if _, err := s.Translate(A, Offer, video); !errors.Is(err, sdp.ErrInvalid) {
 		t.Errorf("no audio: %v", err)
 	}
 }
@@ -96,7 +96,7 @@ func TestOldStyleHold(t *testing.T) {
 	phone.send(s.Leg(A).LocalAddr(), rtpPacket(t, 1, 0, 1, 0, nil))
 	kit.WaitFor(t, 5*time.Second, "latch", func() bool { _, l := s.Leg(A).Remote(); return l })
 	body := []byte("v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n")
-	if _, err := s.Translate(A, body); err != nil {
+	if _, err := s.Translate(A, Offer, body); err != nil {
 		t.Fatal(err)
 	}
 	if !s.Hold() {

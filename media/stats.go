@@ -23,6 +23,9 @@ type LegStats struct {
 	Remote     netip.AddrPort `json:"remote"`      // current RTP destination
 	RemoteRTCP netip.AddrPort `json:"remote_rtcp"` // current RTCP destination
 	Latched    bool           `json:"latched"`     // Remote learned from the peer's packets
+	// SRTP is the SDES suite the leg's peer speaks (keys are never shown);
+	// "" for plain RTP.
+	SRTP string `json:"srtp,omitempty"`
 	// IdleMs is the time since the last valid packet from the peer; -1 if
 	// none arrived yet.
 	IdleMs int64   `json:"idle_ms"`
@@ -79,6 +82,7 @@ func (s *Session) Stats() SessionStats {
 			Remote:     l.rtp.remote,
 			RemoteRTCP: l.rtcp.remote,
 			Latched:    l.rtp.latched,
+			SRTP:       l.srtp.suite(),
 			IdleMs:     idle,
 			RX: RxStats{
 				Packets: l.rx.packets, Bytes: l.rx.bytes,

@@ -115,7 +115,7 @@ func TestStrictSourceAddresses(t *testing.T) {
 	l.RestrictSources(netip.MustParseAddr("::ffff:198.51.100.7"))
 	sdpFrom := func(ip string) {
 		body := []byte("v=0\r\no=- 1 1 IN IP4 " + ip + "\r\ns=-\r\nc=IN IP4 " + ip + "\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n")
-		if _, err := s.Translate(A, body); err != nil {
+		if _, err := s.Translate(A, Offer, body); err != nil {
 			t.Fatal(err)
 		}
 	}

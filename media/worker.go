@@ -10,6 +10,7 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgewise-sip/edgewise/media/mmsg"
@@ -78,8 +79,11 @@ type worker struct {
 	rx, tx  *mmsg.Batch
 	out     [][]byte
 	outRTCP []bool
-	hdr     rtp.Header
-	rtcpHdr rtcp.Header
+	// dec and enc hold the packets an SRTP leg decrypted and the ones
+	// encrypted for an SRTP peer, one buffer per batch slot.
+	dec, enc [][]byte
+	hdr      rtp.Header
+	rtcpHdr  rtcp.Header
 
 	ctr workerCounters
 }
@@ -101,7 +105,22 @@ func newWorker(r *Relay) *worker {
 		tx:      mmsg.NewBatch(batchSize, 0, 0),
 		out:     make([][]byte, 0, batchSize),
 		outRTCP: make([]bool, 0, batchSize),
+		dec:     buffers(batchSize, bufSize),
+		enc:     buffers(batchSize, bufSize+srtpOverhead),
 	}
+}
+
+// srtpOverhead is the most SRTP adds to a packet: the auth tag (16 bytes
+// with AES-GCM) and, for SRTCP, the 4-byte index.
+const srtpOverhead = 32
+
+func buffers(n, size int) [][]byte {
+	backing := make([]byte, n*size)
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = backing[i*size : i*size : (i+1)*size]
+	}
+	return out
 }
 
 // start creates the epoll set; the sessions added before Run are registered
@@ -365,7 +384,12 @@ func (w *worker) handle(e *entry) {
 		case isRTCP:
 			r = w.checkRTCP(pkt)
 		default:
-			r = w.checkRTP(pkt)
+			r = w.checkRTP(pkt, in.srtp.rx != nil)
+		}
+		if r == reasonOK && in.srtp.rx != nil {
+			// Authenticate before latching: on an SRTP leg only the key
+			// holder can move the media.
+			pkt, r = w.decrypt(in.srtp.rx, i, pkt, isRTCP)
 		}
 		if r == reasonOK {
 			r = in.accept(src, mmsg.Decode(&w.rx.Names[i]), isRTCP)
@@ -394,6 +418,14 @@ func (w *worker) handle(e *entry) {
 			out.tx.dropped[dropNoRemote]++
 			dropped[dropNoRemote]++
 			continue
+		}
+		if out.srtp.tx != nil {
+			var err error
+			if pkt, err = w.encrypt(out.srtp.tx, i, pkt, isRTCP); err != nil {
+				out.tx.dropped[dropSRTP]++
+				dropped[dropSRTP]++
+				continue
+			}
 		}
 		w.out = append(w.out, pkt)
 		w.outRTCP = append(w.outRTCP, isRTCP)
@@ -487,10 +519,35 @@ func isMuxedRTCP(b []byte) bool {
 	return len(b) >= 2 && b[1] >= 192 && b[1] <= 223
 }
 
+// decrypt authenticates and decrypts an SRTP or SRTCP packet into batch
+// slot i's buffer.
+func (w *worker) decrypt(ctx *srtp.Context, i int, pkt []byte, isRTCP bool) ([]byte, reason) {
+	var out []byte
+	var err error
+	if isRTCP {
+		out, err = ctx.DecryptRTCP(w.dec[i][:0], pkt, &w.rtcpHdr)
+	} else {
+		out, err = ctx.DecryptRTP(w.dec[i][:0], pkt, &w.hdr)
+	}
+	if err != nil {
+		return nil, dropSRTP
+	}
+	return out, reasonOK
+}
+
+// encrypt protects a packet for an SRTP peer into batch slot i's buffer.
+func (w *worker) encrypt(ctx *srtp.Context, i int, pkt []byte, isRTCP bool) ([]byte, error) {
+	if isRTCP {
+		return ctx.EncryptRTCP(w.enc[i][:0], pkt, &w.rtcpHdr)
+	}
+	return ctx.EncryptRTP(w.enc[i][:0], pkt, &w.hdr)
+}
+
 // checkRTP validates an RTP packet with pion/rtp, leaving its header in
 // w.hdr. Obvious garbage is refused before the parser so it costs no
-// allocation.
-func (w *worker) checkRTP(b []byte) reason {
+// allocation. An SRTP packet's padding is encrypted and its last bytes are
+// the auth tag, so secure skips the padding check (decryption checks it).
+func (w *worker) checkRTP(b []byte, secure bool) reason {
 	if len(b) == 0 || b[0]>>6 != 2 {
 		return dropMalformed
 	}
@@ -501,7 +558,7 @@ func (w *worker) checkRTP(b []byte) reason {
 	if err != nil {
 		return dropTruncated
 	}
-	if b[0]&0x20 != 0 { // padding: the last byte counts it, itself included
+	if b[0]&0x20 != 0 && !secure { // padding: the last byte counts it, itself included
 		pad := int(b[len(b)-1])
 		if pad == 0 || n+pad > len(b) {
 			return dropMalformed

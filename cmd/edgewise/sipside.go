@@ -208,6 +208,7 @@ func b2buaSettings(cfg *configs.Config) calls.Settings {
 		MaxCalls:        callLimit(cfg),
 		MaxCallsPerUser: cfg.Calls.MaxPerUser,
 		TwilioOverTLS:   contactTransport(cfg) == "tls",
+		TwilioSRTP:      cfg.Twilio.MediaEncryption == "srtp",
 	}
 }
 

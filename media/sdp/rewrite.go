@@ -4,15 +4,21 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	psdp "github.com/pion/sdp/v3"
 )
 
 // Target is where the relay wants one side's media: its advertised address
-// and the RTP port of the leg's pair (RTCP is Port+1).
+// and the RTP port of the leg's pair (RTCP is Port+1), and the SRTP key the
+// relay sends with, when that side speaks SRTP.
 type Target struct {
 	Addr netip.Addr
 	Port uint16
+	// Crypto, when set, makes the stream RTP/SAVP with this one a=crypto
+	// line; nil makes it plain RTP/AVP. Either way the peer's own a=crypto
+	// lines are removed: the relay terminates SRTP on each side.
+	Crypto *Crypto
 }
 
 // iceAttributes point the peer at addresses that bypass the relay; the relay
@@ -28,7 +34,8 @@ var iceAttributes = map[string]bool{
 // matching a=rtcp if it had one, and any other active stream is disabled
 // (port 0, RFC 3264 §6) because the relay carries one stream per call.
 // Codecs, a=rtpmap, a=fmtp, telephone-event and direction attributes are
-// kept as written. Errors wrap ErrInvalid.
+// kept as written; the audio stream's protocol and a=crypto follow
+// t.Crypto. Errors wrap ErrInvalid.
 func Rewrite(body []byte, t Target) ([]byte, error) {
 	if !t.Addr.IsValid() || t.Port == 0 {
 		return nil, fmt.Errorf("sdp: rewrite target %v:%d is not an address and port", t.Addr, t.Port)
@@ -74,6 +81,13 @@ func Rewrite(body []byte, t Target) ([]byte, error) {
 			continue
 		}
 		md.MediaName.Port = psdp.RangedPort{Value: int(t.Port)}
+		if proto := strings.Join(md.MediaName.Protos, "/"); proto == "RTP/AVP" || proto == "RTP/AVPF" || IsSecure(proto) {
+			md.MediaName.Protos = strings.Split(secureProto(proto, t.Crypto != nil), "/")
+		}
+		md.Attributes = dropAttr(md.Attributes, "crypto")
+		if t.Crypto != nil {
+			md.Attributes = append(md.Attributes, psdp.Attribute{Key: "crypto", Value: t.Crypto.attrValue()})
+		}
 		for k, a := range md.Attributes {
 			if a.Key != "rtcp" {
 				continue

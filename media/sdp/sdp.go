@@ -92,6 +92,10 @@ type Media struct {
 	Codecs []Codec
 	// Ptime is a=ptime as written; "" when absent.
 	Ptime string
+	// Crypto are the a=crypto lines that could be read, in order;
+	// CryptoProblems say why the others could not (see ParseCrypto).
+	Crypto         []Crypto
+	CryptoProblems []string
 
 	unspecified bool // c= 0.0.0.0 or ::
 }
@@ -216,6 +220,12 @@ func describe(d *psdp.SessionDescription) (*Info, error) {
 			switch a.Key {
 			case "rtcp-mux":
 				m.RTCPMux = true
+			case "crypto":
+				if c, err := ParseCrypto(a.Value); err == nil {
+					m.Crypto = append(m.Crypto, c)
+				} else {
+					m.CryptoProblems = append(m.CryptoProblems, err.Error())
+				}
 			case "rtcp":
 				p, ra, err := parseRTCPAttr(a.Value)
 				if err != nil {

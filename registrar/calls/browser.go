@@ -85,9 +85,9 @@ func (c *call) trustPhones(ls ...*leg) {
 	c.sess.Leg(media.A).RestrictSources(addrs...)
 }
 
-// fromLeg carries a description l's peer sent across the relay, through
-// l's bridge first when the peer is a browser.
-func (c *call) fromLeg(l *leg, body []byte) ([]byte, error) {
+// fromLeg carries a description (an offer or an answer) l's peer sent
+// across the relay, through l's bridge first when the peer is a browser.
+func (c *call) fromLeg(l *leg, kind media.Kind, body []byte) ([]byte, error) {
 	if br := l.bridge(); br != nil {
 		plain, err := br.FromBrowser(body)
 		if err != nil {
@@ -95,7 +95,7 @@ func (c *call) fromLeg(l *leg, body []byte) ([]byte, error) {
 		}
 		body = plain
 	}
-	return c.sess.Translate(l.side, body)
+	return c.sess.Translate(l.side, kind, body)
 }
 
 // toLeg turns a description the relay produced for l into what l's peer

@@ -331,6 +331,9 @@ func (b *B2BUA) openMedia(c *call, req *sip.Request, tx sip.ServerTransaction, f
 		b.metrics.setup(c.dir, outcome)
 		return nil, false
 	}
+	if c.st.s.TwilioSRTP {
+		sess.SetSRTP(media.B, media.SRTPRequired)
+	}
 	c.mu.Lock()
 	ended := c.phase == phaseEnded
 	if !ended {
@@ -352,7 +355,7 @@ func (b *B2BUA) openMedia(c *call, req *sip.Request, tx sip.ServerTransaction, f
 		if _, err := b.attachBrowser(c, caller); err != nil {
 			c.log.Info("browser media refused", "error", err)
 			if errors.Is(err, sdp.ErrInvalid) {
-				b.reply(tx, req, 488, "Not Acceptable Here", sip.NewHeader("Warning", `399 edgewise "WebRTC media is not enabled"`))
+				b.reply(tx, req, 488, "Not Acceptable Here", warningHeader("WebRTC media is not enabled"))
 				b.metrics.setup(c.dir, outBadSDP)
 			} else {
 				b.reply(tx, req, 500, "Server Internal Error")
@@ -361,11 +364,11 @@ func (b *B2BUA) openMedia(c *call, req *sip.Request, tx sip.ServerTransaction, f
 			return nil, false
 		}
 	}
-	out, err := c.fromLeg(caller, offer)
+	out, err := c.fromLeg(caller, media.Offer, offer)
 	if err != nil {
 		c.log.Info("unusable SDP offer", "error", err)
 		if errors.Is(err, sdp.ErrInvalid) {
-			b.reply(tx, req, 488, "Not Acceptable Here")
+			b.reply(tx, req, 488, "Not Acceptable Here", warningHeader(err.Error()))
 			b.metrics.setup(c.dir, outBadSDP)
 		} else {
 			b.reply(tx, req, 500, "Server Internal Error")

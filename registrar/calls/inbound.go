@@ -359,7 +359,7 @@ func (r *ring) relayProvisional(f *fork, res *sip.Response) {
 	c := r.c
 	var body []byte
 	if isSDP(res) && f.l.bridge() == nil { // browsers: no early media (see outbound)
-		out, err := c.sess.Translate(media.A, res.Body())
+		out, err := c.sess.Translate(media.A, kindAfter(len(r.offer) > 0), res.Body())
 		if err != nil {
 			c.log.Info("unusable early-media SDP from a phone", "contact", f.binding.Contact, "error", err)
 		} else {
@@ -379,7 +379,7 @@ func (r *ring) answered(f *fork, res *sip.Response) {
 	b, c := r.b, r.c
 	l := f.l
 	delayed := len(r.offer) == 0
-	answer, err := c.translateBody(l, res)
+	answer, err := c.translateBody(l, kindAfter(!delayed), res)
 	if err != nil || answer == nil {
 		c.log.Info("unusable SDP in the phone's answer", "contact", f.binding.Contact, "error", err)
 		if delayed {
@@ -425,7 +425,7 @@ func (r *ring) answered(f *fork, res *sip.Response) {
 		return
 	}
 	if delayed {
-		body, err := c.translateBody(r.twilio, ack)
+		body, err := c.translateBody(r.twilio, media.Answer, ack)
 		if err == nil {
 			body, err = c.toLeg(l, body)
 		}
@@ -573,11 +573,21 @@ func (f *fork) run() {
 
 // translateBody carries the SDP (if any) of a message from's peer sent
 // across the relay.
-func (c *call) translateBody(from *leg, m message) ([]byte, error) {
+func (c *call) translateBody(from *leg, kind media.Kind, m message) ([]byte, error) {
 	if !isSDP(m) {
 		return nil, nil
 	}
-	return c.fromLeg(from, m.Body())
+	return c.fromLeg(from, kind, m.Body())
+}
+
+// kindAfter is the kind of SDP in a response to an INVITE: the answer to
+// the INVITE's offer, or the offer itself when the INVITE had none
+// (RFC 3261 §13.2.1, delayed offer).
+func kindAfter(invitedWithOffer bool) media.Kind {
+	if invitedWithOffer {
+		return media.Answer
+	}
+	return media.Offer
 }
 
 // closeLosingBrowsers frees the WebRTC media of the forks that lost.

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/edgewise-sip/edgewise/media"
 )
 
 // relayTimeout bounds a request relayed inside a dialog: Timer F (64*T1),
@@ -141,7 +143,7 @@ func (b *B2BUA) serveInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	if res.IsSuccess() && (req.IsInvite() || req.Method == sip.UPDATE) {
 		to.refreshTarget(res.Contact())
 	}
-	back := c.relayResponse(l, to, req, res, heldByOffer)
+	back := c.relayResponse(l, to, req, res, offered, heldByOffer)
 	if !req.IsInvite() || !res.IsSuccess() {
 		b.send(tx, back)
 		return
@@ -209,7 +211,7 @@ func (c *call) relayRequest(l, to *leg, req *sip.Request) (out *sip.Request, off
 	out = to.request(req.Method, 0)
 	switch {
 	case isSDP(req):
-		body, err := c.fromLeg(l, req.Body())
+		body, err := c.fromLeg(l, media.Offer, req.Body())
 		if err == nil {
 			body, err = c.toLeg(to, body)
 		}
@@ -253,12 +255,13 @@ func awaitFinal(ctx context.Context, c *call, otx sip.ClientTransaction) *sip.Re
 }
 
 // relayResponse builds the answer to req on l from the other dialog's
-// response res, carrying an SDP answer through the relay.
-func (c *call) relayResponse(l, to *leg, req *sip.Request, res *sip.Response, heldByOffer bool) *sip.Response {
+// response res, carrying its SDP through the relay: the answer to req's
+// offer, or an offer when req had none.
+func (c *call) relayResponse(l, to *leg, req *sip.Request, res *sip.Response, offered, heldByOffer bool) *sip.Response {
 	back := l.response(req, res.StatusCode, res.Reason, nil)
 	switch {
 	case isSDP(res):
-		body, err := c.fromLeg(to, res.Body())
+		body, err := c.fromLeg(to, kindAfter(offered), res.Body())
 		if err == nil {
 			body, err = c.toLeg(l, body)
 		}
@@ -303,7 +306,7 @@ func (b *B2BUA) completeReinvite(iv *invite, l *leg, tx sip.ServerTransaction, b
 		var body []byte
 		if ok {
 			var err error
-			if body, err = c.translateBody(l, ack); err == nil {
+			if body, err = c.translateBody(l, media.Answer, ack); err == nil {
 				body, err = c.toLeg(to, body)
 			}
 			if err != nil {

@@ -31,11 +31,18 @@ func (b *B2BUA) reply(tx sip.ServerTransaction, req *sip.Request, code int, reas
 	b.send(tx, res)
 }
 
-// admitOutcome is the setup outcome of a call admit refused.
 // reasonHeader explains a response we made up (RFC 3326).
 func reasonHeader(code int, text string) sip.Header {
-	text = strings.NewReplacer(`"`, "'", `\`, "/", "\r", " ", "\n", " ").Replace(text)
-	return sip.NewHeader("Reason", "SIP;cause="+strconv.Itoa(code)+`;text="`+text+`"`)
+	return sip.NewHeader("Reason", "SIP;cause="+strconv.Itoa(code)+`;text="`+quotable.Replace(text)+`"`)
+}
+
+// quotable makes text safe inside a quoted-string.
+var quotable = strings.NewReplacer(`"`, "'", `\`, "/", "\r", " ", "\n", " ")
+
+// warningHeader explains a refusal to a human reading the trace (RFC 3261
+// §20.43, code 399: miscellaneous).
+func warningHeader(text string) sip.Header {
+	return sip.NewHeader("Warning", `399 edgewise "`+quotable.Replace(text)+`"`)
 }
 
 // isSDP reports whether a message's body is a session description: its

@@ -332,7 +332,7 @@ func (d *dial) relayProvisional(res *sip.Response) {
 	// A browser gets its answer in the 2xx only: WebRTC has no early media
 	// without an answer that sticks, and the 2xx repeats the same SDP.
 	if isSDP(res) && d.phone.bridge() == nil {
-		out, err := c.sess.Translate(media.B, res.Body())
+		out, err := c.sess.Translate(media.B, kindAfter(len(d.offer) > 0), res.Body())
 		if err != nil {
 			c.log.Info("unusable early-media SDP from Twilio", "error", err)
 		} else {
@@ -379,7 +379,7 @@ func (d *dial) answered(iv *invite, t edge.Target, res *sip.Response) {
 	}
 	var answer []byte
 	if isSDP(res) {
-		out, err := c.fromLeg(l, res.Body())
+		out, err := c.fromLeg(l, kindAfter(!delayed), res.Body())
 		if err == nil {
 			out, err = c.toLeg(d.phone, out)
 		}
@@ -433,7 +433,7 @@ func (d *dial) answered(iv *invite, t edge.Target, res *sip.Response) {
 		return
 	}
 	if delayed {
-		body, err := c.translateBody(d.phone, ack)
+		body, err := c.translateBody(d.phone, media.Answer, ack)
 		if err != nil || body == nil {
 			sendAck(nil)
 			b.metrics.setup(outbound, outBadSDP)

@@ -86,6 +86,11 @@ type Settings struct {
 	// names are easy to guess). It is refused: 403 over TCP, silence over
 	// UDP, where the source may be forged.
 	TwilioOverTLS bool
+	// TwilioSRTP makes the Twilio leg speak only SDES-SRTP (RTP/SAVP with
+	// a=crypto), as a SIP Domain with Secure Media requires: edgewise's
+	// offers to Twilio carry its key, and a plain offer or answer from
+	// Twilio is refused with 488. The phone leg is unaffected.
+	TwilioSRTP bool
 }
 
 // Target is a fixed destination for a user's calls: a PBX, an SBC, a phone

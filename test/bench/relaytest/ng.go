@@ -215,7 +215,7 @@ func handleNG(relay *media.Relay, made map[string]*media.Session, cmd, reply map
 			}
 			made[callID] = s
 		}
-		out, err := s.Translate(media.A, []byte(sdpIn))
+		out, err := s.Translate(media.A, media.Offer, []byte(sdpIn))
 		if err != nil {
 			return err
 		}
@@ -226,7 +226,7 @@ func handleNG(relay *media.Relay, made map[string]*media.Session, cmd, reply map
 		if s == nil {
 			return fmt.Errorf("unknown call %q", callID)
 		}
-		out, err := s.Translate(media.B, []byte(sdpIn))
+		out, err := s.Translate(media.B, media.Answer, []byte(sdpIn))
 		if err != nil {
 			return err
 		}
