@@ -139,6 +139,12 @@ type MediaStatus struct {
 	Invalid      uint64 `json:"invalid"`
 	RTCPReceived uint64 `json:"rtcp_received"`
 	RTCPEchoed   uint64 `json:"rtcp_echoed"`
+	// SRTP says the call speaks SRTP (Secure Media): PacketsReceived then
+	// counts packets that decrypted and authenticated under the gateway's
+	// a=crypto key, and SRTPFailed the ones that did not (wrong key,
+	// replay, plain RTP); those are not echoed.
+	SRTP       bool   `json:"srtp,omitempty"`
+	SRTPFailed uint64 `json:"srtp_failed,omitempty"`
 	// PayloadTypes counts RTP received by payload type ("0": PCMU, "101":
 	// telephone-event as the SDP numbered it, ...).
 	PayloadTypes map[string]uint64 `json:"payload_types,omitempty"`

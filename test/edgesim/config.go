@@ -75,6 +75,11 @@ type CallsConfig struct {
 	// History is how many finished calls GET /v1/calls keeps, oldest
 	// dropped first. Zero means 1000.
 	History int `yaml:"history"`
+	// SecureMedia is the SIP Domain's Secure Media switch: on, edgesim
+	// offers and accepts only RTP/SAVP keyed by a=crypto
+	// (AES_CM_128_HMAC_SHA1_80 or _32), refuses plain offers with 488 and
+	// echoes SRTP under its own key; off, it refuses RTP/SAVP.
+	SecureMedia bool `yaml:"secure_media"`
 }
 
 // EdgeConfig is one simulated edge location.

@@ -30,9 +30,13 @@ type mediaStream struct {
 	// echo is false while edgesim's direction forbids sending (the gateway
 	// holds the call with sendonly or inactive); packets are still counted.
 	echo atomic.Bool
+	// sec is set when the call speaks SRTP: packets are decrypted before
+	// they count and echoed under edgesim's own key.
+	sec atomic.Pointer[mediaSecurity]
 
 	rtpIn, rtpInBytes, rtpOut, rtpOutBytes atomic.Uint64
 	invalid, rtcpIn, rtcpOut               atomic.Uint64
+	srtpFailed                             atomic.Uint64
 	byPT                                   [128]atomic.Uint64 // RTP received per payload type
 	source                                 atomic.Pointer[netip.AddrPort]
 
@@ -86,6 +90,10 @@ func (m *mediaStream) serveRTP() {
 			m.invalid.Add(1)
 			continue
 		}
+		pkt, ok := m.unprotect(buf[:n], false)
+		if !ok {
+			continue
+		}
 		m.rtpIn.Add(1)
 		m.rtpInBytes.Add(uint64(n))
 		m.byPT[h.PayloadType&0x7f].Add(1)
@@ -94,9 +102,12 @@ func (m *mediaStream) serveRTP() {
 		if !m.echo.Load() {
 			continue
 		}
-		if _, err := m.rtp.WriteToUDPAddrPort(buf[:n], from); err == nil {
+		if pkt, ok = m.protect(pkt, false); !ok {
+			continue
+		}
+		if _, err := m.rtp.WriteToUDPAddrPort(pkt, from); err == nil {
 			m.rtpOut.Add(1)
-			m.rtpOutBytes.Add(uint64(n))
+			m.rtpOutBytes.Add(uint64(len(pkt)))
 		}
 	}
 }
@@ -120,14 +131,66 @@ func (m *mediaStream) serveRTCP() {
 			m.invalid.Add(1)
 			continue
 		}
+		pkt, ok := m.unprotect(buf[:n], true)
+		if !ok {
+			continue
+		}
 		m.rtcpIn.Add(1)
 		if !m.echo.Load() {
 			continue
 		}
-		if _, err := m.rtcp.WriteToUDPAddrPort(buf[:n], from); err == nil {
+		if pkt, ok = m.protect(pkt, true); !ok {
+			continue
+		}
+		if _, err := m.rtcp.WriteToUDPAddrPort(pkt, from); err == nil {
 			m.rtcpOut.Add(1)
 		}
 	}
+}
+
+// unprotect decrypts an SRTP or SRTCP packet when the stream speaks SRTP;
+// one that fails (no key yet, a wrong key, a replay, plain RTP) is counted
+// in srtpFailed and not echoed.
+func (m *mediaStream) unprotect(b []byte, rtcp bool) ([]byte, bool) {
+	sec := m.sec.Load()
+	if sec == nil {
+		return b, true
+	}
+	rx, _ := sec.contexts(rtcp)
+	var out []byte
+	err := errors.New("no key yet")
+	if rx != nil {
+		if rtcp {
+			out, err = rx.DecryptRTCP(nil, b, nil)
+		} else {
+			out, err = rx.DecryptRTP(nil, b, nil)
+		}
+	}
+	if err != nil {
+		m.srtpFailed.Add(1)
+		return nil, false
+	}
+	return out, true
+}
+
+// protect encrypts an echo under edgesim's key when the stream speaks SRTP.
+func (m *mediaStream) protect(b []byte, rtcp bool) ([]byte, bool) {
+	sec := m.sec.Load()
+	if sec == nil {
+		return b, true
+	}
+	_, tx := sec.contexts(rtcp)
+	if tx == nil {
+		return nil, false
+	}
+	var out []byte
+	var err error
+	if rtcp {
+		out, err = tx.EncryptRTCP(nil, b, nil)
+	} else {
+		out, err = tx.EncryptRTP(nil, b, nil)
+	}
+	return out, err == nil
 }
 
 // close stops echoing and releases both ports.
@@ -152,6 +215,8 @@ func (m *mediaStream) fill(st *MediaStatus) {
 	st.Invalid = m.invalid.Load()
 	st.RTCPReceived = m.rtcpIn.Load()
 	st.RTCPEchoed = m.rtcpOut.Load()
+	st.SRTP = m.sec.Load() != nil
+	st.SRTPFailed = m.srtpFailed.Load()
 	for pt := range m.byPT {
 		if n := m.byPT[pt].Load(); n > 0 {
 			if st.PayloadTypes == nil {

@@ -44,6 +44,9 @@ type sdpInfo struct {
 	dtmfPT int    // telephone-event payload type, -1 when absent
 	dtmfFM string // its fmtp value, echoed in the answer
 	dir    string // the peer's direction for the audio stream
+	proto  string // RTP/AVP, RTP/SAVP, ...
+	// crypto are the audio stream's a=crypto lines edgesim can use.
+	crypto []sdesKey
 }
 
 // parseSDP reads an offer or answer. It fails when the body is not SDP
@@ -74,6 +77,12 @@ func parseSDP(body []byte) (sdpInfo, error) {
 			}
 		}
 		info.dir = directionOf(m.Attributes, directionOf(d.Attributes, dirSendRecv))
+		info.proto = strings.Join(m.MediaName.Protos, "/")
+		for _, a := range m.Attributes {
+			if k, ok := parseCryptoAttr(a.Value); a.Key == "crypto" && ok {
+				info.crypto = append(info.crypto, k)
+			}
+		}
 		return info, nil
 	}
 	return info, errNoCommonCodec

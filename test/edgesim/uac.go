@@ -184,9 +184,13 @@ func (c *call) newFork(i int, b Binding, r CallRequest) (*fork, ForkStatus) {
 	inv.AppendHeader(sip.NewHeader("User-Agent", "edgesim "+ip.edge.name))
 	inv.AppendHeader(sip.NewHeader("X-Twilio-CallSid", string(c.id)))
 	inv.AppendHeader(&ct)
-	inv.SetBody(c.buildSDP(func(ss *sdpSession) []byte {
+	offer := c.buildSDP(func(ss *sdpSession) []byte {
 		return ss.offer(ip.addr, int(ms.local.Port()), dirSendRecv)
-	}))
+	})
+	if s.cfg.Calls.SecureMedia {
+		offer = withCrypto(offer, ms.secure(1, sdesOffered).local)
+	}
+	inv.SetBody(offer)
 	f.inv = inv
 	st.SIPCallID = string(cid)
 	return f, st
@@ -432,6 +436,15 @@ func (c *call) answerFork(f *fork, res *sip.Response) {
 		codec, dir = info.codec, answerDirection(info.dir)
 		if info.addr.IsValid() {
 			remote = info.addr.String()
+		}
+		if err := s.mediaPolicy(&info); err != nil {
+			// Twilio would tear such a call down; edgesim says so and
+			// echoes nothing (the gateway's media cannot decrypt).
+			s.log.Warn("answer sdp refused", "call", c.id, "contact", f.contact, "error", err)
+		} else if sec := f.media.sec.Load(); sec != nil {
+			if k, ok := matchKey(&info, sec.local); !ok || sec.setPeer(k) != nil {
+				s.log.Warn("answer has no a=crypto for edgesim's offer", "call", c.id, "contact", f.contact)
+			}
 		}
 	} else {
 		s.log.Warn("answer sdp unusable", "call", c.id, "contact", f.contact, "error", err)

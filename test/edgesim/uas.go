@@ -141,6 +141,9 @@ func (s *Sim) handleInvite(ctx context.Context, in *inbound) {
 	var offer *sdpInfo
 	if len(req.Body()) > 0 {
 		info, err := parseSDP(req.Body())
+		if err == nil {
+			err = s.mediaPolicy(&info)
+		}
 		if err != nil {
 			s.log.Info("invite refused: sdp", "edge", in.ip.edge.name, "call_id", callID(req), "error", err)
 			in.reply(sip.StatusNotAcceptableHere, "Not Acceptable Here", func(res *sip.Response) {
@@ -297,6 +300,18 @@ func (c *call) openAnswerMedia(ip *edgeIP, offer *sdpInfo) ([]byte, error) {
 		}
 		return ss.offer(ip.addr, int(ms.local.Port()), dir)
 	})
+	if c.m.sim.cfg.Calls.SecureMedia {
+		// Answer the offer's line with edgesim's own key, or offer one.
+		sec := ms.secure(1, sdesOffered)
+		if k, ok := answerKey(offer); ok {
+			sec = ms.secure(k.tag, k.suite)
+			if err := sec.setPeer(k); err != nil {
+				ms.close()
+				return nil, err
+			}
+		}
+		body = withCrypto(body, sec.local)
+	}
 	c.setMedia(ms, codec, remote, dir)
 	return body, nil
 }
@@ -447,6 +462,9 @@ func (c *call) renegotiate(in *inbound) ([]byte, bool) {
 		return c.buildSDP(func(ss *sdpSession) []byte { return ss.offer(ip, port, dir) }), true
 	}
 	info, err := parseSDP(in.req.Body())
+	if err == nil {
+		err = c.m.sim.mediaPolicy(&info)
+	}
 	if err != nil {
 		in.reply(sip.StatusNotAcceptableHere, "Not Acceptable Here", func(res *sip.Response) {
 			res.AppendHeader(sip.NewHeader("Warning", fmt.Sprintf("399 edgesim %q", err.Error())))
@@ -456,7 +474,20 @@ func (c *call) renegotiate(in *inbound) ([]byte, bool) {
 	dir = answerDirection(info.dir)
 	c.renegotiated(&info, dir, true)
 	c.m.sim.log.Info("call renegotiated", "call", c.id, "method", in.req.Method, "offered", info.dir, "answered", dir)
-	return c.buildSDP(func(ss *sdpSession) []byte { return ss.answer(info, ip, port, dir) }), true
+	body := c.buildSDP(func(ss *sdpSession) []byte { return ss.answer(info, ip, port, dir) })
+	if sec := ms.sec.Load(); sec != nil {
+		k, _ := answerKey(&info)
+		if k.tag != sec.local.tag || k.suite != sec.local.suite {
+			// The gateway chose another line this time: key it afresh.
+			sec = ms.secure(k.tag, k.suite)
+		}
+		if err := sec.setPeer(k); err != nil {
+			in.reply(sip.StatusNotAcceptableHere, "Not Acceptable Here", nil)
+			return nil, false
+		}
+		body = withCrypto(body, sec.local)
+	}
+	return body, true
 }
 
 // handleAck matches ACKs for 2xx to their call; one with SDP carries the
@@ -472,6 +503,7 @@ func (s *Sim) handleAck(_ context.Context, in *inbound) {
 	}
 	if info, err := parseSDP(in.req.Body()); err == nil {
 		c.renegotiated(&info, answerDirection(info.dir), false)
+		c.keyAnswer(&info)
 	}
 }
 
