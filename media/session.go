@@ -298,6 +298,9 @@ func (s *Session) negotiate(from Side, kind Kind, m sdp.Media) (sdp.Target, erro
 		if err != nil {
 			return target, err
 		}
+		if err := k.expect(&c); err != nil {
+			return target, fmt.Errorf("%w: %v", sdp.ErrInvalid, err)
+		}
 		k.peerOffer = &c
 	case kind == Offer:
 		if k.policy == SRTPRequired {

@@ -197,6 +197,20 @@ func (k *legSRTP) install(local, remote *sdp.Crypto) error {
 	return nil
 }
 
+// expect keys decryption with the key of the peer's offer as soon as it
+// arrives: the peer may send before the relay's answer reaches it.
+func (k *legSRTP) expect(remote *sdp.Crypto) error {
+	if k.rx != nil && k.remote != nil && k.remote.Equal(*remote) {
+		return nil
+	}
+	rx, err := srtpContext(remote)
+	if err != nil {
+		return err
+	}
+	k.rx, k.remote = rx, remote
+	return nil
+}
+
 // plain drops the keys: the peer speaks RTP.
 func (k *legSRTP) plain() {
 	k.rx, k.tx, k.remote = nil, nil, nil
@@ -215,6 +229,9 @@ func (k *legSRTP) localFor(tag int, suite string) (*sdp.Crypto, error) {
 	}
 	return newCrypto(tag, suite)
 }
+
+// errNoKey: the peer speaks SRTP but the relay's key is not agreed yet.
+var errNoKey = errors.New("srtp: no key for the peer yet")
 
 // errSRTPRequired is wrapped when a plain peer meets SRTPRequired.
 var errSRTPRequired = errors.New("plain RTP where SRTP is required")

@@ -419,9 +419,16 @@ func (w *worker) handle(e *entry) {
 			dropped[dropNoRemote]++
 			continue
 		}
-		if out.srtp.tx != nil {
+		if out.srtp.active() {
+			// An SRTP peer gets nothing in the clear, not even before the
+			// relay's key has reached it.
 			var err error
-			if pkt, err = w.encrypt(out.srtp.tx, i, pkt, isRTCP); err != nil {
+			if out.srtp.tx == nil {
+				err = errNoKey
+			} else {
+				pkt, err = w.encrypt(out.srtp.tx, i, pkt, isRTCP)
+			}
+			if err != nil {
 				out.tx.dropped[dropSRTP]++
 				dropped[dropSRTP]++
 				continue
