@@ -48,6 +48,10 @@ type Binding struct {
 	Updated time.Time
 	// UserAgent is the phone's User-Agent header, for status pages.
 	UserAgent string
+	// Node is the cluster node the REGISTER arrived through ("" on a single
+	// node). As with a Path header (RFC 3327), requests to the contact must
+	// leave from that node: the phone's NAT pinhole is open toward it.
+	Node string
 	// Reachable is the qualify state. It is not persisted.
 	Reachable Reachability
 }

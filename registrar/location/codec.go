@@ -10,8 +10,12 @@ import (
 
 // A journal record is a version byte, the user, then the user's bindings. A
 // compact hand-rolled encoding keeps the writer goroutine cheap under load;
-// JSON would cost several times more CPU per REGISTER.
-const recordVersion = 1
+// JSON would cost several times more CPU per REGISTER. Version 2 added each
+// binding's Node; version 1 records still decode (with no node).
+const (
+	recordVersion   = 2
+	recordVersionV1 = 1
+)
 
 var errCorrupt = errors.New("location: corrupt record")
 
@@ -55,6 +59,7 @@ func appendRecord(b []byte, user string, bs []Binding) []byte {
 		b = appendTime(b, x.Expires)
 		b = appendTime(b, x.Updated)
 		b = appendString(b, x.UserAgent)
+		b = appendString(b, x.Node)
 	}
 	return b
 }
@@ -130,12 +135,20 @@ func (d *decoder) time() time.Time {
 	return time.Unix(0, ns)
 }
 
+// EncodeRecord encodes user's bindings as the journal does, for stores
+// shared by a cluster; DecodeRecord reads it back.
+func EncodeRecord(user string, bs []Binding) []byte { return appendRecord(nil, user, bs) }
+
+// DecodeRecord decodes what EncodeRecord made.
+func DecodeRecord(b []byte) (string, []Binding, error) { return decodeRecord(b) }
+
 // decodeRecord decodes a record. The strings are copied out of b, which
 // bbolt only lends for the life of the transaction.
 func decodeRecord(b []byte) (string, []Binding, error) {
-	if len(b) == 0 || b[0] != recordVersion {
+	if len(b) == 0 || (b[0] != recordVersion && b[0] != recordVersionV1) {
 		return "", nil, fmt.Errorf("%w: unknown version", errCorrupt)
 	}
+	version := b[0]
 	d := decoder{b: b[1:]}
 	user := d.string()
 	n := d.uvarint()
@@ -164,6 +177,9 @@ func decodeRecord(b []byte) (string, []Binding, error) {
 		x.Expires = d.time()
 		x.Updated = d.time()
 		x.UserAgent = d.string()
+		if version >= 2 {
+			x.Node = d.string()
+		}
 		bs = append(bs, x)
 	}
 	if d.err != nil {

@@ -37,7 +37,8 @@ type Table struct {
 	log    *slog.Logger
 	seed   maphash.Seed
 	shards [numShards]shard
-	store  *store // nil for a memory-only table
+	store  *store // the bbolt journal; nil for a memory-only or shared table
+	shared Backend
 	now    func() time.Time
 	sweep  time.Duration
 	count  atomic.Int64 // bindings held, expired-but-not-swept included
@@ -101,6 +102,43 @@ func Open(path string, logger *slog.Logger, s Settings) (*Table, error) {
 // chooses db.NoSync.
 func OpenDB(db *bolt.DB, logger *slog.Logger, s Settings) (*Table, error) {
 	return open(db, false, logger, s)
+}
+
+// Backend is a store the nodes of a cluster share, in place of the bbolt
+// file: every change a node makes is saved there, and changes other nodes
+// made reach the table through Apply.
+type Backend interface {
+	// Save persists user's new complete set of bindings, next, which
+	// replaces prev (both may be empty); done is called exactly once, when
+	// the change is committed or has failed. Calls for one user come in
+	// order.
+	Save(user string, prev, next []Binding, done func(error))
+}
+
+// NewShared returns a table whose changes are saved to b, starting from
+// state (the bindings b holds now; expired ones are dropped).
+func NewShared(logger *slog.Logger, s Settings, b Backend, state map[string][]Binding) *Table {
+	t := newTable(logger, s)
+	t.shared = b
+	now := t.now()
+	n := 0
+	for user, bs := range state {
+		live := slices.DeleteFunc(slices.Clone(bs), func(b Binding) bool { return !b.Live(now) })
+		if len(live) == 0 {
+			continue
+		}
+		for i := range live {
+			live[i].User = user
+		}
+		sh := t.shard(user)
+		sh.users[user] = &userEntry{bindings: live, live: len(live)}
+		sh.noteExpiries(live)
+		n += len(live)
+		t.users.Add(1)
+	}
+	t.count.Store(int64(n))
+	t.notify.start()
+	return t
 }
 
 // NewMemory returns a table that persists nothing, for tests and tools.
@@ -246,9 +284,57 @@ func (t *Table) UpdateAsync(user string, fn func(cur []Binding) ([]Binding, erro
 		committed(nil, err)
 		return
 	}
-	if t.store == nil {
+	if t.store == nil && t.shared == nil {
 		committed(res, nil)
 	}
+}
+
+// Apply changes one user's bindings in memory only: the change is another
+// node's, already in the shared store. fn gets a copy of the user's current
+// set (expired ones included) and returns the new one; subscribers are told
+// when the number of live bindings changes.
+func (t *Table) Apply(user string, fn func(cur []Binding) []Binding) {
+	if t.closed.Load() {
+		return
+	}
+	sh := t.shard(user)
+	now := t.now()
+	sh.mu.Lock()
+	e := sh.users[user]
+	var cur []Binding
+	if e != nil {
+		cur = cloneBindings(e.bindings)
+	}
+	out := fn(cur)
+	for i := range out {
+		out[i].User = user
+	}
+	old := len(cur)
+	switch {
+	case len(out) == 0:
+		if e != nil {
+			delete(sh.users, user)
+			t.users.Add(-1)
+		}
+	case e == nil:
+		e = &userEntry{}
+		sh.users[user] = e
+		t.users.Add(1)
+		fallthrough
+	default:
+		e.bindings = out
+	}
+	sh.noteExpiries(out)
+	live, prevLive := countLive(out, now), 0
+	if e != nil {
+		prevLive = e.live
+		e.live = live
+	}
+	if live != prevLive {
+		t.notify.post(user, live)
+	}
+	sh.mu.Unlock()
+	t.count.Add(int64(len(out) - old))
 }
 
 // update applies fn under the user's shard lock and queues the write. With
@@ -283,12 +369,26 @@ func (t *Table) update(user string, fn func(cur []Binding) ([]Binding, error), c
 	}
 	live := countLive(out, now)
 	var wait *batch
-	if t.store != nil {
+	switch {
+	case t.store != nil:
 		var cb func(error)
 		if committed != nil {
 			cb = func(err error) { committed(res, err) }
 		}
 		wait = t.store.enqueue(user, out, cb)
+	case t.shared != nil:
+		wait = newBatch()
+		var prev []Binding
+		if e != nil {
+			prev = e.bindings
+		}
+		t.shared.Save(user, prev, out, func(err error) {
+			wait.err = err
+			close(wait.done)
+			if committed != nil {
+				committed(res, err)
+			}
+		})
 	}
 	switch {
 	case len(out) == 0:
@@ -497,8 +597,13 @@ func (t *Table) Sweep() error {
 			}
 			keep := liveCopy(e.bindings, now)
 			removed += len(e.bindings) - len(keep)
-			if t.store != nil {
+			switch {
+			case t.store != nil:
 				last = t.store.enqueue(user, keep, nil)
+			case t.shared != nil:
+				// Expiry is the shared store's business too (its keys
+				// lapse on their own); it may skip the write.
+				t.shared.Save(user, e.bindings, keep, func(error) {})
 			}
 			if len(keep) == 0 {
 				delete(sh.users, user)
