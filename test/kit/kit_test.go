@@ -49,3 +49,14 @@ func TestWaitFor(t *testing.T) {
 		t.Errorf("cond called %d times", n)
 	}
 }
+
+func TestStartEtcd(t *testing.T) {
+	e := StartEtcd(t, NewNet(t), 3)
+	if len(e.Endpoints()) != 3 {
+		t.Fatalf("endpoints %v", e.Endpoints())
+	}
+	e.Kill(0)
+	if e.members[0].healthy() || !e.members[1].healthy() {
+		t.Fatal("kill did not stop member 0 alone")
+	}
+}
