@@ -8,7 +8,8 @@ PKGS     := ./...
 APT      := DEBIAN_FRONTEND=noninteractive apt-get
 # Debian packages the tests drive (binary:package). Installed only when missing.
 # npm (Debian's package pulls in nodejs) installs SIP.js for the browser tests.
-TEST_DEPS  := sipp:sip-tester baresip:baresip chromium:chromium npm:npm
+# etcd-server gives the cluster tests real etcd members.
+TEST_DEPS  := sipp:sip-tester baresip:baresip chromium:chromium npm:npm etcd:etcd-server
 BENCH_DEPS := kamailio:kamailio rtpengine:rtpengine-daemon
 
 .PHONY: all build run test unit integration vet fmt-check fuzz bench deps bench-deps clean

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,7 +19,7 @@ import (
 // cross-field and range checks are in validate.go. It returns false when the
 // file is not a mapping at all, where field-by-field checks would be noise.
 func (d *decoder) decode(root *yaml.Node, c *Config) bool {
-	top := d.mapping(root, "", "log", "sip", "twilio", "phones", "store", "admin", "media", "calls", "token", "shutdown")
+	top := d.mapping(root, "", "log", "sip", "twilio", "phones", "store", "cluster", "admin", "media", "calls", "token", "shutdown")
 	if !top.ok {
 		return false
 	}
@@ -26,9 +27,20 @@ func (d *decoder) decode(root *yaml.Node, c *Config) bool {
 	d.decodeSIP(top.node("sip"), &c.SIP)
 	d.decodeTwilio(top.node("twilio"), &c.Twilio)
 	c.Phones = d.decodePhones(top)
-	st := d.mapping(top.node("store"), "store", "path")
+	st := d.mapping(top.node("store"), "store", "path", "backend", "etcd")
 	if st.str("path", &c.Store.Path) && c.Store.Path != "" {
 		c.Store.Path = d.resolvePath(c.Store.Path)
+	}
+	st.str("backend", &c.Store.Backend)
+	d.decodeEtcd(st.node("etcd"), &c.Store.Etcd)
+	cf := d.mapping(top.node("cluster"), "cluster", "node_name")
+	if cf.node("node_name") != nil {
+		// A secret's ${VAR} expansion, without hiding the value: one file
+		// serves every node, each with its own environment.
+		var name Secret
+		if cf.secret("node_name", &name) {
+			c.Cluster.NodeName = name.Value()
+		}
 	}
 	ad := d.mapping(top.node("admin"), "admin", "listen", "token", "token_file", "allowed_hosts")
 	ad.str("listen", &c.Admin.Listen)
@@ -487,6 +499,38 @@ func (d *decoder) decodeToken(n *yaml.Node) *Token {
 	rl.integer("per_address", &t.RateLimit.PerAddress)
 	rl.dur("window", &t.RateLimit.Window)
 	return t
+}
+
+func (d *decoder) decodeEtcd(n *yaml.Node, e *Etcd) {
+	f := d.mapping(n, "store.etcd", "endpoints", "prefix", "username", "password", "password_file",
+		"ca_file", "cert_file", "key_file", "request_timeout")
+	if !f.ok {
+		return
+	}
+	if items, ok := f.strList("endpoints"); ok {
+		e.Endpoints = nil
+		for _, it := range items {
+			u, err := url.Parse(it.Value)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+				d.problem(it.Path, `a client URL, e.g. "https://10.0.0.5:2379"`, "%q is not http(s)://host:port", it.Value)
+				d.bad["store.etcd.endpoints"] = true
+				continue
+			}
+			e.Endpoints = append(e.Endpoints, it.Value)
+		}
+	}
+	f.str("prefix", &e.Prefix)
+	f.str("username", &e.Username)
+	f.secret("password", &e.Password)
+	for _, k := range []struct {
+		key string
+		dst *string
+	}{{"ca_file", &e.CAFile}, {"cert_file", &e.CertFile}, {"key_file", &e.KeyFile}} {
+		if f.str(k.key, k.dst) && *k.dst != "" {
+			*k.dst = d.resolvePath(*k.dst)
+		}
+	}
+	f.dur("request_timeout", &e.RequestTimeout)
 }
 
 // validOrigin accepts a browser Origin: scheme://host[:port], no path.

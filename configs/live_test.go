@@ -110,7 +110,7 @@ func TestLiveReload(t *testing.T) {
 	wantProblems := []string{
 		path + `:3: twilio.edges[1]: unknown edge "umatila" (hint: did you mean "umatilla"?)`,
 		path + `:3: twilio.edges[2]: "roaming" is not available for SIP Domains (hint: list edges explicitly in order of preference, e.g. [ashburn, umatilla])`,
-		path + `:10: bogus: unknown key (hint: known keys: log, sip, twilio, phones, store, admin, media, calls, token, shutdown)`,
+		path + `:10: bogus: unknown key (hint: known keys: log, sip, twilio, phones, store, cluster, admin, media, calls, token, shutdown)`,
 	}
 	if !reflect.DeepEqual(r.Problems, wantProblems) {
 		t.Errorf("problems\n%s\nwant\n%s", strings.Join(r.Problems, "\n"), strings.Join(wantProblems, "\n"))

@@ -71,7 +71,7 @@ func TestParseProblems(t *testing.T) {
 			`c.yaml:5: phone: unknown key (hint: did you mean "phones"?)`,
 		}},
 		{"unknown key far from any", minimal + "zzzzzzzz: 1\n", []string{
-			`c.yaml:5: zzzzzzzz: unknown key (hint: known keys: log, sip, twilio, phones, store, admin, media, calls, token, shutdown)`,
+			`c.yaml:5: zzzzzzzz: unknown key (hint: known keys: log, sip, twilio, phones, store, cluster, admin, media, calls, token, shutdown)`,
 		}},
 		{"targets", minimal + `phones:
   - user: alice
@@ -115,12 +115,12 @@ media:
 			`c.yaml:3: twilio.edgse: unknown key (hint: did you mean "edges"?)`,
 		}},
 		{"merge key", "d: &d {domain: example}\ntwilio:\n  <<: *d\nstore: {path: /x}\n", []string{
-			`c.yaml:1: d: unknown key (hint: known keys: log, sip, twilio, phones, store, admin, media, calls, token, shutdown)`,
+			`c.yaml:1: d: unknown key (hint: known keys: log, sip, twilio, phones, store, cluster, admin, media, calls, token, shutdown)`,
 			`c.yaml:2: twilio.domain: required (hint: the first label of <domain>.sip.twilio.com)`,
 			`c.yaml:3: twilio.<<: YAML merge keys are not supported (hint: repeat the fields instead)`,
 		}},
 		{"alias reported where used", "m: &m {a: 1}\ntwilio:\n  domain: example\nstore:\n  path: *m\n", []string{
-			`c.yaml:1: m: unknown key (hint: known keys: log, sip, twilio, phones, store, admin, media, calls, token, shutdown)`,
+			`c.yaml:1: m: unknown key (hint: known keys: log, sip, twilio, phones, store, cluster, admin, media, calls, token, shutdown)`,
 			`c.yaml:5: store.path: must be a string, not a mapping`,
 		}},
 		{"duplicate key", "twilio:\n  domain: example\n  domain: other\nstore: {path: /x}\n", []string{

@@ -34,6 +34,7 @@ type Config struct {
 	Twilio   Twilio   `yaml:"twilio"`
 	Phones   []Phone  `yaml:"phones"`
 	Store    Store    `yaml:"store"`
+	Cluster  Cluster  `yaml:"cluster"`
 	Admin    Admin    `yaml:"admin"`
 	Media    Media    `yaml:"media"`
 	Calls    Calls    `yaml:"calls"`
@@ -298,6 +299,32 @@ func (p Phone) Key() string { return p.User }
 // Store configures the embedded database.
 type Store struct {
 	Path string `yaml:"path"` // absolute after Parse
+	// Backend is where the bindings live: "bbolt", the file at Path (one
+	// node), or "etcd", shared by the nodes of a cluster (Path then keeps
+	// only this node's own state).
+	Backend string `yaml:"backend"`
+	Etcd    Etcd   `yaml:"etcd"`
+}
+
+// Etcd is how a node reaches the cluster's etcd.
+type Etcd struct {
+	Endpoints []string `yaml:"endpoints"` // http:// or https:// client URLs
+	Prefix    string   `yaml:"prefix"`    // key prefix ending in "/"
+	Username  string   `yaml:"username"`
+	Password  Secret   `yaml:"password"`
+	// CAFile verifies https endpoints (system roots when empty); CertFile
+	// and KeyFile are this node's client certificate, when etcd asks.
+	CAFile         string        `yaml:"ca_file"`
+	CertFile       string        `yaml:"cert_file"`
+	KeyFile        string        `yaml:"key_file"`
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+}
+
+// Cluster names this node among the nodes sharing a store. The same file
+// serves every node: take the name from the environment, e.g.
+// node_name: ${EDGEWISE_NODE}.
+type Cluster struct {
+	NodeName string `yaml:"node_name"`
 }
 
 // Admin configures the admin HTTP API.
@@ -438,6 +465,7 @@ func defaults() *Config {
 			REST:            TwilioREST{Region: "us1"},
 		},
 		Admin: Admin{Listen: "127.0.0.1:9060"},
+		Store: Store{Backend: "bbolt", Etcd: Etcd{Prefix: "/edgewise/", RequestTimeout: 500 * time.Millisecond}},
 		Media: Media{RTPPorts: PortRange{Min: 20000, Max: 29999}, Timeout: 60 * time.Second,
 			WebRTC: WebRTC{ConnectTimeout: 20 * time.Second}},
 		Calls:    Calls{MaxPerUser: 4},

@@ -27,6 +27,7 @@ func (d *decoder) validate(c *Config) {
 	if c.Store.Path == "" {
 		d.problem("store.path", "e.g. /var/lib/edgewise/edgewise.db", "required")
 	}
+	d.validateStore(c.Store, c.Cluster)
 	d.validateAdmin(c.Admin)
 	d.validateMedia(c.Media, c.SIP)
 	d.validateCalls(c.Calls, c.Media)
@@ -57,6 +58,48 @@ func (d *decoder) validateIdentities(phones []Phone) {
 		}
 		d.problem(fmt.Sprintf("phones[%d].user", i), "rename one of them",
 			"%q and %q (line %d) would share the browser identity %s", p.User, phones[j].User, phones[j].Line, id)
+	}
+}
+
+func (d *decoder) validateStore(s Store, c Cluster) {
+	switch s.Backend {
+	case "bbolt":
+		return
+	case "etcd":
+	default:
+		d.problem("store.backend", "bbolt for one node, etcd for a cluster", "%q is not one of bbolt, etcd", s.Backend)
+		return
+	}
+	e := s.Etcd
+	// What etcd needs is reported where it was asked for, when absent.
+	at := d.lineOf("store.backend")
+	if len(e.Endpoints) == 0 && !d.bad["store.etcd.endpoints"] {
+		d.problemLine(at, "store.etcd.endpoints", `e.g. ["https://10.0.0.5:2379", "https://10.0.0.6:2379", "https://10.0.0.7:2379"]`, "required with store.backend: etcd")
+	}
+	if !strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/") {
+		d.problem("store.etcd.prefix", `e.g. "/edgewise/"`, "%q must start and end with /", e.Prefix)
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		d.problem("store.etcd.cert_file", "give both cert_file and key_file, or neither", "a client certificate needs its key")
+	}
+	for _, f := range []struct{ path, file string }{{"store.etcd.ca_file", e.CAFile}, {"store.etcd.cert_file", e.CertFile}, {"store.etcd.key_file", e.KeyFile}} {
+		if f.file == "" {
+			continue
+		}
+		if _, err := os.Stat(f.file); err != nil {
+			d.problem(f.path, "", "%v", unwrapPathErr(err))
+		}
+	}
+	if e.Username != "" && !e.Password.IsSet() && !d.bad["store.etcd.password"] && !d.bad["store.etcd.password_file"] {
+		d.problem("store.etcd.password", "password: ${ETCD_PASSWORD} or password_file", "required with username")
+	}
+	if e.RequestTimeout < 50*time.Millisecond || e.RequestTimeout > 10*time.Second {
+		d.problem("store.etcd.request_timeout", "short: a REGISTER waits at most this long for etcd before it is answered from memory", "%s is outside 50ms..10s", fmtDur(e.RequestTimeout))
+	}
+	if c.NodeName == "" && !d.bad["cluster.node_name"] {
+		d.problemLine(at, "cluster.node_name", "node_name: ${EDGEWISE_NODE}, a name unique in the cluster", "required with store.backend: etcd")
+	} else if c.NodeName != "" && !validUser(c.NodeName) {
+		d.problem("cluster.node_name", "", "%q may only contain %s", c.NodeName, userChars)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/registrar/cluster"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/token"
 )
@@ -121,8 +122,18 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 		return err
 	}
 	defer db.Close()
-	table, err := location.OpenDB(db, logger.With("component", "location"), location.Settings{})
-	if err != nil {
+	// One node keeps its bindings in the bbolt file; a cluster shares them
+	// in etcd (the file then keeps the node's own upstream state).
+	var table *location.Table
+	var shared *cluster.Store
+	var runShared func(context.Context) error
+	if cfg.Store.Backend == "etcd" {
+		table, shared, runShared, err = sharedTable(ctx, cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer shared.Close()
+	} else if table, err = location.OpenDB(db, logger.With("component", "location"), location.Settings{}); err != nil {
 		return err
 	}
 	defer table.Close()
@@ -148,6 +159,12 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 	adm := admin.New(admin.Options{
 		Status: func() admin.Status {
 			doc := buildStatus(started, live, table, time.Now())
+			if shared != nil {
+				doc.Store.Backend, doc.Store.Node = "etcd", cfg.Cluster.NodeName
+				if deg, since := shared.Degraded(); deg {
+					doc.Store.DegradedSince = &since
+				}
+			}
 			sip.decorate(&doc)
 			return doc
 		},
@@ -198,6 +215,9 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return table.Run(ctx) })
+	if runShared != nil {
+		g.Go(func() error { return runShared(ctx) })
+	}
 	g.Go(func() error { return sip.run(ctx) })
 	g.Go(func() error {
 		// /healthz answers only once SIP is listening, so "healthy" means

@@ -51,6 +51,7 @@ func buildStatus(started time.Time, live *configs.Live, table *location.Table, n
 			ExpiresIn: int(b.Expires.Sub(now).Seconds()),
 			UserAgent: b.UserAgent,
 			Reachable: b.Reachable.String(),
+			Node:      b.Node,
 		})
 	}
 	doc.Users = make([]admin.UserStatus, 0, len(byUser))

@@ -59,12 +59,21 @@ type ContactStatus struct {
 	ExpiresIn int       `json:"expires_in"`
 	UserAgent string    `json:"user_agent,omitempty"`
 	Reachable string    `json:"reachable"`
+	// Node is the cluster node the phone registered through ("" for this
+	// node, or with one node).
+	Node string `json:"node,omitempty"`
 }
 
 // StoreStatus is the bindings store.
 type StoreStatus struct {
 	Path     string `json:"path"`
 	Bindings int    `json:"bindings"`
+	// Backend is "etcd" for a cluster node (Node names it), else "bbolt".
+	Backend string `json:"backend,omitempty"`
+	Node    string `json:"node,omitempty"`
+	// DegradedSince is set while etcd is unreachable: the node serves from
+	// memory and queues its changes.
+	DegradedSince *time.Time `json:"degraded_since,omitempty"`
 }
 
 // Event is one entry of the daemon's journal: edge changes, moves,
