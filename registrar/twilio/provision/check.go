@@ -3,7 +3,6 @@ package provision
 import (
 	"context"
 	"fmt"
-	"slices"
 )
 
 // Problem is one thing wrong with the domain and how to fix it.
@@ -120,7 +119,7 @@ func Check(ctx context.Context, api API, want Want) (Report, error) {
 		// Sync creates a missing user in its registration list; that fixes
 		// calls too when the list is also mapped for calls.
 		target := syncTarget(lists, "edgewise "+want.Domain)
-		targetCalls := target != nil && slices.ContainsFunc(callLists, func(l CredentialList) bool { return l.SID == target.SID })
+		targetCalls := target != nil && containsList(callLists, target.SID)
 		for _, p := range want.Phones {
 			if callers[p.TwilioUser] {
 				inCalls++

@@ -204,8 +204,8 @@ func Sync(ctx context.Context, api API, want Want, opt SyncOptions, w io.Writer)
 			}
 			say("%s credential %s in %q", verb("created", "would create"), u.TwilioUser, target.Name)
 			res.Changes++
-			// A copy of the user in a calls-only list still gets its
-			// password when asked to.
+			// Placed, for the calls note below; with UpdatePasswords a copy
+			// of the user in a calls-only list still gets the password.
 			where[u.TwilioUser] = append(where[u.TwilioUser], placed{list: *target})
 			if !opt.UpdatePasswords {
 				continue
