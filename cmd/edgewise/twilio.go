@@ -20,11 +20,12 @@ const twilioUsage = `usage: edgewise twilio check -c FILE
        edgewise twilio sync -c FILE [--update-passwords] [--prune] [--dry-run]
 
 check  reads the SIP Domain through Twilio's REST API and prints each problem
-       with its fix; exit 0 when all is well, 1 with problems, 2 when the
-       config or the REST API failed
+       with its fix, and a note for what it cannot see; exit 0 when all is
+       well, 1 with problems, 2 when the config or the REST API failed
 sync   creates what the phones need in the domain's registration credential
-       lists and prints each change; exit 0 when done, 1 when the config or
-       the domain stops it, 2 when the config or the REST API failed
+       lists, maps them for calls when no list is, and prints each change;
+       exit 0 when done, 1 when the config or the domain stops it, 2 when
+       the config or the REST API failed
 `
 
 // restPortEnv dials edgesim's REST listeners instead of port 443 in the
@@ -61,22 +62,32 @@ func twilioCheck(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return run.restFailed(err)
 	}
+	// Notices follow the ok line or the problems, before the count, so the
+	// last line stays the verdict.
 	if len(r.Problems) == 0 {
 		fmt.Fprintln(stdout, r.OK)
+		printNotices(stdout, r.Notices)
 		return 0
 	}
 	for _, p := range r.Problems {
 		fmt.Fprintln(stdout, p.String())
 	}
+	printNotices(stdout, r.Notices)
 	fmt.Fprintf(stdout, "%d problem(s) with %s\n", len(r.Problems), r.Domain)
 	return 1
+}
+
+func printNotices(w io.Writer, notices []string) {
+	for _, n := range notices {
+		fmt.Fprintln(w, "note: "+n)
+	}
 }
 
 func twilioSync(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("twilio sync", flag.ContinueOnError)
 	var opt provision.SyncOptions
 	fs.BoolVar(&opt.UpdatePasswords, "update-passwords", false, "set every phone's existing credential's password from the config (Twilio never returns passwords, so sync cannot compare them)")
-	fs.BoolVar(&opt.Prune, "prune", false, "delete credentials of the registration lists that no phone uses")
+	fs.BoolVar(&opt.Prune, "prune", false, "delete credentials of the registration and calls lists that no phone uses")
 	fs.BoolVar(&opt.DryRun, "dry-run", false, "print what would change and change nothing")
 	run, code := newTwilioRun(fs, args, stderr)
 	if run == nil {

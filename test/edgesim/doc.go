@@ -20,9 +20,10 @@
 // counters. The same operations are methods on [Sim] for tests that embed it.
 //
 // With a rest section it also serves the SIP Domain part of Twilio's REST
-// API (domains, credential lists, credentials, registration mappings) over
-// HTTPS on each edge, with a certificate from a CA it makes at start; each
-// edge's listener can refuse, reject or drop on its own. The registrar
+// API (domains, credential lists, credentials, registration and calls
+// mappings, IP access control list mappings for calls) over HTTPS on each
+// edge, with a certificate from a CA it makes at start; each edge's
+// listener can refuse, reject or drop on its own. The registrar
 // authenticates against the credential lists that API maps to the domain.
 //
 // edgesim deliberately shares no code with the edgewise packages it tests:

@@ -21,6 +21,10 @@ import (
 //	GET  …/SIP/Domains/{SD}/Auth/Registrations/CredentialListMappings.json   list
 //	POST …/SIP/Domains/{SD}/Auth/Registrations/CredentialListMappings.json   CredentialListSid=CL…
 //	GET|DELETE …/CredentialListMappings/{CL}.json
+//	GET|POST …/SIP/Domains/{SD}/Auth/Calls/CredentialListMappings.json       the same, for calls
+//	GET|DELETE …/Auth/Calls/CredentialListMappings/{CL}.json
+//	GET  …/SIP/Domains/{SD}/Auth/Calls/IpAccessControlListMappings.json     list (seeded by the config)
+//	GET  …/Auth/Calls/IpAccessControlListMappings/{AL}.json
 //	GET|POST …/SIP/CredentialLists.json                             list, create (FriendlyName)
 //	GET  …/SIP/CredentialLists/{CL}.json
 //	GET|POST …/SIP/CredentialLists/{CL}/Credentials.json            list, create (Username, Password)
@@ -99,8 +103,16 @@ func (a *restAPI) routes() []restRoute {
 	return []restRoute{
 		{"SIP/Domains.json", map[string]restHandler{"GET": a.listDomains}},
 		{"SIP/Domains/*.json", map[string]restHandler{"GET": a.fetchDomain}},
-		{"SIP/Domains/*/Auth/Registrations/CredentialListMappings.json", map[string]restHandler{"GET": a.listMappings, "POST": a.createMapping}},
-		{"SIP/Domains/*/Auth/Registrations/CredentialListMappings/*.json", map[string]restHandler{"GET": a.fetchMapping, "DELETE": a.deleteMapping}},
+		{"SIP/Domains/*/Auth/Registrations/CredentialListMappings.json", map[string]restHandler{
+			"GET": a.listMappings(authRegistrations), "POST": a.createMapping(authRegistrations)}},
+		{"SIP/Domains/*/Auth/Registrations/CredentialListMappings/*.json", map[string]restHandler{
+			"GET": a.fetchMapping(authRegistrations), "DELETE": a.deleteMapping(authRegistrations)}},
+		{"SIP/Domains/*/Auth/Calls/CredentialListMappings.json", map[string]restHandler{
+			"GET": a.listMappings(authCalls), "POST": a.createMapping(authCalls)}},
+		{"SIP/Domains/*/Auth/Calls/CredentialListMappings/*.json", map[string]restHandler{
+			"GET": a.fetchMapping(authCalls), "DELETE": a.deleteMapping(authCalls)}},
+		{"SIP/Domains/*/Auth/Calls/IpAccessControlListMappings.json", map[string]restHandler{"GET": a.listACLMappings}},
+		{"SIP/Domains/*/Auth/Calls/IpAccessControlListMappings/*.json", map[string]restHandler{"GET": a.fetchACLMapping}},
 		{"SIP/CredentialLists.json", map[string]restHandler{"GET": a.listLists, "POST": a.createList}},
 		{"SIP/CredentialLists/*.json", map[string]restHandler{"GET": a.fetchList}},
 		{"SIP/CredentialLists/*/Credentials.json", map[string]restHandler{"GET": a.listCredentials, "POST": a.createCredential}},
@@ -205,8 +217,18 @@ func (a *restAPI) listJSON(base string, l restListView) map[string]any {
 	}
 }
 
-// mappingJSON is a registration mapping: its SID is the list's.
+// mappingJSON is a credential list mapping (registration or calls): its
+// SID is the list's.
 func (a *restAPI) mappingJSON(l restListView) map[string]any {
+	return map[string]any{
+		"sid": l.sid, "account_sid": a.st.accountSID(), "friendly_name": l.name,
+		"date_created": rfc2822(l.created), "date_updated": rfc2822(l.updated),
+	}
+}
+
+// aclMappingJSON is an IP access control list mapping: its SID is the
+// list's (AL…).
+func (a *restAPI) aclMappingJSON(l restACLView) map[string]any {
 	return map[string]any{
 		"sid": l.sid, "account_sid": a.st.accountSID(), "friendly_name": l.name,
 		"date_created": rfc2822(l.created), "date_updated": rfc2822(l.updated),
@@ -277,50 +299,90 @@ func (a *restAPI) fetchDomain(w http.ResponseWriter, r *http.Request, base strin
 	writeJSONCompact(w, http.StatusOK, a.domainJSON(base, d))
 }
 
-func (a *restAPI) listMappings(w http.ResponseWriter, r *http.Request, base string, args []string) {
-	ls, err := a.st.registrationLists(args[0])
+// authPath is the path segment of a's mappings under a domain.
+func authPath(a restAuth) string {
+	if a == authCalls {
+		return "/Auth/Calls/"
+	}
+	return "/Auth/Registrations/"
+}
+
+func (a *restAPI) listMappings(auth restAuth) restHandler {
+	return func(w http.ResponseWriter, r *http.Request, base string, args []string) {
+		ls, err := a.st.mappedLists(auth, args[0])
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		writePage(w, r, base+"SIP/Domains/"+args[0]+authPath(auth)+"CredentialListMappings.json", "contents", ls, a.mappingJSON)
+	}
+}
+
+func (a *restAPI) createMapping(auth restAuth) restHandler {
+	return func(w http.ResponseWriter, r *http.Request, _ string, args []string) {
+		cl := r.PostForm.Get("CredentialListSid")
+		if cl == "" {
+			restError(w, http.StatusBadRequest, codeInvalid, "CredentialListSid is required")
+			return
+		}
+		l, err := a.st.mapList(auth, args[0], cl)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		writeJSONCompact(w, http.StatusCreated, a.mappingJSON(l))
+	}
+}
+
+func (a *restAPI) fetchMapping(auth restAuth) restHandler {
+	return func(w http.ResponseWriter, r *http.Request, _ string, args []string) {
+		ls, err := a.st.mappedLists(auth, args[0])
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		for _, l := range ls {
+			if l.sid == args[1] {
+				writeJSONCompact(w, http.StatusOK, a.mappingJSON(l))
+				return
+			}
+		}
+		a.notFound(w, r)
+	}
+}
+
+func (a *restAPI) deleteMapping(auth restAuth) restHandler {
+	return func(w http.ResponseWriter, r *http.Request, _ string, args []string) {
+		if err := a.st.unmapList(auth, args[0], args[1]); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (a *restAPI) listACLMappings(w http.ResponseWriter, r *http.Request, base string, args []string) {
+	ls, err := a.st.callACLs(args[0])
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	writePage(w, r, base+"SIP/Domains/"+args[0]+"/Auth/Registrations/CredentialListMappings.json", "contents", ls, a.mappingJSON)
+	writePage(w, r, base+"SIP/Domains/"+args[0]+"/Auth/Calls/IpAccessControlListMappings.json", "contents", ls, a.aclMappingJSON)
 }
 
-func (a *restAPI) createMapping(w http.ResponseWriter, r *http.Request, _ string, args []string) {
-	cl := r.PostForm.Get("CredentialListSid")
-	if cl == "" {
-		restError(w, http.StatusBadRequest, codeInvalid, "CredentialListSid is required")
-		return
-	}
-	l, err := a.st.mapRegistration(args[0], cl)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	writeJSONCompact(w, http.StatusCreated, a.mappingJSON(l))
-}
-
-func (a *restAPI) fetchMapping(w http.ResponseWriter, r *http.Request, _ string, args []string) {
-	ls, err := a.st.registrationLists(args[0])
+func (a *restAPI) fetchACLMapping(w http.ResponseWriter, r *http.Request, _ string, args []string) {
+	ls, err := a.st.callACLs(args[0])
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	for _, l := range ls {
 		if l.sid == args[1] {
-			writeJSONCompact(w, http.StatusOK, a.mappingJSON(l))
+			writeJSONCompact(w, http.StatusOK, a.aclMappingJSON(l))
 			return
 		}
 	}
 	a.notFound(w, r)
-}
-
-func (a *restAPI) deleteMapping(w http.ResponseWriter, r *http.Request, _ string, args []string) {
-	if err := a.st.unmapRegistration(args[0], args[1]); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func (a *restAPI) listLists(w http.ResponseWriter, r *http.Request, base string, _ []string) {

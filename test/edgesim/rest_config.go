@@ -10,8 +10,9 @@ import (
 const DefaultRESTRegion = "us1"
 
 // RESTConfig turns on the simulated REST API: the SIP Domain subset of
-// Twilio's 2010-04-01 API (domains, credential lists, their credentials and
-// registration mappings), over HTTPS on each edge's first IP.
+// Twilio's 2010-04-01 API (domains, credential lists, their credentials,
+// the domain's registration mappings and its Voice Authentication (calls)
+// mappings), over HTTPS on each edge's first IP.
 type RESTConfig struct {
 	// Port is the HTTPS port on each edge's first IP. 0 picks one free port
 	// shared by every edge (read it back with [Sim.RESTPort]).
@@ -28,7 +29,7 @@ type RESTConfig struct {
 	APIKeys []RESTKey `yaml:"api_keys"`
 	// Domain seeds the SIP Domain <domain>.sip.twilio.com. The top-level
 	// credentials become a credential list named "edgesim" mapped to it for
-	// registration.
+	// registration and, unless CallsCredentialList is false, for calls.
 	Domain RESTDomainConfig `yaml:"domain"`
 }
 
@@ -46,6 +47,14 @@ type RESTDomainConfig struct {
 	VoiceURL string `yaml:"voice_url"`
 	// Secure is the domain's Secure Media (TLS and SRTP required) switch.
 	Secure bool `yaml:"secure"`
+	// CallsCredentialList maps the seeded "edgesim" list to the domain for
+	// calls (Voice Authentication › Credential Lists) too; nil = true.
+	CallsCredentialList *bool `yaml:"calls_credential_list"`
+	// CallsIPACLs names IP access control lists the seed creates (without
+	// addresses) and maps to the domain for calls (Voice Authentication ›
+	// IP Access Control Lists). They are REST state only: edgesim's SIP
+	// side does not filter calls by address.
+	CallsIPACLs []string `yaml:"calls_ip_access_control_lists"`
 }
 
 var (
@@ -96,6 +105,16 @@ func (r *RESTConfig) validate() []error {
 		if !alnumRE.MatchString(k.Secret) {
 			bad("rest.api_keys[%d].secret: must be letters and digits, as Twilio's are", i)
 		}
+	}
+	acls := map[string]bool{}
+	for i, name := range r.Domain.CallsIPACLs {
+		switch {
+		case name == "" || len(name) > 64:
+			bad("rest.domain.calls_ip_access_control_lists[%d]: a name of 1 to 64 characters is required", i)
+		case acls[name]:
+			bad("rest.domain.calls_ip_access_control_lists[%d]: %q is listed twice", i, name)
+		}
+		acls[name] = true
 	}
 	return errs
 }

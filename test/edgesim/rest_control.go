@@ -105,6 +105,9 @@ type RESTStatus struct {
 	Edges           []RESTEdgeStatus     `json:"edges"`
 	Domains         []RESTDomainStatus   `json:"domains"`
 	CredentialLists []RESTCredListStatus `json:"credential_lists"`
+	// IPAccessControlLists are the account's IP access control lists (the
+	// config's rest.domain.calls_ip_access_control_lists).
+	IPAccessControlLists []RESTIPACLStatus `json:"ip_access_control_lists"`
 }
 
 // RESTDomainStatus is one SIP Domain.
@@ -117,6 +120,18 @@ type RESTDomainStatus struct {
 	// RegistrationLists are the SIDs of the credential lists mapped for
 	// registration, in mapping order.
 	RegistrationLists []string `json:"registration_lists"`
+	// CallsLists are the SIDs of the credential lists mapped for calls
+	// (Voice Authentication), in mapping order.
+	CallsLists []string `json:"calls_lists"`
+	// CallsIPACLs are the SIDs of the IP access control lists mapped for
+	// calls.
+	CallsIPACLs []string `json:"calls_ip_access_control_lists"`
+}
+
+// RESTIPACLStatus is one IP access control list.
+type RESTIPACLStatus struct {
+	SID          string `json:"sid"`
+	FriendlyName string `json:"friendly_name"`
 }
 
 // RESTCredListStatus is one credential list and its user names.
@@ -128,7 +143,8 @@ type RESTCredListStatus struct {
 
 // REST reports the REST API and the account's SIP resources.
 func (s *Sim) REST() RESTStatus {
-	st := RESTStatus{AccountSID: s.restStore.accountSID(), Edges: []RESTEdgeStatus{}, Domains: []RESTDomainStatus{}, CredentialLists: []RESTCredListStatus{}}
+	st := RESTStatus{AccountSID: s.restStore.accountSID(), Edges: []RESTEdgeStatus{}, Domains: []RESTDomainStatus{},
+		CredentialLists: []RESTCredListStatus{}, IPAccessControlLists: []RESTIPACLStatus{}}
 	if s.rest != nil {
 		st.Region = s.cfg.REST.Region
 		st.Port = s.RESTPort()
@@ -138,6 +154,7 @@ func (s *Sim) REST() RESTStatus {
 		st.Domains = append(st.Domains, RESTDomainStatus{
 			SID: d.sid, DomainName: d.name, SIPRegistration: d.sipRegistration, VoiceURL: d.voiceURL,
 			Secure: d.secure, RegistrationLists: slices.Clone(d.regLists),
+			CallsLists: append([]string{}, d.callLists...), CallsIPACLs: append([]string{}, d.callACLs...),
 		})
 	}
 	for _, l := range s.restStore.listLists() {
@@ -146,6 +163,9 @@ func (s *Sim) REST() RESTStatus {
 			cl.Usernames = append(cl.Usernames, c.username)
 		}
 		st.CredentialLists = append(st.CredentialLists, cl)
+	}
+	for _, acl := range s.restStore.listACLs() {
+		st.IPAccessControlLists = append(st.IPAccessControlLists, RESTIPACLStatus{SID: acl.sid, FriendlyName: acl.name})
 	}
 	return st
 }

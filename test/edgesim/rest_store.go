@@ -32,6 +32,7 @@ type restStore struct {
 	account string
 	domains []*restDomain // in creation order
 	lists   []*restList
+	acls    []*restACL
 }
 
 type restDomain struct {
@@ -40,7 +41,48 @@ type restDomain struct {
 	sipRegistration     bool
 	secure              bool
 	regLists            []string // credential list SIDs mapped for registration, in mapping order
+	callLists           []string // credential list SIDs mapped for calls (Voice Authentication)
+	callACLs            []string // IP access control list SIDs mapped for calls
 	created, updated    time.Time
+}
+
+// restAuth says which of a domain's credential list mappings a request
+// names: Auth/Registrations or Auth/Calls.
+type restAuth int
+
+const (
+	authRegistrations restAuth = iota
+	authCalls
+)
+
+func (a restAuth) String() string {
+	if a == authCalls {
+		return "calls"
+	}
+	return "registration"
+}
+
+// mapped is the domain's list of credential list SIDs for a.
+func (d *restDomain) mapped(a restAuth) *[]string {
+	if a == authCalls {
+		return &d.callLists
+	}
+	return &d.regLists
+}
+
+func (d *restDomain) clone() restDomain {
+	c := *d
+	c.regLists = slices.Clone(d.regLists)
+	c.callLists = slices.Clone(d.callLists)
+	c.callACLs = slices.Clone(d.callACLs)
+	return c
+}
+
+// restACL is an IP access control list. edgesim keeps only its identity:
+// no addresses, since the SIP side does not filter calls by address.
+type restACL struct {
+	sid, name        string
+	created, updated time.Time
 }
 
 type restList struct {
@@ -71,7 +113,9 @@ func newRESTStore(cfg Config, clock func() time.Time) *restStore {
 }
 
 // reset puts the store back to what the config seeds: the domain and one
-// credential list with the configured credentials, mapped for registration.
+// credential list with the configured credentials, mapped for registration
+// and (unless the config says not) for calls, plus the configured IP
+// access control lists mapped for calls.
 func (st *restStore) reset() {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -82,7 +126,7 @@ func (st *restStore) reset() {
 		st.account = st.cfg.REST.AccountSID
 		dc = st.cfg.REST.Domain
 	}
-	st.domains, st.lists = nil, nil
+	st.domains, st.lists, st.acls = nil, nil, nil
 	l := newRESTList(seedListName, now)
 	for _, c := range st.cfg.Credentials {
 		l.add(&restCredential{sid: newSID("CR"), username: c.User, password: c.Password, created: now, updated: now})
@@ -92,6 +136,14 @@ func (st *restStore) reset() {
 		sid: newSID("SD"), name: st.cfg.Domain + ".sip.twilio.com", friendly: st.cfg.Domain,
 		voiceURL: dc.VoiceURL, sipRegistration: dc.SIPRegistration == nil || *dc.SIPRegistration, secure: dc.Secure,
 		regLists: []string{l.sid}, created: now, updated: now,
+	}
+	if dc.CallsCredentialList == nil || *dc.CallsCredentialList {
+		d.callLists = []string{l.sid}
+	}
+	for _, name := range dc.CallsIPACLs {
+		acl := &restACL{sid: newSID("AL"), name: name, created: now, updated: now}
+		st.acls = append(st.acls, acl)
+		d.callACLs = append(d.callACLs, acl.sid)
 	}
 	st.domains = append(st.domains, d)
 }
@@ -165,9 +217,7 @@ func (st *restStore) listDomains() []restDomain {
 	defer st.mu.Unlock()
 	out := make([]restDomain, 0, len(st.domains))
 	for _, d := range st.domains {
-		c := *d
-		c.regLists = slices.Clone(d.regLists)
-		out = append(out, c)
+		out = append(out, d.clone())
 	}
 	return out
 }
@@ -179,9 +229,7 @@ func (st *restStore) domain(sid string) (restDomain, error) {
 	if d == nil {
 		return restDomain{}, errRESTNotFound
 	}
-	c := *d
-	c.regLists = slices.Clone(d.regLists)
-	return c, nil
+	return d.clone(), nil
 }
 
 // RESTDomainUpdate changes a domain through the control API; nil fields
@@ -278,8 +326,8 @@ func (st *restStore) createList(name string) (restListView, error) {
 	return l.view(), nil
 }
 
-// mapRegistration maps a credential list to a domain for registration.
-func (st *restStore) mapRegistration(domainSID, listSID string) (restListView, error) {
+// mapList maps a credential list to a domain for registration or calls.
+func (st *restStore) mapList(a restAuth, domainSID, listSID string) (restListView, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	d := st.domainLocked(domainSID)
@@ -290,31 +338,35 @@ func (st *restStore) mapRegistration(domainSID, listSID string) (restListView, e
 	if l == nil {
 		return restListView{}, fmt.Errorf("%w: CredentialListSid %s is not a credential list of this account", errRESTInvalid, listSID)
 	}
-	if slices.Contains(d.regLists, listSID) {
-		return restListView{}, fmt.Errorf("%w: credential list %s is already mapped", errRESTDuplicate, listSID)
+	m := d.mapped(a)
+	if slices.Contains(*m, listSID) {
+		return restListView{}, fmt.Errorf("%w: credential list %s is already mapped for %s", errRESTDuplicate, listSID, a)
 	}
-	d.regLists = append(d.regLists, listSID)
+	*m = append(*m, listSID)
 	d.updated = st.clock()
 	return l.view(), nil
 }
 
-func (st *restStore) unmapRegistration(domainSID, listSID string) error {
+func (st *restStore) unmapList(a restAuth, domainSID, listSID string) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	d := st.domainLocked(domainSID)
 	if d == nil {
 		return errRESTNotFound
 	}
-	i := slices.Index(d.regLists, listSID)
+	m := d.mapped(a)
+	i := slices.Index(*m, listSID)
 	if i < 0 {
 		return errRESTNotFound
 	}
-	d.regLists = slices.Delete(d.regLists, i, i+1)
+	*m = slices.Delete(*m, i, i+1)
+	d.updated = st.clock()
 	return nil
 }
 
-// registrationLists returns the lists mapped to a domain for registration.
-func (st *restStore) registrationLists(domainSID string) ([]restListView, error) {
+// mappedLists returns the lists mapped to a domain for registration or
+// calls, in mapping order.
+func (st *restStore) mappedLists(a restAuth, domainSID string) ([]restListView, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	d := st.domainLocked(domainSID)
@@ -322,12 +374,48 @@ func (st *restStore) registrationLists(domainSID string) ([]restListView, error)
 		return nil, errRESTNotFound
 	}
 	out := []restListView{}
-	for _, sid := range d.regLists {
+	for _, sid := range *d.mapped(a) {
 		if l := st.listLocked(sid); l != nil {
 			out = append(out, l.view())
 		}
 	}
 	return out, nil
+}
+
+// restACLView is an IP access control list as the API shows it.
+type restACLView struct {
+	sid, name        string
+	created, updated time.Time
+}
+
+// callACLs returns the IP access control lists mapped to a domain for
+// calls, in mapping order.
+func (st *restStore) callACLs(domainSID string) ([]restACLView, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	d := st.domainLocked(domainSID)
+	if d == nil {
+		return nil, errRESTNotFound
+	}
+	out := []restACLView{}
+	for _, sid := range d.callACLs {
+		for _, acl := range st.acls {
+			if acl.sid == sid {
+				out = append(out, restACLView{sid: acl.sid, name: acl.name, created: acl.created, updated: acl.updated})
+			}
+		}
+	}
+	return out, nil
+}
+
+func (st *restStore) listACLs() []restACLView {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := make([]restACLView, 0, len(st.acls))
+	for _, acl := range st.acls {
+		out = append(out, restACLView{sid: acl.sid, name: acl.name, created: acl.created, updated: acl.updated})
+	}
+	return out
 }
 
 func (st *restStore) createCredential(listSID, user, password string) (restCredView, error) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -297,4 +298,137 @@ func TestRESTHostsInDNSAndCAFile(t *testing.T) {
 func jsonOf(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestRESTCallsMappings: the domain's Voice Authentication through
+// twilio-go: the seeded list is mapped for calls, a list can be mapped,
+// fetched and unmapped there independently of registration, and the IP
+// access control lists the config presets are listed.
+func TestRESTCallsMappings(t *testing.T) {
+	n := kit.NewNet(t)
+	cfg := restTestConfig(n)
+	cfg.REST.Domain.CallsIPACLs = []string{"office", "datacenter"}
+	sim := startSim(t, cfg)
+	api := restAPIFor(t, sim, "ashburn", testSecret)
+	sd := sim.REST().Domains[0].SID
+	seed := sim.REST().CredentialLists[0].SID
+
+	calls, err := api.ListSipAuthCallsCredentialListMapping(sd, nil)
+	if err != nil || len(calls) != 1 || *calls[0].Sid != seed || *calls[0].FriendlyName != seedListName {
+		t.Fatalf("calls mappings = %s, %v", jsonOf(calls), err)
+	}
+	acls, err := api.ListSipAuthCallsIpAccessControlListMapping(sd, nil)
+	if err != nil || len(acls) != 2 || *acls[0].FriendlyName != "office" || *acls[1].FriendlyName != "datacenter" || !strings.HasPrefix(*acls[0].Sid, "AL") {
+		t.Fatalf("IP ACL mappings = %s, %v", jsonOf(acls), err)
+	}
+	if got, err := api.FetchSipAuthCallsIpAccessControlListMapping(sd, *acls[1].Sid, nil); err != nil || *got.FriendlyName != "datacenter" {
+		t.Fatalf("fetch IP ACL mapping = %s, %v", jsonOf(got), err)
+	}
+	if st := sim.REST(); len(st.IPAccessControlLists) != 2 || !reflect.DeepEqual(st.Domains[0].CallsIPACLs, []string{*acls[0].Sid, *acls[1].Sid}) {
+		t.Errorf("status %s", jsonOf(st))
+	}
+
+	// A second list mapped for calls only: registration does not see it.
+	cl, err := api.CreateSipCredentialList((&openapi.CreateSipCredentialListParams{}).SetFriendlyName("callers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := api.CreateSipAuthCallsCredentialListMapping(sd, (&openapi.CreateSipAuthCallsCredentialListMappingParams{}).SetCredentialListSid(*cl.Sid))
+	if err != nil || *m.Sid != *cl.Sid || *m.FriendlyName != "callers" {
+		t.Fatalf("map for calls = %s, %v", jsonOf(m), err)
+	}
+	if got, err := api.FetchSipAuthCallsCredentialListMapping(sd, *cl.Sid, nil); err != nil || *got.Sid != *cl.Sid {
+		t.Fatalf("fetch calls mapping = %s, %v", jsonOf(got), err)
+	}
+	if d := sim.REST().Domains[0]; !reflect.DeepEqual(d.CallsLists, []string{seed, *cl.Sid}) || !reflect.DeepEqual(d.RegistrationLists, []string{seed}) {
+		t.Fatalf("domain after mapping for calls: %s", jsonOf(d))
+	}
+	// Unmapping for calls leaves the registration mapping alone.
+	if err := api.DeleteSipAuthCallsCredentialListMapping(sd, seed, nil); err != nil {
+		t.Fatal(err)
+	}
+	if d := sim.REST().Domains[0]; !reflect.DeepEqual(d.CallsLists, []string{*cl.Sid}) || !reflect.DeepEqual(d.RegistrationLists, []string{seed}) {
+		t.Fatalf("domain after unmapping the seed for calls: %s", jsonOf(d))
+	}
+
+	refusals := []struct {
+		name string
+		call func() error
+		want int
+	}{
+		{"mapped twice for calls", func() error {
+			_, err := api.CreateSipAuthCallsCredentialListMapping(sd, (&openapi.CreateSipAuthCallsCredentialListMappingParams{}).SetCredentialListSid(*cl.Sid))
+			return err
+		}, 400},
+		{"unknown list", func() error {
+			_, err := api.CreateSipAuthCallsCredentialListMapping(sd, (&openapi.CreateSipAuthCallsCredentialListMappingParams{}).SetCredentialListSid("CL"+zeros32))
+			return err
+		}, 400},
+		{"no list SID", func() error {
+			_, err := api.CreateSipAuthCallsCredentialListMapping(sd, nil)
+			return err
+		}, 400},
+		{"unmapped twice", func() error { return api.DeleteSipAuthCallsCredentialListMapping(sd, seed, nil) }, 404},
+		{"fetch unmapped", func() error {
+			_, err := api.FetchSipAuthCallsCredentialListMapping(sd, seed, nil)
+			return err
+		}, 404},
+		{"unknown domain", func() error {
+			_, err := api.ListSipAuthCallsIpAccessControlListMapping("SD"+zeros32, nil)
+			return err
+		}, 404},
+		{"unknown IP ACL", func() error {
+			_, err := api.FetchSipAuthCallsIpAccessControlListMapping(sd, "AL"+zeros32, nil)
+			return err
+		}, 404},
+	}
+	for _, tc := range refusals {
+		var re *twclient.TwilioRestError
+		if err := tc.call(); !errors.As(err, &re) || re.Status != tc.want {
+			t.Errorf("%s: err = %v, want a %d TwilioRestError", tc.name, err, tc.want)
+		}
+	}
+
+	// Reset seeds it all again.
+	if err := sim.ResetREST(); err != nil {
+		t.Fatal(err)
+	}
+	st := sim.REST()
+	if d := st.Domains[0]; len(d.CallsLists) != 1 || d.CallsLists[0] != st.CredentialLists[0].SID || len(d.CallsIPACLs) != 2 || len(st.CredentialLists) != 1 {
+		t.Errorf("after reset: %s", jsonOf(st))
+	}
+}
+
+// TestRESTCallsSeedOptions: calls_credential_list: false leaves the
+// seeded list mapped for registration only; bad IP ACL names are refused.
+func TestRESTCallsSeedOptions(t *testing.T) {
+	n := kit.NewNet(t)
+	cfg := restTestConfig(n)
+	off := false
+	cfg.REST.Domain.CallsCredentialList = &off
+	sim := startSim(t, cfg)
+	if d := sim.REST().Domains[0]; len(d.CallsLists) != 0 || len(d.CallsIPACLs) != 0 || len(d.RegistrationLists) != 1 {
+		t.Errorf("domain %s: want the seed mapped for registration only", jsonOf(d))
+	}
+	for _, tc := range []struct {
+		acls []string
+		want string
+	}{
+		{[]string{""}, "rest.domain.calls_ip_access_control_lists[0]: a name of 1 to 64 characters is required"},
+		{[]string{"office", strings.Repeat("x", 65)}, "rest.domain.calls_ip_access_control_lists[1]: a name of 1 to 64 characters is required"},
+		{[]string{"office", "office"}, `rest.domain.calls_ip_access_control_lists[1]: "office" is listed twice`},
+	} {
+		c := restTestConfig(n)
+		c.REST.Domain.CallsIPACLs = tc.acls
+		if _, err := New(c, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want %q", tc.acls, err, tc.want)
+		}
+	}
+	yml := "domain: demo\nedges: [{name: ashburn, ips: [127.0.0.1]}]\nrest:\n  account_sid: " + testAccount +
+		"\n  api_keys: [{sid: " + testKeySID + ", secret: " + testSecret + "}]\n" +
+		"  domain: {calls_credential_list: false, calls_ip_access_control_lists: [office]}\n"
+	c, err := ParseConfig([]byte(yml))
+	if err != nil || c.REST.Domain.CallsCredentialList == nil || *c.REST.Domain.CallsCredentialList || !reflect.DeepEqual(c.REST.Domain.CallsIPACLs, []string{"office"}) {
+		t.Errorf("YAML keys: %+v, %v", c.REST, err)
+	}
 }

@@ -40,6 +40,13 @@ type provisionSim struct {
 
 func provisionStartSim(t *testing.T) *provisionSim {
 	t.Helper()
+	return provisionStartSimDomain(t, `{voice_url: "https://example.com/twiml"}`)
+}
+
+// provisionStartSimDomain is provisionStartSim with the seeded domain's
+// settings (edgesim's rest.domain, as YAML flow mapping) given.
+func provisionStartSimDomain(t *testing.T, domain string) *provisionSim {
+	t.Helper()
 	dir := t.TempDir()
 	ctl := nextIP(t)
 	s := &provisionSim{control: "http://" + ctl + ":9070", dns: ctl + ":5353", caFile: filepath.Join(dir, "rest-ca.pem")}
@@ -59,8 +66,8 @@ rest:
   ca_file: %s
   account_sid: %s
   api_keys: [{sid: %s, secret: %s}]
-  domain: {voice_url: "https://example.com/twiml"}
-`, nextIP(t), nextIP(t), s.dns, ctl, s.caFile, provisionAccount, provisionKeySID, provisionSecret)
+  domain: %s
+`, nextIP(t), nextIP(t), s.dns, ctl, s.caFile, provisionAccount, provisionKeySID, provisionSecret, domain)
 	path := filepath.Join(dir, "edgesim.yaml")
 	writeFile(t, path, cfg)
 	s.proc = startProc(t, "edgesim", "-c", path, "-log-level", "debug")
@@ -205,7 +212,7 @@ func TestTwilioProvisionCheck(t *testing.T) {
 		out    []string
 	}{
 		{"all well", nil, "", 0, []string{
-			dom + ": ok: SIP registration on, 3 of 3 phones in the registration credential lists, Voice URL set, Secure Media off as twilio.media_encryption: none",
+			dom + ": ok: SIP registration on, 3 of 3 phones in the registration credential lists, calls authenticated with 3 of 3 phones in the calls credential lists, Voice URL set, Secure Media off as twilio.media_encryption: none",
 		}},
 		{"domain missing", []string{"DELETE /v1/rest/domains/itest "}, "", 1, []string{
 			"SIP Domain " + dom + " does not exist in this account (fix: create it in the Twilio Console (Voice › SIP Domains) with SIP Registration on, or correct twilio.domain; then run " + sync + ")",
@@ -219,11 +226,13 @@ func TestTwilioProvisionCheck(t *testing.T) {
   - {user: dave, password: d, twilio_user: dave-desk, twilio_password: DaveTwilio1234}
 `, 1, []string{
 			`phone dave: Twilio user dave-desk is not in the domain's registration credential lists ("edgesim") (fix: run ` + sync + `, which adds it with the phone's twilio_password)`,
-			"1 problem(s) with " + dom,
+			`phone dave: Twilio user dave-desk is not in the domain's calls credential lists ("edgesim"): Twilio refuses its calls (fix: run ` + sync + `, which adds it with the phone's twilio_password)`,
+			"2 problem(s) with " + dom,
 		}},
 		{"no credential list mapped", []string{"DELETE /v1/rest/domains/itest ", `PUT /v1/rest/domains/itest {"voice_url":"https://example.com/twiml"}`}, "", 1, []string{
 			"no credential list is mapped to " + dom + " for registration: none of the 3 phones can register (fix: run " + sync + ", which creates a list with every phone's Twilio user and maps it)",
-			"1 problem(s) with " + dom,
+			"no credential list or IP access control list is mapped to " + dom + " for calls: Twilio refuses every call from the phones (fix: run " + sync + ", which maps its registration credential list for calls too)",
+			"2 problem(s) with " + dom,
 		}},
 		{"no Voice URL", []string{`PUT /v1/rest/domains/itest {"voice_url":""}`}, "", 1, []string{
 			dom + " has no Voice URL: calls from the phones have no TwiML to run and fail (fix: set the domain's Voice URL (Voice Configuration › A call comes in) to TwiML that dials the number called)",
@@ -257,8 +266,8 @@ func TestTwilioProvisionCheck(t *testing.T) {
 	}
 }
 
-// TestTwilioProvisionSync: sync creates the list, its mapping and every
-// credential; a second run changes nothing and says so; a changed
+// TestTwilioProvisionSync: sync creates the list, its mappings for
+// registration and calls, and every credential; a second run changes nothing and says so; a changed
 // twilio_password is set with --update-passwords (edgesim's registrar
 // then takes the new one); a phone removed from the config is kept, then
 // deleted with --prune.
@@ -286,15 +295,17 @@ func TestTwilioProvisionSync(t *testing.T) {
 	}
 	step("check before", 1, []string{
 		"no credential list is mapped to itest.sip.twilio.com for registration: none of the 3 phones can register (fix: run `edgewise twilio sync`, which creates a list with every phone's Twilio user and maps it)",
-		"1 problem(s) with itest.sip.twilio.com",
+		"no credential list or IP access control list is mapped to itest.sip.twilio.com for calls: Twilio refuses every call from the phones (fix: run `edgewise twilio sync`, which maps its registration credential list for calls too)",
+		"2 problem(s) with itest.sip.twilio.com",
 	}, "check")
 	step("dry run", 0, []string{
 		`would create credential list "edgewise itest"`,
 		`would map credential list "edgewise itest" to itest.sip.twilio.com for registration`,
+		`would map credential list "edgewise itest" to itest.sip.twilio.com for calls`,
 		`would create credential alice in "edgewise itest"`,
 		`would create credential bob in "edgewise itest"`,
 		`would create credential carol in "edgewise itest"`,
-		`dry run: 5 change(s) not made, 0 credential(s) already in place`,
+		`dry run: 6 change(s) not made, 0 credential(s) already in place`,
 	}, "sync", "--dry-run")
 	if sim.verify(t, "alice", "AliceTwilio123") {
 		t.Fatal("the dry run changed the account")
@@ -302,16 +313,17 @@ func TestTwilioProvisionSync(t *testing.T) {
 	step("create", 0, []string{
 		`created credential list "edgewise itest" (CL*`,
 		`mapped credential list "edgewise itest" to itest.sip.twilio.com for registration`,
+		`mapped credential list "edgewise itest" to itest.sip.twilio.com for calls`,
 		`created credential alice in "edgewise itest"`,
 		`created credential bob in "edgewise itest"`,
 		`created credential carol in "edgewise itest"`,
-		`5 change(s) made, 0 credential(s) already in place`,
+		`6 change(s) made, 0 credential(s) already in place`,
 	}, "sync")
 	if !sim.verify(t, "alice", "AliceTwilio123") || !sim.verify(t, "carol", "CarolTwilio123") {
 		t.Fatal("after sync edgesim's registrar does not take the config's passwords")
 	}
 	step("check after", 0, []string{
-		"itest.sip.twilio.com: ok: SIP registration on, 3 of 3 phones in the registration credential lists, Voice URL set, Secure Media off as twilio.media_encryption: none",
+		"itest.sip.twilio.com: ok: SIP registration on, 3 of 3 phones in the registration credential lists, calls authenticated with 3 of 3 phones in the calls credential lists, Voice URL set, Secure Media off as twilio.media_encryption: none",
 	}, "check")
 	nothing := `nothing to change: 3 credential(s) already in place (their passwords are not compared: Twilio never returns them; --update-passwords sets them)`
 	step("second run", 0, []string{nothing}, "sync")
@@ -361,6 +373,38 @@ func TestTwilioProvisionSync(t *testing.T) {
 	}
 	if after := sim.requests(t); !reflect.DeepEqual(after, before) {
 		t.Errorf("requests %v → %v: sync sent something with a bad config", before, after)
+	}
+}
+
+// TestTwilioProvisionCallsNotMapped: a domain whose registration list is
+// not mapped for calls refuses every call from the phones; check says so,
+// sync maps the list for calls, and check is then ok.
+func TestTwilioProvisionCallsNotMapped(t *testing.T) {
+	sim := provisionStartSimDomain(t, `{voice_url: "https://example.com/twiml", calls_credential_list: false}`)
+	cfg := filepath.Join(t.TempDir(), "edgewise.yaml")
+	provisionConfig(t, sim, cfg, provisionSecret, "")
+	const dom = "itest.sip.twilio.com"
+	for _, step := range []struct {
+		args []string
+		code int
+		out  []string
+	}{
+		{[]string{"check"}, 1, []string{
+			"no credential list or IP access control list is mapped to " + dom + " for calls: Twilio refuses every call from the phones (fix: run `edgewise twilio sync`, which maps its registration credential list for calls too)",
+			"1 problem(s) with " + dom,
+		}},
+		{[]string{"sync"}, 0, []string{
+			`mapped credential list "edgesim" to ` + dom + ` for calls`,
+			`1 change(s) made, 3 credential(s) already in place`,
+		}},
+		{[]string{"check"}, 0, []string{
+			dom + ": ok: SIP registration on, 3 of 3 phones in the registration credential lists, calls authenticated with 3 of 3 phones in the calls credential lists, Voice URL set, Secure Media off as twilio.media_encryption: none",
+		}},
+	} {
+		code, stdout, stderr := provisionRun(t, sim, append(step.args, "-c", cfg)...)
+		if code != step.code || stderr != "" || !reflect.DeepEqual(provisionLines(stdout), step.out) {
+			t.Fatalf("%v: exit %d, stdout:\n%s\nstderr:\n%s\nwant exit %d and:\n%s", step.args, code, stdout, stderr, step.code, strings.Join(step.out, "\n"))
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"fmt"
 	"strings"
 )
 
@@ -14,6 +15,12 @@ type API interface {
 	// RegistrationLists lists the credential lists mapped to a domain for
 	// registration, in mapping order.
 	RegistrationLists(ctx context.Context, domainSID string) ([]CredentialList, error)
+	// CallsLists lists the credential lists mapped to a domain for calls
+	// (its Voice Authentication), in mapping order.
+	CallsLists(ctx context.Context, domainSID string) ([]CredentialList, error)
+	// CallsIPACLs lists the IP access control lists mapped to a domain for
+	// calls.
+	CallsIPACLs(ctx context.Context, domainSID string) ([]IPACL, error)
 	// CredentialLists lists the account's credential lists.
 	CredentialLists(ctx context.Context) ([]CredentialList, error)
 	// Credentials lists the credentials of one list.
@@ -21,6 +28,8 @@ type API interface {
 	CreateCredentialList(ctx context.Context, name string) (CredentialList, error)
 	// MapRegistrationList maps a list to a domain for registration.
 	MapRegistrationList(ctx context.Context, domainSID, listSID string) error
+	// MapCallsList maps a list to a domain for calls.
+	MapCallsList(ctx context.Context, domainSID, listSID string) error
 	CreateCredential(ctx context.Context, listSID, username, password string) error
 	SetPassword(ctx context.Context, listSID, credentialSID, password string) error
 	DeleteCredential(ctx context.Context, listSID, credentialSID string) error
@@ -37,6 +46,12 @@ type Domain struct {
 
 // CredentialList is a credential list's identity.
 type CredentialList struct {
+	SID  string
+	Name string // its friendly name
+}
+
+// IPACL is an IP access control list's identity.
+type IPACL struct {
 	SID  string
 	Name string // its friendly name
 }
@@ -78,6 +93,39 @@ func (p Phone) where(field string) string {
 
 // DomainName is the domain's full name, <label>.sip.twilio.com.
 func (w Want) DomainName() string { return w.Domain + ".sip.twilio.com" }
+
+// syncTarget is the list Sync creates missing users in, of the lists
+// mapped for registration: the one named name, else the first; nil when
+// none is mapped.
+func syncTarget(lists []CredentialList, name string) *CredentialList {
+	for i := range lists {
+		if lists[i].Name == name {
+			return &lists[i]
+		}
+	}
+	if len(lists) > 0 {
+		return &lists[0]
+	}
+	return nil
+}
+
+// listNames gives the lists' names quoted, `"a", "b"`, for messages.
+func listNames(ls []CredentialList) string {
+	names := make([]string, len(ls))
+	for i, l := range ls {
+		names[i] = fmt.Sprintf("%q", l.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// aclNames is listNames for IP access control lists.
+func aclNames(acls []IPACL) string {
+	names := make([]string, len(acls))
+	for i, a := range acls {
+		names[i] = fmt.Sprintf("%q", a.Name)
+	}
+	return strings.Join(names, ", ")
+}
 
 // findDomain picks the wanted domain from the account's.
 func findDomain(ctx context.Context, api API, want Want) (Domain, bool, error) {

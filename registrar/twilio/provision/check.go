@@ -3,7 +3,6 @@ package provision
 import (
 	"context"
 	"fmt"
-	"strings"
 )
 
 // Problem is one thing wrong with the domain and how to fix it.
@@ -19,6 +18,9 @@ func (p Problem) String() string { return p.What + " (fix: " + p.Fix + ")" }
 type Report struct {
 	Domain   string // <label>.sip.twilio.com
 	Problems []Problem
+	// Notices are what Check cannot verify but the operator must, each one
+	// line; they are not problems and come with or without them.
+	Notices []string
 	// OK summarises a domain without problems.
 	OK string
 }
@@ -48,15 +50,31 @@ func Check(ctx context.Context, api API, want Want) (Report, error) {
 	if err != nil {
 		return r, err
 	}
-	present := map[string]bool{}
-	for _, l := range lists {
-		creds, err := api.Credentials(ctx, l.SID)
-		if err != nil {
-			return r, err
+	// Each list's users, read once though a list is usually mapped both
+	// for registration and for calls.
+	users := map[string]map[string]bool{}
+	usersOf := func(ls []CredentialList) (map[string]bool, error) {
+		all := map[string]bool{}
+		for _, l := range ls {
+			if users[l.SID] == nil {
+				creds, err := api.Credentials(ctx, l.SID)
+				if err != nil {
+					return nil, err
+				}
+				users[l.SID] = map[string]bool{}
+				for _, c := range creds {
+					users[l.SID][c.Username] = true
+				}
+			}
+			for u := range users[l.SID] {
+				all[u] = true
+			}
 		}
-		for _, c := range creds {
-			present[c.Username] = true
-		}
+		return all, nil
+	}
+	present, err := usersOf(lists)
+	if err != nil {
+		return r, err
 	}
 	inLists := 0
 	switch {
@@ -64,18 +82,60 @@ func Check(ctx context.Context, api API, want Want) (Report, error) {
 		add("run `edgewise twilio sync`, which creates a list with every phone's Twilio user and maps it",
 			"no credential list is mapped to %s for registration: none of the %d phones can register", name, len(want.Phones))
 	default:
-		names := make([]string, len(lists))
-		for i, l := range lists {
-			names[i] = fmt.Sprintf("%q", l.Name)
-		}
 		for _, p := range want.Phones {
 			if present[p.TwilioUser] {
 				inLists++
 				continue
 			}
 			add("run `edgewise twilio sync`, which adds it with the phone's twilio_password",
-				"phone %s: Twilio user %s is not in the domain's registration credential lists (%s)", p.User, p.TwilioUser, strings.Join(names, ", "))
+				"phone %s: Twilio user %s is not in the domain's registration credential lists (%s)", p.User, p.TwilioUser, listNames(lists))
 		}
+	}
+
+	// Calls: edgewise answers each INVITE's 407 with the calling phone's
+	// Twilio credentials, so its user must be in a list mapped for calls.
+	callLists, err := api.CallsLists(ctx, d.SID)
+	if err != nil {
+		return r, err
+	}
+	acls, err := api.CallsIPACLs(ctx, d.SID)
+	if err != nil {
+		return r, err
+	}
+	callers, err := usersOf(callLists)
+	if err != nil {
+		return r, err
+	}
+	const mapFix = "run `edgewise twilio sync`, which maps its registration credential list for calls too"
+	inCalls := 0
+	switch {
+	case len(callLists) == 0 && len(acls) == 0:
+		add(mapFix, "no credential list or IP access control list is mapped to %s for calls: Twilio refuses every call from the phones", name)
+	case len(callLists) == 0:
+		add(mapFix+" (Twilio then requires both)",
+			"no credential list is mapped to %s for calls, only IP access control lists (%s): Twilio does not check the phones' Twilio users, so any device at an address in those lists can call as anyone",
+			name, aclNames(acls))
+	default:
+		// Sync creates a missing user in its registration list; that fixes
+		// calls too when the list is also mapped for calls.
+		target := syncTarget(lists, "edgewise "+want.Domain)
+		targetCalls := target != nil && containsList(callLists, target.SID)
+		for _, p := range want.Phones {
+			if callers[p.TwilioUser] {
+				inCalls++
+				continue
+			}
+			fix := "add it to one of those lists, or map a list that holds it for calls (the domain's Voice Authentication › Credential Lists); sync maps a list for calls only when none is"
+			if !present[p.TwilioUser] && targetCalls {
+				fix = "run `edgewise twilio sync`, which adds it with the phone's twilio_password"
+			}
+			add(fix, "phone %s: Twilio user %s is not in the domain's calls credential lists (%s): Twilio refuses its calls",
+				p.User, p.TwilioUser, listNames(callLists))
+		}
+	}
+	if len(acls) > 0 {
+		r.Notices = append(r.Notices, fmt.Sprintf("calls to %s must come from an address in its IP access control list(s) %s: put edgewise's public address there (sip.public_address, as Twilio sees it); check cannot see that address",
+			name, aclNames(acls)))
 	}
 	if d.VoiceURL == "" {
 		add("set the domain's Voice URL (Voice Configuration › A call comes in) to TwiML that dials the number called",
@@ -95,8 +155,12 @@ func Check(ctx context.Context, api API, want Want) (Report, error) {
 		if d.Secure {
 			secure = "on"
 		}
-		r.OK = fmt.Sprintf("%s: ok: SIP registration on, %d of %d phones in the registration credential lists, Voice URL set, Secure Media %s as twilio.media_encryption: %s",
-			name, inLists, len(want.Phones), secure, want.MediaEncryption)
+		byACL := ""
+		if len(acls) > 0 {
+			byACL = fmt.Sprintf(" and %d IP access control list(s)", len(acls))
+		}
+		r.OK = fmt.Sprintf("%s: ok: SIP registration on, %d of %d phones in the registration credential lists, calls authenticated with %d of %d phones in the calls credential lists%s, Voice URL set, Secure Media %s as twilio.media_encryption: %s",
+			name, inLists, len(want.Phones), inCalls, len(want.Phones), byACL, secure, want.MediaEncryption)
 	}
 	return r, nil
 }

@@ -5,24 +5,50 @@
 // Check reads the domain <label>.sip.twilio.com and reports, each with its
 // fix: the domain missing; SIP registration off; no credential list mapped
 // for registration, or a phone's Twilio user in none of the mapped lists;
-// no Voice URL (calls from phones run that TwiML); Secure Media on the
-// domain not matching twilio.media_encryption (a Secure Media domain
+// the domain's Voice Authentication (below) not admitting the phones'
+// calls; no Voice URL (calls from phones run that TwiML); Secure Media on
+// the domain not matching twilio.media_encryption (a Secure Media domain
 // refuses plain RTP with 488; SRTP needs it on).
+//
+// # Calls: the domain's Voice Authentication
+//
+// Twilio authenticates calls from devices (INVITEs) to a SIP Domain with
+// the credential lists and IP access control lists mapped under its Voice
+// Authentication (REST: Auth/Calls/CredentialListMappings and
+// Auth/Calls/IpAccessControlListMappings), separately from the lists
+// mapped for registration. With neither mapped it refuses every call; with
+// both mapped it requires both. edgewise answers each INVITE's 407 with the
+// calling phone's twilio_user and twilio_password, so each phone's Twilio
+// user must be in a list mapped for calls. Check reports as problems: no
+// list of either kind mapped for calls; IP access control lists alone (any
+// device at a listed address could then call as anyone, and the phones'
+// users are not checked); a phone's Twilio user in none of the calls
+// lists. A mapped IP access control list is a notice, not a problem:
+// edgewise's public address must be in it, and Check cannot see the
+// address Twilio sees.
 //
 // Sync puts every phone's Twilio user into the domain's registration
 // credential lists: when none is mapped it creates the list "edgewise
 // <label>" (or reuses an unmapped one of that name a previous run left) and
 // maps it; missing users are created in the list named so, or else in the
-// first mapped list. It prints each change as it is made.
+// first mapped list. When no credential list is mapped for calls it maps
+// that list for calls too (and any other registration list holding a
+// phone's user, so no user needs a second copy); lists already mapped for
+// calls are left as they are, since who may call is the operator's choice,
+// and a phone whose user is in none of them gets a note. It prints each
+// change as it is made.
 //
 //   - Passwords. Twilio never returns a credential's password, so sync
 //     cannot tell whether one differs from the config. Existing credentials
 //     are left alone, which keeps a second run a no-op that says so;
 //     UpdatePasswords (--update-passwords) sets every phone's password from
 //     the config and reports each as "password set", changed or not.
-//   - Prune (--prune) deletes credentials of the mapped lists that no phone
-//     uses; without it they are listed as kept. Any credential in a mapped
-//     list can register on the domain, so these are the ones that matter.
+//   - Prune (--prune) deletes credentials of the mapped lists (for
+//     registration or calls) that no phone uses; without it they are
+//     listed as kept. Any credential in a mapped list can register on the
+//     domain or call through it, so these are the ones that matter.
+//     UpdatePasswords likewise sets a phone's password in every mapped
+//     list that holds its user.
 //   - DryRun prints what would change and changes nothing.
 //   - Nothing is sent before the config's users and passwords pass
 //     Twilio's rules (user at most 32 characters; password at least 12

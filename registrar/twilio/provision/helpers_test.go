@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	openapi "github.com/twilio/twilio-go/rest/api/v2010"
+
 	"github.com/edgewise-sip/edgewise/test/edgesim"
 	"github.com/edgewise-sip/edgewise/test/kit"
 )
@@ -104,3 +106,12 @@ func want(phones ...Phone) Want {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// unmapCalls removes a list's calls mapping through the REST API (the API
+// interface has no such change: provisioning never unmaps).
+func unmapCalls(t *testing.T, api *REST, domainSID, listSID string) {
+	t.Helper()
+	must(t, api.call(context.Background(), "unmap credential list for calls", true, func(a *openapi.ApiService) error {
+		return a.DeleteSipAuthCallsCredentialListMapping(domainSID, listSID, nil)
+	}))
+}

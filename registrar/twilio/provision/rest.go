@@ -252,6 +252,39 @@ func (r *REST) RegistrationLists(ctx context.Context, domainSID string) ([]Crede
 	return out, err
 }
 
+func (r *REST) CallsLists(ctx context.Context, domainSID string) ([]CredentialList, error) {
+	var out []CredentialList
+	err := r.call(ctx, "list the domain's calls credential lists", true, func(api *openapi.ApiService) error {
+		ms, err := api.ListSipAuthCallsCredentialListMapping(domainSID, nil)
+		if err != nil {
+			return err
+		}
+		out = out[:0]
+		for _, m := range ms {
+			// As for registration, a calls mapping's SID is its list's (CL…).
+			out = append(out, CredentialList{SID: str(m.Sid), Name: str(m.FriendlyName)})
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (r *REST) CallsIPACLs(ctx context.Context, domainSID string) ([]IPACL, error) {
+	var out []IPACL
+	err := r.call(ctx, "list the domain's calls IP access control lists", true, func(api *openapi.ApiService) error {
+		ms, err := api.ListSipAuthCallsIpAccessControlListMapping(domainSID, nil)
+		if err != nil {
+			return err
+		}
+		out = out[:0]
+		for _, m := range ms {
+			out = append(out, IPACL{SID: str(m.Sid), Name: str(m.FriendlyName)})
+		}
+		return nil
+	})
+	return out, err
+}
+
 func (r *REST) CredentialLists(ctx context.Context) ([]CredentialList, error) {
 	var out []CredentialList
 	err := r.call(ctx, "list credential lists", true, func(api *openapi.ApiService) error {
@@ -301,6 +334,14 @@ func (r *REST) MapRegistrationList(ctx context.Context, domainSID, listSID strin
 	return r.call(ctx, "map credential list for registration", false, func(api *openapi.ApiService) error {
 		_, err := api.CreateSipAuthRegistrationsCredentialListMapping(domainSID,
 			(&openapi.CreateSipAuthRegistrationsCredentialListMappingParams{}).SetCredentialListSid(listSID))
+		return err
+	})
+}
+
+func (r *REST) MapCallsList(ctx context.Context, domainSID, listSID string) error {
+	return r.call(ctx, "map credential list for calls", false, func(api *openapi.ApiService) error {
+		_, err := api.CreateSipAuthCallsCredentialListMapping(domainSID,
+			(&openapi.CreateSipAuthCallsCredentialListMappingParams{}).SetCredentialListSid(listSID))
 		return err
 	})
 }

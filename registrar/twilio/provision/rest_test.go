@@ -48,8 +48,8 @@ func TestRESTFallsBackAcrossEdges(t *testing.T) {
 	if got, want := fb.list(), []string{"api.ashburn.us1.twilio.com -> api.umatilla.us1.twilio.com: connection refused"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("fallbacks %q, want %q", got, want)
 	}
-	if n := requests(sim); n["ashburn"] != 0 || n["umatilla"] != 3 {
-		t.Errorf("requests %v: want none at ashburn, the check's 3 at umatilla", n)
+	if n := requests(sim); n["ashburn"] != 0 || n["umatilla"] != 5 {
+		t.Errorf("requests %v: want none at ashburn, the check's 5 at umatilla", n)
 	}
 	// Sticky: ashburn is back, but umatilla keeps serving until it fails.
 	must(t, sim.SetRESTEdgeMode("ashburn", edgesim.RESTUp))
@@ -70,6 +70,70 @@ func TestRESTFallsBackAcrossEdges(t *testing.T) {
 		"api.ashburn.us1.twilio.com: connection refused",
 		"api.umatilla.us1.twilio.com: 503 Service Unavailable (code 20503: Service Unavailable)",
 	}) {
+		t.Fatalf("err = %v, want every edge's failure", err)
+	}
+}
+
+// TestRESTCallsFallBackAcrossEdges: the Voice Authentication requests
+// move across edges as the others do: a refused connection moves even the
+// mapping (nothing was sent), a 503 moves the reads but not a mapping that
+// reached Twilio, and with every edge down the error names each.
+func TestRESTCallsFallBackAcrossEdges(t *testing.T) {
+	cfg := simConfig(kit.NewNet(t))
+	cfg.REST.Domain.CallsIPACLs = []string{"office"}
+	sim := startSim(t, cfg)
+	var fb fallbacks
+	s := settings(sim)
+	s.OnFallback = fb.note
+	api := newREST(t, s)
+	ctx := context.Background()
+	sd := sim.REST().Domains[0].SID
+	l, err := api.CreateCredentialList(ctx, "callers")
+	must(t, err)
+
+	// Ashburn refuses: the mapping was never sent, so it moves on.
+	must(t, sim.SetRESTEdgeMode("ashburn", edgesim.RESTRefuse))
+	if err := api.MapCallsList(ctx, sd, l.SID); err != nil {
+		t.Fatalf("map for calls with ashburn refusing: %v", err)
+	}
+	if got := sim.REST().Domains[0].CallsLists; len(got) != 2 || got[1] != l.SID {
+		t.Fatalf("calls lists %v, want the seed and %s", got, l.SID)
+	}
+	lists, err := api.CallsLists(ctx, sd)
+	if err != nil || len(lists) != 2 || lists[1].Name != "callers" {
+		t.Fatalf("calls lists through umatilla: %+v, %v", lists, err)
+	}
+	// Umatilla answers 503: the read moves to Dublin.
+	must(t, sim.SetRESTEdgeMode("umatilla", edgesim.RESTReject))
+	acls, err := api.CallsIPACLs(ctx, sd)
+	if err != nil || len(acls) != 1 || acls[0].Name != "office" || !strings.HasPrefix(acls[0].SID, "AL") {
+		t.Fatalf("IP ACLs through dublin: %+v, %v", acls, err)
+	}
+	if got, want := fb.list(), []string{
+		"api.ashburn.us1.twilio.com -> api.umatilla.us1.twilio.com: connection refused",
+		"api.umatilla.us1.twilio.com -> api.dublin.us1.twilio.com: 503 Service Unavailable (code 20503: Service Unavailable)",
+	}; !reflect.DeepEqual(got, want) {
+		t.Errorf("fallbacks %q, want %q", got, want)
+	}
+	// Dublin answers 503 to a mapping it received: not repeated elsewhere.
+	must(t, sim.SetRESTEdgeMode("dublin", edgesim.RESTReject))
+	before := requests(sim)
+	err = api.MapCallsList(ctx, sd, sim.REST().CredentialLists[0].SID)
+	var uncertain *UncertainError
+	if !errors.As(err, &uncertain) || uncertain.Host != "api.dublin.us1.twilio.com" {
+		t.Fatalf("map for calls at a 503: err = %v, want an UncertainError at dublin", err)
+	}
+	if n := requests(sim); n["ashburn"]+n["umatilla"] != before["ashburn"]+before["umatilla"] {
+		t.Errorf("the mapping was repeated: %v → %v", before, n)
+	}
+	// Every edge down: one error naming each.
+	_, err = api.CallsLists(ctx, sd)
+	var ue *UnreachableError
+	if !errors.As(err, &ue) || !reflect.DeepEqual(ue.Failures, []string{
+		"api.dublin.us1.twilio.com: 503 Service Unavailable (code 20503: Service Unavailable)",
+		"api.ashburn.us1.twilio.com: connection refused",
+		"api.umatilla.us1.twilio.com: 503 Service Unavailable (code 20503: Service Unavailable)",
+	}) || ue.Op != "list the domain's calls credential lists" {
 		t.Fatalf("err = %v, want every edge's failure", err)
 	}
 }

@@ -44,7 +44,8 @@ func (e *ConfigError) Error() string {
 var ErrDomainMissing = errors.New("SIP Domain does not exist")
 
 // Sync makes the domain's registration credential lists hold every phone's
-// Twilio user, printing each change to w as it is made (doc.go says how).
+// Twilio user, and maps them for calls when no list is, printing each
+// change to w as it is made (doc.go says how).
 func Sync(ctx context.Context, api API, want Want, opt SyncOptions, w io.Writer) (SyncResult, error) {
 	var res SyncResult
 	users, err := checkPhones(want.Phones)
@@ -76,35 +77,38 @@ func Sync(ctx context.Context, api API, want Want, opt SyncOptions, w io.Writer)
 	if err != nil {
 		return res, err
 	}
+	callLists, err := api.CallsLists(ctx, d.SID)
+	if err != nil {
+		return res, err
+	}
 
-	// The list missing users go to: the mapped one named ListName, else the
-	// first mapped one, else ListName itself (found unmapped or created).
-	var target *CredentialList
-	for i := range lists {
-		if lists[i].Name == opt.ListName {
-			target = &lists[i]
-			break
+	// Every list read: registration lists first, then calls-only ones.
+	all := append([]CredentialList(nil), lists...)
+	for _, l := range callLists {
+		if !containsList(all, l.SID) {
+			all = append(all, l)
 		}
 	}
-	if target == nil && len(lists) > 0 {
-		target = &lists[0]
-	}
 	creds := map[string][]Credential{} // list SID → its credentials
-	for _, l := range lists {
+	for _, l := range all {
 		cs, err := api.Credentials(ctx, l.SID)
 		if err != nil {
 			return res, err
 		}
 		creds[l.SID] = cs
 	}
+
+	// The list missing users go to: the mapped one named ListName, else the
+	// first mapped one, else ListName itself (found unmapped or created).
+	target := syncTarget(lists, opt.ListName)
 	if target == nil {
-		all, err := api.CredentialLists(ctx)
+		everyList, err := api.CredentialLists(ctx)
 		if err != nil {
 			return res, err
 		}
-		for i := range all {
-			if all[i].Name == opt.ListName {
-				target = &all[i]
+		for i := range everyList {
+			if everyList[i].Name == opt.ListName {
+				target = &everyList[i]
 				break
 			}
 		}
@@ -112,11 +116,13 @@ func Sync(ctx context.Context, api API, want Want, opt SyncOptions, w io.Writer)
 		case target != nil:
 			// Left unmapped by an earlier run that stopped half way.
 			say("%s credential list %q (%s), which exists unmapped", verb("using", "would use"), target.Name, target.SID)
-			cs, err := api.Credentials(ctx, target.SID)
-			if err != nil {
-				return res, err
+			if _, read := creds[target.SID]; !read {
+				cs, err := api.Credentials(ctx, target.SID)
+				if err != nil {
+					return res, err
+				}
+				creds[target.SID] = cs
 			}
-			creds[target.SID] = cs
 		case opt.DryRun:
 			target = &CredentialList{Name: opt.ListName}
 			say("would create credential list %q", opt.ListName)
@@ -138,6 +144,9 @@ func Sync(ctx context.Context, api API, want Want, opt SyncOptions, w io.Writer)
 		say("%s credential list %q to %s for registration", verb("mapped", "would map"), target.Name, d.Name)
 		res.Changes++
 		lists = append(lists, *target)
+		if !containsList(all, target.SID) {
+			all = append(all, *target)
+		}
 	}
 
 	// Where each user is now, over every list read.
@@ -146,14 +155,48 @@ func Sync(ctx context.Context, api API, want Want, opt SyncOptions, w io.Writer)
 		cred Credential
 	}
 	where := map[string][]placed{}
-	for _, l := range lists {
+	for _, l := range all {
 		for _, c := range creds[l.SID] {
 			where[c.Username] = append(where[c.Username], placed{l, c})
 		}
 	}
+	registered := func(user string) bool {
+		for _, f := range where[user] {
+			if containsList(lists, f.list.SID) {
+				return true
+			}
+		}
+		return false
+	}
+
+	// With no list mapped for calls Twilio refuses every call from the
+	// phones: map the lists that hold (or will hold) their users. A domain
+	// that has lists mapped for calls keeps them as they are: who may call
+	// is the operator's choice.
+	if len(callLists) == 0 {
+		for _, l := range lists {
+			holds := l.SID == target.SID
+			for _, u := range users {
+				for _, f := range where[u.TwilioUser] {
+					holds = holds || f.list.SID == l.SID
+				}
+			}
+			if !holds {
+				continue
+			}
+			if !opt.DryRun {
+				if err := api.MapCallsList(ctx, d.SID, l.SID); err != nil {
+					return res, fmt.Errorf("map credential list %q to %s for calls: %w", l.Name, d.Name, err)
+				}
+			}
+			say("%s credential list %q to %s for calls", verb("mapped", "would map"), l.Name, d.Name)
+			res.Changes++
+			callLists = append(callLists, l)
+		}
+	}
+
 	for _, u := range users {
-		found := where[u.TwilioUser]
-		if len(found) == 0 {
+		if !registered(u.TwilioUser) {
 			if !opt.DryRun {
 				if err := api.CreateCredential(ctx, target.SID, u.TwilioUser, u.Password); err != nil {
 					return res, fmt.Errorf("create credential %s in %q: %w", u.TwilioUser, target.Name, err)
@@ -161,13 +204,20 @@ func Sync(ctx context.Context, api API, want Want, opt SyncOptions, w io.Writer)
 			}
 			say("%s credential %s in %q", verb("created", "would create"), u.TwilioUser, target.Name)
 			res.Changes++
-			continue
-		}
-		if !opt.UpdatePasswords {
+			// Placed, for the calls note below; with UpdatePasswords a copy
+			// of the user in a calls-only list still gets the password.
+			where[u.TwilioUser] = append(where[u.TwilioUser], placed{list: *target})
+			if !opt.UpdatePasswords {
+				continue
+			}
+		} else if !opt.UpdatePasswords {
 			res.Unchanged++
 			continue
 		}
-		for _, f := range found {
+		for _, f := range where[u.TwilioUser] {
+			if f.cred.SID == "" {
+				continue // just created with the config's password
+			}
 			if !opt.DryRun {
 				if err := api.SetPassword(ctx, f.list.SID, f.cred.SID, u.Password); err != nil {
 					return res, fmt.Errorf("set the password of %s in %q: %w", u.TwilioUser, f.list.Name, err)
@@ -177,12 +227,22 @@ func Sync(ctx context.Context, api API, want Want, opt SyncOptions, w io.Writer)
 			res.Changes++
 		}
 	}
+	for _, u := range users {
+		inCalls := false
+		for _, f := range where[u.TwilioUser] {
+			inCalls = inCalls || containsList(callLists, f.list.SID)
+		}
+		if !inCalls {
+			say("note: Twilio user %s (phone %s) is in none of the credential lists mapped to %s for calls (%s), so Twilio refuses its calls: add it to one of them, or map a list that holds it for calls (sync maps a list for calls only when none is)",
+				u.TwilioUser, u.User, d.Name, listNames(callLists))
+		}
+	}
 
 	wanted := map[string]bool{}
 	for _, u := range users {
 		wanted[u.TwilioUser] = true
 	}
-	for _, l := range lists {
+	for _, l := range all {
 		for _, c := range creds[l.SID] {
 			if wanted[c.Username] {
 				continue
@@ -211,6 +271,15 @@ func Sync(ctx context.Context, api API, want Want, opt SyncOptions, w io.Writer)
 		say("%d change(s) made, %d credential(s) already in place", res.Changes, res.Unchanged)
 	}
 	return res, nil
+}
+
+func containsList(ls []CredentialList, sid string) bool {
+	for _, l := range ls {
+		if l.SID == sid {
+			return true
+		}
+	}
+	return false
 }
 
 // checkPhones applies Twilio's credential rules to the config, before any

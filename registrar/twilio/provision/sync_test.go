@@ -31,8 +31,9 @@ func sameLines(t *testing.T, step string, got, want []string) {
 }
 
 // TestSyncCreateRerunUpdatePrune walks a domain with no credential list
-// through sync: created and mapped, a second run changes nothing and says
-// so, --update-passwords sets them, --prune deletes what no phone uses.
+// through sync: created and mapped for registration and calls, a second
+// run changes nothing and says so, --update-passwords sets them, --prune
+// deletes what no phone uses.
 func TestSyncCreateRerunUpdatePrune(t *testing.T) {
 	sim := startSim(t, simConfig(kit.NewNet(t)))
 	api := newREST(t, settings(sim))
@@ -49,11 +50,12 @@ func TestSyncCreateRerunUpdatePrune(t *testing.T) {
 	sameLines(t, "dry run", got, []string{
 		`would create credential list "edgewise demo"`,
 		`would map credential list "edgewise demo" to demo.sip.twilio.com for registration`,
+		`would map credential list "edgewise demo" to demo.sip.twilio.com for calls`,
 		`would create credential alice in "edgewise demo"`,
 		`would create credential bob-desk in "edgewise demo"`,
-		`dry run: 4 change(s) not made, 0 credential(s) already in place`,
+		`dry run: 5 change(s) not made, 0 credential(s) already in place`,
 	})
-	if res.Changes != 4 || len(sim.REST().Domains[0].RegistrationLists) != 0 || len(sim.REST().CredentialLists) != 1 {
+	if d := sim.REST().Domains[0]; res.Changes != 5 || len(d.RegistrationLists)+len(d.CallsLists) != 0 || len(sim.REST().CredentialLists) != 1 {
 		t.Fatalf("dry run changed something: %+v %+v", res, sim.REST())
 	}
 
@@ -67,12 +69,16 @@ func TestSyncCreateRerunUpdatePrune(t *testing.T) {
 	sameLines(t, "first run", got, []string{
 		`created credential list "edgewise demo" (` + listSID + `)`,
 		`mapped credential list "edgewise demo" to demo.sip.twilio.com for registration`,
+		`mapped credential list "edgewise demo" to demo.sip.twilio.com for calls`,
 		`created credential alice in "edgewise demo"`,
 		`created credential bob-desk in "edgewise demo"`,
-		`4 change(s) made, 0 credential(s) already in place`,
+		`5 change(s) made, 0 credential(s) already in place`,
 	})
-	if pw, ok := sim.RESTPassword("edgewise demo", "bob-desk"); !ok || pw != "BobTwilio1234" || res.Changes != 4 {
+	if pw, ok := sim.RESTPassword("edgewise demo", "bob-desk"); !ok || pw != "BobTwilio1234" || res.Changes != 5 {
 		t.Fatalf("bob-desk's password %q %v, result %+v", pw, ok, res)
+	}
+	if d := sim.REST().Domains[0]; !reflect.DeepEqual(d.RegistrationLists, []string{listSID}) || !reflect.DeepEqual(d.CallsLists, []string{listSID}) {
+		t.Fatalf("mappings after sync: registration %v, calls %v, want %s for both", d.RegistrationLists, d.CallsLists, listSID)
 	}
 	if r, err := Check(context.Background(), api, w); err != nil || len(r.Problems) != 0 {
 		t.Fatalf("check after sync: %+v %v", r.Problems, err)
@@ -87,9 +93,10 @@ func TestSyncCreateRerunUpdatePrune(t *testing.T) {
 	if res != (SyncResult{Unchanged: 2}) {
 		t.Errorf("second run result %+v", res)
 	}
-	// Reads only: the domains, the domain's mappings, the one list's credentials.
-	if n := requests(sim)["ashburn"] - before["ashburn"]; n != 3 {
-		t.Errorf("second run made %d requests, want 3 reads", n)
+	// Reads only: the domains, the domain's registration and calls
+	// mappings, the one list's credentials.
+	if n := requests(sim)["ashburn"] - before["ashburn"]; n != 4 {
+		t.Errorf("second run made %d requests, want 4 reads", n)
 	}
 
 	// New passwords in the config: --update-passwords sets them.
@@ -172,11 +179,117 @@ func TestSyncReusesAnUnmappedList(t *testing.T) {
 		`note: SIP registration is off on demo.sip.twilio.com, so no phone can register until it is on (` + "`edgewise twilio check`" + ` lists what else is missing)`,
 		`using credential list "edgewise demo" (` + l.SID + `), which exists unmapped`,
 		`mapped credential list "edgewise demo" to demo.sip.twilio.com for registration`,
+		`mapped credential list "edgewise demo" to demo.sip.twilio.com for calls`,
 		`created credential bob in "edgewise demo"`,
-		`2 change(s) made, 1 credential(s) already in place`,
+		`3 change(s) made, 1 credential(s) already in place`,
 	})
 	if n := len(sim.REST().CredentialLists); n != 2 {
 		t.Errorf("%d credential lists, want the seed and one edgewise list", n)
+	}
+}
+
+// TestSyncMapsForCalls: a domain whose registration lists are not mapped
+// for calls (Twilio refuses every call from the phones) gets them mapped:
+// the list sync manages and any other registration list holding a phone's
+// user, not a list no phone is in. --dry-run says so and changes nothing;
+// a second run has nothing to change.
+func TestSyncMapsForCalls(t *testing.T) {
+	sim := startSim(t, simConfig(kit.NewNet(t)))
+	api := newREST(t, settings(sim))
+	ctx := context.Background()
+	st := sim.REST()
+	sd, seed := st.Domains[0].SID, st.CredentialLists[0].SID
+	unmapCalls(t, api, sd, seed)
+	// carol registers through a second list; "lobby" holds no phone.
+	office, err := api.CreateCredentialList(ctx, "office")
+	must(t, err)
+	must(t, api.CreateCredential(ctx, office.SID, "carol", "CarolTwilio123"))
+	must(t, api.MapRegistrationList(ctx, sd, office.SID))
+	lobby, err := api.CreateCredentialList(ctx, "lobby")
+	must(t, err)
+	must(t, api.CreateCredential(ctx, lobby.SID, "lobby", "LobbyTwilio123"))
+	must(t, api.MapRegistrationList(ctx, sd, lobby.SID))
+	w := want(want().Phones[0], want().Phones[1], Phone{User: "carol", TwilioUser: "carol", Password: "CarolTwilio123"})
+
+	got, res := syncLines(t, api, w, SyncOptions{DryRun: true})
+	sameLines(t, "dry run", got, []string{
+		`would map credential list "edgesim" to demo.sip.twilio.com for calls`,
+		`would map credential list "office" to demo.sip.twilio.com for calls`,
+		`kept credential lobby in "lobby": no phone uses it (--prune deletes it)`,
+		`dry run: 2 change(s) not made, 3 credential(s) already in place`,
+	})
+	if n := len(sim.REST().Domains[0].CallsLists); n != 0 || res.Changes != 2 {
+		t.Fatalf("dry run: %d lists mapped for calls, result %+v", n, res)
+	}
+	got, _ = syncLines(t, api, w, SyncOptions{})
+	sameLines(t, "sync", got, []string{
+		`mapped credential list "edgesim" to demo.sip.twilio.com for calls`,
+		`mapped credential list "office" to demo.sip.twilio.com for calls`,
+		`kept credential lobby in "lobby": no phone uses it (--prune deletes it)`,
+		`2 change(s) made, 3 credential(s) already in place`,
+	})
+	if d := sim.REST().Domains[0]; !reflect.DeepEqual(d.CallsLists, []string{seed, office.SID}) {
+		t.Fatalf("calls lists %v, want edgesim and office", d.CallsLists)
+	}
+	if r, err := Check(ctx, api, w); err != nil || r.OK == "" {
+		t.Fatalf("check after sync: %+v, %v", r.Problems, err)
+	}
+	before := requests(sim)
+	got, res = syncLines(t, api, w, SyncOptions{})
+	sameLines(t, "second run", got, []string{
+		`kept credential lobby in "lobby": no phone uses it (--prune deletes it)`,
+		`nothing to change: 3 credential(s) already in place (their passwords are not compared: Twilio never returns them; --update-passwords sets them)`,
+	})
+	if res != (SyncResult{Unchanged: 3, Kept: 1}) {
+		t.Errorf("second run result %+v", res)
+	}
+	// The domains, both mappings, the three lists' credentials.
+	if n := requests(sim)["ashburn"] - before["ashburn"]; n != 6 {
+		t.Errorf("second run made %d requests, want 6 reads", n)
+	}
+}
+
+// TestSyncLeavesCallsListsAlone: a domain with its own list mapped for
+// calls keeps it: sync adds no mapping, notes the phone whose user is in
+// none of the calls lists, sets passwords in the calls list too
+// (--update-passwords) and lists or prunes its unused credentials.
+func TestSyncLeavesCallsListsAlone(t *testing.T) {
+	sim := startSim(t, simConfig(kit.NewNet(t)))
+	api := newREST(t, settings(sim))
+	ctx := context.Background()
+	st := sim.REST()
+	sd, seed := st.Domains[0].SID, st.CredentialLists[0].SID
+	callers, err := api.CreateCredentialList(ctx, "callers")
+	must(t, err)
+	must(t, api.CreateCredential(ctx, callers.SID, "alice", "AliceOld123456"))
+	must(t, api.CreateCredential(ctx, callers.SID, "frontdesk", "FrontDesk12345"))
+	must(t, api.MapCallsList(ctx, sd, callers.SID))
+	unmapCalls(t, api, sd, seed)
+
+	note := `note: Twilio user bob (phone bob) is in none of the credential lists mapped to demo.sip.twilio.com for calls ("callers"), so Twilio refuses its calls: add it to one of them, or map a list that holds it for calls (sync maps a list for calls only when none is)`
+	got, _ := syncLines(t, api, want(), SyncOptions{})
+	sameLines(t, "sync", got, []string{
+		note,
+		`kept credential frontdesk in "callers": no phone uses it (--prune deletes it)`,
+		`nothing to change: 2 credential(s) already in place (their passwords are not compared: Twilio never returns them; --update-passwords sets them)`,
+	})
+	if d := sim.REST().Domains[0]; !reflect.DeepEqual(d.CallsLists, []string{callers.SID}) {
+		t.Fatalf("calls lists %v changed", d.CallsLists)
+	}
+	got, _ = syncLines(t, api, want(), SyncOptions{UpdatePasswords: true, Prune: true})
+	sameLines(t, "update and prune", got, []string{
+		`password set for alice in "edgesim"`,
+		`password set for alice in "callers"`,
+		`password set for bob in "edgesim"`,
+		note,
+		`deleted credential frontdesk from "callers"`,
+		`4 change(s) made, 0 credential(s) already in place`,
+	})
+	if pw, _ := sim.RESTPassword("callers", "alice"); pw != "AliceTwilio123" {
+		t.Errorf("alice's password in the calls list = %q", pw)
+	}
+	if _, ok := sim.RESTPassword("callers", "frontdesk"); ok {
+		t.Error("frontdesk still in the calls list after --prune")
 	}
 }
 
