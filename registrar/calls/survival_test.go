@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	pion "github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgewise-sip/edgewise/test/kit"
@@ -433,4 +434,48 @@ func (e *env) setFallback(ts ...Target) {
 		e.t.Fatal(err)
 	}
 	commit()
+}
+
+// TestBrowserCallsLocalPhoneInSurvival: a browser softphone (WebRTC) calls
+// a desk phone's extension while Twilio is down: the browser's leg is
+// bridged on side A, the desk phone rings on side B at edgewise's local
+// address, and the phone's echo reaches the browser over SRTP.
+func TestBrowserCallsLocalPhoneInSurvival(t *testing.T) {
+	e := newEnv(t, func(c *envConfig) {
+		c.browsers = true
+		c.mediaPublic = netip.MustParseAddr("192.0.2.1")
+		c.tune = func(s *Settings) { s.Extensions = map[string]string{"201": "bob"} }
+	})
+	e.edges.down.Store(true)
+	bob := newPhone(e, 3, "answer", nil)
+	e.binds.set("bob", e.bindingFor("bob", bob.peer))
+	signalling := newPeer(e, "browser-signalling", 4)
+	br := newTestBrowser(t)
+	ctx := testCtx(t)
+
+	sess, err := e.dialOutTCP(ctx, signalling, "201", br.offer(t))
+	if err != nil {
+		t.Fatalf("call failed: %v", err)
+	}
+	inv := bob.waitRequest(sip.INVITE, 1)
+	if plain := string(inv.Body()); !strings.Contains(plain, "RTP/AVP") || strings.Contains(plain, "fingerprint") {
+		t.Errorf("the desk phone's offer is not plain RTP/AVP:\n%s", plain)
+	}
+	if at, _ := mediaOf(t, inv.Body()); at.Addr() != e.ip {
+		t.Errorf("the desk phone is told to send media to %s, want edgewise's local address %s", at, e.ip)
+	}
+	if err := br.pc.SetRemoteDescription(pion.SessionDescription{Type: pion.SDPTypeAnswer, SDP: string(sess.InviteResponse.Body())}); err != nil {
+		t.Fatal(err)
+	}
+	br.speak(ctx, 25)
+	if br.got.Load() < 25 {
+		t.Fatalf("the browser heard %d packets of the desk phone's echo", br.got.Load())
+	}
+	if st := e.onlyCall(); st.Route != "local" || st.Browser == nil {
+		t.Errorf("status = %+v", st)
+	}
+	if err := sess.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitRequest(sip.BYE, 1)
 }
