@@ -39,10 +39,17 @@ func survDropEdges(t *testing.T, s *sim, d *daemon) {
 	for _, e := range []string{"ashburn", "umatilla"} {
 		s.setMode(t, "edges/"+e, "drop")
 	}
+	dropped := time.Now()
+	var since time.Time
 	kit.WaitFor(t, 20*time.Second, "edgewise in survival mode", func() bool {
 		st, err := d.getStatus()
-		return err == nil && st.Survival != nil && st.Survival.Active && st.Survival.Since != nil
+		if err != nil || st.Survival == nil || !st.Survival.Active || st.Survival.Since == nil {
+			return false
+		}
+		since = *st.Survival.Since
+		return true
 	})
+	t.Logf("survival mode began %s after the edges were dropped", since.Sub(dropped).Round(10*time.Millisecond))
 }
 
 // survBaresip starts baresip as user, answering every call by itself after
