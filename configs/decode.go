@@ -55,9 +55,10 @@ func (d *decoder) decode(root *yaml.Node, c *Config) bool {
 		}
 	}
 	d.decodeMedia(top.node("media"), &c.Media)
-	cl := d.mapping(top.node("calls"), "calls", "max_concurrent", "max_per_user")
+	cl := d.mapping(top.node("calls"), "calls", "max_concurrent", "max_per_user", "local", "fallback_targets", "emergency_numbers")
 	cl.integer("max_concurrent", &c.Calls.MaxConcurrent)
 	cl.integer("max_per_user", &c.Calls.MaxPerUser)
+	d.decodeCallRoutes(cl, &c.Calls)
 	if top.has("token") {
 		c.Token = d.decodeToken(top.node("token"))
 	}
@@ -289,7 +290,7 @@ func (d *decoder) decodePhones(top *fields) []Phone {
 	seen := map[string]string{}
 	for _, it := range items {
 		f := d.mapping(it.Node, it.Path, "user", "password", "password_file", "ha1",
-			"twilio_user", "twilio_password", "twilio_password_file", "targets")
+			"twilio_user", "twilio_password", "twilio_password_file", "targets", "extension")
 		if !f.ok {
 			continue
 		}
@@ -333,16 +334,18 @@ func (d *decoder) decodePhones(top *fields) []Phone {
 		if !f.secret("twilio_password", &p.TwilioPassword) {
 			d.problem(f.sub("twilio_password"), "", "required (or twilio_password_file)")
 		}
-		p.Targets = d.decodeTargets(f)
+		p.Targets = d.decodeTargets(f, "targets")
+		d.decodeExtension(f, &p)
 		p.Line = d.lineOf(it.Path)
 		out = append(out, p)
 	}
 	return out
 }
 
-// decodeTargets reads a phone's fixed call targets.
-func (d *decoder) decodeTargets(phone *fields) []Target {
-	items, _ := phone.list("targets")
+// decodeTargets reads a list of call targets: a phone's fixed targets, the
+// calls' fallback targets.
+func (d *decoder) decodeTargets(parent *fields, key string) []Target {
+	items, _ := parent.list(key)
 	var out []Target
 	for _, it := range items {
 		f := d.mapping(it.Node, it.Path, "uri", "priority", "weight")

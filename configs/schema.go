@@ -53,7 +53,28 @@ type Calls struct {
 	// MaxPerUser bounds one user's calls, made and received (486 over it);
 	// 0 means no per-user limit.
 	MaxPerUser int `yaml:"max_per_user"`
+
+	// Local says when a phone's call to another local user (dialled by
+	// extension or user name) is connected by edgewise itself, never
+	// reaching Twilio: "when_twilio_down" (no edge usable), "always" or
+	// "never".
+	Local string `yaml:"local"`
+	// FallbackTargets (another carrier's SBC, an analog gateway) get
+	// phones' calls to numbers that are not local while no Twilio edge is
+	// usable: lowest priority first, drawn by weight within a priority,
+	// the next on failure or silence. The number dialled is the user part.
+	FallbackTargets []Target `yaml:"fallback_targets"`
+	// EmergencyNumbers go to the first usable route (Twilio, else the
+	// fallback targets) and are never refused for the call limits.
+	EmergencyNumbers []string `yaml:"emergency_numbers"`
 }
+
+// Local call modes (calls.local).
+const (
+	LocalWhenTwilioDown = "when_twilio_down"
+	LocalAlways         = "always"
+	LocalNever          = "never"
+)
 
 // PoolCalls is how many relayed calls the RTP port range holds.
 func (m Media) PoolCalls() int { return (m.RTPPorts.Max - m.RTPPorts.Min + 1) / 4 }
@@ -277,6 +298,9 @@ type Phone struct {
 	TwilioUser     string   `yaml:"twilio_user"`
 	TwilioPassword Secret   `yaml:"twilio_password"`
 	Targets        []Target `yaml:"targets"`
+	// Extension is the short number (digits) other local phones dial to
+	// reach this user; "" for none. Unique, and no user's name.
+	Extension string `yaml:"extension"`
 	// Line is where the phone's entry starts in the file, for problems
 	// found after Parse (`edgewise twilio sync` checks Twilio's rules).
 	Line int `yaml:"-"`
@@ -468,7 +492,7 @@ func defaults() *Config {
 		Store: Store{Backend: "bbolt", Etcd: Etcd{Prefix: "/edgewise/", RequestTimeout: 500 * time.Millisecond}},
 		Media: Media{RTPPorts: PortRange{Min: 20000, Max: 29999}, Timeout: 60 * time.Second,
 			WebRTC: WebRTC{ConnectTimeout: 20 * time.Second}},
-		Calls:    Calls{MaxPerUser: 4},
+		Calls:    Calls{MaxPerUser: 4, Local: LocalWhenTwilioDown},
 		Shutdown: Shutdown{DrainTimeout: 30 * time.Second, RetryAfter: 30 * time.Second},
 	}
 }

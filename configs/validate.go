@@ -31,6 +31,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateAdmin(c.Admin)
 	d.validateMedia(c.Media, c.SIP)
 	d.validateCalls(c.Calls, c.Media)
+	d.validateExtensions(c.Phones, c.Calls)
 	d.validateShutdown(c.Shutdown)
 	if c.Token != nil {
 		if c.Token.Region == "" {

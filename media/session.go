@@ -148,11 +148,15 @@ func (l *Leg) SetRemote(rtp, rtcp netip.AddrPort) {
 // packet to the port can neither hijack the latch nor hear the call. A peer
 // whose NAT moves it to another port of the same address is followed.
 // Calling it again replaces the set (the call was answered by one of the
-// phones that rang): a latch to an address no longer in it is undone.
+// phones that rang): a latch to an address no longer in it is undone. On
+// leg B the named sources replace Settings.AllowB: a call edgewise connects
+// without Twilio (a local phone, a fallback target on leg B) takes media
+// from that peer, which is never in Twilio's ranges.
 func (l *Leg) RestrictSources(addrs ...netip.Addr) {
 	l.s.mu.Lock()
 	defer l.s.mu.Unlock()
 	l.strict = true
+	l.allow = nil
 	l.sources = l.sources[:0]
 	for _, a := range addrs {
 		if a.IsValid() {

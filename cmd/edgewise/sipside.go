@@ -132,6 +132,7 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 		return nil, err
 	}
 	b2b.Register(srv)
+	mon.Subscribe(b2b.EdgeChanged) // survival mode starts and ends with the edges
 	metrics.MustRegister(srv.Collector(), reg.Collector(), mon, up, relay, b2b)
 	side.edges, side.upstream, side.tls, side.relay, side.calls = mon, up, tlsClients, relay, b2b
 	return side, nil
@@ -209,7 +210,33 @@ func b2buaSettings(cfg *configs.Config) calls.Settings {
 		MaxCallsPerUser: cfg.Calls.MaxPerUser,
 		TwilioOverTLS:   contactTransport(cfg) == "tls",
 		TwilioSRTP:      cfg.Twilio.MediaEncryption == "srtp",
+		// Survival mode: calls between local phones and to the fallback
+		// targets while no Twilio edge is usable.
+		Local:            calls.LocalMode(cfg.Calls.Local),
+		Extensions:       callExtensions(cfg),
+		FallbackTargets:  fallbackTargets(cfg),
+		EmergencyNumbers: cfg.Calls.EmergencyNumbers,
 	}
+}
+
+// callExtensions maps each phone's extension to its user.
+func callExtensions(cfg *configs.Config) map[string]string {
+	out := make(map[string]string)
+	for _, p := range cfg.Phones {
+		if p.Extension != "" {
+			out[p.Extension] = p.User
+		}
+	}
+	return out
+}
+
+// fallbackTargets gives the B2BUA calls.fallback_targets.
+func fallbackTargets(cfg *configs.Config) []calls.Target {
+	out := make([]calls.Target, 0, len(cfg.Calls.FallbackTargets))
+	for _, t := range cfg.Calls.FallbackTargets {
+		out = append(out, calls.Target{URI: t.URI, Priority: t.Priority, Weight: t.Weight})
+	}
+	return out
 }
 
 // callTargets gives the B2BUA each user's fixed targets.
@@ -484,6 +511,8 @@ func (s *sipSide) decorate(doc *admin.Status) {
 	doc.Events = s.journal.recent(doc.Config.Reloads)
 	doc.Edges = s.edges.Status()
 	doc.Calls = s.calls.Calls()
+	sv := s.calls.Survival()
+	doc.Survival = &sv
 	for i := range doc.Users {
 		if st, ok := s.upstream.Status(doc.Users[i].User); ok {
 			doc.Users[i].Upstream = &st

@@ -125,6 +125,7 @@ func printStatus(w io.Writer, st *admin.Status, now time.Time) {
 		fmt.Fprintln(tw, "(no edges)")
 	}
 	_ = tw.Flush()
+	printSurvival(w, st.Survival, now)
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -229,12 +230,26 @@ func printCalls(w io.Writer, list []calls.CallStatus, now time.Time) {
 			}
 			rtp = strings.Join(legs, " ")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.Direction, orDash(c.User), orDash(c.To), orDash(c.Edge), c.State, age, rtp)
+		via := c.Edge
+		if c.Route == "local" || c.Route == "fallback" {
+			via = c.Route // no edge: edgewise connected it itself
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.Direction, orDash(c.User), orDash(c.To), orDash(via), c.State, age, rtp)
 	}
 	_ = tw.Flush()
 	if len(list) > maxCallRows {
 		fmt.Fprintf(w, "... and %d more (edgewise status --json lists all)\n", len(list)-maxCallRows)
 	}
+}
+
+// printSurvival says when edgewise carries calls without Twilio, and
+// since when: during an incident it is the first thing to know.
+func printSurvival(w io.Writer, sv *calls.SurvivalStatus, now time.Time) {
+	if sv == nil || !sv.Active || sv.Since == nil {
+		return
+	}
+	fmt.Fprintf(w, "SURVIVAL MODE since %s (%s): no Twilio edge is usable; %d calls carried without Twilio\n",
+		sv.Since.UTC().Format(time.RFC3339), now.Sub(*sv.Since).Round(time.Second), sv.Calls)
 }
 
 // orDash shows an empty cell as "-" so columns stay aligned and countable.

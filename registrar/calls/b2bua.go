@@ -52,6 +52,8 @@ type Bindings interface {
 type Edges interface {
 	Plan() []edge.Target
 	Report(t edge.Target, res edge.Result, err error)
+	// Active's ok is false while no edge is usable: survival mode.
+	Active() (edge string, ok bool)
 }
 
 // Relay allocates the media of a call: media.Relay.
@@ -129,6 +131,7 @@ type B2BUA struct {
 	metrics  *metrics
 	// refusedLog keeps refusals of forged calls to a line per source.
 	refusedLog sourceLog
+	survival   survival
 	// life is the parent of every call's contexts (setup, forks, requests,
 	// browser bridges): Run cancels it once the calls are hung up at
 	// shutdown, which ends whatever of them is still waiting.

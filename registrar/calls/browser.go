@@ -74,7 +74,11 @@ func (l *leg) mediaSource() netip.Addr {
 // trustPhones makes the phone side of the relay take media only from the
 // phones of ls (the ones ringing, then the one that answered): a stranger
 // who sends a packet to the port can neither latch it nor hear the call.
-func (c *call) trustPhones(ls ...*leg) {
+func (c *call) trustPhones(ls ...*leg) { c.trust(media.A, ls...) }
+
+// trust is trustPhones for either side: side B holds the callee of a call
+// edgewise connects without Twilio (a local phone, a fallback target).
+func (c *call) trust(side media.Side, ls ...*leg) {
 	if c.sess == nil {
 		return
 	}
@@ -82,7 +86,7 @@ func (c *call) trustPhones(ls ...*leg) {
 	for _, l := range ls {
 		addrs = append(addrs, l.mediaSource())
 	}
-	c.sess.Leg(media.A).RestrictSources(addrs...)
+	c.sess.Leg(side).RestrictSources(addrs...)
 }
 
 // fromLeg carries a description (an offer or an answer) l's peer sent
@@ -99,9 +103,23 @@ func (c *call) fromLeg(l *leg, kind media.Kind, body []byte) ([]byte, error) {
 }
 
 // toLeg turns a description the relay produced for l into what l's peer
-// expects: WebRTC for a browser, unchanged for a phone or Twilio.
+// expects: WebRTC for a browser, unchanged for a phone or Twilio; on side B
+// pointed at the relay's local address when l's peer is on the phones'
+// network (a local call's callee).
 func (c *call) toLeg(l *leg, body []byte) ([]byte, error) {
-	if br := l.bridge(); br != nil && body != nil {
+	if body == nil {
+		return nil, nil
+	}
+	if l.faceLocal {
+		t := c.sess.Leg(l.side).Target()
+		t.Addr = c.sess.Leg(media.A).Target().Addr
+		out, err := sdp.Rewrite(body, t)
+		if err != nil {
+			return nil, err
+		}
+		body = out
+	}
+	if br := l.bridge(); br != nil {
 		return br.ToBrowser(body)
 	}
 	return body, nil

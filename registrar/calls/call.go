@@ -20,8 +20,9 @@ import (
 type direction string
 
 const (
-	outbound direction = "outbound" // phone → Twilio
+	outbound direction = "outbound" // phone → Twilio (or a fallback target)
 	inbound  direction = "inbound"  // Twilio → phone
+	local    direction = "local"    // phone → phone, connected by edgewise itself
 )
 
 // phase of a call.
@@ -64,6 +65,15 @@ type call struct {
 	target   edge.Target // outbound: the Twilio IP the call went to
 	busy     bool        // a re-INVITE is being relayed (glare → 491)
 	endWhy   string
+	// route is where the call went (routeTwilio for calls from Twilio);
+	// reached the fallback target that answered (ip:port).
+	route   route
+	reached string
+
+	// callee is the local user a local call rings, counted with user for
+	// MaxCallsPerUser; emergency calls are never refused for call limits.
+	callee    string
+	emergency bool
 }
 
 func (b *B2BUA) newCall(dir direction, user string, st *state) *call {
@@ -76,6 +86,7 @@ func (b *B2BUA) newCall(dir direction, user string, st *state) *call {
 		started: time.Now(),
 		phase:   phaseSetup,
 		done:    make(chan struct{}),
+		route:   routeTwilio,
 	}
 	c.log = b.log.With("call", c.id, "direction", string(dir), "user", user)
 	return c
@@ -153,22 +164,35 @@ func (b *B2BUA) admit(c *call) *admission {
 		}
 	}
 	s := c.st.s
-	if s.MaxCalls > 0 && len(b.calls) >= s.MaxCalls {
+	if s.MaxCalls > 0 && len(b.calls) >= s.MaxCalls && !c.emergency {
 		return &admission{code: 503, reason: fmt.Sprintf("Service Unavailable - Call Limit Reached (%d)", s.MaxCalls),
 			outcome: outCallLimit, headers: []sip.Header{sip.NewHeader("Retry-After", callLimitRetryAfter)}}
 	}
-	if s.MaxCallsPerUser > 0 && b.perUser[c.user] >= s.MaxCallsPerUser {
-		return &admission{code: 486, reason: fmt.Sprintf("Busy Here - Call Limit For User Reached (%d)", s.MaxCallsPerUser),
-			outcome: outUserCallLimit}
+	for _, u := range c.users() {
+		if s.MaxCallsPerUser > 0 && b.perUser[u] >= s.MaxCallsPerUser && !c.emergency {
+			return &admission{code: 486, reason: fmt.Sprintf("Busy Here - Call Limit For User Reached (%d)", s.MaxCallsPerUser),
+				outcome: outUserCallLimit}
+		}
 	}
 	b.calls[c.id] = c
 	b.merged[c.merged] = c
 	if c.callSid != "" {
 		b.sids[c.callSid] = c
 	}
-	b.perUser[c.user]++
+	for _, u := range c.users() {
+		b.perUser[u]++
+	}
 	b.metrics.active.WithLabelValues(string(c.dir)).Inc()
 	return nil
+}
+
+// users are the local users a call counts for in MaxCallsPerUser: its
+// user, and a local call's callee.
+func (c *call) users() []string {
+	if c.callee == "" || c.callee == c.user {
+		return []string{c.user}
+	}
+	return []string{c.user, c.callee}
 }
 
 // admission is why a new call is refused before it starts.
@@ -229,8 +253,10 @@ func (b *B2BUA) end(c *call, why string, from *leg, bye bool) {
 	b.mu.Lock()
 	if b.calls[c.id] == c {
 		delete(b.calls, c.id)
-		if b.perUser[c.user]--; b.perUser[c.user] <= 0 {
-			delete(b.perUser, c.user)
+		for _, u := range c.users() {
+			if b.perUser[u]--; b.perUser[u] <= 0 {
+				delete(b.perUser, u)
+			}
 		}
 	}
 	if b.merged[c.merged] == c {
@@ -311,7 +337,7 @@ func byeTimeout(l *leg) time.Duration {
 
 // openMedia allocates the call's media session and carries the caller's
 // offer (if any) across. It answers the caller itself on failure.
-func (b *B2BUA) openMedia(c *call, req *sip.Request, tx sip.ServerTransaction, from media.Side) ([]byte, bool) {
+func (b *B2BUA) openMedia(c *call, req *sip.Request, tx sip.ServerTransaction) ([]byte, bool) {
 	if len(req.Body()) > 0 && !isSDP(req) {
 		b.reply(tx, req, 415, "Unsupported Media Type", sip.NewHeader("Accept", "application/sdp"))
 		b.metrics.setup(c.dir, outBadSDP)
@@ -331,7 +357,12 @@ func (b *B2BUA) openMedia(c *call, req *sip.Request, tx sip.ServerTransaction, f
 		b.metrics.setup(c.dir, outcome)
 		return nil, false
 	}
-	if c.st.s.TwilioSRTP {
+	c.mu.Lock()
+	toTwilio := c.route == routeTwilio
+	c.mu.Unlock()
+	if c.st.s.TwilioSRTP && toTwilio {
+		// Only Twilio's side: a local callee or a fallback target on
+		// side B speaks what it offers.
 		sess.SetSRTP(media.B, media.SRTPRequired)
 	}
 	c.mu.Lock()
@@ -351,7 +382,7 @@ func (b *B2BUA) openMedia(c *call, req *sip.Request, tx sip.ServerTransaction, f
 		return nil, true // delayed offer: the callee's 2xx offers, the caller's ACK answers
 	}
 	caller := c.in
-	if from == media.A && sdp.IsWebRTC(offer) {
+	if caller.phone && sdp.IsWebRTC(offer) {
 		if _, err := b.attachBrowser(c, caller); err != nil {
 			c.log.Info("browser media refused", "error", err)
 			if errors.Is(err, sdp.ErrInvalid) {

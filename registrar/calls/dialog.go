@@ -35,6 +35,12 @@ type leg struct {
 	laddr     sip.Addr // UDP socket requests leave from (NAT pinholes, symmetric signalling)
 	sentBy    hostPort // our Via sent-by
 	contact   sip.ContactHeader
+	// phone: the peer is a local phone or browser (its media may need a
+	// WebRTC bridge). faceLocal: the leg is on side B, where the relay
+	// advertises the public address, but its peer is on the phones'
+	// network: SDP sent to it carries the local address instead.
+	phone     bool
+	faceLocal bool
 
 	mu         sync.Mutex
 	remoteTag  string
@@ -378,6 +384,7 @@ func (b *B2BUA) uasLeg(c *call, req *sip.Request, side media.Side) *leg {
 		target:    *from.Address.Clone(),
 		routes:    routeValues(req.GetHeaders("Record-Route")),
 		cseq:      initialCSeq(),
+		phone:     side == media.A,
 	}
 	l.remoteCSeq = req.CSeq().SeqNo
 	if ct := req.Contact(); ct != nil && ct.Address.Host != "" {

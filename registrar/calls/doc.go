@@ -32,6 +32,25 @@
 // (so Twilio's fallback runs), an unknown user 404; when every phone fails
 // the best response is relayed (6xx, then 486, …; "no answer" is 480).
 //
+// Without Twilio (survival mode). While the edge monitor finds no edge
+// usable (Edges.Active), an authenticated phone's call to another local
+// user — the Request-URI user is an extension (Settings.Extensions) or a
+// user name — is connected by edgewise itself (Settings.Local: also always,
+// or never): forked to every binding of the callee and then the callee's
+// fixed targets exactly as a call from Twilio is, with the calling phone in
+// Twilio's place. The caller stays on media side A, the callee's forks are
+// on side B, where SDP carries the relay's local address and the callee's
+// address replaces Twilio's media ranges. A call to any other number goes
+// to Settings.FallbackTargets the same way, one at a time, with the number
+// dialled as the Request-URI user; with an edge usable it goes to Twilio
+// first and to the callee or the fallback targets only when every Twilio
+// address failed. Settings.EmergencyNumbers take that same way and are
+// never refused for the call limits. Nothing here is reachable without the
+// phone's digest credentials: an INVITE without them gets the 407 (a call
+// from Twilio's ranges too), and Twilio's own calls come in through
+// Contacts, which ring only their user. Survival reports when the mode
+// began, ended and how many calls it carried.
+//
 // In the dialogs. 1xx (with early-media SDP), the final response, ACK,
 // CANCEL from either caller, BYE from either side, re-INVITE (hold,
 // resume, a new address; 491 on glare), UPDATE, INFO and in-dialog OPTIONS

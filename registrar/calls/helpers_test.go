@@ -44,12 +44,16 @@ const (
 	domain     = "example"
 )
 
-// fakeEdges is the edge monitor: a fixed plan, reports recorded.
+// fakeEdges is the edge monitor: a fixed plan, reports recorded; down
+// makes every edge unusable (survival mode).
 type fakeEdges struct {
 	mu      sync.Mutex
 	plan    []edge.Target
 	reports []report
+	down    atomic.Bool
 }
+
+func (e *fakeEdges) Active() (string, bool) { return "ashburn", !e.down.Load() }
 
 type report struct {
 	t   edge.Target
@@ -135,6 +139,9 @@ type envConfig struct {
 	// tune changes the default settings; contacts is Options.Contacts.
 	tune     func(*Settings)
 	contacts Contacts
+	// mediaPublic is the relay's public address (leg B's SDP); zero means
+	// edgewise's own, like the local one.
+	mediaPublic netip.Addr
 }
 
 type envOption func(*envConfig)
@@ -182,8 +189,12 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if cfg.tune != nil {
 		cfg.tune(&s)
 	}
+	public := ip
+	if cfg.mediaPublic.IsValid() {
+		public = cfg.mediaPublic
+	}
 	relay, err := media.NewRelay(media.Settings{
-		Ports: media.PortRange{Min: 40000, Max: 40599}, LocalIP: ip, PublicIP: ip, BindIP: ip,
+		Ports: media.PortRange{Min: 40000, Max: 40599}, LocalIP: ip, PublicIP: public, BindIP: ip,
 		Timeout: cfg.mediaTimeout,
 	}, log.With("component", "media"))
 	if err != nil {

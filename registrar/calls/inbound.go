@@ -95,27 +95,31 @@ func (b *B2BUA) inbound(req *sip.Request, tx sip.ServerTransaction, st *state, u
 		b.finish(c, "no binding")
 		return
 	}
-	offer, ok := b.openMedia(c, req, tx, media.B)
+	offer, ok := b.openMedia(c, req, tx)
 	if !ok {
 		b.finish(c, "setup refused")
 		return
 	}
-	r := &ring{
-		b: b, c: c, twilio: tw, treq: req, ttx: tx, offer: offer,
-		callID: newCallID(), fromTag: newTag(), cseq: initialCSeq(),
-		events: make(chan forkEvent), stop: make(chan struct{}), over: make(chan struct{}),
-	}
-	r.run(ctx, plan)
+	b.newRing(c, tw, req, tx, offer, media.A).run(ctx, plan)
 }
 
-// ring is the setup of one inbound call: the forks to the user's phones.
+// ring is the setup of a forked call: from Twilio to the user's phones
+// (forks on side A), or from a phone to another local user's phones or to
+// the fallback targets (forks on side B).
 type ring struct {
 	b      *B2BUA
 	c      *call
-	twilio *leg
+	caller *leg // the dialog of the INVITE being answered: Twilio's, or the calling phone's
 	treq   *sip.Request
 	ttx    sip.ServerTransaction
 	offer  []byte
+	side   media.Side // the forks' side of the relay
+	// fromUser and toUser name the parties toward the forks ("" keeps the
+	// caller's From user, and the call's user); ruriUser replaces the user
+	// part of fixed targets' URIs (a fallback target gets the number
+	// dialled). noAnswer starts the Reason when nothing answered.
+	fromUser, toUser, ruriUser string
+	noAnswer                   string
 	// One Call-ID, From tag and CSeq for every fork: two bindings of the
 	// same phone then see a merged request and ring once (RFC 3261 §8.2.2.2).
 	callID  string
@@ -169,7 +173,7 @@ func (r *ring) run(ctx context.Context, plan []stage) {
 			failures = append(failures, err.Error())
 			continue
 		}
-		if r.ringStage(ctx, setup.C, bindings, &best, &failures) {
+		if r.ringStage(ctx, setup.C, bindings, s.target != nil, &best, &failures) {
 			return
 		}
 		if endsSearch(best) || ctx.Err() != nil {
@@ -180,29 +184,28 @@ func (r *ring) run(ctx context.Context, plan []stage) {
 	r.failed(best, failures)
 }
 
-// ringStage rings bindings in parallel. It returns true when the call was
-// settled here (answered, cancelled, timed out: Twilio has its answer) and
-// false when every fork failed, with best and failures updated.
-func (r *ring) ringStage(ctx context.Context, setup <-chan time.Time, bindings []location.Binding, best **sip.Response, failures *[]string) bool {
+// ringStage rings bindings (fixed: a fixed target's) in parallel. It
+// returns true when the call was settled here (answered, cancelled, timed
+// out: the caller has its answer) and false when every fork failed, with
+// best and failures updated.
+func (r *ring) ringStage(ctx context.Context, setup <-chan time.Time, bindings []location.Binding, fixed bool, best **sip.Response, failures *[]string) bool {
 	b, c := r.b, r.c
 	var forks []*fork
 	for _, bnd := range bindings {
-		l, err := r.forkLeg(bnd)
+		l, err := r.forkLeg(bnd, fixed)
 		if err != nil {
 			c.log.Warn("binding not usable", "contact", bnd.Contact, "error", err)
 			*failures = append(*failures, fmt.Sprintf("%s: %v", bnd.Contact, err))
 			continue
 		}
-		f := &fork{r: r, binding: bnd, l: l, offer: r.offer}
-		if bnd.ConnectionBound() {
-			if f.offer, err = r.browserOffer(l); err != nil {
-				c.log.Warn("browser not rung", "contact", bnd.Contact, "error", err)
-				*failures = append(*failures, fmt.Sprintf("%s: %v", bnd.Contact, err))
-				if br := l.bridge(); br != nil {
-					br.Close()
-				}
-				continue
+		f := &fork{r: r, binding: bnd, l: l}
+		if f.offer, err = r.forkOffer(l, bnd); err != nil {
+			c.log.Warn("binding not rung", "contact", bnd.Contact, "error", err)
+			*failures = append(*failures, fmt.Sprintf("%s: %v", bnd.Contact, err))
+			if br := l.bridge(); br != nil {
+				br.Close()
 			}
+			continue
 		}
 		forks = append(forks, f)
 	}
@@ -214,7 +217,7 @@ func (r *ring) ringStage(ctx context.Context, setup <-chan time.Time, bindings [
 	for i, f := range forks {
 		ringing[i] = f.l
 	}
-	c.trustPhones(ringing...)
+	c.trust(r.side, ringing...)
 	pending := 0
 	for _, f := range forks {
 		if b.spawn(f.run) {
@@ -248,18 +251,18 @@ func (r *ring) ringStage(ctx context.Context, setup <-chan time.Time, bindings [
 			r.halt(nil)
 			cause := context.Cause(ctx)
 			if errors.Is(cause, errCancelled) {
-				b.metrics.setup(inbound, outCancelled)
-				b.finish(c, "cancelled by Twilio")
+				b.metrics.setup(c.dir, outCancelled)
+				b.finish(c, "cancelled by the caller")
 			} else {
 				b.reply(r.ttx, r.treq, 503, "Service Unavailable", reasonHeader(503, cause.Error()))
-				b.metrics.setup(inbound, outShuttingDown)
+				b.metrics.setup(c.dir, outShuttingDown)
 				b.finish(c, cause.Error())
 			}
 			return true
 		case <-setup:
 			r.halt(nil)
 			b.reply(r.ttx, r.treq, 480, "Temporarily Unavailable", reasonHeader(480, "not answered within "+c.st.s.SetupTimeout.String()))
-			b.metrics.setup(inbound, outNoAnswer)
+			b.metrics.setup(c.dir, outNoAnswer)
 			b.finish(c, "not answered in time")
 			return true
 		}
@@ -332,12 +335,12 @@ func better(a, b *sip.Response) *sip.Response {
 	return a
 }
 
-// failed answers Twilio when no phone took the call. Nothing that says
+// failed answers the caller when no phone took the call. Nothing that says
 // "busy" or "declined" becomes 480, so Twilio's fallback (voicemail, <Dial
 // action>) runs.
 func (r *ring) failed(best *sip.Response, failures []string) {
 	b, c := r.b, r.c
-	why := "no phone answered: " + strings.Join(failures, "; ")
+	why := r.noAnswer + ": " + strings.Join(failures, "; ")
 	code, reason := 480, "Temporarily Unavailable"
 	outcome := outNoAnswer
 	if best != nil {
@@ -349,24 +352,24 @@ func (r *ring) failed(best *sip.Response, failures []string) {
 		}
 	}
 	b.reply(r.ttx, r.treq, code, reason, reasonHeader(code, why))
-	b.metrics.setup(inbound, outcome)
+	b.metrics.setup(c.dir, outcome)
 	b.finish(c, why)
 }
 
-// relayProvisional tells Twilio a phone rings (180) or plays early media
-// (183 with SDP; the relay latches to whichever phone sends first).
+// relayProvisional tells the caller a phone rings (180) or plays early
+// media (183 with SDP; the relay latches to whichever phone sends first).
 func (r *ring) relayProvisional(f *fork, res *sip.Response) {
 	c := r.c
 	var body []byte
-	if isSDP(res) && f.l.bridge() == nil { // browsers: no early media (see outbound)
-		out, err := c.sess.Translate(media.A, kindAfter(len(r.offer) > 0), res.Body())
+	if isSDP(res) && f.l.bridge() == nil && r.caller.bridge() == nil { // browsers: no early media (see outbound)
+		out, err := c.sess.Translate(f.l.side, kindAfter(len(r.offer) > 0), res.Body())
 		if err != nil {
 			c.log.Info("unusable early-media SDP from a phone", "contact", f.binding.Contact, "error", err)
 		} else {
 			body = out
 		}
 	}
-	p := r.twilio.response(r.treq, res.StatusCode, res.Reason, body)
+	p := r.caller.response(r.treq, res.StatusCode, res.Reason, body)
 	if body != nil {
 		p.AppendHeader(sdpHeader())
 	}
@@ -374,12 +377,15 @@ func (r *ring) relayProvisional(f *fork, res *sip.Response) {
 	r.b.send(r.ttx, p)
 }
 
-// answered bridges the winning fork to Twilio.
+// answered bridges the winning fork to the caller.
 func (r *ring) answered(f *fork, res *sip.Response) {
 	b, c := r.b, r.c
 	l := f.l
 	delayed := len(r.offer) == 0
 	answer, err := c.translateBody(l, kindAfter(!delayed), res)
+	if err == nil && answer != nil {
+		answer, err = c.toLeg(r.caller, answer)
+	}
 	if err != nil || answer == nil {
 		c.log.Info("unusable SDP in the phone's answer", "contact", f.binding.Contact, "error", err)
 		if delayed {
@@ -387,7 +393,7 @@ func (r *ring) answered(f *fork, res *sip.Response) {
 		}
 		b.sendBye(l, "unusable SDP")
 		b.reply(r.ttx, r.treq, 488, "Not Acceptable Here", reasonHeader(488, "the phone's answer has no usable SDP"))
-		b.metrics.setup(inbound, outBadSDP)
+		b.metrics.setup(c.dir, outBadSDP)
 		b.finish(c, "unusable SDP in the answer")
 		return
 	}
@@ -395,60 +401,64 @@ func (r *ring) answered(f *fork, res *sip.Response) {
 		if delayed {
 			f.sendAck(nil)
 		}
-		b.sendBye(l, "cancelled by Twilio")
+		b.sendBye(l, "cancelled by the caller")
 		return
 	}
 	b.addDialog(l)
-	c.trustPhones(l) // from now on, media only from the phone that answered
+	c.trust(r.side, l) // from now on, media only from the phone that answered
 	b.startMedia(c)
 	r.closeLosingBrowsers(f)
+	b.answeredWithoutTwilio(c, f)
 
-	p := r.twilio.response(r.treq, res.StatusCode, res.Reason, answer)
+	p := r.caller.response(r.treq, res.StatusCode, res.Reason, answer)
 	p.AppendHeader(sdpHeader())
 	p.AppendHeader(sip.NewHeader("Allow", allowed))
-	ack, ok := b.answerCaller(c, r.twilio, r.ttx, p)
+	ack, ok := b.answerCaller(c, r.caller, r.ttx, p)
 	if !ok && c.ended() {
 		// The caller hung up (or we shut down) before its ACK was
 		// processed: the call was answered all the same.
 		if delayed {
 			f.sendAck(nil)
 		}
-		b.metrics.setup(inbound, outAnswered)
+		b.metrics.setup(c.dir, outAnswered)
 		return
 	}
 	if !ok {
 		if delayed {
 			f.sendAck(nil)
 		}
-		b.metrics.setup(inbound, outError)
-		b.hangup(c, "Twilio did not acknowledge the answer", nil)
+		b.metrics.setup(c.dir, outError)
+		b.hangup(c, "the caller did not acknowledge the answer", nil)
 		return
 	}
 	if delayed {
-		body, err := c.translateBody(r.twilio, media.Answer, ack)
+		body, err := c.translateBody(r.caller, media.Answer, ack)
 		if err == nil {
 			body, err = c.toLeg(l, body)
 		}
 		if err != nil || body == nil {
 			f.sendAck(nil)
-			b.metrics.setup(inbound, outBadSDP)
-			b.hangup(c, "no usable SDP answer in Twilio's ACK", nil)
+			b.metrics.setup(c.dir, outBadSDP)
+			b.hangup(c, "no usable SDP answer in the caller's ACK", nil)
 			return
 		}
 		f.sendAck(body)
 	}
-	b.metrics.setup(inbound, outAnswered)
+	b.metrics.setup(c.dir, outAnswered)
 	c.log.Info("call answered", "contact", f.binding.Contact, "source", f.binding.Source.String())
 }
 
-// forkLeg is the dialog toward one binding: requests go to where its
-// REGISTER came from (NAT), over its transport, from the socket that
-// received it.
-func (r *ring) forkLeg(bnd location.Binding) (*leg, error) {
+// forkLeg is the dialog toward one binding (fixed: a fixed target's):
+// requests go to where its REGISTER came from (NAT), over its transport,
+// from the socket that received it.
+func (r *ring) forkLeg(bnd location.Binding, fixed bool) (*leg, error) {
 	b, c := r.b, r.c
 	var target sip.Uri
 	if err := sip.ParseUri(bnd.Contact, &target); err != nil {
 		return nil, fmt.Errorf("contact %q: %w", bnd.Contact, err)
+	}
+	if fixed && r.ruriUser != "" {
+		target.User = r.ruriUser
 	}
 	if !bnd.Source.IsValid() {
 		return nil, errors.New("binding has no source address")
@@ -465,21 +475,41 @@ func (r *ring) forkLeg(bnd location.Binding) (*leg, error) {
 	if !sock.IsValid() {
 		sock = b.sip.Addr(strings.ToLower(tp))
 	}
+	// On side B a registered phone, or a fixed target on the phones'
+	// network, is reached at edgewise's local address like any phone; a
+	// fixed target beyond it (a carrier's SBC) at the public one.
+	faceLocal := r.side == media.B && (!fixed || onPhonesNetwork(bnd.Source.Addr()))
 	sentBy := c.st.towardPhones(sock)
+	if r.side == media.B && !faceLocal {
+		sentBy = advertise(c.st.public, sock)
+	}
 	from := r.treq.From()
+	fromUser, toUser := from.Address.User, c.user
+	if r.fromUser != "" {
+		fromUser = r.fromUser
+	}
+	if r.toUser != "" {
+		toUser = r.toUser
+	}
+	to := sip.Uri{Scheme: "sip", User: toUser, Host: sentBy.host}
+	if fixed && r.ruriUser != "" {
+		to = sip.Uri{Scheme: "sip", User: toUser, Host: target.Host, Port: target.Port}
+	}
 	l := &leg{
 		c:         c,
-		side:      media.A,
+		side:      r.side,
 		callID:    r.callID,
 		localTag:  r.fromTag,
-		local:     nameAddr{name: from.DisplayName, uri: sip.Uri{Scheme: "sip", User: from.Address.User, Host: sentBy.host}},
-		remote:    nameAddr{uri: sip.Uri{Scheme: "sip", User: c.user, Host: sentBy.host}},
+		local:     nameAddr{name: from.DisplayName, uri: sip.Uri{Scheme: "sip", User: fromUser, Host: sentBy.host}},
+		remote:    nameAddr{uri: to},
 		client:    b.sip.Client(),
 		transport: tp,
 		dest:      bnd.Source.String(),
 		sentBy:    sentBy,
 		target:    target,
 		cseq:      r.cseq,
+		phone:     !fixed,
+		faceLocal: faceLocal,
 	}
 	if tp == "UDP" {
 		l.laddr = sipAddr(sock)
@@ -602,15 +632,17 @@ func (r *ring) closeLosingBrowsers(winner *fork) {
 	}
 }
 
-// browserOffer is the WebRTC offer for a fork to a browser: its own bridge
-// turns the relay's plain offer into ICE/DTLS-SRTP.
-func (r *ring) browserOffer(l *leg) ([]byte, error) {
-	if len(r.offer) == 0 {
-		return nil, errors.New("a browser needs an offer and Twilio's INVITE has none")
+// forkOffer is the offer for one fork: the relay's, pointed at the
+// address l's peer reaches, and for a browser turned into ICE/DTLS-SRTP by
+// a bridge of its own.
+func (r *ring) forkOffer(l *leg, bnd location.Binding) ([]byte, error) {
+	if bnd.ConnectionBound() {
+		if len(r.offer) == 0 {
+			return nil, errNoBrowserOffer
+		}
+		if _, err := r.b.attachBrowser(r.c, l); err != nil {
+			return nil, err
+		}
 	}
-	br, err := r.b.attachBrowser(r.c, l)
-	if err != nil {
-		return nil, err
-	}
-	return br.ToBrowser(r.offer)
+	return r.c.toLeg(l, r.offer)
 }

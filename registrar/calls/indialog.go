@@ -52,7 +52,7 @@ func (b *B2BUA) serveBye(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	b.reply(tx, req, 200, "OK")
 	b.metrics.relayed.WithLabelValues(string(sip.BYE)).Inc()
-	b.hangup(l.c, "BYE from "+sideName(l.side), l)
+	b.hangup(l.c, "BYE from "+l.c.sideName(l.side), l)
 }
 
 // serveOptions answers OPTIONS, which the front end hands over statelessly on
@@ -316,6 +316,6 @@ func (b *B2BUA) completeReinvite(iv *invite, l *leg, tx sip.ServerTransaction, b
 		sendAck(body)
 	}
 	if !ok {
-		b.hangup(c, "re-INVITE answer not acknowledged by the "+sideName(l.side), nil)
+		b.hangup(c, "re-INVITE answer not acknowledged by the "+l.c.sideName(l.side), nil)
 	}
 }

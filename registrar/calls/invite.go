@@ -220,7 +220,7 @@ func (b *B2BUA) acknowledger(iv *invite) func(body []byte) {
 		ack := iv.l.ackFor(iv.req.CSeq().SeqNo, body, "application/sdp")
 		acks.set(ack.Clone())
 		if err := iv.l.write(ack); err != nil {
-			iv.l.c.log.Warn("sending ACK failed", "side", sideName(iv.l.side), "error", err)
+			iv.l.c.log.Warn("sending ACK failed", "side", iv.l.c.sideName(iv.l.side), "error", err)
 		}
 	}
 }

@@ -44,7 +44,13 @@ type metrics struct {
 	refused      prometheus.Counter
 	// browserFailures counts calls a browser's WebRTC media failure ended.
 	browserFailures prometheus.Counter
-	all             []prometheus.Collector
+	// survival is 1 while no Twilio edge is usable, survivalSince when
+	// that began (0 when not); survivalCalls counts, by route, the calls
+	// edgewise connected without Twilio meanwhile.
+	survival      prometheus.Gauge
+	survivalSince prometheus.Gauge
+	survivalCalls *prometheus.CounterVec
+	all           []prometheus.Collector
 }
 
 func newMetrics() *metrics {
@@ -82,10 +88,26 @@ func newMetrics() *metrics {
 			Help: "Calls ended because a browser's WebRTC media failed (ICE, DTLS, consent lost).",
 		}),
 	}
-	m.all = []prometheus.Collector{m.active, m.setups, m.responses, m.failovers, m.relayed, m.authFailures, m.refused, m.browserFailures}
+	m.survival = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "survival_mode",
+		Help: "1 while no Twilio edge is usable: calls between local phones and to the fallback targets are connected by edgewise itself.",
+	})
+	m.survivalSince = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "survival_since_timestamp_seconds",
+		Help: "When the current survival mode began (Unix time); 0 while a Twilio edge is usable.",
+	})
+	m.survivalCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: subsystem, Name: "survival_calls_total",
+		Help: "Calls answered in survival mode, by route: local (between local phones) or fallback (a fallback target).",
+	}, []string{"route"})
+	m.all = []prometheus.Collector{m.active, m.setups, m.responses, m.failovers, m.relayed, m.authFailures, m.refused, m.browserFailures,
+		m.survival, m.survivalSince, m.survivalCalls}
+	for _, r := range []route{routeLocal, routeFallback} {
+		m.survivalCalls.WithLabelValues(string(r))
+	}
 	// Every label value of the closed sets exists from the start: a
 	// dashboard shows 0 rather than no data before the first failure.
-	for _, d := range []direction{outbound, inbound} {
+	for _, d := range []direction{outbound, inbound, local} {
 		m.active.WithLabelValues(string(d))
 		for _, o := range []string{outAnswered, outBusy, outRejected, outCancelled, outNoAnswer, outUnavailable,
 			outNoBinding, outUnknownUser, outBadSDP, outNoPorts, outDuplicate, outForbidden, outShuttingDown, outError,

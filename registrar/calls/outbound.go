@@ -14,19 +14,15 @@ import (
 	"github.com/edgewise-sip/edgewise/registrar/twilio/edge"
 )
 
-// outbound bridges a phone's call to Twilio: authenticate the phone, then
-// INVITE sip:<dialled>@<domain>.sip.<edge>.twilio.com as the user's Twilio
+// outbound bridges a phone's call: authenticate the phone, then (routeFor)
+// ring another local user's phones, try the fallback targets, or INVITE
+// sip:<dialled>@<domain>.sip.<edge>.twilio.com as the user's Twilio
 // identity, walking the edge monitor's plan (every IP of the active edge,
-// then the other edges) while no IP answers at all.
+// then the other edges) while no IP answers at all. Only an authenticated
+// phone ever reaches a local phone or a fallback target this way.
 func (b *B2BUA) outbound(req *sip.Request, tx sip.ServerTransaction, st *state) {
 	user, ok := b.authenticate(req, tx, st)
 	if !ok {
-		return
-	}
-	creds, ok := st.twilio.Upstream(user)
-	if !ok || creds.User == "" {
-		b.reply(tx, req, 403, "Forbidden - No Twilio Identity")
-		b.metrics.setup(outbound, outForbidden)
 		return
 	}
 	dialled := req.Recipient.User
@@ -35,9 +31,27 @@ func (b *B2BUA) outbound(req *sip.Request, tx sip.ServerTransaction, st *state) 
 		b.metrics.setup(outbound, outRejected)
 		return
 	}
+	rt := b.routeFor(st, dialled)
+	creds, ok := st.twilio.Upstream(user)
+	if rt.first == routeTwilio && (!ok || creds.User == "") {
+		if rt.then == "" {
+			b.reply(tx, req, 403, "Forbidden - No Twilio Identity")
+			b.metrics.setup(outbound, outForbidden)
+			return
+		}
+		rt.first, rt.then = rt.then, ""
+	}
 
-	c := b.newCall(outbound, user, st)
+	dir := outbound
+	if rt.first == routeLocal {
+		dir = local
+	}
+	c := b.newCall(dir, user, st)
 	c.from, c.to, c.merged = user, dialled, mergedKey(req)
+	c.route, c.emergency = rt.first, rt.emergency
+	if rt.first == routeLocal {
+		c.callee, c.to = rt.callee, rt.callee
+	}
 	ctx, cancel := context.WithCancelCause(b.life)
 	defer cancel(nil)
 	c.cancelSetup = cancel
@@ -56,18 +70,48 @@ func (b *B2BUA) outbound(req *sip.Request, tx sip.ServerTransaction, st *state) 
 		b.metrics.setup(outbound, outCancelled)
 		return
 	}
-	c.log.Info("outbound call", "dialled", dialled, "source", req.Source())
+	c.log.Info("outbound call", "dialled", dialled, "route", string(rt.first), "emergency", rt.emergency, "source", req.Source())
 
-	offer, ok := b.openMedia(c, req, tx, media.A)
+	offer, ok := b.openMedia(c, req, tx)
 	if !ok {
 		b.finish(c, "setup refused")
 		return
 	}
 	c.trustPhones(a)
+	other := func(ctx context.Context, r route) {
+		switch r {
+		case routeLocal:
+			b.ringLocal(ctx, c, a, req, tx, offer, rt.callee)
+		case routeFallback:
+			b.ringFallback(ctx, c, a, req, tx, offer, dialled)
+		}
+	}
+	if rt.first != routeTwilio {
+		other(ctx, rt.first)
+		return
+	}
 	d := &dial{
 		b: b, c: c, phone: a, preq: req, ptx: tx, offer: offer, dialled: dialled,
 		creds: creds, callID: newCallID(), fromTag: newTag(), cseq: initialCSeq(),
 		auth: &twilioAuth{user: creds.User, password: creds.Password},
+	}
+	if rt.then != "" {
+		d.then = func(ctx context.Context) {
+			c.log.Warn("every Twilio address failed; trying the call without Twilio", "route", string(rt.then), "reason", d.lastErr)
+			c.switchRoute(rt.then)
+			if c.st.s.TwilioSRTP && len(offer) > 0 {
+				// The offer made for Twilio carries SRTP; the new route
+				// gets the caller's offer carried across afresh.
+				c.sess.SetSRTP(media.B, media.SRTPFollow)
+				again, err := c.fromLeg(a, media.Offer, req.Body())
+				if err != nil {
+					c.log.Info("caller's offer unusable for the route without Twilio", "error", err)
+				} else {
+					offer = again
+				}
+			}
+			other(ctx, rt.then)
+		}
 	}
 	d.run(ctx)
 }
@@ -89,6 +133,9 @@ type dial struct {
 
 	tried, silent int // targets tried, and those that said nothing at all
 	lastErr       string
+	// then, when set, takes the call on once every Twilio address failed
+	// (the local callee's phones, the fallback targets).
+	then func(ctx context.Context)
 }
 
 // attempt outcomes.
@@ -105,6 +152,11 @@ func (d *dial) run(ctx context.Context) {
 	b, c := d.b, d.c
 	plan := b.edges.Plan()
 	if len(plan) == 0 {
+		if d.then != nil {
+			d.lastErr = "no Twilio edge has an address"
+			d.then(ctx)
+			return
+		}
 		d.fail(503, "Service Unavailable", "no Twilio edge has an address", outUnavailable)
 		return
 	}
@@ -127,6 +179,10 @@ func (d *dial) run(ctx context.Context) {
 		if i < len(plan) {
 			c.log.Info("INVITE failing over", "from", t.String(), "to", plan[i].String(), "reason", d.lastErr)
 		}
+	}
+	if d.then != nil && ctx.Err() == nil {
+		d.then(ctx)
+		return
 	}
 	switch {
 	case d.silent == d.tried:
@@ -450,12 +506,22 @@ func (d *dial) answered(iv *invite, t edge.Target, res *sip.Response) {
 func (b *B2BUA) startMedia(c *call) {
 	c.sess.Answered()
 	c.sess.OnTimeout(func(side media.Side) {
-		b.spawn(func() { b.hangup(c, "media timeout on the "+sideName(side)+" side", nil) })
+		b.spawn(func() { b.hangup(c, "media timeout on the "+c.sideName(side)+" side", nil) })
 	})
 }
 
-func sideName(s media.Side) string {
-	if s == media.A {
+// sideName names a side of c for logs and Reasons: the phone's (A) and
+// Twilio's (B), or for a call without Twilio the caller's and the callee's.
+func (c *call) sideName(s media.Side) string {
+	c.mu.Lock()
+	rt := c.route
+	c.mu.Unlock()
+	switch {
+	case rt != routeTwilio && s == media.A:
+		return "caller"
+	case rt != routeTwilio:
+		return "callee"
+	case s == media.A:
 		return "phone"
 	}
 	return "Twilio"

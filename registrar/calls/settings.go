@@ -89,9 +89,38 @@ type Settings struct {
 	// TwilioSRTP makes the Twilio leg speak only SDES-SRTP (RTP/SAVP with
 	// a=crypto), as a SIP Domain with Secure Media requires: edgewise's
 	// offers to Twilio carry its key, and a plain offer or answer from
-	// Twilio is refused with 488. The phone leg is unaffected.
+	// Twilio is refused with 488. The phone leg is unaffected, and so is
+	// side B of a call that does not go to Twilio (a local callee, a
+	// fallback target).
 	TwilioSRTP bool
+
+	// Local says when a phone's call to another local user (the Request-URI
+	// user is an extension or a user name) is connected by edgewise itself,
+	// both legs local: LocalWhenTwilioDown (the default) while no Twilio
+	// edge is usable, LocalAlways, or LocalNever.
+	Local LocalMode
+	// Extensions maps each extension to its local user.
+	Extensions map[string]string
+	// FallbackTargets get phones' calls to numbers that are not local while
+	// no Twilio edge is usable, or once every Twilio address failed for a
+	// call: in orderTargets' order, the next on failure or silence, with
+	// the number dialled as the Request-URI's user.
+	FallbackTargets []Target
+	// EmergencyNumbers take the first usable route (Twilio, else the
+	// fallback targets) and are never refused for MaxCalls or
+	// MaxCallsPerUser.
+	EmergencyNumbers []string
 }
+
+// LocalMode is when a call between two local users stays local.
+type LocalMode string
+
+// Local modes; "" means LocalWhenTwilioDown.
+const (
+	LocalWhenTwilioDown LocalMode = "when_twilio_down"
+	LocalAlways         LocalMode = "always"
+	LocalNever          LocalMode = "never"
+)
 
 // Target is a fixed destination for a user's calls: a PBX, an SBC, a phone
 // that cannot register.
@@ -110,6 +139,9 @@ func (s Settings) withDefaults() Settings {
 	}
 	if s.UserAgent == "" {
 		s.UserAgent = "edgewise"
+	}
+	if s.Local == "" {
+		s.Local = LocalWhenTwilioDown
 	}
 	return s
 }
@@ -146,6 +178,10 @@ type state struct {
 	local  hostPort
 	phones directory.Phones
 	twilio directory.Twilio
+	// extOf is each user's extension (From toward the callee of a local
+	// call, so it can call back); emergency holds EmergencyNumbers.
+	extOf     map[string]string
+	emergency map[string]bool
 }
 
 func newState(s Settings, phones directory.Phones, twilio directory.Twilio) (*state, error) {
@@ -178,6 +214,7 @@ func newState(s Settings, phones directory.Phones, twilio directory.Twilio) (*st
 			errs = append(errs, fmt.Errorf("signalling CIDR %s is not valid", p))
 		}
 	}
+	errs = append(errs, s.checkRoutes()...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("calls settings: %w", err)
 	}
@@ -191,7 +228,15 @@ func newState(s Settings, phones directory.Phones, twilio directory.Twilio) (*st
 	if twilio == nil {
 		twilio = directory.TwilioMap(nil)
 	}
-	return &state{s: s, cidrs: cidrs, public: pub, local: loc, phones: phones, twilio: twilio}, nil
+	st := &state{s: s, cidrs: cidrs, public: pub, local: loc, phones: phones, twilio: twilio,
+		extOf: make(map[string]string, len(s.Extensions)), emergency: make(map[string]bool, len(s.EmergencyNumbers))}
+	for ext, user := range s.Extensions {
+		st.extOf[user] = ext
+	}
+	for _, n := range s.EmergencyNumbers {
+		st.emergency[n] = true
+	}
+	return st, nil
 }
 
 // fromTwilio reports whether a new call may come from addr.

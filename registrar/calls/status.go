@@ -11,23 +11,33 @@ import (
 // CallStatus is one call in /v1/status ("calls": [...]).
 type CallStatus struct {
 	ID string `json:"id"`
-	// Direction is "outbound" (phone to Twilio) or "inbound".
+	// Direction is "outbound" (a phone's call to a number), "inbound" (from
+	// Twilio) or "local" (a phone's call to another local user, connected
+	// by edgewise itself).
 	Direction string `json:"direction"`
+	// Route is where the call goes: "twilio", "local" (the callee's phones)
+	// or "fallback" (a fallback target, no edge being usable).
+	Route string `json:"route"`
+	// Emergency marks a call to one of the emergency numbers.
+	Emergency bool   `json:"emergency,omitempty"`
 	User      string `json:"user"`
 	// From is the caller as its side named it; To the dialled number
-	// (outbound) or the local user (inbound).
+	// (outbound), the local user (inbound) or the callee (local).
 	From     string     `json:"from"`
 	To       string     `json:"to"`
 	State    string     `json:"state"` // setup, ringing, answered
 	CallSid  string     `json:"call_sid,omitempty"`
 	Edge     string     `json:"edge,omitempty"`   // outbound: the edge the call went to
-	Target   string     `json:"target,omitempty"` // outbound: the Twilio IP:port it went to
+	Target   string     `json:"target,omitempty"` // outbound: the Twilio (or fallback target's) IP:port it went to
 	Started  time.Time  `json:"started"`
 	Answered *time.Time `json:"answered,omitempty"`
-	// Phone and TwilioLeg are the two dialogs; Forks the phones still
-	// ringing during an inbound setup.
+	// Phone and TwilioLeg are the two dialogs of a call through Twilio; a
+	// call without Twilio has Phone (the caller's) and Callee (the local
+	// phone's or the fallback target's). Forks are the phones or targets
+	// still ringing during a forked setup.
 	Phone     *LegStatus `json:"phone,omitempty"`
 	TwilioLeg *LegStatus `json:"twilio_leg,omitempty"`
+	Callee    *LegStatus `json:"callee,omitempty"`
 	Forks     int        `json:"forks,omitempty"`
 	// Media is the relay's view: per-leg addresses and RTP/RTCP counters.
 	Media *media.SessionStats `json:"media,omitempty"`
@@ -65,10 +75,11 @@ func (b *B2BUA) Calls() []CallStatus {
 func (c *call) status() CallStatus {
 	st := CallStatus{
 		ID: c.id, Direction: string(c.dir), User: c.user, From: c.from, To: c.to,
-		CallSid: c.callSid, Started: c.started,
+		CallSid: c.callSid, Started: c.started, Emergency: c.emergency,
 	}
 	c.mu.Lock()
 	st.State = string(c.phase)
+	st.Route = string(c.route)
 	if !c.answered.IsZero() {
 		t := c.answered
 		st.Answered = &t
@@ -76,10 +87,14 @@ func (c *call) status() CallStatus {
 	if c.target.IP.IsValid() {
 		st.Edge, st.Target = c.target.Edge, c.target.Addr()
 	}
+	if c.reached != "" {
+		st.Target = c.reached
+	}
 	in, out, sess := c.in, c.out, c.sess
-	if out == nil && c.dir == inbound {
+	if out == nil {
 		st.Forks = len(c.forks)
 	}
+	withoutTwilio := c.route != routeTwilio
 	c.mu.Unlock()
 	for _, l := range []*leg{in, out} {
 		if l == nil {
@@ -90,9 +105,14 @@ func (c *call) status() CallStatus {
 			bs := br.Stats()
 			st.Browser = &bs
 		}
-		if l.side == media.A {
+		switch {
+		case withoutTwilio && l == in:
 			st.Phone = &ls
-		} else {
+		case withoutTwilio:
+			st.Callee = &ls
+		case l.side == media.A:
+			st.Phone = &ls
+		default:
 			st.TwilioLeg = &ls
 		}
 	}

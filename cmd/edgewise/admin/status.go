@@ -27,7 +27,10 @@ type Status struct {
 	Users []UserStatus       `json:"users,omitempty"`
 	Edges []edge.EdgeStatus  `json:"edges,omitempty"`
 	Calls []calls.CallStatus `json:"calls,omitempty"`
-	Store *StoreStatus       `json:"store,omitempty"`
+	// Survival says whether edgewise carries calls without Twilio (no edge
+	// usable), since when, and how many.
+	Survival *calls.SurvivalStatus `json:"survival,omitempty"`
+	Store    *StoreStatus          `json:"store,omitempty"`
 	// Events are the recent events, newest first.
 	Events []Event `json:"events,omitempty"`
 }
