@@ -21,7 +21,7 @@ func TestClusterConfig(t *testing.T) {
 			`c.yaml:5: cluster.node_name: required with store.backend: etcd (hint: node_name: ${EDGEWISE_NODE}, a name unique in the cluster)`,
 		}},
 		{"etcd fields", head + "  backend: etcd\n  etcd:\n    endpoints: [10.0.0.5:2379, \"https://10.0.0.6:2379/v3\"]\n    prefix: edgewise\n" +
-			"    username: edgewise\n    cert_file: /nonexistent.pem\n    request_timeout: 30s\ncluster:\n  node_name: ${EDGEWISE_TEST_NODE_UNSET}\n", []string{
+			"    username: edgewise\n    cert_file: /nonexistent.pem\n    request_timeout: 30s\ncluster:\n  node_name: ${EDGEWISE_TEST_NODE_UNSET}\n  lease_ttl: 1500ms\n", []string{
 			`c.yaml:6: store.etcd.password: required with username (hint: password: ${ETCD_PASSWORD} or password_file)`,
 			`c.yaml:7: store.etcd.endpoints[0]: "10.0.0.5:2379" is not http(s)://host:port (hint: a client URL, e.g. "https://10.0.0.5:2379")`,
 			`c.yaml:7: store.etcd.endpoints[1]: "https://10.0.0.6:2379/v3" is not http(s)://host:port (hint: a client URL, e.g. "https://10.0.0.5:2379")`,
@@ -29,6 +29,7 @@ func TestClusterConfig(t *testing.T) {
 			`c.yaml:10: store.etcd.cert_file: a client certificate needs its key (hint: give both cert_file and key_file, or neither)`,
 			`c.yaml:11: store.etcd.request_timeout: 30s is outside 50ms..10s (hint: short: a REGISTER waits at most this long for etcd before it is answered from memory)`,
 			`c.yaml:13: cluster.node_name: environment variable EDGEWISE_TEST_NODE_UNSET is not set (hint: export it or use node_name_file)`,
+			`c.yaml:14: cluster.lease_ttl: 1.5s is not whole seconds in 2s..1m (hint: whole seconds: a dead node's users move after about this long)`,
 		}},
 	}
 	for _, tc := range problems {
@@ -47,7 +48,7 @@ func TestClusterConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Etcd{Endpoints: []string{"http://10.0.0.5:2379"}, Prefix: "/edgewise/", RequestTimeout: 500 * time.Millisecond}
-	if cfg.Store.Backend != "etcd" || !reflect.DeepEqual(cfg.Store.Etcd, want) || cfg.Cluster.NodeName != "node-b" {
+	if cfg.Store.Backend != "etcd" || !reflect.DeepEqual(cfg.Store.Etcd, want) || cfg.Cluster.NodeName != "node-b" || cfg.Cluster.LeaseTTL != 5*time.Second {
 		t.Errorf("store %+v cluster %+v", cfg.Store, cfg.Cluster)
 	}
 }

@@ -33,7 +33,8 @@ func (d *decoder) decode(root *yaml.Node, c *Config) bool {
 	}
 	st.str("backend", &c.Store.Backend)
 	d.decodeEtcd(st.node("etcd"), &c.Store.Etcd)
-	cf := d.mapping(top.node("cluster"), "cluster", "node_name")
+	cf := d.mapping(top.node("cluster"), "cluster", "node_name", "lease_ttl")
+	cf.dur("lease_ttl", &c.Cluster.LeaseTTL)
 	if cf.node("node_name") != nil {
 		// A secret's ${VAR} expansion, without hiding the value: one file
 		// serves every node, each with its own environment.

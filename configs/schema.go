@@ -349,6 +349,9 @@ type Etcd struct {
 // node_name: ${EDGEWISE_NODE}.
 type Cluster struct {
 	NodeName string `yaml:"node_name"`
+	// LeaseTTL is how long after a node stops renewing its etcd lease
+	// (it died, or lost etcd) the others take over its users upstream.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // Admin configures the admin HTTP API.
@@ -488,8 +491,9 @@ func defaults() *Config {
 			MediaEncryption: "none",
 			REST:            TwilioREST{Region: "us1"},
 		},
-		Admin: Admin{Listen: "127.0.0.1:9060"},
-		Store: Store{Backend: "bbolt", Etcd: Etcd{Prefix: "/edgewise/", RequestTimeout: 500 * time.Millisecond}},
+		Admin:   Admin{Listen: "127.0.0.1:9060"},
+		Store:   Store{Backend: "bbolt", Etcd: Etcd{Prefix: "/edgewise/", RequestTimeout: 500 * time.Millisecond}},
+		Cluster: Cluster{LeaseTTL: 5 * time.Second},
 		Media: Media{RTPPorts: PortRange{Min: 20000, Max: 29999}, Timeout: 60 * time.Second,
 			WebRTC: WebRTC{ConnectTimeout: 20 * time.Second}},
 		Calls:    Calls{MaxPerUser: 4, Local: LocalWhenTwilioDown},

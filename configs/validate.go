@@ -97,6 +97,9 @@ func (d *decoder) validateStore(s Store, c Cluster) {
 	if e.RequestTimeout < 50*time.Millisecond || e.RequestTimeout > 10*time.Second {
 		d.problem("store.etcd.request_timeout", "short: a REGISTER waits at most this long for etcd before it is answered from memory", "%s is outside 50ms..10s", fmtDur(e.RequestTimeout))
 	}
+	if c.LeaseTTL < 2*time.Second || c.LeaseTTL > time.Minute || c.LeaseTTL%time.Second != 0 {
+		d.problem("cluster.lease_ttl", "whole seconds: a dead node's users move after about this long", "%s is not whole seconds in 2s..1m", fmtDur(c.LeaseTTL))
+	}
 	if c.NodeName == "" && !d.bad["cluster.node_name"] {
 		d.problemLine(at, "cluster.node_name", "node_name: ${EDGEWISE_NODE}, a name unique in the cluster", "required with store.backend: etcd")
 	} else if c.NodeName != "" && !validUser(c.NodeName) {

@@ -23,6 +23,7 @@ import (
 	"github.com/edgewise-sip/edgewise/configs"
 	"github.com/edgewise-sip/edgewise/registrar/cluster"
 	"github.com/edgewise-sip/edgewise/registrar/location"
+	"github.com/edgewise-sip/edgewise/registrar/twilio/upstream"
 	"github.com/edgewise-sip/edgewise/token"
 )
 
@@ -141,7 +142,13 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo(), live)
 
-	sip, err := newSIPSide(cfg, table, db, logger, reg, &journal{})
+	var owned upstream.Bindings = table
+	var owners *cluster.Owners
+	if shared != nil {
+		owners = cluster.NewOwners(shared, table, cluster.OwnerSettings{LeaseTTL: cfg.Cluster.LeaseTTL, ClaimRate: float64(cfg.Twilio.Move.Rate)})
+		owned = owners
+	}
+	sip, err := newSIPSide(cfg, table, owned, db, logger, reg, &journal{})
 	if err != nil {
 		return err
 	}
@@ -161,6 +168,7 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 			doc := buildStatus(started, live, table, time.Now())
 			if shared != nil {
 				doc.Store.Backend, doc.Store.Node = "etcd", cfg.Cluster.NodeName
+				doc.Store.Nodes, doc.Store.Owned = owners.Nodes(), owners.Owned()
 				if deg, since := shared.Degraded(); deg {
 					doc.Store.DegradedSince = &since
 				}
@@ -217,6 +225,7 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 	g.Go(func() error { return table.Run(ctx) })
 	if runShared != nil {
 		g.Go(func() error { return runShared(ctx) })
+		g.Go(func() error { return owners.Run(ctx) })
 	}
 	g.Go(func() error { return sip.run(ctx) })
 	g.Go(func() error {

@@ -53,7 +53,9 @@ type sipSide struct {
 	browsers   *webrtc.Hub // nil without media.webrtc.listen
 }
 
-func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer, events *journal) (*sipSide, error) {
+// owned is what upstream registers: the table's users, or in a cluster the
+// users this node owns.
+func newSIPSide(cfg *configs.Config, table *location.Table, owned upstream.Bindings, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer, events *journal) (*sipSide, error) {
 	srv, err := frontend.New(sipServerSettings(cfg), logger.With("component", "sip"))
 	if err != nil {
 		return nil, err
@@ -97,7 +99,7 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	mon.OnEdgeState(events.edgeState)
 	up, err := upstream.New(upstreamSettings(cfg), upstreamDirectory(cfg), upstream.Options{
 		Edges:    mon,
-		Bindings: table,
+		Bindings: owned,
 		Sender:   upstream.ClientSender{Client: client, TLS: tlsClients.Client},
 		DB:       db,
 		Logger:   logger.With("component", "upstream"),

@@ -3,7 +3,9 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,4 +75,73 @@ func TestClusterSharesBindings(t *testing.T) {
 		t.Fatalf("unregister at node a: sipp exited %d:\n%s", code, out)
 	}
 	kit.WaitFor(t, time.Second, "node b to see alice unregistered", func() bool { return len(contactNodes(t, b, "alice")) == 0 })
+}
+
+// simContactHosts lists the hosts of user's Contacts registered at
+// edgesim (Twilio): one per edgewise node that registered the user.
+func (s *sim) contactHosts(t *testing.T, user string) map[string]bool {
+	t.Helper()
+	resp, err := http.Get(s.control + "/v1/bindings?user=" + user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Bindings []struct {
+			Contact string `json:"contact"`
+		} `json:"bindings"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, b := range body.Bindings {
+		host := b.Contact
+		if i := strings.Index(host, "@"); i >= 0 {
+			host = host[i+1:]
+		}
+		host, _, _ = strings.Cut(host, ":")
+		host, _, _ = strings.Cut(host, ";")
+		out[host] = true
+	}
+	return out
+}
+
+// TestClusterOneOwnerUpstream: alice registers at node a of two; only node
+// a registers her at Twilio (edgesim). Node a is killed: node b takes her
+// over and registers her upstream within the lease TTL + 2 s.
+func TestClusterOneOwnerUpstream(t *testing.T) {
+	s := startSim(t)
+	e := kit.StartEtcd(t, kit.NewNet(t), 3)
+	cfgFor := func(name string) func(ip, dir string) string {
+		return func(ip, dir string) string {
+			up := upstreamConfig(s, "")(ip, dir)
+			old := fmt.Sprintf("store:\n  path: %s/edgewise.db\n", dir)
+			list, _ := json.Marshal(e.Endpoints())
+			return strings.Replace(up, old, fmt.Sprintf("%s  backend: etcd\n  etcd:\n    endpoints: %s\ncluster:\n  node_name: %s\n  lease_ttl: 2s\n",
+				old, list, name), 1)
+		}
+	}
+	a := startDaemon(t, cfgFor("node-a"))
+	b := startDaemon(t, cfgFor("node-b"))
+
+	phone := nextIP(t)
+	if code, out := sippRun(t, "register.xml", phone, a.ip+":5060", [][]string{authRow("alice", "alice-secret", 3600)}, 1, "-p", "5060"); code != 0 {
+		t.Fatalf("register at node a: sipp exited %d:\n%s", code, out)
+	}
+	kit.WaitFor(t, 5*time.Second, "alice registered at Twilio by node a", func() bool { return s.contactHosts(t, "alice")[a.ip] })
+	kit.WaitFor(t, time.Second, "node b to know alice", func() bool { return len(contactNodes(t, b, "alice")) == 1 })
+	if hosts := s.contactHosts(t, "alice"); hosts[b.ip] || len(hosts) != 1 {
+		t.Fatalf("Twilio holds alice's Contacts at %v, want node a's only", hosts)
+	}
+	if st := a.status(t).Store; st.Owned != 1 || len(st.Nodes) != 2 {
+		t.Errorf("node a store status %+v", st)
+	}
+
+	killed := time.Now()
+	a.proc.signal(syscall.SIGKILL)
+	kit.WaitFor(t, 2*time.Second+2*time.Second+2*time.Second, "node b to register alice at Twilio", func() bool {
+		return s.contactHosts(t, "alice")[b.ip]
+	})
+	t.Logf("node b registered alice upstream %s after node a died (lease_ttl 2s)", time.Since(killed).Round(10*time.Millisecond))
 }

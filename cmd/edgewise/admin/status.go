@@ -74,6 +74,10 @@ type StoreStatus struct {
 	// Backend is "etcd" for a cluster node (Node names it), else "bbolt".
 	Backend string `json:"backend,omitempty"`
 	Node    string `json:"node,omitempty"`
+	// Nodes are the cluster's nodes with a live lease; Owned counts the
+	// users this node registers at Twilio.
+	Nodes []string `json:"nodes,omitempty"`
+	Owned int      `json:"owned,omitempty"`
 	// DegradedSince is set while etcd is unreachable: the node serves from
 	// memory and queues its changes.
 	DegradedSince *time.Time `json:"degraded_since,omitempty"`
