@@ -372,6 +372,9 @@ func TestTwiMLRefusals(t *testing.T) {
 		{name: "browser step for a number that is not ours",
 			req:    twimlReq{query: "step=client", params: callParams("+14155559999", "+19005550199", "DialCallStatus", "no-answer")},
 			status: 404, reason: twimlUnknownNumber},
+		{name: "browser step from a user for a number that is not ours",
+			req:    twimlReq{query: "step=client", params: callParams("sip:alice@example.sip.twilio.com", "+19005550199", "DialCallStatus", "no-answer")},
+			status: 404, reason: twimlUnknownNumber},
 		{name: "unknown step", req: twimlReq{query: "step=dial", params: ringing}, status: 400, reason: twimlBadForm},
 		{name: "GET", req: twimlReq{method: http.MethodGet, params: ringing}, status: 405, reason: twimlMethod},
 		{name: "JSON body", req: twimlReq{contentType: "application/json", body: `{"To":"+14155550100"}`, params: ringing},
@@ -544,11 +547,12 @@ func TestTwiMLStatusCallbacks(t *testing.T) {
 		}
 	}
 	mu.Lock()
-	defer mu.Unlock()
-	if len(events) != 4 {
-		t.Fatalf("%d events, want 4: %+v", len(events), events)
+	got := slices.Clone(events)
+	mu.Unlock()
+	if len(got) != 4 {
+		t.Fatalf("%d events, want 4: %+v", len(got), got)
 	}
-	e := events[0]
+	e := got[0]
 	if e.Status != "failed" || e.ErrorCode != "32009" || e.CallSID != "CA00000000000000000000000000000001" ||
 		e.From != "sip:alice@example.sip.twilio.com" || e.To != "+14155551234" || e.Direction != "outbound-dial" || e.At.IsZero() ||
 		!strings.Contains(e.ErrorMessage, "not currently registered") {
@@ -563,6 +567,8 @@ func TestTwiMLStatusCallbacks(t *testing.T) {
 	checkRefusal(t, rec, 400, "CallStatus")
 	rec = twimlReq{path: PathTwiMLStatus, signFor: "-", params: url.Values{"CallStatus": {"failed"}, "ErrorCode": {"31000"}}}.do(t, h)
 	checkRefusal(t, rec, 403, "")
+	mu.Lock()
+	defer mu.Unlock()
 	if len(events) != 4 {
 		t.Errorf("refused callbacks made events: %+v", events[4:])
 	}
