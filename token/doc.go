@@ -31,7 +31,9 @@
 // sip:<twilio user>@<domain>.sip.twilio.com, or its browser's
 // client:<identity>) to anything else dials that number with
 // <Dial callerId=…><Number>, the caller ID being the user's first number.
-// Anything else is refused: there is no default route out.
+// Anything else is refused: there is no default route out. Every dialled
+// noun reports its end (statusCallback) to the /v1/twiml/status of the
+// public URL the request was signed for, so failed legs are counted.
 //
 // The package does not read the config file; the caller converts its config
 // into Settings and a Directory and calls Apply at start and on every reload.

@@ -135,13 +135,14 @@ func (p *Provider) twiml(w http.ResponseWriter, r *http.Request) (route, doc str
 	if ref != nil {
 		return "", "", ref
 	}
-	if ref := tw.verify(r, form); ref != nil {
+	base, ref := tw.verify(r, form)
+	if ref != nil {
 		return "", "", ref
 	}
 	if r.URL.Path == PathTwiMLStatus {
 		return p.callStatus(form)
 	}
-	return tw.voice(r.URL.Query(), form)
+	return tw.voice(base+PathTwiMLStatus, r.URL.Query(), form)
 }
 
 // formError is a refused form: its reason label and what to say.
@@ -224,24 +225,25 @@ func parseTwiMLForm(contentType string, body []byte) (map[string]string, error) 
 
 // verify checks X-Twilio-Signature with twilio-go's validator against the
 // URL as Twilio requested it under each public URL: the base, the path and
-// the query exactly as sent.
-func (tw *twimlState) verify(r *http.Request, form map[string]string) *refusal {
+// the query exactly as sent. It returns the public URL the request was
+// signed for.
+func (tw *twimlState) verify(r *http.Request, form map[string]string) (string, *refusal) {
 	sigs := r.Header.Values(SignatureHeader)
 	switch {
 	case len(sigs) == 0 || sigs[0] == "":
-		return &refusal{http.StatusForbidden, twimlNoSignature, "no " + SignatureHeader + ": only Twilio may call this app", 0}
+		return "", &refusal{http.StatusForbidden, twimlNoSignature, "no " + SignatureHeader + ": only Twilio may call this app", 0}
 	case len(sigs) > 1:
-		return &refusal{http.StatusForbidden, twimlBadSignature, "more than one " + SignatureHeader, 0}
+		return "", &refusal{http.StatusForbidden, twimlBadSignature, "more than one " + SignatureHeader, 0}
 	case r.Header.Get(webhookRuleHeader) != "":
-		return &refusal{http.StatusForbidden, twimlBadSignature,
+		return "", &refusal{http.StatusForbidden, twimlBadSignature,
 			"signed under a Webhooks rule (" + webhookRuleHeader + "); only auth-token signatures are checked: remove the rule for this URL", 0}
 	}
 	for _, base := range tw.bases {
 		if tw.validator.Validate(signedURL(base, r), form, sigs[0]) {
-			return nil
+			return base, nil
 		}
 	}
-	return &refusal{http.StatusForbidden, twimlBadSignature,
+	return "", &refusal{http.StatusForbidden, twimlBadSignature,
 		SignatureHeader + " does not match: the body was altered, or it was signed for another URL or account", 0}
 }
 
@@ -256,8 +258,10 @@ func signedURL(base string, r *http.Request) string {
 // voice picks the TwiML for a call. To decides first: a call to one of the
 // configured numbers rings its user, whoever calls. Any other To is a call
 // out, allowed only from a configured user (its phone or its browser) and
-// with that user's caller ID; there is no default route.
-func (tw *twimlState) voice(query url.Values, form map[string]string) (string, string, *refusal) {
+// with that user's caller ID; there is no default route. Each dialled leg
+// reports its end to statusURL (this replica's status path), so a leg that
+// fails (a user not registered, a busy number) is counted and logged.
+func (tw *twimlState) voice(statusURL string, query url.Values, form map[string]string) (string, string, *refusal) {
 	to, from := form["To"], form["From"]
 	step := query.Get("step")
 	if step != "" && step != stepClient {
@@ -265,14 +269,14 @@ func (tw *twimlState) voice(query url.Values, form map[string]string) (string, s
 	}
 	if user, ok := tw.numberUser(to); ok {
 		if step == stepClient {
-			return tw.ringClient(user, form["DialCallStatus"])
+			return tw.ringClient(statusURL, user, form["DialCallStatus"])
 		}
 		return render(routeRingUser, twiml.VoiceDial{
 			// The phones first; the browser only if they do not answer:
 			// Twilio refuses other nouns beside <Sip> in one <Dial>.
 			Action:         stepClientAction,
 			AnswerOnBridge: "true",
-			InnerElements:  []twiml.Element{twiml.VoiceSip{SipUrl: "sip:" + tw.twilioOf[user] + "@" + tw.domain}},
+			InnerElements:  []twiml.Element{twiml.VoiceSip{SipUrl: "sip:" + tw.twilioOf[user] + "@" + tw.domain, StatusCallback: statusURL}},
 		})
 	}
 	if step == stepClient {
@@ -299,20 +303,20 @@ func (tw *twimlState) voice(query url.Values, form map[string]string) (string, s
 	return render(routeDialNumber, twiml.VoiceDial{
 		CallerId:       cid,
 		AnswerOnBridge: "true",
-		InnerElements:  []twiml.Element{twiml.VoiceNumber{PhoneNumber: number}},
+		InnerElements:  []twiml.Element{twiml.VoiceNumber{PhoneNumber: number, StatusCallback: statusURL}},
 	})
 }
 
 // ringClient answers the <Dial> action after the user's phones: done when
 // they answered (or the caller gave up), else the user's browser.
-func (tw *twimlState) ringClient(user, dialStatus string) (string, string, *refusal) {
+func (tw *twimlState) ringClient(statusURL, user, dialStatus string) (string, string, *refusal) {
 	switch dialStatus {
 	case "completed", "answered", "canceled":
 		return render(routeHangup, twiml.VoiceHangup{})
 	}
 	return render(routeRingClient, twiml.VoiceDial{
 		AnswerOnBridge: "true",
-		InnerElements:  []twiml.Element{twiml.VoiceClient{Identity: clientid.Of(user)}},
+		InnerElements:  []twiml.Element{twiml.VoiceClient{Identity: clientid.Of(user), StatusCallback: statusURL}},
 	})
 }
 

@@ -123,12 +123,12 @@ func FuzzTwiMLVoice(f *testing.F) {
 				want := map[string]string{"alice": "+14155550100", "carol.smith": "+14155550101"}
 				user, _ := p.state.Load().twiml.caller(from)
 				if want[user] == "" || d.CallerID != want[user] {
-					t.Fatalf("From %q dialled %v with caller ID %q", from, d.Numbers, d.CallerID)
+					t.Fatalf("From %q dialled %+v with caller ID %q", from, d.Numbers, d.CallerID)
 				}
 			}
 			if len(d.Sips) > 0 || len(d.Clients) > 0 {
 				if _, ok := p.state.Load().twiml.numberUser(to); !ok {
-					t.Fatalf("To %q is no configured number but rang %v %v", to, d.Sips, d.Clients)
+					t.Fatalf("To %q is no configured number but rang %+v %+v", to, d.Sips, d.Clients)
 				}
 			}
 		}

@@ -182,12 +182,29 @@ type twimlDoc struct {
 }
 
 type twimlDial struct {
-	Action         string   `xml:"action,attr"`
-	CallerID       string   `xml:"callerId,attr"`
-	AnswerOnBridge string   `xml:"answerOnBridge,attr"`
-	Numbers        []string `xml:"Number"`
-	Sips           []string `xml:"Sip"`
-	Clients        []string `xml:"Client"`
+	Action         string      `xml:"action,attr"`
+	CallerID       string      `xml:"callerId,attr"`
+	AnswerOnBridge string      `xml:"answerOnBridge,attr"`
+	Numbers        []twimlNoun `xml:"Number"`
+	Sips           []twimlNoun `xml:"Sip"`
+	Clients        []twimlNoun `xml:"Client"`
+}
+
+// twimlNoun is a <Number>, <Sip> or <Client>: whom to dial, and where the
+// leg's end is reported.
+type twimlNoun struct {
+	Value          string `xml:",chardata"`
+	StatusCallback string `xml:"statusCallback,attr"`
+}
+
+// nouns builds the expected nouns of one kind; the test fills in the
+// status callback it expects.
+func nouns(values ...string) []twimlNoun {
+	out := make([]twimlNoun, len(values))
+	for i, v := range values {
+		out[i] = twimlNoun{Value: v}
+	}
+	return out
 }
 
 // parseTwiML decodes the answer and lists every element name in order, so
@@ -231,50 +248,50 @@ func TestTwiMLVoice(t *testing.T) {
 		{name: "call to a number rings its user's phones",
 			req:      twimlReq{params: callParams(pstn, "+14155550100")},
 			elements: "Response Dial Sip", route: routeRingUser,
-			dial: twimlDial{Action: "voice?step=client", AnswerOnBridge: "true", Sips: []string{aliceSIP}}},
+			dial: twimlDial{Action: "voice?step=client", AnswerOnBridge: "true", Sips: nouns(aliceSIP)}},
 		{name: "second number of the same user",
 			req:      twimlReq{params: callParams(pstn, "+14155550102")},
 			elements: "Response Dial Sip", route: routeRingUser,
-			dial: twimlDial{Action: "voice?step=client", AnswerOnBridge: "true", Sips: []string{aliceSIP}}},
+			dial: twimlDial{Action: "voice?step=client", AnswerOnBridge: "true", Sips: nouns(aliceSIP)}},
 		{name: "user whose name is not a client identity",
 			req:      twimlReq{params: callParams(pstn, "+14155550101")},
 			elements: "Response Dial Sip", route: routeRingUser,
-			dial: twimlDial{Action: "voice?step=client", AnswerOnBridge: "true", Sips: []string{"sip:carol.smith@example.sip.twilio.com"}}},
+			dial: twimlDial{Action: "voice?step=client", AnswerOnBridge: "true", Sips: nouns("sip:carol.smith@example.sip.twilio.com")}},
 		{name: "phones did not answer: the browser rings",
 			req:      twimlReq{query: "step=client", params: callParams(pstn, "+14155550101", "DialCallStatus", "no-answer")},
 			elements: "Response Dial Client", route: routeRingClient,
-			dial: twimlDial{AnswerOnBridge: "true", Clients: []string{"carol_2E_smith"}}},
+			dial: twimlDial{AnswerOnBridge: "true", Clients: nouns("carol_2E_smith")}},
 		{name: "phones busy: the browser rings",
 			req:      twimlReq{query: "step=client", params: callParams(pstn, "+14155550100", "DialCallStatus", "busy")},
 			elements: "Response Dial Client", route: routeRingClient,
-			dial: twimlDial{AnswerOnBridge: "true", Clients: []string{"alice"}}},
+			dial: twimlDial{AnswerOnBridge: "true", Clients: nouns("alice")}},
 		{name: "phones answered: hang up after the call",
 			req:      twimlReq{query: "step=client", params: callParams(pstn, "+14155550100", "DialCallStatus", "completed")},
 			elements: "Response Hangup", route: routeHangup},
 		{name: "phone calls out with its caller ID",
 			req:      twimlReq{params: callParams(aliceSIP, "sip:+14155551234@example.sip.twilio.com")},
 			elements: "Response Dial Number", route: routeDialNumber,
-			dial: twimlDial{CallerID: "+14155550100", AnswerOnBridge: "true", Numbers: []string{"+14155551234"}}},
+			dial: twimlDial{CallerID: "+14155550100", AnswerOnBridge: "true", Numbers: nouns("+14155551234")}},
 		{name: "phone that registered at an edge host",
 			req:      twimlReq{params: callParams("sip:alice@example.sip.umatilla.twilio.com;transport=udp", "sip:4155551234@example.sip.umatilla.twilio.com")},
 			elements: "Response Dial Number", route: routeDialNumber,
-			dial: twimlDial{CallerID: "+14155550100", AnswerOnBridge: "true", Numbers: []string{"4155551234"}}},
+			dial: twimlDial{CallerID: "+14155550100", AnswerOnBridge: "true", Numbers: nouns("4155551234")}},
 		{name: "browser calls out",
 			req:      twimlReq{params: callParams("client:carol_2E_smith", "+442071234567")},
 			elements: "Response Dial Number", route: routeDialNumber,
-			dial: twimlDial{CallerID: "+14155550101", AnswerOnBridge: "true", Numbers: []string{"+442071234567"}}},
+			dial: twimlDial{CallerID: "+14155550101", AnswerOnBridge: "true", Numbers: nouns("+442071234567")}},
 		{name: "phone calls a configured number: its user rings",
 			req:      twimlReq{params: callParams(bobSIP, "sip:+14155550100@example.sip.twilio.com")},
 			elements: "Response Dial Sip", route: routeRingUser,
-			dial: twimlDial{Action: "voice?step=client", AnswerOnBridge: "true", Sips: []string{aliceSIP}}},
+			dial: twimlDial{Action: "voice?step=client", AnswerOnBridge: "true", Sips: nouns(aliceSIP)}},
 		{name: "signed for the second public URL, behind a prefix",
 			req:      twimlReq{signFor: twimlBaseB, params: callParams(pstn, "+14155550100")},
 			elements: "Response Dial Sip", route: routeRingUser,
-			dial: twimlDial{Action: "voice?step=client", AnswerOnBridge: "true", Sips: []string{aliceSIP}}},
+			dial: twimlDial{Action: "voice?step=client", AnswerOnBridge: "true", Sips: nouns(aliceSIP)}},
 		{name: "signed for the URL with its default port",
 			req:      twimlReq{signFor: "https://tokens-a.example.com:443", params: callParams(pstn, "+14155550100")},
 			elements: "Response Dial Sip", route: routeRingUser,
-			dial: twimlDial{Action: "voice?step=client", AnswerOnBridge: "true", Sips: []string{aliceSIP}}},
+			dial: twimlDial{Action: "voice?step=client", AnswerOnBridge: "true", Sips: nouns(aliceSIP)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newTestProvider(t, twimlTestSettings())
@@ -289,7 +306,11 @@ func TestTwiMLVoice(t *testing.T) {
 			if got := strings.Join(names, " "); got != tc.elements {
 				t.Fatalf("elements %q, want %q:\n%s", got, tc.elements, rec.Body)
 			}
-			if len(doc.Dials) == 1 && !equalDial(doc.Dials[0], tc.dial) {
+			statusURL := twimlBaseA + PathTwiMLStatus
+			if tc.req.signFor == twimlBaseB {
+				statusURL = twimlBaseB + PathTwiMLStatus
+			}
+			if len(doc.Dials) == 1 && !equalDial(doc.Dials[0], tc.dial, statusURL) {
 				t.Errorf("dial %+v, want %+v\n%s", doc.Dials[0], tc.dial, rec.Body)
 			}
 			if got := testutil.ToFloat64(p.metrics.twiml.answered.WithLabelValues(tc.route)); got != 1 {
@@ -299,9 +320,15 @@ func TestTwiMLVoice(t *testing.T) {
 	}
 }
 
-func equalDial(a, b twimlDial) bool {
-	return a.Action == b.Action && a.CallerID == b.CallerID && a.AnswerOnBridge == b.AnswerOnBridge &&
-		slices.Equal(a.Numbers, b.Numbers) && slices.Equal(a.Sips, b.Sips) && slices.Equal(a.Clients, b.Clients)
+// equalDial compares two Dials; every noun of got must report to statusURL.
+func equalDial(got, want twimlDial, statusURL string) bool {
+	for _, l := range [][]twimlNoun{want.Numbers, want.Sips, want.Clients} {
+		for i := range l {
+			l[i].StatusCallback = statusURL
+		}
+	}
+	return got.Action == want.Action && got.CallerID == want.CallerID && got.AnswerOnBridge == want.AnswerOnBridge &&
+		slices.Equal(got.Numbers, want.Numbers) && slices.Equal(got.Sips, want.Sips) && slices.Equal(got.Clients, want.Clients)
 }
 
 // TestTwiMLRefusals plays the attacker: each request is refused with its
@@ -421,7 +448,7 @@ func TestTwiMLRefusals(t *testing.T) {
 			if got := testutil.ToFloat64(p.metrics.twiml.answered.WithLabelValues(routeDialNumber)); got != 0 {
 				t.Fatalf("a refused request dialled out")
 			}
-			if rec := good.do(t, h); rec.Code != 200 || !strings.Contains(rec.Body.String(), "<Number>+14155551234</Number>") {
+			if rec := good.do(t, h); rec.Code != 200 || !strings.Contains(rec.Body.String(), ">+14155551234</Number>") {
 				t.Fatalf("legitimate request after the refusal: %d %s", rec.Code, rec.Body)
 			}
 		})

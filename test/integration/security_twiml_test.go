@@ -33,7 +33,7 @@ func TestSecurityTwiMLRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		twimlFbCheckRing(t, "legitimate request after "+name, c, b)
+		twimlFbCheckRing(t, "legitimate request after "+name, r.base, c, b)
 	}
 
 	code, body, err := twimlFbPost(t, r.base, path, "", toll)

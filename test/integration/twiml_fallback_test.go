@@ -205,9 +205,13 @@ func twimlFbParse(t *testing.T, body string) twimlFbDoc {
 }
 
 // twimlFbCheckRing asserts the TwiML rings alice's phones through the SIP
-// domain's AOR, with her browser as the Dial's next step.
-func twimlFbCheckRing(t *testing.T, who string, code int, body string) {
+// domain's AOR, with her browser as the Dial's next step, and the leg's end
+// reported to the replica that answered (base).
+func twimlFbCheckRing(t *testing.T, who, base string, code int, body string) {
 	t.Helper()
+	if !strings.Contains(body, `statusCallback="`+base+`/v1/twiml/status"`) {
+		t.Errorf("%s: the leg does not report to %s/v1/twiml/status: %s", who, base, body)
+	}
 	if code != http.StatusOK {
 		t.Fatalf("%s: %d %s", who, code, body)
 	}
@@ -234,7 +238,7 @@ func TestTwiMLFallbackReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		twimlFbCheckRing(t, r.base, code, body)
+		twimlFbCheckRing(t, r.base, r.base, code, body)
 
 		code, body, err = twimlFbPost(t, r.base, "/v1/twiml/voice", r.base, fromCarol)
 		if err != nil || code != http.StatusOK {
@@ -290,10 +294,10 @@ func TestTwiMLFallbackReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	twimlFbCheckRing(t, "replica B after A died", code, body)
+	twimlFbCheckRing(t, "replica B after A died", b.base, code, body)
 	who, code, body := twimlFbFirstAnswer(t, bases, "/v1/twiml/voice", twimlFbCall("+14155559999", "+15005550100"))
 	if who != b.base {
 		t.Fatalf("answer from %s, want replica B", who)
 	}
-	twimlFbCheckRing(t, "first answer of A, B", code, body)
+	twimlFbCheckRing(t, "first answer of A, B", b.base, code, body)
 }
