@@ -669,3 +669,27 @@ func TestTwiMLReload(t *testing.T) {
 	}
 	checkRefusal(t, req.do(t, h), 404, "not configured")
 }
+
+// BenchmarkTwiMLVoice: one signed voice request through the handler (form,
+// signature, routing, TwiML).
+func BenchmarkTwiMLVoice(b *testing.B) {
+	p := New(nil)
+	if err := p.Apply(twimlTestSettings(), testUsers()); err != nil {
+		b.Fatal(err)
+	}
+	h := p.Handler()
+	params := callParams("sip:alice@example.sip.twilio.com", "+14155551234")
+	body := params.Encode()
+	sig := twimlSign(b, testAuthToken, twimlBaseA+PathTwiMLVoice, params)
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, PathTwiMLVoice, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set(SignatureHeader, sig)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			b.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+	}
+}
