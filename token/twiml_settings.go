@@ -55,8 +55,8 @@ type TwiMLUser struct {
 // start with 0, at most 15 digits in all.
 var e164 = regexp.MustCompile(`^\+[1-9][0-9]{1,14}$`)
 
-// ValidE164 reports whether n is an E.164 number as Twilio writes it.
-func ValidE164(n string) bool { return e164.MatchString(n) }
+// validE164 reports whether n is an E.164 number as Twilio writes it.
+func validE164(n string) bool { return e164.MatchString(n) }
 
 // validate reports every problem at once; paths name the config fields.
 func (t *TwiML) validate() error {
@@ -69,7 +69,7 @@ func (t *TwiML) validate() error {
 		bad("twiml.public_urls: at least one URL is needed: Twilio signs the URL it requests")
 	}
 	for i, u := range t.PublicURLs {
-		if err := CheckPublicURL(u); err != nil {
+		if err := checkPublicURL(u); err != nil {
 			bad("twiml.public_urls[%d]: %w", i, err)
 		}
 	}
@@ -100,7 +100,7 @@ func (t *TwiML) validate() error {
 	}
 	numbers := map[string]bool{}
 	for i, n := range t.Numbers {
-		if !ValidE164(n.Number) {
+		if !validE164(n.Number) {
 			bad("twiml.numbers[%d].number: %q is not E.164 (+ and the country code, e.g. +14155550100)", i, n.Number)
 		}
 		if numbers[n.Number] {
@@ -114,10 +114,10 @@ func (t *TwiML) validate() error {
 	return errors.Join(errs...)
 }
 
-// CheckPublicURL accepts a base URL Twilio can be given: http or https, a
+// checkPublicURL accepts a base URL Twilio can be given: http or https, a
 // host, no query, fragment or credentials. A path is allowed (a prefix a
 // proxy strips).
-func CheckPublicURL(s string) error {
+func checkPublicURL(s string) error {
 	u, err := url.Parse(s)
 	switch {
 	case err != nil:
