@@ -443,7 +443,7 @@ func parsePortRange(s string) (PortRange, bool) {
 func (d *decoder) decodeToken(n *yaml.Node) *Token {
 	t := tokenDefaults()
 	f := d.mapping(n, "token", "listen", "account_sid", "region", "api_keys", "twiml_app_sid", "push_credential_sid",
-		"ttl", "append_roaming", "cors_origins", "identity_header", "trusted_proxies", "rate_limit")
+		"ttl", "append_roaming", "cors_origins", "identity_header", "trusted_proxies", "rate_limit", "twiml")
 	if !f.ok {
 		return nil
 	}
@@ -502,6 +502,7 @@ func (d *decoder) decodeToken(n *yaml.Node) *Token {
 	rl.integer("per_identity", &t.RateLimit.PerIdentity)
 	rl.integer("per_address", &t.RateLimit.PerAddress)
 	rl.dur("window", &t.RateLimit.Window)
+	t.TwiML = d.decodeTwiML(f)
 	return t
 }
 

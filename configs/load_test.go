@@ -622,6 +622,7 @@ func TestExampleFiles(t *testing.T) {
 	for _, v := range []string{"ALICE_PASSWORD", "ALICE_TWILIO_PASSWORD", "EDGEWISE_ADMIN_TOKEN", "TWILIO_API_KEY_SECRET"} {
 		t.Setenv(v, "value-of-"+v)
 	}
+	t.Setenv("TWILIO_AUTH_TOKEN", "0123456789abcdef0123456789abcdef") // token.twiml: 32 hex digits
 	prod, err := Parse(filepath.Join(dir, "production.example.yaml"), data)
 	if err != nil {
 		t.Fatalf("production.example.yaml: %v", err)

@@ -412,6 +412,7 @@ type Token struct {
 	IdentityHeader    string         `yaml:"identity_header"`
 	TrustedProxies    []netip.Prefix `yaml:"trusted_proxies"`
 	RateLimit         RateLimit      `yaml:"rate_limit"`
+	TwiML             *TwiML         `yaml:"twiml"` // nil = no fallback TwiML app
 }
 
 // APIKey is one Twilio API key used to sign tokens.

@@ -39,6 +39,7 @@ func (d *decoder) validate(c *Config) {
 		}
 		d.validateToken(c.Token)
 		d.validateIdentities(c.Phones)
+		d.validateTwiML(c)
 	}
 }
 

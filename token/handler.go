@@ -68,11 +68,14 @@ type tokenRequest struct {
 	Identity string `json:"identity,omitempty"`
 }
 
-// Handler serves the token API, the browser helper and the health checks.
+// Handler serves the token API, the browser helper, the health checks and,
+// with Settings.TwiML, the fallback TwiML app.
 func (p *Provider) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(PathToken, p.serveToken)
 	mux.HandleFunc(PathSDK, serveSDK)
+	mux.HandleFunc(PathTwiMLVoice, p.serveTwiML)
+	mux.HandleFunc(PathTwiMLStatus, p.serveTwiML)
 	mux.HandleFunc(PathHealthz, func(w http.ResponseWriter, r *http.Request) {
 		noStore(w)
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -28,10 +28,12 @@ type metrics struct {
 	refused  *prometheus.CounterVec
 	duration prometheus.Histogram
 	ready    prometheus.Gauge
+	twiml    *twimlMetrics
 }
 
 func newMetrics() *metrics {
 	m := &metrics{
+		twiml: newTwiMLMetrics(),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "edgewise", Subsystem: "token", Name: "issued_total",
 			Help: "Access tokens issued.",
@@ -63,6 +65,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.refused.Describe(ch)
 	m.duration.Describe(ch)
 	m.ready.Describe(ch)
+	m.twiml.describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -71,6 +74,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.refused.Collect(ch)
 	m.duration.Collect(ch)
 	m.ready.Collect(ch)
+	m.twiml.collect(ch)
 }
 
 var _ prometheus.Collector = (*metrics)(nil)

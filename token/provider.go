@@ -27,6 +27,9 @@ type Provider struct {
 	now      func() time.Time
 	extra    []Authenticator
 	guard    Guard // nil: no lockout
+	// callEvents hears of calls status callbacks report as not connected.
+	callEvents func(CallEvent)
+	twimlLogs  logLimiter
 }
 
 // state is one applied configuration, never modified after the swap.
@@ -38,7 +41,8 @@ type state struct {
 	edges    []string
 	origins  map[string]bool
 	auth     []Authenticator
-	dir      Directory // nil when Basic is off
+	dir      Directory   // nil when Basic is off
+	twiml    *twimlState // nil when the TwiML app is off
 }
 
 // Option configures a Provider.
@@ -74,6 +78,7 @@ func New(logger *slog.Logger, opts ...Option) *Provider {
 		drain:   DefaultDrainTimeout,
 		now:     time.Now,
 	}
+	p.twimlLogs.every = time.Minute
 	for _, o := range opts {
 		o(p)
 	}
@@ -108,6 +113,7 @@ func (p *Provider) apply(s Settings, dir Directory) {
 	s.Edges = append([]string(nil), s.Edges...)
 	s.CORSOrigins = append([]string(nil), s.CORSOrigins...)
 	s.TrustedProxies = append(s.TrustedProxies[:0:0], s.TrustedProxies...)
+	s.TwiML = s.TwiML.clone()
 
 	st := &state{
 		settings: s,
@@ -136,13 +142,16 @@ func (p *Provider) apply(s Settings, dir Directory) {
 	}
 	st.auth = append(st.auth, basicAuth{dir: dir})
 	st.dir = dir
+	if s.TwiML != nil {
+		st.twiml = newTwiMLState(s.TwiML, s.Edges)
+	}
 
 	p.perID.set(s.RateLimit.PerIdentity, s.RateLimit.Window)
 	p.perAddr.set(s.RateLimit.PerAddress, s.RateLimit.Window)
 	p.state.Store(st)
 	p.updateReady()
 	p.log.Info("token settings applied", "edges", st.edges, "ttl", st.ttl,
-		"key_sid", st.signer.SID, "keys", len(s.Keys), "ready", st.ready)
+		"key_sid", st.signer.SID, "keys", len(s.Keys), "ready", st.ready, "twiml", st.twiml != nil)
 }
 
 // Ready reports whether the provider can issue tokens, and why not.

@@ -50,6 +50,8 @@ type Settings struct {
 	IdentityHeader string
 	TrustedProxies []netip.Prefix
 	RateLimit      RateLimit
+	// TwiML turns on the fallback TwiML app on the same listener; nil = off.
+	TwiML *TwiML
 }
 
 // Key is one Twilio API key. An empty Secret makes the key unusable (the
@@ -126,6 +128,11 @@ func (s Settings) Validate() error {
 	}
 	if s.RateLimit.PerIdentity < 0 || s.RateLimit.PerAddress < 0 || s.RateLimit.Window < 0 {
 		bad("rate_limit: values must not be negative")
+	}
+	if s.TwiML != nil {
+		if err := s.TwiML.validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

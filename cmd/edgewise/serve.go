@@ -156,7 +156,7 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 	var tokens *token.Provider
 	if cfg.Token != nil {
 		// Wrong token passwords count toward the SIP lockout and vice versa.
-		tokens = token.New(logger, token.WithGuard(tokenGuard{sip.reg.Lockout()}))
+		tokens = token.New(logger, token.WithGuard(tokenGuard{sip.reg.Lockout()}), callEventJournal(sip.journal))
 		if err := tokens.Apply(tokenSettings(cfg), phoneDirectory{cfg}); err != nil {
 			return fmt.Errorf("token: %w", err)
 		}

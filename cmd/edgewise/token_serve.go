@@ -48,7 +48,8 @@ func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger, 
 	if err != nil {
 		return err
 	}
-	tokens := token.New(logger, token.WithGuard(tokenGuard{locks}))
+	events := &journal{} // the calls the TwiML app hears of
+	tokens := token.New(logger, token.WithGuard(tokenGuard{locks}), callEventJournal(events))
 	if err := tokens.Apply(tokenSettings(cfg), phoneDirectory{cfg}); err != nil {
 		return fmt.Errorf("token: %w", err)
 	}
@@ -63,6 +64,7 @@ func serveTokens(ctx context.Context, cfg *configs.Config, logger *slog.Logger, 
 				Version: version, StartedAt: started, Ready: &ready, Reason: reason,
 				Config: admin.ConfigStatus{Path: c.Path, Version: c.Version, Hash: c.Hash, Edges: c.Twilio.Edges,
 					LastReload: live.Last(), Reloads: live.History()},
+				Events: events.recent(live.History()),
 			}
 		},
 		Reload: func(trigger string) (any, bool) {

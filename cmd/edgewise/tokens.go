@@ -4,9 +4,11 @@ import (
 	"crypto/md5"
 	"crypto/subtle"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"time"
 
+	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 	"github.com/edgewise-sip/edgewise/configs"
 	"github.com/edgewise-sip/edgewise/registrar/lockout"
 	"github.com/edgewise-sip/edgewise/token"
@@ -37,7 +39,45 @@ func tokenSettings(cfg *configs.Config) token.Settings {
 			PerAddress:  t.RateLimit.PerAddress,
 			Window:      t.RateLimit.Window,
 		},
+		TwiML: twimlSettings(cfg),
 	}
+}
+
+// twimlSettings maps token.twiml, with the phones it rings and the domain
+// their calls come from, onto the provider's fallback TwiML app.
+func twimlSettings(cfg *configs.Config) *token.TwiML {
+	tw := cfg.Token.TwiML
+	if tw == nil {
+		return nil
+	}
+	s := &token.TwiML{
+		AuthToken:  tw.AuthToken.Value(),
+		PublicURLs: append([]string(nil), tw.PublicURLs...),
+		Domain:     cfg.Twilio.Domain,
+	}
+	for _, n := range tw.Numbers {
+		s.Numbers = append(s.Numbers, token.TwiMLNumber{Number: n.Number, User: n.User})
+	}
+	for _, p := range cfg.Phones {
+		s.Users = append(s.Users, token.TwiMLUser{Name: p.User, TwilioUser: p.TwilioUser})
+	}
+	return s
+}
+
+// callEventJournal puts the calls the TwiML app's status callbacks report
+// as not connected into the recent events.
+func callEventJournal(j *journal) token.Option { return token.WithCallEvents(j.callEvent) }
+
+func (j *journal) callEvent(e token.CallEvent) {
+	text := fmt.Sprintf("call %s %s → %s: %s", e.CallSID, e.From, e.To, e.Status)
+	if e.ErrorCode != "" {
+		text += " (error " + e.ErrorCode
+		if e.ErrorMessage != "" {
+			text += ": " + e.ErrorMessage
+		}
+		text += ")"
+	}
+	j.add(admin.Event{At: e.At, Kind: "call_not_connected", Severity: "warn", Text: text})
 }
 
 // phoneDirectory checks browser users against the same phones directory the
