@@ -229,6 +229,12 @@ type Twilio struct {
 	// setting; `edgewise twilio check` compares them.
 	MediaEncryption string     `yaml:"media_encryption"`
 	REST            TwilioREST `yaml:"rest"`
+
+	// CAFile is a PEM bundle trusted for SIP over TLS toward Twilio's edges
+	// in addition to the system roots (a TLS-inspecting proxy's CA, a test
+	// CA). Absolute after Parse. A reload re-reads it and applies it to the
+	// next TLS handshake; connections already up stay up.
+	CAFile string `yaml:"ca_file"`
 }
 
 // TwilioREST is how `edgewise twilio check|sync` reach Twilio's REST API.
