@@ -230,7 +230,7 @@ func (d *decoder) caFile(field, path string) {
 	if path == "" {
 		return
 	}
-	if _, err := ReadCAFile(path); err != nil {
+	if err := AppendCAFile(x509.NewCertPool(), path); err != nil {
 		if errors.Is(err, errNoPEM) {
 			d.problem(field, "a PEM file of one or more CERTIFICATE blocks", "%v", err)
 			return
@@ -241,18 +241,17 @@ func (d *decoder) caFile(field, path string) {
 
 var errNoPEM = errors.New("holds no PEM certificate")
 
-// ReadCAFile reads a PEM bundle of CA certificates (twilio.ca_file,
-// twilio.rest.ca_file) into a pool of its own.
-func ReadCAFile(path string) (*x509.CertPool, error) {
+// AppendCAFile adds the certificates of a PEM bundle (twilio.ca_file,
+// twilio.rest.ca_file) to pool.
+func AppendCAFile(pool *x509.CertPool, path string) error {
 	pem, err := readFileMax(path, 4<<20) // a whole system bundle is ~200 KiB
 	if err != nil {
-		return nil, err
+		return err
 	}
-	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s %w", path, errNoPEM)
+		return fmt.Errorf("%s %w", path, errNoPEM)
 	}
-	return pool, nil
+	return nil
 }
 
 func isAlnum(s string) bool {
