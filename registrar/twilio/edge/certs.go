@@ -61,10 +61,12 @@ func explainCert(fqdn string, leaf *x509.Certificate, err error, now time.Time) 
 		if c != leaf {
 			which = fmt.Sprintf("certificate of %q in the chain for %s", c.Subject.CommonName, fqdn)
 		}
+		// No "now" in the text: the reason must stay the same from one
+		// probe to the next, or it would be logged every time.
 		if now.Before(c.NotBefore) {
-			ce.Reason = fmt.Sprintf("%s is not valid before %s (now %s)", which, utc(c.NotBefore), utc(now))
+			ce.Reason = fmt.Sprintf("%s is not valid before %s", which, utc(c.NotBefore))
 		} else {
-			ce.Reason = fmt.Sprintf("%s expired at %s (now %s)", which, utc(c.NotAfter), utc(now))
+			ce.Reason = fmt.Sprintf("%s expired at %s", which, utc(c.NotAfter))
 		}
 	case errors.As(err, &host):
 		ce.Reason = fmt.Sprintf("certificate is for %s, not %s", certNames(leaf), fqdn)
