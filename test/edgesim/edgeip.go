@@ -511,6 +511,30 @@ func (t *connTracker) Accept() (net.Conn, error) {
 	return tc, nil
 }
 
+// dropConns closes every accepted connection and keeps listening: a TLS
+// port whose certificate changed, as after a restart with the new one.
+func (t *connTracker) dropConns() int {
+	t.mu.Lock()
+	conns := slices.Collect(maps.Keys(t.conns))
+	t.conns = map[*trackedConn]struct{}{}
+	t.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Conn.Close()
+	}
+	return len(conns)
+}
+
+// dropTLSConns closes the IP's open TLS connections, if any.
+func (ip *edgeIP) dropTLSConns() int {
+	ip.mu.Lock()
+	l := ip.live
+	ip.mu.Unlock()
+	if l == nil || l.tls == nil {
+		return 0
+	}
+	return l.tls.dropConns()
+}
+
 // Close closes the listener and resets every accepted connection: linger 0
 // sends RST, as a host whose SIP process died would.
 func (t *connTracker) Close() error {

@@ -455,6 +455,10 @@ func (s *Sim) Reset(keepBindings bool) error {
 func (s *Sim) change(update func()) error {
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
+	before := map[*edgeIP]Mode{}
+	for _, ip := range s.byIP {
+		before[ip] = s.effective(ip).Mode
+	}
 	s.modeMu.Lock()
 	update()
 	s.modeMu.Unlock()
@@ -464,7 +468,15 @@ func (s *Sim) change(update func()) error {
 	var errs []error
 	for _, e := range s.edges {
 		for _, ip := range e.ips {
-			refuse := s.effective(ip).Mode == ModeRefuse
+			now := s.effective(ip).Mode
+			if was := before[ip]; was != now && (isCertMode(was) || isCertMode(now)) {
+				// Open TLS sessions were made with the old certificate;
+				// without this a client would never see the new one.
+				if n := ip.dropTLSConns(); n > 0 {
+					s.log.Info("tls connections closed for the new certificate", "edge", e.name, "ip", ip.addr.String(), "connections", n)
+				}
+			}
+			refuse := now == ModeRefuse
 			switch {
 			case refuse && ip.isOpen():
 				ip.close()

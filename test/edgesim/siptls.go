@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -58,8 +59,14 @@ func newEdgeCerts(ca *testCA, names []string) (edgeCerts, error) {
 	return c, nil
 }
 
+// isCertMode reports whether m changes what the TLS port presents.
+func isCertMode(m Mode) bool {
+	return m == ModeExpiredCert || m == ModeWrongNameCert || m == ModeSelfSignedCert
+}
+
 // certificate picks what the IP presents in this handshake, by its mode at
-// that moment: a mode change applies to the next handshake.
+// that moment. A change of certificate also closes the TLS connections
+// already open (see Sim.change), so the next request handshakes again.
 func (ip *edgeIP) certificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c := &ip.edge.certs
 	switch ip.sim.effective(ip).Mode {
@@ -109,7 +116,9 @@ func (c *sipTLSConn) Read(b []byte) (int, error) {
 		if c.err != nil {
 			c.ip.sim.log.Debug("tls handshake failed", "edge", c.ip.edge.name, "ip", c.ip.addr.String(),
 				"source", c.RemoteAddr().String(), "mode", c.ip.sim.effective(c.ip).Mode, "error", c.err)
-			c.err = fmt.Errorf("tls handshake: %w", c.err)
+			// Logged and counted here; to sipgo's reader it is a closed
+			// connection, not a read error worth its own log line.
+			c.err = fmt.Errorf("tls handshake: %w", io.EOF)
 		}
 	})
 	if c.err != nil {

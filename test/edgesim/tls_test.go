@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -163,6 +164,22 @@ func TestTLSCertificateModes(t *testing.T) {
 	}
 	if err := dial(n.Addr(11), ashburnFQDN); err == nil {
 		t.Error("umatilla's certificate verified for ashburn's name")
+	}
+
+	// A connection made with the good certificate is closed when the IP
+	// changes certificate, so its client meets the new one.
+	addr2, _ := sim.TLSAddr(n.Addr(2))
+	open, err := tls.Dial("tcp", addr2, &tls.Config{RootCAs: pool, ServerName: ashburnFQDN, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	if err := sim.SetIPMode(n.Addr(2), ModeSetting{Mode: ModeExpiredCert}); err != nil {
+		t.Fatal(err)
+	}
+	_ = open.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := open.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read on a connection made before the certificate changed: %v, want it closed", err)
 	}
 
 	c := newSIPClient(t)
