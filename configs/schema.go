@@ -100,7 +100,8 @@ type SIP struct {
 }
 
 // SIPTLS names PEM files, resolved against the config file's directory.
-// They are read at start: replacing them needs a restart.
+// They are read again when they change and on every reload (new paths
+// included): new handshakes get the new certificate.
 type SIPTLS struct {
 	CertFile string `yaml:"cert_file"` // certificate chain, leaf first
 	KeyFile  string `yaml:"key_file"`

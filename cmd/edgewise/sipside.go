@@ -74,6 +74,13 @@ func newSIPSide(cfg *configs.Config, table *location.Table, db *bolt.DB, logger 
 	// A browser is only reachable over its WebSocket: when that closes,
 	// its bindings go (and with them, maybe, the upstream registration).
 	srv.OnConnClosed(reg.ConnClosed)
+	srv.OnTLSCertificate(func(ev frontend.CertEvent) {
+		sev := "info"
+		if !ev.Applied {
+			sev = "warn"
+		}
+		events.add(admin.Event{Kind: "tls_certificate", Severity: sev, Text: ev.Text})
+	})
 
 	// TLS to Twilio needs one client per edge FQDN so SNI and certificate
 	// checks name the FQDN while packets go to one explicit IP.
@@ -391,6 +398,8 @@ func (s *sipSide) prepare(_, cfg *configs.Config) (func(), error) {
 		// The monitor before upstream: a new edge order is its decision,
 		// and the upstream manager follows its change event with paced,
 		// make-before-break moves.
+		// sip.tls: the listeners' next handshake uses the files' pair.
+		{"sip tls certificate", func() (func(), error) { return s.server.PrepareTLS(cfg.SIP.TLS.CertFile, cfg.SIP.TLS.KeyFile) }},
 		// twilio.ca_file: the next TLS handshake with an edge uses it.
 		{"twilio tls", func() (func(), error) {
 			roots, err := twilioRoots(cfg)

@@ -14,6 +14,12 @@
 // methods directly, and passes the rest to sipgo through a net.PacketConn and
 // a net.Listener it wraps. Malformed messages never reach sipgo.
 //
+// The tls and wss listeners present one certificate (Settings.TLSCertFile,
+// TLSKeyFile) through tls.Config.GetCertificate: it is read again when its
+// files change and on PrepareTLS (a config reload), so a renewal reaches new
+// handshakes without a restart and without touching open connections; a
+// pair that does not load leaves the current one in service (certs.go).
+//
 // It imports registrar/sip/digest (the SIP token grammar) and nothing
 // else of edgewise.
 package frontend
