@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -411,4 +414,127 @@ func TestTLSTwilioSystemRootsOnly(t *testing.T) {
 	if !last.OK || !slices.Contains(last.Changed, "twilio.ca_file") || len(last.NeedsRestart) != 0 {
 		t.Fatalf("reload %+v, want twilio.ca_file applied without a restart", last)
 	}
+}
+
+// tlsTwOptions sends an OPTIONS over conn and returns the status line of
+// the answer.
+func tlsTwOptions(t *testing.T, conn *tls.Conn, rd *bufio.Reader, target string) string {
+	t.Helper()
+	local := conn.LocalAddr().String()
+	n := time.Now().UnixNano()
+	msg := fmt.Sprintf("OPTIONS sip:%[1]s;transport=tls SIP/2.0\r\n"+
+		"Via: SIP/2.0/TLS %[2]s;branch=z9hG4bK-tlstw%[3]d;rport\r\n"+
+		"Max-Forwards: 70\r\nFrom: <sip:probe@%[2]s>;tag=%[3]d\r\nTo: <sip:%[1]s>\r\n"+
+		"Call-ID: tlstw-%[3]d\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", target, local, n)
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte(msg)); err != nil {
+		t.Fatalf("OPTIONS over the open TLS connection: %v", err)
+	}
+	line, err := rd.ReadString('\n')
+	if err != nil {
+		t.Fatalf("answer over the open TLS connection: %v", err)
+	}
+	for { // the rest of the answer
+		l, err := rd.ReadString('\n')
+		if err != nil || l == "\r\n" {
+			break
+		}
+	}
+	return strings.TrimSpace(line)
+}
+
+// tlsTwServedSerial is the serial of the certificate a new TLS handshake
+// with addr gets.
+func tlsTwServedSerial(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) // serial, not trust
+	if err != nil {
+		t.Fatalf("TLS handshake with %s: %v", addr, err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+// TestTLSTwilioLocalCertReload: edgewise's own tls: certificate (the one
+// Twilio's calls in meet) is renewed on disk, by rename as renewal tools
+// do: new handshakes get the new certificate at once, a connection opened
+// before keeps working, a broken renewal is refused with an event and a
+// metric while the renewed certificate stays, and alice's calls from
+// Twilio still come in over TLS.
+func TestTLSTwilioLocalCertReload(t *testing.T) {
+	s := tlsTwStartSim(t)
+	d := startDaemon(t, tlsTwConfig(t, s, s.caFile))
+	addr := d.ip + ":5061"
+	first := tlsTwServedSerial(t, addr)
+
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) // the test's self-signed cert
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rd := bufio.NewReader(conn)
+	if got := tlsTwOptions(t, conn, rd, addr); !strings.HasPrefix(got, "SIP/2.0 200") {
+		t.Fatalf("OPTIONS before the renewal: %q", got)
+	}
+
+	// Renewal: a new pair written elsewhere, renamed over the old files.
+	certFile, keyFile := filepath.Join(d.dir, "cert.pem"), filepath.Join(d.dir, "key.pem")
+	staging := t.TempDir()
+	newCert, newKey := writeCert(t, staging, d.ip)
+	renewed := time.Now()
+	for _, mv := range [][2]string{{newKey, keyFile}, {newCert, certFile}} {
+		if err := os.Rename(mv[0], mv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var second string
+	kit.WaitFor(t, 10*time.Second, "new handshakes to get the renewed certificate", func() bool {
+		second = tlsTwServedSerial(t, addr)
+		return second != first
+	})
+	t.Logf("renewed certificate served %v after the rename", time.Since(renewed).Round(time.Millisecond))
+	if got := tlsTwOptions(t, conn, rd, addr); !strings.HasPrefix(got, "SIP/2.0 200") {
+		t.Fatalf("OPTIONS over the connection opened before the renewal: %q", got)
+	}
+	if got := conn.ConnectionState().PeerCertificates[0].SerialNumber.String(); got != first {
+		t.Errorf("the open connection's certificate changed to %s", got)
+	}
+
+	// A broken renewal: garbage where the certificate should be.
+	writeFileAtomic(t, certFile, "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+	kit.WaitFor(t, 10*time.Second, "the broken pair refused", func() bool {
+		return scrapeMetrics(t, d).value("edgewise_sip_tls_certificate_reloads_total", "result", "refused") >= 1
+	})
+	if got := tlsTwServedSerial(t, addr); got != second {
+		t.Fatalf("after a broken renewal new handshakes get serial %s, want the renewed %s", got, second)
+	}
+	var applied, refused bool
+	for _, ev := range d.status(t).Events {
+		if ev.Kind != "tls_certificate" {
+			continue
+		}
+		applied = applied || ev.Severity == "info" && strings.Contains(ev.Text, "replaced")
+		refused = refused || ev.Severity == "warn" && strings.Contains(ev.Text, "not replaced") && strings.Contains(ev.Text, "still serving")
+	}
+	if !applied || !refused {
+		t.Errorf("events lack the renewal (%v) or the refusal (%v): %+v", applied, refused, d.status(t).Events)
+	}
+
+	// Twilio still calls in over TLS (a new connection: a handshake with
+	// the renewed certificate).
+	phoneIP := tlsTwRegisterPhone(t, d)
+	tlsTwRegisteredAt(t, s, d, 15*time.Second)
+	phone := sippUAS(t, "uas_answer_rtp.xml", phoneIP)
+	placed := s.placeCall(t, "alice")
+	kit.WaitFor(t, 15*time.Second, "the call from Twilio answered over TLS", func() bool {
+		for _, c := range tlsTwCalls(t, s) {
+			if c.ID == placed.ID {
+				return c.State == "answered" && c.Transport == "TLS"
+			}
+		}
+		return false
+	})
+	s.hangUp(t, placed.ID)
+	waitSipp(t, phone, "the phone that answered")
+	noCallsLeft(t, d)
 }
