@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -59,7 +60,7 @@ func explainCert(fqdn string, leaf *x509.Certificate, err error, now time.Time) 
 			c = leaf
 		}
 		if c != leaf {
-			which = fmt.Sprintf("certificate of %q in the chain for %s", c.Subject.CommonName, fqdn)
+			which = fmt.Sprintf("certificate of %q in the chain for %s", clip(c.Subject.CommonName), fqdn)
 		}
 		// No "now" in the text: the reason must stay the same from one
 		// probe to the next, or it would be logged every time.
@@ -72,7 +73,7 @@ func explainCert(fqdn string, leaf *x509.Certificate, err error, now time.Time) 
 		ce.Reason = fmt.Sprintf("certificate is for %s, not %s", certNames(leaf), fqdn)
 	case errors.As(err, &unknown):
 		ce.Reason = fmt.Sprintf("certificate for %s is signed by an unknown authority (issuer %q): not in the system roots or twilio.ca_file",
-			fqdn, leaf.Issuer.CommonName)
+			fqdn, clip(leaf.Issuer.CommonName))
 	default:
 		ce.Reason = fmt.Sprintf("certificate for %s failed verification: %v", fqdn, err)
 	}
@@ -84,12 +85,15 @@ func utc(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 // certNames lists the names a certificate is for: its DNS names and IP
 // addresses, or its common name when it has neither; at most four.
 func certNames(c *x509.Certificate) string {
-	names := append([]string(nil), c.DNSNames...)
+	names := make([]string, 0, len(c.DNSNames)+len(c.IPAddresses))
+	for _, n := range c.DNSNames {
+		names = append(names, shown(n))
+	}
 	for _, ip := range c.IPAddresses {
 		names = append(names, ip.String())
 	}
 	if len(names) == 0 && c.Subject.CommonName != "" {
-		names = []string{c.Subject.CommonName}
+		names = []string{shown(c.Subject.CommonName)}
 	}
 	if len(names) == 0 {
 		return "no name"
@@ -98,4 +102,27 @@ func certNames(c *x509.Certificate) string {
 		return strings.Join(names[:4], ", ") + fmt.Sprintf(" (and %d more)", len(names)-4)
 	}
 	return strings.Join(names, ", ")
+}
+
+// maxShown bounds one name from a certificate in a reason.
+const maxShown = 80
+
+// clip bounds a name taken from a peer's certificate: whoever presents the
+// certificate chooses it. Put it in text with %q, which escapes control
+// characters.
+func clip(name string) string {
+	if len(name) > maxShown {
+		return name[:maxShown] + "…"
+	}
+	return name
+}
+
+// shown is clip for a name listed without quotes: one that holds anything
+// but plain printable text is quoted after all.
+func shown(name string) string {
+	name = clip(name)
+	if q := strconv.Quote(name); q[1:len(q)-1] != name || strings.ContainsAny(name, " ,") {
+		return q
+	}
+	return name
 }

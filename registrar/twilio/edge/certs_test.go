@@ -26,7 +26,7 @@ type certAuthority struct {
 	pool *x509.CertPool
 }
 
-func newCertAuthority(t *testing.T, name string) *certAuthority {
+func newCertAuthority(t testing.TB, name string) *certAuthority {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -51,7 +51,7 @@ func newCertAuthority(t *testing.T, name string) *certAuthority {
 }
 
 // issue makes a leaf for names valid from nb to na.
-func (ca *certAuthority) issue(t *testing.T, names []string, nb, na time.Time) tls.Certificate {
+func (ca *certAuthority) issue(t testing.TB, names []string, nb, na time.Time) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -101,6 +101,8 @@ func TestVerifyEdgeExplains(t *testing.T) {
 			"tls: certificate for " + ashburnFQDN + " is not valid before " + utc(now.Add(time.Minute))},
 		{"wrong name", ca.issue(t, []string{"other.example", "sip.other.example"}, now.Add(-time.Minute), now.Add(time.Minute)),
 			"tls: certificate is for other.example, sip.other.example, not " + ashburnFQDN},
+		{"a name chosen to break a log line", ca.issue(t, []string{"evil.example\nlevel=INFO msg=forged"}, now.Add(-time.Minute), now.Add(time.Minute)),
+			`tls: certificate is for "evil.example\nlevel=INFO msg=forged", not ` + ashburnFQDN},
 		{"unknown authority", other.issue(t, []string{ashburnFQDN}, now.Add(-time.Minute), now.Add(time.Minute)),
 			"tls: certificate for " + ashburnFQDN + ` is signed by an unknown authority (issuer "mallory CA"): not in the system roots or twilio.ca_file`},
 	} {
@@ -217,4 +219,43 @@ func TestMonitorCertificateDown(t *testing.T) {
 	if got := testutil.ToFloat64(m.metrics.failovers.WithLabelValues(classTLS)); got != 1 {
 		t.Errorf("failovers{reason=tls} = %v, want 1", got)
 	}
+}
+
+// FuzzVerifyEdge: whatever certificate an edge IP presents, verification
+// refuses it without panicking, and the reason is one line of bounded
+// length (it goes into the log and /v1/status).
+func FuzzVerifyEdge(f *testing.F) {
+	ca := newCertAuthority(f, "fuzz CA")
+	for _, names := range [][]string{{ashburnFQDN}, {"other.example"}, {"line\nbreak.example", strings.Repeat("x", 300)}} {
+		c := ca.issue(f, names, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+		f.Add(c.Certificate[0])
+	}
+	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x00})
+	now := time.Now()
+	f.Fuzz(func(t *testing.T, der []byte) {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return // crypto/tls would not get this far
+		}
+		err = verifyEdge(tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}, ashburnFQDN, x509.NewCertPool(), now)
+		if err == nil {
+			t.Fatal("a certificate verified against an empty pool")
+		}
+		// Each way of explaining puts other parts of the certificate in
+		// the reason.
+		for _, err := range []error{
+			err,
+			explainCert(ashburnFQDN, cert, x509.HostnameError{Certificate: cert, Host: ashburnFQDN}, now),
+			explainCert(ashburnFQDN, cert, x509.CertificateInvalidError{Cert: cert, Reason: x509.Expired}, now),
+			explainCert(ashburnFQDN, cert, x509.UnknownAuthorityError{Cert: cert}, now),
+		} {
+			msg := err.Error()
+			if strings.ContainsAny(msg, "\r\n") {
+				t.Fatalf("reason spans lines: %q", msg)
+			}
+			if len(msg) > 2000 {
+				t.Fatalf("reason is %d bytes long", len(msg))
+			}
+		}
+	})
 }
