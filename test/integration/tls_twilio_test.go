@@ -245,9 +245,9 @@ func TestTLSTwilioRegisterKeepaliveCalls(t *testing.T) {
 		t.Fatalf("registered on %s, want ashburn", b.Edge)
 	}
 
-	// Keepalives: every IP of the active edge answers OPTIONS over TLS
-	// (the UDP/TCP ports are not used: the counts come from the TLS port's
-	// handshakes and edgewise's health).
+	// Keepalives: every IP of the active edge gets OPTIONS over TLS
+	// (edgewise speaks only TLS to Twilio here; edgesim counts the
+	// handshakes on each TLS port) and is up in edgewise's status.
 	kit.WaitFor(t, 10*time.Second, "OPTIONS over TLS to every ashburn IP, each up", func() bool {
 		for _, ip := range s.ips["ashburn"] {
 			st := tlsTwIPStatus(t, s, ip)
