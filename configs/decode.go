@@ -173,7 +173,7 @@ func (d *decoder) decodeSIP(n *yaml.Node, s *SIP) {
 func (d *decoder) decodeTwilio(n *yaml.Node, t *Twilio) {
 	f := d.mapping(n, "twilio", "domain", "edges", "dns_server", "transport", "timeout",
 		"register_expires", "failback_hold", "keepalive", "move", "signalling_cidrs", "media_cidrs",
-		"media_encryption", "rest")
+		"media_encryption", "rest", "ca_file")
 	f.str("domain", &t.Domain)
 	if f.emptyList("edges") {
 		d.problem("twilio.edges", "list edges in order of preference, e.g. [ashburn, umatilla]", "must list at least one edge")
@@ -196,6 +196,9 @@ func (d *decoder) decodeTwilio(n *yaml.Node, t *Twilio) {
 	}
 	f.str("dns_server", &t.DNSServer)
 	f.str("transport", &t.Transport)
+	if f.str("ca_file", &t.CAFile) && t.CAFile != "" {
+		t.CAFile = d.resolvePath(t.CAFile)
+	}
 	f.dur("timeout", &t.Timeout)
 	f.dur("register_expires", &t.RegisterExpires)
 	f.dur("failback_hold", &t.FailbackHold)

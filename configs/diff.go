@@ -8,7 +8,7 @@ import (
 // restartFields cannot be applied to a running process: they own sockets or
 // files opened once at start. "token" is listed for the section being added
 // or removed, which starts or stops a listener.
-var restartFields = []string{"sip.listen", "sip.tls.cert_file", "sip.tls.key_file", "media.webrtc.listen", "admin.listen", "store.path", "token.listen", "token",
+var restartFields = []string{"sip.listen", "media.webrtc.listen", "admin.listen", "store.path", "token.listen", "token",
 	"sip.connections.max", "sip.connections.max_per_source", "sip.connections.setup_timeout", "sip.connections.idle_timeout", "media.bind", "media.rtp_ports",
 	// The etcd client and the node's identity in the cluster are made once.
 	"store.backend", "store.etcd.endpoints", "store.etcd.prefix", "store.etcd.username", "store.etcd.password",

@@ -122,7 +122,8 @@ type SIP struct {
 }
 
 // SIPTLS names PEM files, resolved against the config file's directory.
-// They are read at start: replacing them needs a restart.
+// They are read again when they change and on every reload (new paths
+// included): new handshakes get the new certificate.
 type SIPTLS struct {
 	CertFile string `yaml:"cert_file"` // certificate chain, leaf first
 	KeyFile  string `yaml:"key_file"`
@@ -251,6 +252,12 @@ type Twilio struct {
 	// setting; `edgewise twilio check` compares them.
 	MediaEncryption string     `yaml:"media_encryption"`
 	REST            TwilioREST `yaml:"rest"`
+
+	// CAFile is a PEM bundle trusted for SIP over TLS toward Twilio's edges
+	// in addition to the system roots (a TLS-inspecting proxy's CA, a test
+	// CA). Absolute after Parse. A reload re-reads it and applies it to the
+	// next TLS handshake; connections already up stay up.
+	CAFile string `yaml:"ca_file"`
 }
 
 // TwilioREST is how `edgewise twilio check|sync` reach Twilio's REST API.

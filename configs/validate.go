@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -205,6 +206,7 @@ func (d *decoder) validateTwilio(t Twilio) {
 	if !contains([]string{"udp", "tcp", "tls"}, t.Transport) {
 		d.problem("twilio.transport", "", "%q is not one of udp, tcp, tls", t.Transport)
 	}
+	d.caFile("twilio.ca_file", t.CAFile)
 	if t.Timeout <= 0 || t.Timeout >= 32*time.Second {
 		d.problem("twilio.timeout", "Twilio's own guidance is 4s", "%s must be above 0 and below 32s (SIP timer B)", fmtDur(t.Timeout))
 	}
@@ -271,15 +273,36 @@ func (d *decoder) validateTwilioREST(r TwilioREST) {
 		}
 		d.problem("twilio.rest.region", hint, "unknown region %q", r.Region)
 	}
-	if r.CAFile != "" {
-		pem, err := readFileMax(r.CAFile, 4<<20) // a whole system bundle is ~200 KiB
-		switch {
-		case err != nil:
-			d.problem("twilio.rest.ca_file", "", "%v", unwrapPathErr(err))
-		case !x509.NewCertPool().AppendCertsFromPEM(pem):
-			d.problem("twilio.rest.ca_file", "a PEM file of one or more CERTIFICATE blocks", "%s holds no PEM certificate", r.CAFile)
-		}
+	d.caFile("twilio.rest.ca_file", r.CAFile)
+}
+
+// caFile checks that a configured CA bundle reads as PEM certificates.
+func (d *decoder) caFile(field, path string) {
+	if path == "" {
+		return
 	}
+	if err := AppendCAFile(x509.NewCertPool(), path); err != nil {
+		if errors.Is(err, errNoPEM) {
+			d.problem(field, "a PEM file of one or more CERTIFICATE blocks", "%v", err)
+			return
+		}
+		d.problem(field, "", "%v", unwrapPathErr(err))
+	}
+}
+
+var errNoPEM = errors.New("holds no PEM certificate")
+
+// AppendCAFile adds the certificates of a PEM bundle (twilio.ca_file,
+// twilio.rest.ca_file) to pool.
+func AppendCAFile(pool *x509.CertPool, path string) error {
+	pem, err := readFileMax(path, 4<<20) // a whole system bundle is ~200 KiB
+	if err != nil {
+		return err
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s %w", path, errNoPEM)
+	}
+	return nil
 }
 
 func isAlnum(s string) bool {

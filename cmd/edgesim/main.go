@@ -73,6 +73,9 @@ func printListening(sim *edgesim.Sim) {
 		fmt.Printf("  edge %s: %v\n", e.Name, e.FQDNs)
 		for _, ip := range e.IPs {
 			fmt.Printf("    sip %s %v\n", net.JoinHostPort(ip.IP, strconv.Itoa(ip.Port)), sim.Config().Transports)
+			if ip.TLSPort != 0 {
+				fmt.Printf("    sip tls %s (certificate for %s; trust GET /v1/ca.pem)\n", net.JoinHostPort(ip.IP, strconv.Itoa(ip.TLSPort)), e.FQDNs[0])
+			}
 		}
 	}
 	if a := sim.DNSAddr(); a != "" {

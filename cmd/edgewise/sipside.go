@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
@@ -74,11 +76,22 @@ func newSIPSide(cfg *configs.Config, table *location.Table, owned upstream.Bindi
 	// A browser is only reachable over its WebSocket: when that closes,
 	// its bindings go (and with them, maybe, the upstream registration).
 	srv.OnConnClosed(reg.ConnClosed)
+	srv.OnTLSCertificate(func(ev frontend.CertEvent) {
+		sev := "info"
+		if !ev.Applied {
+			sev = "warn"
+		}
+		events.add(admin.Event{Kind: "tls_certificate", Severity: sev, Text: ev.Text})
+	})
 
 	// TLS to Twilio needs one client per edge FQDN so SNI and certificate
 	// checks name the FQDN while packets go to one explicit IP.
 	host, port := cfg.SIP.Advertise()
-	tlsClients := edge.NewTLSClients(nil,
+	roots, err := twilioRoots(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tlsClients := edge.NewTLSClients(&tls.Config{RootCAs: roots},
 		[]sipgo.UserAgentOption{sipgo.WithUserAgent("edgewise/" + version)},
 		sipgo.WithClientHostname(host), sipgo.WithClientPort(port))
 	client, err := upstreamClient(cfg, srv)
@@ -138,6 +151,22 @@ func newSIPSide(cfg *configs.Config, table *location.Table, owned upstream.Bindi
 	metrics.MustRegister(srv.Collector(), reg.Collector(), mon, up, relay, b2b)
 	side.edges, side.upstream, side.tls, side.relay, side.calls = mon, up, tlsClients, relay, b2b
 	return side, nil
+}
+
+// twilioRoots is what SIP over TLS toward Twilio trusts: the system roots,
+// plus twilio.ca_file when set; nil means the system roots alone.
+func twilioRoots(cfg *configs.Config) (*x509.CertPool, error) {
+	if cfg.Twilio.CAFile == "" {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool() // no system bundle on this host: the file alone
+	}
+	if err := configs.AppendCAFile(pool, cfg.Twilio.CAFile); err != nil {
+		return nil, fmt.Errorf("twilio.ca_file: %w", err)
+	}
+	return pool, nil
 }
 
 // webrtcSettings places browsers' WebRTC media; ok is false when it is off.
@@ -399,6 +428,13 @@ func (s *sipSide) prepare(_, cfg *configs.Config) (func(), error) {
 		// The monitor before upstream: a new edge order is its decision,
 		// and the upstream manager follows its change event with paced,
 		// make-before-break moves.
+		// sip.tls: the listeners' next handshake uses the files' pair.
+		{"sip tls certificate", func() (func(), error) { return s.server.PrepareTLS(cfg.SIP.TLS.CertFile, cfg.SIP.TLS.KeyFile) }},
+		// twilio.ca_file: the next TLS handshake with an edge uses it.
+		{"twilio tls", func() (func(), error) {
+			roots, err := twilioRoots(cfg)
+			return func() { s.tls.SetRoots(roots) }, err
+		}},
 		{"edge monitor", func() (func(), error) { return s.edges.Prepare(edgeSettings(cfg)) }},
 		{"upstream registration", func() (func(), error) { return s.upstream.Prepare(upstreamSettings(cfg), upstreamDirectory(cfg)) }},
 		{"media relay", func() (func(), error) { return s.relay.Prepare(mediaSettings(cfg)) }},

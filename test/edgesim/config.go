@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -41,9 +42,14 @@ type Config struct {
 	Domain string `yaml:"domain"`
 	// Edges are the simulated edge locations, each with its own IPs.
 	Edges []EdgeConfig `yaml:"edges"`
-	// Transports lists the SIP transports every edge IP listens on: udp, tcp.
-	// Empty means both.
+	// Transports lists the SIP transports every edge IP listens on: udp,
+	// tcp, tls. Empty means udp and tcp.
 	Transports []string `yaml:"transports"`
+	// CAFile, when set, is where edgesim writes the PEM of its test CA,
+	// which signs every edge's SIP TLS certificate (and the REST API's), so
+	// clients can trust it. Relative paths are relative to edgesim's
+	// working directory.
+	CAFile string `yaml:"ca_file"`
 	// DNS is the resolver that answers the edge FQDNs.
 	DNS DNSConfig `yaml:"dns"`
 	// Control is the HTTP control API.
@@ -92,6 +98,10 @@ type EdgeConfig struct {
 	// shared by every IP configured with 0, which tests use to avoid
 	// collisions; read it back with [Sim.Edges] or [Sim.SIPAddr].
 	Port int `yaml:"port"`
+	// TLSPort is the SIP over TLS port on every IP (Twilio's is 5061), used
+	// when transports lists tls. 0 picks one free port shared by every IP
+	// configured with 0; read it back with [Sim.Edges] or [Sim.TLSAddr].
+	TLSPort int `yaml:"tls_port"`
 }
 
 // DNSConfig configures the simulated resolver.
@@ -254,11 +264,17 @@ func (c Config) Validate() error {
 		if e.Port < 0 || e.Port > 65535 {
 			bad("%s.port: %d is out of range 0..65535", at, e.Port)
 		}
+		if e.TLSPort < 0 || e.TLSPort > 65535 {
+			bad("%s.tls_port: %d is out of range 0..65535", at, e.TLSPort)
+		}
+		if e.TLSPort != 0 && e.TLSPort == e.Port && slices.Contains(c.Transports, "tls") && slices.Contains(c.Transports, "tcp") {
+			bad("%s.tls_port: %d is the SIP port too; TLS and TCP need their own ports (Twilio: 5060 and 5061)", at, e.TLSPort)
+		}
 	}
 	seenT := map[string]bool{}
 	for i, t := range c.Transports {
-		if t != "udp" && t != "tcp" {
-			bad("transports[%d]: %q is not supported (udp, tcp)", i, t)
+		if t != "udp" && t != "tcp" && t != "tls" {
+			bad("transports[%d]: %q is not supported (udp, tcp, tls)", i, t)
 		}
 		if seenT[t] {
 			bad("transports[%d]: duplicate %q", i, t)

@@ -26,8 +26,8 @@ func TestDemoConfig(t *testing.T) {
 	want := Config{
 		Domain: "demo",
 		Edges: []EdgeConfig{
-			{Name: "ashburn", IPs: []string{"127.0.1.1", "127.0.1.2", "127.0.1.3"}, Port: 5060},
-			{Name: "umatilla", IPs: []string{"127.0.2.1", "127.0.2.2", "127.0.2.3"}, Port: 5060},
+			{Name: "ashburn", IPs: []string{"127.0.1.1", "127.0.1.2", "127.0.1.3"}, Port: 5060, TLSPort: 5061},
+			{Name: "umatilla", IPs: []string{"127.0.2.1", "127.0.2.2", "127.0.2.3"}, Port: 5060, TLSPort: 5061},
 		},
 		Transports: []string{"udp", "tcp"},
 		DNS:        DNSConfig{Listen: "127.0.0.1:5353", TTL: 600},
@@ -76,7 +76,7 @@ edges:
   - {name: ashburn, ips: [127.0.0.5, 10.0.0.1, nope], port: 70000}
   - {name: ashburn, ips: [127.0.0.5]}
   - {name: umatilla}
-transports: [udp, tls]
+transports: [udp, sctp]
 dns: {listen: "0.0.0.0:53", ttl: -1}
 control: {listen: "localhost"}
 credentials:
@@ -94,7 +94,7 @@ calls: {slow_answer: -1s, ring_timeout: 11m, max_calls: -1, history: -5}
 			`edges[1].name: duplicate edge "ashburn"`,
 			`edges[1].ips[0]: 127.0.0.5 is already used by edge "ashburn"`,
 			`edges[2].ips: at least one IP is required`,
-			`transports[1]: "tls" is not supported`,
+			`transports[1]: "sctp" is not supported (udp, tcp, tls)`,
 			`dns.listen: "0.0.0.0:53": host must be a loopback address`,
 			`dns.ttl: -1 must not be negative`,
 			`control.listen: "localhost" is not host:port`,

@@ -18,6 +18,7 @@ const maxBody = 64 << 10
 // Handler returns the control API:
 //
 //	GET  /healthz                  {"status":"ok"}
+//	GET  /v1/ca.pem                the test CA that signs the edges' TLS certificates
 //	GET  /v1/bindings[?user=U]     {"bindings":[Binding…]}
 //	GET  /v1/edges                 {"edges":[EdgeStatus…]}
 //	GET  /v1/edges/{edge}          EdgeStatus
@@ -41,6 +42,10 @@ func (s *Sim) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.restControl(mux)
+	mux.HandleFunc("GET /v1/ca.pem", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = w.Write(s.CAPEM())
+	})
 	mux.HandleFunc("GET /v1/bindings", func(w http.ResponseWriter, r *http.Request) {
 		bs := s.Bindings(r.URL.Query().Get("user"))
 		if bs == nil {

@@ -2,8 +2,10 @@
 // depends on, so failover can be demonstrated and tested offline.
 //
 // A simulated edge (ashburn, umatilla, …) is a SIP registrar/UAS listening on
-// each of its loopback IPs, every IP with its own UDP and TCP sockets, the way
-// a real Twilio edge FQDN resolves to several addresses. All edges share one
+// each of its loopback IPs, every IP with its own UDP and TCP sockets (and a
+// TLS port, when configured, with a certificate for the edge's names from a
+// test CA edgesim makes), the way a real Twilio edge FQDN resolves to
+// several addresses. All edges share one
 // location table, as Twilio's registrar does (README "Twilio facts" 1), and apply
 // Twilio's registration rules: digest auth with 401, 423 below 600 s, expiry
 // cut to 3600 s, at most 10 bindings and 5 REGISTERs per second per AOR.
@@ -16,7 +18,8 @@
 //
 // A small DNS server answers the edge FQDNs with the edges' IPs, and an HTTP
 // control API breaks an edge or a single IP (drop, reject, slow, refuse) and
-// heals it, places and hangs up calls and lists them with their RTP
+// heals it, makes one present a bad TLS certificate (expired, another
+// name, self-signed), places and hangs up calls and lists them with their RTP
 // counters. The same operations are methods on [Sim] for tests that embed it.
 //
 // With a rest section it also serves the SIP Domain part of Twilio's REST

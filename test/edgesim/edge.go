@@ -19,6 +19,7 @@ type edge struct {
 	fqdns   []string
 	nonces  *nonceStore
 	setting ModeSetting // guarded by sim.modeMu
+	certs   edgeCerts   // what the TLS ports present; set in New when tls is on
 
 	// handlers serve requests the edge accepted (mode up, or slow after its
 	// delay). Methods missing here get 501.
@@ -58,12 +59,14 @@ func newEdge(s *Sim, c EdgeConfig) *edge {
 	}
 	for _, a := range c.IPs {
 		e.ips = append(e.ips, &edgeIP{
-			sim:      s,
-			edge:     e,
-			addr:     netip.MustParseAddr(a).Unmap(),
-			cfgPort:  c.Port,
-			port:     c.Port,
-			requests: map[string]uint64{},
+			sim:        s,
+			edge:       e,
+			addr:       netip.MustParseAddr(a).Unmap(),
+			cfgPort:    c.Port,
+			port:       c.Port,
+			cfgTLSPort: c.TLSPort,
+			tlsPort:    c.TLSPort,
+			requests:   map[string]uint64{},
 		})
 	}
 	return e

@@ -3,6 +3,7 @@ package edgesim
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -26,14 +27,20 @@ type edgeIP struct {
 	addr     netip.Addr
 	override *ModeSetting // guarded by sim.modeMu; nil follows the edge
 
-	cfgPort int // as configured; 0 = a free port shared with other such IPs
+	cfgPort    int // as configured; 0 = a free port shared with other such IPs
+	cfgTLSPort int // likewise for TLS
 
-	mu   sync.Mutex
-	port int   // the port to bind: cfgPort, then the bound one once known
-	live *live // nil while the sockets are closed
+	mu      sync.Mutex
+	port    int   // the port to bind: cfgPort, then the bound one once known
+	tlsPort int   // likewise for TLS; used only when transports has tls
+	live    *live // nil while the sockets are closed
 
 	countMu  sync.Mutex
 	requests map[string]uint64 // method → requests received
+	// authorized counts requests that carried credentials (Authorization
+	// or Proxy-Authorization): what a man in the middle would collect.
+	authorized uint64
+	tlsStats   TLSStats
 }
 
 // live is one period during which an edge IP's sockets are open. Re-opening
@@ -46,6 +53,7 @@ type live struct {
 	client *sipgo.Client
 	udp    net.PacketConn
 	tcp    *connTracker
+	tls    *connTracker  // the TLS port's TCP listener
 	done   chan struct{} // closed when this period ends
 
 	serving sync.WaitGroup // sipgo Serve loops
@@ -63,6 +71,30 @@ func (ip *edgeIP) boundPort() int {
 	ip.mu.Lock()
 	defer ip.mu.Unlock()
 	return ip.port
+}
+
+// boundTLSPort is the TLS port, 0 when TLS is off.
+func (ip *edgeIP) boundTLSPort() int {
+	if !ip.sim.tlsOn() {
+		return 0
+	}
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	return ip.tlsPort
+}
+
+// portFor is the port requests over transport reach.
+func (ip *edgeIP) portFor(transport string) int {
+	if strings.EqualFold(transport, "TLS") {
+		return ip.boundTLSPort()
+	}
+	return ip.boundPort()
+}
+
+func (ip *edgeIP) setTLSPort(p int) {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	ip.tlsPort = p
 }
 
 func (ip *edgeIP) setPort(p int) {
@@ -94,14 +126,37 @@ func (ip *edgeIP) open() error {
 	}
 	if pc != nil {
 		ip.port = pc.LocalAddr().(*net.UDPAddr).Port
-	} else {
+	} else if ln != nil {
 		ip.port = ln.Addr().(*net.TCPAddr).Port
+	}
+	var tlsLn *net.TCPListener
+	if s.tlsOn() {
+		tlsLn, err = net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip.addr, uint16(ip.tlsPort))))
+		if err != nil {
+			closeAll(pc, ln)
+			return fmt.Errorf("edge %s: listen on %s tls port %d: %w", ip.edge.name, ip.addr, ip.tlsPort, err)
+		}
+		ip.tlsPort = tlsLn.Addr().(*net.TCPAddr).Port
+		if pc == nil && ln == nil {
+			ip.port = ip.tlsPort
+		}
+	}
+	closeSockets := func() {
+		closeAll(pc, ln)
+		if tlsLn != nil {
+			_ = tlsLn.Close()
+		}
 	}
 
 	logger := s.sipgoLogger(ip)
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent("edgesim"),
 		sipgo.WithUserAgentHostname(ip.addr.String()),
+		// Calls edgesim places over TLS (to a Contact with transport=tls)
+		// do not check the gateway's certificate: the gateway's name is
+		// not known (its Contact holds an address) and what Twilio checks
+		// there is not documented.
+		sipgo.WithUserAgenTLSConfig(&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}), //nolint:gosec // see above
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerLogger(logger),
 			sip.WithTransportLayerReadFilter(ip.readFilter),
@@ -118,19 +173,19 @@ func (ip *edgeIP) open() error {
 		),
 	)
 	if err != nil {
-		closeAll(pc, ln)
+		closeSockets()
 		return fmt.Errorf("edge %s: sip stack for %s: %w", ip.edge.name, ip.addr, err)
 	}
 	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(logger))
 	if err != nil {
 		_ = ua.Close()
-		closeAll(pc, ln)
+		closeSockets()
 		return fmt.Errorf("edge %s: sip server for %s: %w", ip.edge.name, ip.addr, err)
 	}
 	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname(ip.addr.String()), sipgo.WithClientLogger(logger))
 	if err != nil {
 		_ = ua.Close()
-		closeAll(pc, ln)
+		closeSockets()
 		return fmt.Errorf("edge %s: sip client for %s: %w", ip.edge.name, ip.addr, err)
 	}
 	l := &live{ip: ip, ua: ua, client: client, udp: pc, done: make(chan struct{})}
@@ -152,6 +207,15 @@ func (ip *edgeIP) open() error {
 		l.serving.Go(func() {
 			if err := srv.ServeTCP(l.tcp); err != nil && !l.isClosing() {
 				s.log.Error("tcp serve stopped", "edge", ip.edge.name, "ip", ip.addr.String(), "error", err)
+			}
+		})
+	}
+	if tlsLn != nil {
+		l.tls = newConnTracker(tlsLn)
+		tln := &sipTLSListener{Listener: l.tls, ip: ip}
+		l.serving.Go(func() {
+			if err := srv.ServeTLS(tln); err != nil && !l.isClosing() {
+				s.log.Error("tls serve stopped", "edge", ip.edge.name, "ip", ip.addr.String(), "error", err)
 			}
 		})
 	}
@@ -200,6 +264,9 @@ func (l *live) stop() {
 	if l.tcp != nil {
 		_ = l.tcp.Close()
 	}
+	if l.tls != nil {
+		_ = l.tls.Close()
+	}
 	_ = l.ua.Close()
 	l.serving.Wait()
 	l.handlers.Wait()
@@ -217,6 +284,9 @@ func (l *live) handle(req *sip.Request, tx sip.ServerTransaction) {
 	defer l.handlers.Done()
 
 	l.ip.count(string(req.Method))
+	if req.GetHeader("Authorization") != nil || req.GetHeader("Proxy-Authorization") != nil {
+		l.ip.countCredentials()
+	}
 	in := &inbound{req: req, tx: tx, ip: l.ip}
 	in.serve(doneContext(l.done))
 }
@@ -290,7 +360,7 @@ func (ip *edgeIP) sender(req *sip.Request) (*live, error) {
 
 // contact is edgesim's Contact on this IP for transport.
 func (ip *edgeIP) contact(transport string) *sip.ContactHeader {
-	u := sip.Uri{Scheme: "sip", User: "edgesim", Host: ip.addr.String(), Port: ip.boundPort()}
+	u := sip.Uri{Scheme: "sip", User: "edgesim", Host: ip.addr.String(), Port: ip.portFor(transport)}
 	if !strings.EqualFold(transport, "UDP") {
 		u.UriParams = sip.HeaderParams{{K: "transport", V: strings.ToLower(transport)}}
 	}
@@ -306,6 +376,9 @@ func (ip *edgeIP) readFilter(props sip.TransportReadProps, data []byte) ([]byte,
 	}
 	if m := requestMethod(data); m != "" {
 		ip.count(m)
+		if carriesCredentials(data) {
+			ip.countCredentials()
+		}
 		ip.sim.log.Debug("sip request dropped", "edge", ip.edge.name, "ip", ip.addr.String(),
 			"transport", props.Transport, "method", m, "source", props.RemoteAddr.String())
 	}
@@ -336,15 +409,35 @@ func (ip *edgeIP) count(method string) {
 	ip.countMu.Unlock()
 }
 
-func (ip *edgeIP) counters() map[string]uint64 {
+// countCredentials counts a request that carried credentials.
+func (ip *edgeIP) countCredentials() {
+	ip.countMu.Lock()
+	ip.authorized++
+	ip.countMu.Unlock()
+}
+
+func (ip *edgeIP) countHandshake(err error) {
 	ip.countMu.Lock()
 	defer ip.countMu.Unlock()
-	return maps.Clone(ip.requests)
+	if err != nil {
+		ip.tlsStats.Failed++
+		ip.tlsStats.LastError = err.Error()
+		return
+	}
+	ip.tlsStats.Handshakes++
+}
+
+func (ip *edgeIP) counters() (map[string]uint64, uint64, TLSStats) {
+	ip.countMu.Lock()
+	defer ip.countMu.Unlock()
+	return maps.Clone(ip.requests), ip.authorized, ip.tlsStats
 }
 
 func (ip *edgeIP) resetCounters() {
 	ip.countMu.Lock()
 	ip.requests = map[string]uint64{}
+	ip.authorized = 0
+	ip.tlsStats = TLSStats{}
 	ip.countMu.Unlock()
 }
 
@@ -416,6 +509,30 @@ func (t *connTracker) Accept() (net.Conn, error) {
 	}
 	t.conns[tc] = struct{}{}
 	return tc, nil
+}
+
+// dropConns closes every accepted connection and keeps listening: a TLS
+// port whose certificate changed, as after a restart with the new one.
+func (t *connTracker) dropConns() int {
+	t.mu.Lock()
+	conns := slices.Collect(maps.Keys(t.conns))
+	t.conns = map[*trackedConn]struct{}{}
+	t.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Conn.Close()
+	}
+	return len(conns)
+}
+
+// dropTLSConns closes the IP's open TLS connections, if any.
+func (ip *edgeIP) dropTLSConns() int {
+	ip.mu.Lock()
+	l := ip.live
+	ip.mu.Unlock()
+	if l == nil || l.tls == nil {
+		return 0
+	}
+	return l.tls.dropConns()
 }
 
 // Close closes the listener and resets every accepted connection: linger 0

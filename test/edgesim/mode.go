@@ -24,7 +24,33 @@ const (
 	// ModeInherit is only for IPs: it removes the IP's own mode so the IP
 	// follows its edge again.
 	ModeInherit Mode = "inherit"
+
+	// The certificate modes answer like up but present a bad certificate
+	// on the TLS port, so a client's certificate checks can be tested.
+	// UDP and TCP are unaffected.
+
+	// ModeExpiredCert presents a certificate for the edge's names, from
+	// edgesim's CA, that expired a day ago.
+	ModeExpiredCert Mode = "expired-cert"
+	// ModeWrongNameCert presents a valid certificate from edgesim's CA for
+	// another name (WrongCertName).
+	ModeWrongNameCert Mode = "wrong-name-cert"
+	// ModeSelfSignedCert presents a self-signed certificate for the edge's
+	// names: what a man in the middle without the CA's key can show.
+	ModeSelfSignedCert Mode = "self-signed-cert"
 )
+
+// WrongCertName is the only name in the certificate of ModeWrongNameCert.
+const WrongCertName = "wrong-name.edgesim.invalid"
+
+// answers reports whether an IP in this mode serves SIP (possibly late).
+func (m Mode) answers() bool {
+	switch m {
+	case ModeUp, ModeSlow, ModeExpiredCert, ModeWrongNameCert, ModeSelfSignedCert:
+		return true
+	}
+	return false
+}
 
 // maxSlowDelay bounds a slow-mode delay so a typo cannot park handlers for
 // hours.
@@ -41,13 +67,14 @@ type ModeSetting struct {
 // IP (forIP=true).
 func (m ModeSetting) check(forIP bool) error {
 	switch m.Mode {
-	case ModeUp, ModeDrop, ModeReject, ModeSlow, ModeRefuse:
+	case ModeUp, ModeDrop, ModeReject, ModeSlow, ModeRefuse, ModeExpiredCert, ModeWrongNameCert, ModeSelfSignedCert:
 	case ModeInherit:
 		if !forIP {
 			return fmt.Errorf("mode %q applies to IPs only", m.Mode)
 		}
 	default:
-		return fmt.Errorf("unknown mode %q (up, drop, reject, slow, refuse%s)", m.Mode, map[bool]string{true: ", inherit"}[forIP])
+		return fmt.Errorf("unknown mode %q (up, drop, reject, slow, refuse, %s, %s, %s%s)", m.Mode,
+			ModeExpiredCert, ModeWrongNameCert, ModeSelfSignedCert, map[bool]string{true: ", inherit"}[forIP])
 	}
 	if m.Delay < 0 || m.Delay > maxSlowDelay {
 		return fmt.Errorf("delay %s is out of range 0..%s", m.Delay, maxSlowDelay)

@@ -65,7 +65,7 @@ func (s *Sim) handleRegister(_ context.Context, in *inbound) {
 		return
 	}
 	reg := registration{
-		user: aor, edge: in.ip.edge.name, ip: in.ip.addr.String(), port: in.ip.boundPort(),
+		user: aor, edge: in.ip.edge.name, ip: in.ip.addr.String(), port: in.ip.portFor(req.Transport()),
 		transport: req.Transport(), source: req.Source(), callID: callID(req), now: now,
 	}
 	if cs := req.CSeq(); cs != nil {

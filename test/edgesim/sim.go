@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,8 @@ type Sim struct {
 	// authenticate against. rest serves it (nil without a rest section).
 	restStore *restStore
 	rest      *restServer
+	// ca signs the edges' SIP TLS certificates and the REST API's.
+	ca *testCA
 
 	edges  []*edge
 	byName map[string]*edge
@@ -82,8 +85,23 @@ func New(cfg Config, logger *slog.Logger) (*Sim, error) {
 		ready:   make(chan struct{}),
 	}
 	s.restStore = newRESTStore(cfg, func() time.Time { return s.clock() })
+	ca, err := newTestCA()
+	if err != nil {
+		return nil, fmt.Errorf("edgesim test CA: %w", err)
+	}
+	s.ca = ca
 	for _, ec := range cfg.Edges {
 		e := newEdge(s, ec)
+		if s.tlsOn() {
+			names := e.fqdns
+			if e.name == "ashburn" {
+				// DNS answers <domain>.sip.twilio.com with Ashburn's IPs.
+				names = append(slices.Clone(names), cfg.Domain+".sip.twilio.com")
+			}
+			if e.certs, err = newEdgeCerts(ca, names); err != nil {
+				return nil, fmt.Errorf("edge %s certificates: %w", e.name, err)
+			}
+		}
 		s.edges = append(s.edges, e)
 		s.byName[e.name] = e
 		for _, ip := range e.ips {
@@ -155,6 +173,11 @@ func (s *Sim) Start(ctx context.Context) (stop func() error, err error) {
 func (s *Sim) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("edgesim: Run called more than once")
+	}
+	if f := s.cfg.CAFile; f != "" {
+		if err := os.WriteFile(f, s.ca.pem, 0o644); err != nil {
+			return fmt.Errorf("ca_file: %w", err)
+		}
 	}
 	if err := s.openEdges(); err != nil {
 		return err
@@ -233,23 +256,29 @@ func (s *Sim) openEdges() error {
 var errSharedPortTaken = errors.New("shared port taken")
 
 func (s *Sim) openEdgesOnce() error {
-	shared := 0
+	shared, sharedTLS := 0, 0
 	for _, e := range s.edges {
 		for _, ip := range e.ips {
 			if ip.cfgPort == 0 {
 				ip.setPort(shared)
 			}
+			if ip.cfgTLSPort == 0 {
+				ip.setTLSPort(sharedTLS)
+			}
 			if s.effective(ip).Mode == ModeRefuse {
 				continue
 			}
 			if err := ip.open(); err != nil {
-				if ip.cfgPort == 0 && shared != 0 {
+				if (ip.cfgPort == 0 && shared != 0) || (s.tlsOn() && ip.cfgTLSPort == 0 && sharedTLS != 0) {
 					return fmt.Errorf("%w: %w", errSharedPortTaken, err)
 				}
 				return err
 			}
 			if ip.cfgPort == 0 && shared == 0 {
 				shared = ip.boundPort()
+			}
+			if ip.cfgTLSPort == 0 && sharedTLS == 0 {
+				sharedTLS = ip.boundTLSPort()
 			}
 		}
 	}
@@ -274,7 +303,8 @@ func (s *Sim) closeEdgesLocked() {
 func (s *Sim) logListening() {
 	for _, e := range s.edges {
 		for _, ip := range e.ips {
-			s.log.Info("edge listening", "edge", e.name, "addr", ip.hostPort(), "transports", s.cfg.Transports, "fqdns", e.fqdns)
+			s.log.Info("edge listening", "edge", e.name, "addr", ip.hostPort(), "transports", s.cfg.Transports, "fqdns", e.fqdns,
+				"tls_port", ip.boundTLSPort())
 		}
 	}
 	if s.dns.addr != "" {
@@ -425,6 +455,10 @@ func (s *Sim) Reset(keepBindings bool) error {
 func (s *Sim) change(update func()) error {
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
+	before := map[*edgeIP]Mode{}
+	for _, ip := range s.byIP {
+		before[ip] = s.effective(ip).Mode
+	}
 	s.modeMu.Lock()
 	update()
 	s.modeMu.Unlock()
@@ -434,7 +468,15 @@ func (s *Sim) change(update func()) error {
 	var errs []error
 	for _, e := range s.edges {
 		for _, ip := range e.ips {
-			refuse := s.effective(ip).Mode == ModeRefuse
+			now := s.effective(ip).Mode
+			if was := before[ip]; was != now && (isCertMode(was) || isCertMode(now)) {
+				// Open TLS sessions were made with the old certificate;
+				// without this a client would never see the new one.
+				if n := ip.dropTLSConns(); n > 0 {
+					s.log.Info("tls connections closed for the new certificate", "edge", e.name, "ip", ip.addr.String(), "connections", n)
+				}
+			}
+			refuse := now == ModeRefuse
 			switch {
 			case refuse && ip.isOpen():
 				ip.close()
@@ -471,6 +513,8 @@ type EdgeStatus struct {
 type IPStatus struct {
 	IP   string `json:"ip"`
 	Port int    `json:"port"`
+	// TLSPort is the SIP over TLS port, when transports lists tls.
+	TLSPort int `json:"tls_port,omitempty"`
 	// Mode is the effective mode: Override if set, else the edge's.
 	Mode  Mode   `json:"mode"`
 	Delay string `json:"delay,omitempty"`
@@ -483,6 +527,11 @@ type IPStatus struct {
 	// In drop mode every received message counts, retransmissions included;
 	// otherwise retransmissions absorbed by the transaction layer do not.
 	Requests map[string]uint64 `json:"requests"`
+	// Authorized counts requests that carried credentials (Authorization
+	// or Proxy-Authorization), every transport, since the last reset.
+	Authorized uint64 `json:"authorized"`
+	// TLS counts handshakes on the TLS port, when transports lists tls.
+	TLS *TLSStats `json:"tls,omitempty"`
 }
 
 // Edges reports every edge with its IPs, modes and counters.
@@ -531,15 +580,22 @@ func (s *Sim) ipStatus(ip *edgeIP) IPStatus {
 		override = ip.override.Mode
 	}
 	s.modeMu.RUnlock()
-	return IPStatus{
-		IP:       ip.addr.String(),
-		Port:     ip.boundPort(),
-		Mode:     eff.Mode,
-		Delay:    durString(s.delayOf(eff)),
-		Override: override,
-		Open:     ip.isOpen(),
-		Requests: ip.counters(),
+	reqs, authorized, tlsStats := ip.counters()
+	st := IPStatus{
+		IP:         ip.addr.String(),
+		Port:       ip.boundPort(),
+		TLSPort:    ip.boundTLSPort(),
+		Mode:       eff.Mode,
+		Delay:      durString(s.delayOf(eff)),
+		Override:   override,
+		Open:       ip.isOpen(),
+		Requests:   reqs,
+		Authorized: authorized,
 	}
+	if s.tlsOn() {
+		st.TLS = &tlsStats
+	}
+	return st
 }
 
 func durString(d time.Duration) string {
@@ -558,6 +614,23 @@ func (s *Sim) SIPAddr(ip string) (string, error) {
 	}
 	return eip.hostPort(), nil
 }
+
+// TLSAddr returns the host:port an edge IP serves SIP over TLS on (after
+// Ready), or an error when transports does not list tls.
+func (s *Sim) TLSAddr(ip string) (string, error) {
+	eip, err := s.lookupIP(ip)
+	if err != nil {
+		return "", err
+	}
+	if !s.tlsOn() {
+		return "", fmt.Errorf("edge IP %s: tls is not in transports", ip)
+	}
+	return netip.AddrPortFrom(eip.addr, uint16(eip.boundTLSPort())).String(), nil
+}
+
+// CAPEM is the PEM of edgesim's test CA, which signs every edge's SIP TLS
+// certificate and the REST API's.
+func (s *Sim) CAPEM() []byte { return slices.Clone(s.ca.pem) }
 
 // password looks a user up in the credential lists mapped to the SIP
 // Domain for registration; the match is exact, case included, as Twilio's is.

@@ -200,7 +200,7 @@ func (c *call) newFork(i int, b Binding, r CallRequest) (*fork, ForkStatus) {
 func (s *Sim) egressIP(b Binding, edgeName string) *edgeIP {
 	healthy := func(ip *edgeIP) bool {
 		m := s.effective(ip).Mode
-		return ip.isOpen() && (m == ModeUp || m == ModeSlow)
+		return ip.isOpen() && m.answers()
 	}
 	firstOf := func(ips []*edgeIP, ok func(*edgeIP) bool) *edgeIP {
 		for _, ip := range ips {

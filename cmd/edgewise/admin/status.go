@@ -87,7 +87,7 @@ type StoreStatus struct {
 // reloads, lockouts, drains.
 type Event struct {
 	At       time.Time `json:"at"`
-	Kind     string    `json:"kind"`     // edge_down, edge_up, edge_failover, edge_failback, edge_reload, edge_unavailable, edge_available, moved, reload, reload_refused, lockout, drain
+	Kind     string    `json:"kind"`     // edge_down, edge_up, edge_failover, edge_failback, edge_reload, edge_unavailable, edge_available, moved, reload, reload_refused, lockout, drain, tls_certificate
 	Severity string    `json:"severity"` // info, warn, error
 	Text     string    `json:"text"`
 }

@@ -11,7 +11,7 @@ func (s *Server) Collector() prometheus.Collector {
 			func() float64 { return float64(v()) })
 	}
 	st := &s.stats
-	return collectors{
+	cs := collectors{
 		counter("malformed_total", "Unparsable SIP messages (answered 400 when they can be matched).", st.Malformed.Load),
 		counter("garbage_total", "Datagrams and frames that are not SIP at all, dropped.", st.Garbage.Load),
 		counter("blocked_total", "Requests from locked-out sources, dropped (UDP) or refused (TCP).", st.Blocked.Load),
@@ -25,6 +25,20 @@ func (s *Server) Collector() prometheus.Collector {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "edgewise", Subsystem: "sip", Name: "connections",
 			Help: "TCP, TLS and WebSocket connections open."}, func() float64 { return float64(s.OpenConns()) }),
 	}
+	if h := s.certs; h != nil {
+		reloads := func(result string, v func() uint64) prometheus.Collector {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "edgewise", Subsystem: "sip", Name: "tls_certificate_reloads_total",
+				Help:        "Replacements of the tls/wss listeners' certificate (applied), and new pairs that did not load (refused; the previous one stays).",
+				ConstLabels: prometheus.Labels{"result": result}}, func() float64 { return float64(v()) })
+		}
+		cs = append(cs,
+			reloads("applied", h.applied.Load),
+			reloads("refused", h.refused.Load),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "edgewise", Subsystem: "sip", Name: "tls_certificate_not_after_timestamp_seconds",
+				Help: "When the certificate the tls/wss listeners present expires (Unix time)."},
+				func() float64 { return float64(h.notAfter().Unix()) }))
+	}
+	return cs
 }
 
 type collectors []prometheus.Collector

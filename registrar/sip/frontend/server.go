@@ -14,6 +14,12 @@
 // methods directly, and passes the rest to sipgo through a net.PacketConn and
 // a net.Listener it wraps. Malformed messages never reach sipgo.
 //
+// The tls and wss listeners present one certificate (Settings.TLSCertFile,
+// TLSKeyFile) through tls.Config.GetCertificate: it is read again when its
+// files change and on PrepareTLS (a config reload), so a renewal reaches new
+// handshakes without a restart and without touching open connections; a
+// pair that does not load leaves the current one in service (certs.go).
+//
 // It imports registrar/sip/digest (the SIP token grammar) and nothing
 // else of edgewise.
 package frontend
@@ -114,6 +120,7 @@ type Server struct {
 	conns connTable
 
 	tlsConf  *tls.Config // for wss and tls listeners
+	certs    *certHolder // their certificate; nil without such listeners
 	onClosed func(transport string, remote netip.AddrPort)
 	closedMu sync.Mutex
 	closedQ  []closedConn
@@ -159,6 +166,7 @@ func New(s Settings, logger *slog.Logger) (*Server, error) {
 	}
 	s.Connections = s.Connections.withDefaults()
 	var tlsConf *tls.Config
+	var certs *certHolder
 	for _, l := range s.Listen {
 		switch l.Transport {
 		case "udp", "tcp", "ws":
@@ -169,11 +177,14 @@ func New(s Settings, logger *slog.Logger) (*Server, error) {
 			if s.TLSCertFile == "" || s.TLSKeyFile == "" {
 				return nil, fmt.Errorf("frontend: listen %s: a certificate and key file are required", l)
 			}
-			cert, err := tls.LoadX509KeyPair(s.TLSCertFile, s.TLSKeyFile)
+			var err error
+			certs, err = newCertHolder(s.TLSCertFile, s.TLSKeyFile, logger.With("component", "tls"))
 			if err != nil {
 				return nil, fmt.Errorf("frontend: listen %s: %w", l, err)
 			}
-			tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			// Read at every handshake, so a renewed certificate serves
+			// new connections while open ones keep theirs.
+			tlsConf = &tls.Config{GetCertificate: certs.getCertificate, MinVersion: tls.VersionTLS12}
 		default:
 			return nil, fmt.Errorf("frontend: listen %s: unsupported transport %q", l, l.Transport)
 		}
@@ -223,6 +234,7 @@ func New(s Settings, logger *slog.Logger) (*Server, error) {
 		screens:       make(map[sip.RequestMethod]Screen),
 		ready:         make(chan struct{}),
 		tlsConf:       tlsConf,
+		certs:         certs,
 		closedCh:      make(chan struct{}, 1),
 	}, nil
 }
@@ -309,6 +321,34 @@ func (s *Server) PinnedClient(local string) (*sipgo.Client, error) {
 	host, port := publicHostPort(s.settings)
 	return sipgo.NewClient(s.ua, sipgo.WithClientHostname(host), sipgo.WithClientPort(port),
 		sipgo.WithClientConnectionAddr(local))
+}
+
+// PrepareTLS loads the certificate and key of the tls and wss listeners
+// from certFile and keyFile (a config reload; the paths may be new); commit
+// puts them in service for the next handshake, and from then on changes to
+// those files are watched. A pair that does not load is an error and the
+// current certificate stays. Without such listeners it does nothing.
+func (s *Server) PrepareTLS(certFile, keyFile string) (commit func(), err error) {
+	if s.certs == nil {
+		return func() {}, nil
+	}
+	commit, err = s.certs.prepare(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls certificate %s, key %s: %w", certFile, keyFile, err)
+	}
+	return commit, nil
+}
+
+// OnTLSCertificate sets fn to hear every replacement of the tls and wss
+// listeners' certificate, and every refused one (the operator's events).
+// Call before Run; fn runs on the goroutine that loaded the files.
+func (s *Server) OnTLSCertificate(fn func(CertEvent)) {
+	if s.certs == nil {
+		return
+	}
+	s.certs.mu.Lock()
+	s.certs.onEvent = fn
+	s.certs.mu.Unlock()
 }
 
 // UserAgent is the configured agent name.
@@ -408,6 +448,14 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Info("listening", "transport", ln.transport, "addr", ln.addr.String())
 	}
 	wg.Go(func() { s.closedLoop(ctx) })
+	if s.certs != nil {
+		wg.Go(func() {
+			if err := s.certs.watch(ctx); err != nil {
+				// The certificate still reloads with the config.
+				s.log.Warn("tls certificate files are not watched", "error", err)
+			}
+		})
+	}
 	var err error
 	for _, ln := range s.listeners {
 		if ln.udp == nil || err != nil {

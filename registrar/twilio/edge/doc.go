@@ -33,7 +33,12 @@
 //     progress where they are.
 //   - Over TLS the explicit IP is dialled but SNI and certificate checks use
 //     the FQDN: use one client per FQDN from TLSClients (sipgo takes the name
-//     from the UA's tls.Config).
+//     from the UA's tls.Config). TLSClients verifies each certificate itself
+//     against roots SetRoots can replace (twilio.ca_file on reload); a
+//     certificate it refuses (expired, another name, unknown authority)
+//     fails the handshake at once with a CertError, which the Monitor
+//     counts as that IP down (class "tls"), with the reason in the IP's
+//     last_error and one warning per IP and reason.
 //
 // It imports nothing of edgewise.
 package edge

@@ -17,6 +17,8 @@ const (
 	classResponse  = "error_response"
 	classDNS       = "dns"
 	classMixed     = "mixed"
+	// classTLS: the IP's certificate failed verification (CertError).
+	classTLS = "tls"
 )
 
 // ipHealth is the health of one resolved address. Guarded by Monitor.mu.
@@ -133,7 +135,12 @@ type outcome struct {
 }
 
 func classify(res Result, err error, timeout time.Duration) outcome {
+	var cert *CertError
 	switch {
+	case err != nil && errors.As(err, &cert):
+		// Before the timeout case: a refused certificate is a verdict,
+		// not silence, and says exactly what is wrong.
+		return outcome{class: classTLS, phrase: "failed the certificate check: " + cert.Reason, detail: cert.Error()}
 	case err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrNoResponse)),
 		err == nil && res.StatusCode == 0:
 		return outcome{

@@ -39,11 +39,11 @@ func newMetrics() *metrics {
 		}, []string{"edge"}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "results_total",
-			Help: "Probe and reported request outcomes per edge (source probe|report; outcome ok|timeout|transport|error_response).",
+			Help: "Probe and reported request outcomes per edge (source probe|report; outcome ok|timeout|transport|tls|error_response).",
 		}, []string{"edge", "source", "outcome"}),
 		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "failovers_total",
-			Help: "Active edge left because it went down or was removed, by why it failed (timeout|transport|error_response|dns|mixed|removed).",
+			Help: "Active edge left because it went down or was removed, by why it failed (timeout|transport|tls|error_response|dns|mixed|removed).",
 		}, []string{"reason"}),
 		failbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "failbacks_total",
@@ -72,7 +72,7 @@ func newMetrics() *metrics {
 // withSeries creates every label value of the closed sets up front, so a
 // dashboard shows 0 rather than no data before the first failover.
 func (x *metrics) withSeries() *metrics {
-	for _, r := range []string{"timeout", "transport", "error_response", "dns", "mixed", "removed"} {
+	for _, r := range []string{"timeout", "transport", "tls", "error_response", "dns", "mixed", "removed"} {
 		x.failovers.WithLabelValues(r)
 	}
 	for _, r := range []string{"hold_elapsed", "recovered"} {

@@ -392,6 +392,13 @@ func (m *Monitor) observe(t Target, want *edgeHealth, probed *ipHealth, res Resu
 			m.setEdgeState(e, StateUp, fmt.Sprintf("%s answered %d in %s", ip.addr, res.StatusCode, res.RTT.Round(time.Millisecond)), "", now)
 		}
 	} else {
+		if out.class == classTLS && (ip.state != StateDown || ip.lastErr != out.detail) {
+			// A bad certificate is worth a line of its own (once per
+			// IP and reason, not per probe): it is a misconfiguration or
+			// an attack, not an outage, and nothing else says which.
+			m.log.Warn(fmt.Sprintf("edge %s ip %s refused: %s", e.name, ip.addr, out.detail),
+				"edge", e.name, "ip", ip.addr, "source", source, "class", classTLS)
+		}
 		ip.status, ip.lastErr, ip.class, ip.phrase = res.StatusCode, out.detail, out.class, out.phrase
 		if res.RetryAfter > 0 {
 			ip.retryAfter = now.Add(res.RetryAfter)

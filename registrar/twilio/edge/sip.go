@@ -3,11 +3,13 @@ package edge
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -169,10 +171,17 @@ func TLSConfig(base *tls.Config, fqdn string) *tls.Config {
 // tls.Config naming that FQDN (see TLSConfig), so requests dialled to an
 // explicit IP still present and verify the edge's name. The upstream
 // manager and the B2BUA can share one pool with the prober.
+//
+// The pool verifies each edge's certificate itself (see CertError), against
+// roots that SetRoots can replace while it runs: a reload with a new
+// twilio.ca_file applies to the next handshake, and connections already up
+// stay up.
 type TLSClients struct {
 	base       *tls.Config
 	uaOpts     []sipgo.UserAgentOption
 	clientOpts []sipgo.ClientOption
+	roots      atomic.Pointer[x509.CertPool] // nil: the system roots
+	now        func() time.Time              // replaced in tests
 
 	mu      sync.Mutex
 	closed  bool
@@ -185,9 +194,37 @@ type tlsClient struct {
 }
 
 // NewTLSClients creates an empty pool; UAs are made on first use with
-// uaOpts (its TLS config option is overridden) and clients with clientOpts.
+// uaOpts (its TLS config option is overridden) and clients with
+// clientOpts. base (may be nil) is cloned for every FQDN; its RootCAs are
+// the first roots (nil: the system roots).
 func NewTLSClients(base *tls.Config, uaOpts []sipgo.UserAgentOption, clientOpts ...sipgo.ClientOption) *TLSClients {
-	return &TLSClients{base: base, uaOpts: uaOpts, clientOpts: clientOpts, clients: map[string]tlsClient{}}
+	p := &TLSClients{base: base, uaOpts: uaOpts, clientOpts: clientOpts, clients: map[string]tlsClient{}, now: time.Now}
+	if base != nil {
+		p.roots.Store(base.RootCAs)
+	}
+	return p
+}
+
+// SetRoots replaces the CAs edge certificates are verified against (nil:
+// the system roots) for every handshake from now on.
+func (p *TLSClients) SetRoots(roots *x509.CertPool) { p.roots.Store(roots) }
+
+// config is the tls.Config of fqdn's UA. Verification is done by
+// VerifyConnection, with the roots of the moment, instead of by crypto/tls
+// with roots fixed when the UA was made; InsecureSkipVerify only turns the
+// built-in check off so that this one replaces it (crypto/tls calls
+// VerifyConnection on every handshake, and a failure aborts it).
+func (p *TLSClients) config(fqdn string) *tls.Config {
+	c := TLSConfig(p.base, fqdn)
+	if c.InsecureSkipVerify {
+		return c // a caller that wants no check at all (tests)
+	}
+	c.RootCAs = nil
+	c.InsecureSkipVerify = true
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		return verifyEdge(cs, fqdn, p.roots.Load(), p.now())
+	}
+	return c
 }
 
 // Client returns the client for fqdn, creating it on first use.
@@ -200,7 +237,7 @@ func (p *TLSClients) Client(fqdn string) (*sipgo.Client, error) {
 	if c, ok := p.clients[fqdn]; ok {
 		return c.client, nil
 	}
-	opts := append(append([]sipgo.UserAgentOption(nil), p.uaOpts...), sipgo.WithUserAgenTLSConfig(TLSConfig(p.base, fqdn)))
+	opts := append(append([]sipgo.UserAgentOption(nil), p.uaOpts...), sipgo.WithUserAgenTLSConfig(p.config(fqdn)))
 	ua, err := sipgo.NewUA(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("user agent for %s: %w", fqdn, err)
