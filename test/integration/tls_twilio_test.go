@@ -35,6 +35,12 @@ type tlsTwSim struct {
 
 func tlsTwStartSim(t *testing.T) *tlsTwSim {
 	t.Helper()
+	return tlsTwStartSimWith(t, "")
+}
+
+// tlsTwStartSimWith is tlsTwStartSim with extra lines of edgesim config.
+func tlsTwStartSimWith(t *testing.T, extra string) *tlsTwSim {
+	t.Helper()
 	s := &tlsTwSim{sim: &sim{ips: map[string][]string{}}, caFile: filepath.Join(t.TempDir(), "edgesim-ca.pem")}
 	ctl := nextIP(t)
 	s.control = "http://" + ctl + ":9070"
@@ -55,7 +61,7 @@ credentials:
   - {user: alice, password: AliceTwilio123}
   - {user: bob, password: BobTwilio1234}
   - {user: carol, password: CarolTwilio123}
-`, edges.String(), s.caFile, s.dns, ctl)
+%s`, edges.String(), s.caFile, s.dns, ctl, extra)
 	path := filepath.Join(t.TempDir(), "edgesim.yaml")
 	writeFile(t, path, cfg)
 	s.proc = startProc(t, "edgesim", "-c", path, "-log-level", "debug")
