@@ -1,5 +1,6 @@
 # edgewise — see README.md. Two commands matter on a fresh machine:
 #   make run    start the edge simulator and edgewise on the offline demo config
+#               (make run SECURE=1: Secure Media, TLS and SRTP toward the simulator)
 #   make test   install what the tests need when missing, then run every test with -race
 
 GO       ?= go

@@ -1,10 +1,37 @@
 #!/usr/bin/env bash
 # make run: the edge simulator (two fake Twilio edges on loopback) and edgewise on
 # configs/demo.yaml, in the foreground until Ctrl-C. Nothing leaves the machine.
+#
+# SECURE=1 (make run SECURE=1) shows Secure Media: edgesim's domain takes only
+# TLS and SDES-SRTP, and edgewise speaks both toward it (twilio.transport: tls,
+# twilio.media_encryption: srtp) while the softphone stays on plain RTP. The
+# two configs are derived from the demo ones into run/; edgewise's own TLS
+# certificate is a throwaway self-signed one made with openssl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p run
-bin/edgesim -c configs/edgesim.yaml >run/edgesim.log 2>&1 &
+simcfg=configs/edgesim.yaml
+ewcfg=configs/demo.yaml
+if [ "${SECURE:-}" = 1 ]; then
+  command -v openssl >/dev/null || { echo "SECURE=1 needs openssl for edgewise's demo certificate"; exit 1; }
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout run/demo-tls.key -out run/demo-tls.pem 2>/dev/null
+  # Each edit must hit, or the demo would quietly run without it.
+  edit() { grep -qF -- "$2" "$1" || { echo "run-demo.sh: '$2' not found in $1"; exit 1; }; }
+  edit configs/edgesim.yaml 'transports: [udp, tcp]'
+  edit configs/edgesim.yaml 'calls:'
+  sed -e 's/^transports: \[udp, tcp\]/transports: [udp, tcp, tls]\nca_file: run\/edgesim-ca.pem/' \
+      -e 's/^calls:/calls:\n  secure_media: true/' configs/edgesim.yaml >run/edgesim-secure.yaml
+  edit configs/demo.yaml '"tcp:127.0.0.1:5060", '
+  edit configs/demo.yaml '  dns_server: 127.0.0.1:5353'
+  sed -e 's/"tcp:127.0.0.1:5060", /"tcp:127.0.0.1:5060", "tls:127.0.0.1:5061", /' \
+      -e 's/^  realm: edgewise.demo/  realm: edgewise.demo\n  tls: {cert_file: ..\/run\/demo-tls.pem, key_file: ..\/run\/demo-tls.key}/' \
+      -e 's/^  dns_server: 127.0.0.1:5353.*/  dns_server: 127.0.0.1:5353\n  transport: tls\n  media_encryption: srtp\n  ca_file: edgesim-ca.pem/' \
+      configs/demo.yaml >run/demo-secure.yaml
+  simcfg=run/edgesim-secure.yaml
+  ewcfg=run/demo-secure.yaml
+fi
+bin/edgesim -c "$simcfg" >run/edgesim.log 2>&1 &
 sim=$!
 trap 'kill $sim 2>/dev/null; wait $sim 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do
@@ -30,4 +57,13 @@ cat <<MSG
   Break an edge: curl -X PUT -d '{"mode":"drop"}' http://127.0.0.1:9070/v1/edges/ashburn
 
 MSG
-bin/edgewise serve -c configs/demo.yaml
+if [ "${SECURE:-}" = 1 ]; then
+  cat <<MSG
+  SECURE=1: edgesim's domain has Secure Media; edgewise registers and calls over
+  TLS (127.0.0.1:5061) with SRTP toward it, plain RTP toward your softphone.
+  Calls at edgesim show "srtp": true and count what they decrypted:
+                curl http://127.0.0.1:9070/v1/calls
+
+MSG
+fi
+bin/edgewise serve -c "$ewcfg"
