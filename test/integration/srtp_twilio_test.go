@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +62,17 @@ func TestSecureMediaCallsBothWays(t *testing.T) {
 	}
 	checkRTPFlow(t, d)
 	checkSRTPLegs(t, d)
+	// The keys travel in SDP only: never in the log (at debug level) or
+	// the status document.
+	resp, err := http.Get(d.adminURL + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(doc), "inline:") || strings.Contains(d.out.String(), "inline:") {
+		t.Error("an SRTP key (a=crypto inline:) appears in /v1/status or edgewise's log")
+	}
 	s.hangUp(t, placed.ID)
 	waitSipp(t, phone, "the phone that answered the inbound call")
 	noCallsLeft(t, d)
