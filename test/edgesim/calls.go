@@ -145,6 +145,9 @@ type MediaStatus struct {
 	// replay, plain RTP); those are not echoed.
 	SRTP       bool   `json:"srtp,omitempty"`
 	SRTPFailed uint64 `json:"srtp_failed,omitempty"`
+	// SRTPEarly counts packets that came before the gateway's key did
+	// (its SDP answer was still on the way); they are not echoed.
+	SRTPEarly uint64 `json:"srtp_early,omitempty"`
 	// PayloadTypes counts RTP received by payload type ("0": PCMU, "101":
 	// telephone-event as the SDP numbered it, ...).
 	PayloadTypes map[string]uint64 `json:"payload_types,omitempty"`

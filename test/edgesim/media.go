@@ -36,7 +36,7 @@ type mediaStream struct {
 
 	rtpIn, rtpInBytes, rtpOut, rtpOutBytes atomic.Uint64
 	invalid, rtcpIn, rtcpOut               atomic.Uint64
-	srtpFailed                             atomic.Uint64
+	srtpFailed, srtpEarly                  atomic.Uint64
 	byPT                                   [128]atomic.Uint64 // RTP received per payload type
 	source                                 atomic.Pointer[netip.AddrPort]
 
@@ -149,22 +149,25 @@ func (m *mediaStream) serveRTCP() {
 }
 
 // unprotect decrypts an SRTP or SRTCP packet when the stream speaks SRTP;
-// one that fails (no key yet, a wrong key, a replay, plain RTP) is counted
-// in srtpFailed and not echoed.
+// one that fails (a wrong key, a replay, plain RTP) is counted in
+// srtpFailed and not echoed. One that arrives before the gateway's key (its
+// answer is still on the way: media may overtake the 200) counts as early.
 func (m *mediaStream) unprotect(b []byte, rtcp bool) ([]byte, bool) {
 	sec := m.sec.Load()
 	if sec == nil {
 		return b, true
 	}
 	rx, _ := sec.contexts(rtcp)
+	if rx == nil {
+		m.srtpEarly.Add(1)
+		return nil, false
+	}
 	var out []byte
-	err := errors.New("no key yet")
-	if rx != nil {
-		if rtcp {
-			out, err = rx.DecryptRTCP(nil, b, nil)
-		} else {
-			out, err = rx.DecryptRTP(nil, b, nil)
-		}
+	var err error
+	if rtcp {
+		out, err = rx.DecryptRTCP(nil, b, nil)
+	} else {
+		out, err = rx.DecryptRTP(nil, b, nil)
 	}
 	if err != nil {
 		m.srtpFailed.Add(1)
@@ -217,6 +220,7 @@ func (m *mediaStream) fill(st *MediaStatus) {
 	st.RTCPEchoed = m.rtcpOut.Load()
 	st.SRTP = m.sec.Load() != nil
 	st.SRTPFailed = m.srtpFailed.Load()
+	st.SRTPEarly = m.srtpEarly.Load()
 	for pt := range m.byPT {
 		if n := m.byPT[pt].Load(); n > 0 {
 			if st.PayloadTypes == nil {

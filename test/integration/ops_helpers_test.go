@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 	"github.com/edgewise-sip/edgewise/media"
+	"github.com/edgewise-sip/edgewise/test/kit"
 )
 
 // opsStatus is /v1/status, with the questions the ops tests ask of it.
@@ -341,6 +342,16 @@ func (w *opsCallWatch) summary() opsRTPSummary {
 // returns the calls for further checks.
 func checkOpsSimCalls(t *testing.T, s *sim, want int) []simCall {
 	t.Helper()
+	// edgewise answers the phone's BYE at once and sends its own to Twilio
+	// right after: the last ones may still be on their way when SIPp ends.
+	kit.WaitFor(t, 10*time.Second, "edgesim's calls to end", func() bool {
+		for _, c := range s.mustCalls(t) {
+			if c.State == "answered" || c.State == "ringing" {
+				return false
+			}
+		}
+		return true
+	})
 	calls := s.mustCalls(t)
 	var received, echoed uint64
 	bad := 0

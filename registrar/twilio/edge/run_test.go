@@ -206,6 +206,13 @@ func TestRunKeepaliveRegister(t *testing.T) {
 		Timeout: 100 * time.Millisecond, KeepaliveInterval: 20 * time.Millisecond, FailbackHold: time.Hour,
 	}
 	m, changes := newRunning(t, s, &fakeProber{probe: sim.probe})
+	// umatilla is a standby edge at first: its first round of probes
+	// (the next is StandbyInterval away) must be over before it becomes
+	// active, or a late one would count as probing the active edge.
+	kit.WaitFor(t, 5*time.Second, "the standby edge's first probes", func() bool {
+		n, _ := sim.count("umatilla", time.Time{})
+		return n > 0 && n >= len(m.Targets("umatilla"))
+	})
 
 	reportedAt := time.Now()
 	for _, tg := range m.Targets("ashburn") {
