@@ -147,6 +147,7 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 	if shared != nil {
 		owners = cluster.NewOwners(shared, table, cluster.OwnerSettings{LeaseTTL: cfg.Cluster.LeaseTTL, ClaimRate: float64(cfg.Twilio.Move.Rate)})
 		owned = owners
+		reg.MustRegister(cluster.Collector(shared, owners))
 	}
 	sip, err := newSIPSide(cfg, table, owned, db, logger, reg, &journal{})
 	if err != nil {

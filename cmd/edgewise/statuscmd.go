@@ -126,6 +126,7 @@ func printStatus(w io.Writer, st *admin.Status, now time.Time) {
 	}
 	_ = tw.Flush()
 	printSurvival(w, st.Survival, now)
+	printCluster(w, st.Store, now)
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -250,6 +251,19 @@ func printSurvival(w io.Writer, sv *calls.SurvivalStatus, now time.Time) {
 	}
 	fmt.Fprintf(w, "SURVIVAL MODE since %s (%s): no Twilio edge is usable; %d calls carried without Twilio\n",
 		sv.Since.UTC().Format(time.RFC3339), now.Sub(*sv.Since).Round(time.Second), sv.Calls)
+}
+
+// printCluster names this node of a cluster, the live nodes and what it
+// owns; etcd being away comes first.
+func printCluster(w io.Writer, s *admin.StoreStatus, now time.Time) {
+	if s == nil || s.Backend != "etcd" {
+		return
+	}
+	if s.DegradedSince != nil {
+		fmt.Fprintf(w, "ETCD UNREACHABLE since %s (%s): serving from memory, changes queued\n",
+			s.DegradedSince.UTC().Format(time.RFC3339), now.Sub(*s.DegradedSince).Round(time.Second))
+	}
+	fmt.Fprintf(w, "cluster node %s of %d (%s); registers %d users at Twilio\n", s.Node, len(s.Nodes), strings.Join(s.Nodes, ", "), s.Owned)
 }
 
 // orDash shows an empty cell as "-" so columns stay aligned and countable.

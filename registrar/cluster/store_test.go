@@ -3,9 +3,11 @@ package cluster
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -163,6 +165,13 @@ func TestEtcdOutage(t *testing.T) {
 	}
 	if deg, since := a.st.Degraded(); !deg || since.IsZero() {
 		t.Fatal("node a not degraded with etcd down")
+	}
+	if err := testutil.CollectAndCompare(Collector(a.st, nil), strings.NewReader(`
+# HELP edgewise_cluster_etcd_degraded 1 while etcd is unreachable: the node serves from memory and queues its changes.
+# TYPE edgewise_cluster_etcd_degraded gauge
+edgewise_cluster_etcd_degraded 1
+`), "edgewise_cluster_etcd_degraded"); err != nil {
+		t.Error(err)
 	}
 	register(t, a, "dave", binding("sip:dave@192.0.2.40:5060", time.Hour)) // acknowledged at once now
 
