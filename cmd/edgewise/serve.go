@@ -21,6 +21,7 @@ import (
 
 	"github.com/edgewise-sip/edgewise/cmd/edgewise/admin"
 	"github.com/edgewise-sip/edgewise/configs"
+	"github.com/edgewise-sip/edgewise/registrar/calls"
 	"github.com/edgewise-sip/edgewise/registrar/cluster"
 	"github.com/edgewise-sip/edgewise/registrar/location"
 	"github.com/edgewise-sip/edgewise/registrar/twilio/upstream"
@@ -144,12 +145,14 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 
 	var owned upstream.Bindings = table
 	var owners *cluster.Owners
+	var claims calls.CallClaims // nil with one node
 	if shared != nil {
+		claims = shared
 		owners = cluster.NewOwners(shared, table, cluster.OwnerSettings{LeaseTTL: cfg.Cluster.LeaseTTL, ClaimRate: float64(cfg.Twilio.Move.Rate)})
 		owned = owners
 		reg.MustRegister(cluster.Collector(shared, owners))
 	}
-	sip, err := newSIPSide(cfg, table, owned, db, logger, reg, &journal{})
+	sip, err := newSIPSide(cfg, table, owned, claims, db, logger, reg, &journal{})
 	if err != nil {
 		return err
 	}

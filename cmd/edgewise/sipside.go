@@ -56,8 +56,9 @@ type sipSide struct {
 }
 
 // owned is what upstream registers: the table's users, or in a cluster the
-// users this node owns.
-func newSIPSide(cfg *configs.Config, table *location.Table, owned upstream.Bindings, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer, events *journal) (*sipSide, error) {
+// users this node owns; claims (a cluster's, else nil) collapses Twilio's
+// forks of a call across nodes.
+func newSIPSide(cfg *configs.Config, table *location.Table, owned upstream.Bindings, claims calls.CallClaims, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer, events *journal) (*sipSide, error) {
 	srv, err := frontend.New(sipServerSettings(cfg), logger.With("component", "sip"))
 	if err != nil {
 		return nil, err
@@ -133,6 +134,7 @@ func newSIPSide(cfg *configs.Config, table *location.Table, owned upstream.Bindi
 		TLS:      tlsClients.Client, // only used when twilio.transport is tls
 		Lockout:  reg.Lockout(),     // wrong INVITE passwords lock out like wrong REGISTER ones
 		Contacts: up,                // calls from Twilio only to Contacts registered there
+		Claims:   claims,
 		Logger:   logger.With("component", "b2bua"),
 	}
 	if ws, ok := webrtcSettings(cfg); ok {

@@ -69,6 +69,13 @@ type Contacts interface {
 	HasContact(user, edge string) bool
 }
 
+// CallClaims collapses Twilio's forks of one call across the nodes of a
+// cluster (cluster.Store): only the node whose claim of the CallSid
+// succeeds rings the phones.
+type CallClaims interface {
+	ClaimCall(ctx context.Context, callSid string) bool
+}
+
 // Lockout is the registrar's lockout table (lockout.Table), shared so that
 // wrong INVITE passwords count with wrong REGISTER and token passwords.
 type Lockout interface {
@@ -106,6 +113,9 @@ type Options struct {
 	// to a Contact edgewise registered there; others are refused (404).
 	// Without it any user~edge Contact is accepted (tests).
 	Contacts Contacts
+	// Claims, when set (a cluster), is asked before a call from Twilio
+	// rings: a CallSid another node claimed is refused like a duplicate.
+	Claims CallClaims
 	// Browsers, when set, terminates browsers' WebRTC media (webrtc.Hub);
 	// without it a WebRTC offer gets 488.
 	Browsers Browsers
@@ -125,6 +135,7 @@ type B2BUA struct {
 	relay    Relay
 	lockout  Lockout
 	contacts Contacts
+	claims   CallClaims
 	browsers Browsers
 	now      func() time.Time
 	auth     *digest.Authenticator
@@ -192,6 +203,7 @@ func New(s Settings, phones directory.Phones, twilio directory.Twilio, opts Opti
 		relay:    opts.Relay,
 		lockout:  opts.Lockout,
 		contacts: opts.Contacts,
+		claims:   opts.Claims,
 		browsers: opts.Browsers,
 		now:      opts.Now,
 		auth:     auth,

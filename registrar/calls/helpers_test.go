@@ -139,6 +139,7 @@ type envConfig struct {
 	// tune changes the default settings; contacts is Options.Contacts.
 	tune     func(*Settings)
 	contacts Contacts
+	claims   CallClaims
 	// mediaPublic is the relay's public address (leg B's SDP); zero means
 	// edgewise's own, like the local one.
 	mediaPublic netip.Addr
@@ -207,7 +208,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if cfg.edges != nil {
 		edges = cfg.edges
 	}
-	bopts := Options{SIP: srv, Bindings: e.binds, Edges: edges, Relay: relay, Lockout: e.lockout, Contacts: cfg.contacts, Logger: log.With("component", "b2bua")}
+	bopts := Options{SIP: srv, Bindings: e.binds, Edges: edges, Relay: relay, Lockout: e.lockout, Contacts: cfg.contacts, Claims: cfg.claims, Logger: log.With("component", "b2bua")}
 	if cfg.browsers {
 		hs := webrtc.Settings{Listen: netip.AddrPortFrom(ip, 0)}
 		if cfg.hub != nil {

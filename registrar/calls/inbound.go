@@ -68,6 +68,14 @@ func (b *B2BUA) inbound(req *sip.Request, tx sip.ServerTransaction, st *state, u
 	ctx, cancel := context.WithCancelCause(b.life)
 	defer cancel(nil)
 	c.cancelSetup = cancel
+	if c.callSid != "" && b.claims != nil && !b.claims.ClaimCall(ctx, c.callSid) {
+		// Twilio forked this call to another node's Contact too (a
+		// registration moving between nodes): that node rings the phones.
+		b.log.Info("duplicate INVITE collapsed: another node rings", "user", user, "edge", edgeName, "call_sid", c.callSid)
+		b.reply(tx, req, 482, "Loop Detected - Duplicate CallSid")
+		b.metrics.setup(inbound, outDuplicate)
+		return
+	}
 	if a := b.admit(c); a != nil {
 		if a.code == 482 {
 			b.log.Info("duplicate INVITE collapsed", "user", user, "edge", edgeName, "call_sid", c.callSid, "call_id", string(*req.CallID()))

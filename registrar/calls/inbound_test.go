@@ -416,3 +416,33 @@ func TestByeForUnknownDialogGets481(t *testing.T) {
 	}
 	_ = fmt.Sprint
 }
+
+// claimsOf is a cluster's call claims: CallSids another node rang.
+type claimsOf map[string]bool
+
+func (c claimsOf) ClaimCall(_ context.Context, callSid string) bool { return !c[callSid] }
+
+// TestInboundForkClaimedElsewhere: Twilio forked a call to another node's
+// Contact as well, and that node claimed its CallSid: this node refuses
+// its fork (482) and rings nobody; another call rings as usual.
+func TestInboundForkClaimedElsewhere(t *testing.T) {
+	e := newEnv(t, func(c *envConfig) { c.claims = claimsOf{"CA-elsewhere": true} })
+	tc := newTwilioCaller(e, 2)
+	ph := newPhone(e, 3, "answer", nil)
+	e.binds.set("alice", e.bindingFor("alice", ph.peer))
+	ctx := testCtx(t)
+	_, err := tc.call(ctx, e, "alice", "CA-elsewhere", nil)
+	if code := statusCode(err); code != 482 {
+		t.Fatalf("fork claimed elsewhere: %v (code %d), want 482", err, code)
+	}
+	if n := len(ph.requests(sip.INVITE)); n != 0 {
+		t.Fatalf("the phone rang %d times for a call another node rings", n)
+	}
+	sess, err := tc.call(ctx, e, "alice", "CA-here", nil)
+	if err != nil {
+		t.Fatalf("a call claimed here: %v", err)
+	}
+	if err := sess.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -142,6 +142,8 @@ func (st *Store) commit(ctx context.Context, keys []string, batch map[string]op)
 // lease returns the lease for bindings expiring at exp: one per ten-second
 // bucket, granted when first needed and forgotten once past.
 func (st *Store) lease(ctx context.Context, exp time.Time) (clientv3.LeaseID, error) {
+	st.leaseMu.Lock()
+	defer st.leaseMu.Unlock()
 	now := st.now()
 	end := exp.Truncate(leaseBucket).Add(leaseBucket).Unix()
 	for b := range st.leases {

@@ -60,6 +60,7 @@ type Store struct {
 	waiters []func(error)
 	kick    chan struct{}
 
+	leaseMu  sync.Mutex
 	leases   map[int64]clientv3.LeaseID // by bucket end (Unix seconds)
 	degraded atomic.Bool
 	since    atomic.Int64 // Unix ns the node became degraded

@@ -184,3 +184,19 @@ edgewise_cluster_etcd_degraded 1
 		t.Errorf("b lost alice across the outage: %v", got)
 	}
 }
+
+// TestClaimCall: of two nodes that get Twilio's forks of one call, one
+// rings; another call is claimed afresh.
+func TestClaimCall(t *testing.T) {
+	e := kit.StartEtcd(t, kit.NewNet(t), 1)
+	a, b := startNode(t, e.Endpoints(), "a"), startNode(t, e.Endpoints(), "b")
+	if !b.st.ClaimCall(t.Context(), "CA1") {
+		t.Fatal("first claim refused")
+	}
+	if a.st.ClaimCall(t.Context(), "CA1") || b.st.ClaimCall(t.Context(), "CA1") {
+		t.Fatal("a second fork of CA1 was claimed")
+	}
+	if !a.st.ClaimCall(t.Context(), "CA2") {
+		t.Fatal("another call refused")
+	}
+}
