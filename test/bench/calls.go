@@ -65,15 +65,28 @@ func callsSuite(repo string, o callsOptions) (string, error) {
 		return "", err
 	}
 	var runs []callsRun
+	var failed []string
 	for i := 1; i <= o.runs; i++ {
 		log.Printf("== calls: run %d of %d", i, o.runs)
 		r, err := callsOnce(repo, work, o)
 		if err != nil {
-			return "", fmt.Errorf("run %d: %w", i, err)
+			// A run that cannot even start (or measure memory) is reported
+			// and the next one starts with fresh processes: one bad run
+			// must not cost the suites that follow.
+			log.Printf("   run %d failed: %v", i, err)
+			failed = append(failed, fmt.Sprintf("run %d: %v", i, err))
+			continue
 		}
 		runs = append(runs, r)
 	}
-	return renderCalls(runs, o), nil
+	if len(runs) == 0 {
+		return "", fmt.Errorf("every run failed: %s", strings.Join(failed, "; "))
+	}
+	out := renderCalls(runs, o)
+	for _, f := range failed {
+		out += "not measured: " + f + "\n"
+	}
+	return out, nil
 }
 
 // callsRun is one run: a fresh edgesim and edgewise, the memory measurement
@@ -81,6 +94,9 @@ func callsSuite(repo string, o callsOptions) (string, error) {
 type callsRun struct {
 	mem   callsMem
 	steps []callsStep
+	// stopped says why the run ended before its last rate, when a step
+	// could not run: the rest of the run is abandoned, not the suite.
+	stopped string
 }
 
 type callsMem struct {
@@ -188,11 +204,17 @@ func callsOnce(repo, work string, o callsOptions) (callsRun, error) {
 		run.mem.calls, run.mem.rssBefore/1e6, run.mem.rssWith/1e6, run.mem.heapBefore/1e6, run.mem.heapWith/1e6, run.mem.ok, run.mem.failed)
 	for _, rate := range o.rates {
 		if err := callsIdle(); err != nil {
-			return run, err
+			// The step before overloaded edgewise past recovering within a
+			// minute: that is a result, and this run is over.
+			run.stopped = fmt.Sprintf("%d/s not run: the previous step's calls were still up 60 s after it (%v)", rate, err)
+			log.Printf("   %s", run.stopped)
+			break
 		}
 		st, err := callsStepRun(repo, work, pids, rate, o)
 		if err != nil {
-			return run, err
+			run.stopped = fmt.Sprintf("%d/s failed: %v", rate, err)
+			log.Printf("   %s", run.stopped)
+			break
 		}
 		log.Printf("   %4d/s offered: %d ok, %d failed, %d retrans, %.0f/s achieved, cpu ew %.0f%% sim %.0f%% sipp %.0f%% other %.0f%%",
 			rate, st.ok, st.failed, st.retrans, st.achieved(), st.pct(st.ew), st.pct(st.sim), st.pct(st.sipp), st.pct(st.other))
@@ -488,6 +510,9 @@ func renderCalls(runs []callsRun, o callsOptions) string {
 			fmt.Fprintf(&b, "| %d | %d | %d | %d | %d | %d | %.0f%s | %.0f | %.0f | %.0f | %.0f | %.0f |\n",
 				i+1, s.rate, s.calls, s.ok, s.failed, s.retrans, s.achieved(), mark,
 				s.pct(s.ew), perCall, s.pct(s.sim), s.pct(s.sipp), s.pct(s.other))
+		}
+		if r.stopped != "" {
+			fmt.Fprintf(&b, "| %d | run stopped: %s |||||||||||\n", i+1, r.stopped)
 		}
 		bests = append(bests, best)
 	}
