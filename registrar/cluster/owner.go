@@ -41,7 +41,8 @@ type Owners struct {
 
 	mu     sync.Mutex
 	owners map[string]string    // user → owning node, as etcd says
-	nodes  map[string]bool      // nodes with a live lease
+	nodes  map[string]string    // nodes with a live lease → their SIP address
+	secret []byte               // the cluster's key for signing forks between nodes
 	owned  map[string]time.Time // users this node owns, since when
 	defers map[string]time.Time // claims held back until
 	subs   []func(user string, live int)
@@ -78,7 +79,7 @@ func NewOwners(st *Store, t *location.Table, s OwnerSettings) *Owners {
 	}
 	o := &Owners{
 		st: st, table: t, ttl: s.LeaseTTL, rate: s.ClaimRate, log: st.log,
-		owners: map[string]string{}, nodes: map[string]bool{}, owned: map[string]time.Time{},
+		owners: map[string]string{}, nodes: map[string]string{}, owned: map[string]time.Time{},
 		defers: map[string]time.Time{}, queue: map[string]time.Time{},
 		kick: make(chan struct{}, 1),
 	}
@@ -195,17 +196,22 @@ func (o *Owners) session(ctx context.Context) error {
 		return fmt.Errorf("keepalive: %w", err)
 	}
 	rctx, cancel = context.WithTimeout(ctx, 10*o.st.set.RequestTimeout)
-	_, err = o.st.cli.Put(rctx, o.nodesPrefix()+o.st.set.Node, time.Now().UTC().Format(time.RFC3339), clientv3.WithLease(g.ID))
+	_, err = o.st.cli.Put(rctx, o.nodesPrefix()+o.st.set.Node, o.st.set.Advertise, clientv3.WithLease(g.ID))
+	var nodesRev int64
 	if err == nil {
 		var nres *clientv3.GetResponse
 		if nres, err = o.st.cli.Get(rctx, o.nodesPrefix(), clientv3.WithPrefix()); err == nil {
+			nodesRev = nres.Header.Revision
 			o.mu.Lock()
-			o.nodes = map[string]bool{}
+			o.nodes = map[string]string{}
 			for _, kv := range nres.Kvs {
-				o.nodes[string(kv.Key[len(o.nodesPrefix()):])] = true
+				o.nodes[string(kv.Key[len(o.nodesPrefix()):])] = string(kv.Value)
 			}
 			o.mu.Unlock()
 		}
+	}
+	if err == nil {
+		err = o.loadSecret(rctx)
 	}
 	var res *clientv3.GetResponse
 	if err == nil {
@@ -232,7 +238,7 @@ func (o *Owners) session(ctx context.Context) error {
 		o.look(u, time.Time{})
 	}
 	watch := o.st.cli.Watch(sctx, o.ownersPrefix(), clientv3.WithPrefix(), clientv3.WithRev(res.Header.Revision+1))
-	nodes := o.st.cli.Watch(sctx, o.nodesPrefix(), clientv3.WithPrefix(), clientv3.WithRev(res.Header.Revision+1))
+	nodes := o.st.cli.Watch(sctx, o.nodesPrefix(), clientv3.WithPrefix(), clientv3.WithRev(nodesRev+1))
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	// A phone that re-registers through another node changes no live
@@ -260,7 +266,12 @@ func (o *Owners) session(ctx context.Context) error {
 			}
 			o.mu.Lock()
 			for _, ev := range wr.Events {
-				o.nodes[string(ev.Kv.Key[len(o.nodesPrefix()):])] = ev.Type == mvccpb.PUT
+				name := string(ev.Kv.Key[len(o.nodesPrefix()):])
+				if ev.Type == mvccpb.PUT {
+					o.nodes[name] = string(ev.Kv.Value)
+				} else {
+					delete(o.nodes, name)
+				}
 			}
 			o.mu.Unlock()
 		case <-o.kick:
@@ -383,7 +394,7 @@ func (o *Owners) movedSince(bs []location.Binding, since time.Time) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, b := range bs {
-		if b.Node != "" && b.Node != o.st.set.Node && o.nodes[b.Node] && b.Updated.After(since) {
+		if _, alive := o.nodes[b.Node]; b.Node != "" && b.Node != o.st.set.Node && alive && b.Updated.After(since) {
 			return true
 		}
 	}

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +23,12 @@ type owning struct {
 
 func startOwning(t *testing.T, endpoints []string, name string) *owning {
 	t.Helper()
-	n := startNode(t, endpoints, name)
+	return startOwningAt(t, endpoints, name, "127.0.0.1:5060")
+}
+
+func startOwningAt(t *testing.T, endpoints []string, name, advertise string) *owning {
+	t.Helper()
+	n := startNodeAt(t, endpoints, name, advertise)
 	w := &owning{node: n, o: NewOwners(n.st, n.table, OwnerSettings{LeaseTTL: 2 * time.Second}), live: map[string]int{}}
 	w.o.Subscribe(func(user string, live int) {
 		w.mu.Lock()
@@ -115,4 +122,44 @@ func TestOwnershipMovesWithPhones(t *testing.T) {
 	kit.WaitFor(t, reviewEvery+3*time.Second, "alice back on c after her phone re-registered there", func() bool {
 		return c2.upstream("alice") == 1 && b.upstream("alice") == 0
 	})
+}
+
+// TestPeerSignatures: a node's fork to another verifies there; a forged,
+// altered, replayed-late or misdirected one does not.
+func TestPeerSignatures(t *testing.T) {
+	e := kit.StartEtcd(t, kit.NewNet(t), 1)
+	a := startOwningAt(t, e.Endpoints(), "a", "127.0.0.1:5060")
+	b := startOwningAt(t, e.Endpoints(), "b", "127.0.0.2:5060")
+	kit.WaitFor(t, 3*time.Second, "each node to know the other", func() bool {
+		_, ab := a.o.PeerAddr("b")
+		_, ba := b.o.PeerAddr("a")
+		return ab && ba
+	})
+	if addr, _ := a.o.PeerAddr("b"); addr.String() != "127.0.0.2:5060" {
+		t.Fatalf("b's address as a sees it: %s", addr)
+	}
+	if _, ok := a.o.PeerAddr("a"); ok {
+		t.Error("a node is its own peer")
+	}
+	sig := a.o.Sign("call-1", "1", "alice")
+	aIP := netip.MustParseAddr("127.0.0.1")
+	if node, err := b.o.Verify(sig, aIP, "call-1", "1", "alice"); err != nil || node != "a" {
+		t.Fatalf("a's fork at b: %q %v", node, err)
+	}
+	for _, tc := range []struct {
+		name   string
+		value  string
+		src    string
+		fields []string
+	}{
+		{"altered", sig, "127.0.0.1", []string{"call-1", "1", "bob"}},
+		{"from elsewhere", sig, "192.0.2.66", []string{"call-1", "1", "alice"}},
+		{"unknown node", strings.Replace(sig, "node=a", "node=z", 1), "127.0.0.1", []string{"call-1", "1", "alice"}},
+		{"stale", "node=a;ts=1000;sig=00", "127.0.0.1", []string{"call-1", "1", "alice"}},
+		{"garbage", "hello", "127.0.0.1", nil},
+	} {
+		if node, err := b.o.Verify(tc.value, netip.MustParseAddr(tc.src), tc.fields...); err == nil {
+			t.Errorf("%s: verified as %q", tc.name, node)
+		}
+	}
 }

@@ -26,10 +26,13 @@ type Settings struct {
 	// Prefix is the key prefix, ending in "/"; "" means "/edgewise/".
 	Prefix string
 	// Node is this node's name, unique in the cluster.
-	Node     string
-	TLS      *tls.Config // nil: plain http endpoints
-	Username string
-	Password string
+	Node string
+	// Advertise is this node's SIP address (ip:port, UDP) for the other
+	// nodes: a fork to a phone registered here comes to it.
+	Advertise string
+	TLS       *tls.Config // nil: plain http endpoints
+	Username  string
+	Password  string
 	// RequestTimeout bounds each etcd request; 0 means 500 ms. Short, so a
 	// REGISTER never waits long on an etcd that lost its leader: the
 	// write is retried, and the phone acknowledged from memory.

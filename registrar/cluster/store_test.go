@@ -26,7 +26,12 @@ type node struct {
 
 func startNode(t *testing.T, endpoints []string, name string) *node {
 	t.Helper()
-	st, state, rev, err := Open(t.Context(), Settings{Endpoints: endpoints, Node: name, Prefix: "/test/"}, kit.Logger(t))
+	return startNodeAt(t, endpoints, name, "127.0.0.1:5060")
+}
+
+func startNodeAt(t *testing.T, endpoints []string, name, advertise string) *node {
+	t.Helper()
+	st, state, rev, err := Open(t.Context(), Settings{Endpoints: endpoints, Node: name, Advertise: advertise, Prefix: "/test/"}, kit.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
