@@ -31,6 +31,12 @@ func TestClusterConfig(t *testing.T) {
 			`c.yaml:13: cluster.node_name: environment variable EDGEWISE_TEST_NODE_UNSET is not set (hint: export it or use node_name_file)`,
 			`c.yaml:14: cluster.lease_ttl: 1.5s is not whole seconds in 2s..1m (hint: whole seconds: a dead node's users move after about this long)`,
 		}},
+		{"advertise", head + "  backend: etcd\n  etcd: {endpoints: [\"http://10.0.0.5:2379\"]}\ncluster:\n  node_name: b\n  advertise: 0.0.0.0:5060\n", []string{
+			`c.yaml:9: cluster.advertise: "0.0.0.0:5060" is not an IP address and port (hint: ip:port, e.g. "10.0.0.6:5060")`,
+		}},
+		{"advertise needed", head + "  backend: etcd\n  etcd: {endpoints: [\"http://10.0.0.5:2379\"]}\ncluster:\n  node_name: b\nsip:\n  listen: [\"tcp:10.0.0.6:5060\"]\n", []string{
+			`c.yaml:5: cluster.advertise: required: sip.listen has no udp: address with a specific IP (hint: the node's SIP address on the cluster network, e.g. advertise: ${EDGEWISE_NODE_SIP} = "10.0.0.6:5060")`,
+		}},
 	}
 	for _, tc := range problems {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,7 +54,7 @@ func TestClusterConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Etcd{Endpoints: []string{"http://10.0.0.5:2379"}, Prefix: "/edgewise/", RequestTimeout: 500 * time.Millisecond}
-	if cfg.Store.Backend != "etcd" || !reflect.DeepEqual(cfg.Store.Etcd, want) || cfg.Cluster.NodeName != "node-b" || cfg.Cluster.LeaseTTL != 5*time.Second {
+	if cfg.Store.Backend != "etcd" || !reflect.DeepEqual(cfg.Store.Etcd, want) || cfg.Cluster.NodeName != "node-b" || cfg.Cluster.LeaseTTL != 5*time.Second || cfg.Cluster.Advertise != "127.0.0.1:5060" {
 		t.Errorf("store %+v cluster %+v", cfg.Store, cfg.Cluster)
 	}
 }

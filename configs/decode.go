@@ -33,7 +33,13 @@ func (d *decoder) decode(root *yaml.Node, c *Config) bool {
 	}
 	st.str("backend", &c.Store.Backend)
 	d.decodeEtcd(st.node("etcd"), &c.Store.Etcd)
-	cf := d.mapping(top.node("cluster"), "cluster", "node_name", "lease_ttl")
+	cf := d.mapping(top.node("cluster"), "cluster", "node_name", "advertise", "lease_ttl")
+	if cf.node("advertise") != nil {
+		var adv Secret // ${VAR} expansion, as node_name
+		if cf.secret("advertise", &adv) {
+			c.Cluster.Advertise = adv.Value()
+		}
+	}
 	cf.dur("lease_ttl", &c.Cluster.LeaseTTL)
 	if cf.node("node_name") != nil {
 		// A secret's ${VAR} expansion, without hiding the value: one file

@@ -12,7 +12,7 @@ var restartFields = []string{"sip.listen", "media.webrtc.listen", "admin.listen"
 	"sip.connections.max", "sip.connections.max_per_source", "sip.connections.setup_timeout", "sip.connections.idle_timeout", "media.bind", "media.rtp_ports",
 	// The etcd client and the node's identity in the cluster are made once.
 	"store.backend", "store.etcd.endpoints", "store.etcd.prefix", "store.etcd.username", "store.etcd.password",
-	"store.etcd.ca_file", "store.etcd.cert_file", "store.etcd.key_file", "store.etcd.request_timeout", "cluster.node_name", "cluster.lease_ttl"}
+	"store.etcd.ca_file", "store.etcd.cert_file", "store.etcd.key_file", "store.etcd.request_timeout", "cluster.node_name", "cluster.advertise", "cluster.lease_ttl"}
 
 // Diff lists the field paths that differ between a and b, in schema order,
 // named as in the file ("twilio.edges", "sip.lockout.window"). Lists of

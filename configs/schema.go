@@ -356,6 +356,10 @@ type Etcd struct {
 // node_name: ${EDGEWISE_NODE}.
 type Cluster struct {
 	NodeName string `yaml:"node_name"`
+	// Advertise is this node's SIP address (ip:port, UDP) for the other
+	// nodes, which send it the calls for the phones registered through
+	// it. "" means the first udp: address of sip.listen.
+	Advertise string `yaml:"advertise"`
 	// LeaseTTL is how long after a node stops renewing its etcd lease
 	// (it died, or lost etcd) the others take over its users upstream.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`

@@ -28,7 +28,7 @@ func (d *decoder) validate(c *Config) {
 	if c.Store.Path == "" {
 		d.problem("store.path", "e.g. /var/lib/edgewise/edgewise.db", "required")
 	}
-	d.validateStore(c.Store, c.Cluster)
+	d.validateStore(c.Store, &c.Cluster, c.SIP)
 	d.validateAdmin(c.Admin)
 	d.validateMedia(c.Media, c.SIP)
 	d.validateCalls(c.Calls, c.Media)
@@ -64,7 +64,7 @@ func (d *decoder) validateIdentities(phones []Phone) {
 	}
 }
 
-func (d *decoder) validateStore(s Store, c Cluster) {
+func (d *decoder) validateStore(s Store, c *Cluster, sipc SIP) {
 	switch s.Backend {
 	case "bbolt":
 		return
@@ -98,6 +98,22 @@ func (d *decoder) validateStore(s Store, c Cluster) {
 	}
 	if e.RequestTimeout < 50*time.Millisecond || e.RequestTimeout > 10*time.Second {
 		d.problem("store.etcd.request_timeout", "short: a REGISTER waits at most this long for etcd before it is answered from memory", "%s is outside 50ms..10s", fmtDur(e.RequestTimeout))
+	}
+	if c.Advertise == "" {
+		for _, l := range sipc.Listen {
+			if l.Transport == "udp" {
+				if a, err := netip.ParseAddr(l.Host); err == nil && !a.IsUnspecified() {
+					c.Advertise = netip.AddrPortFrom(a, uint16(l.Port)).String()
+				}
+				break
+			}
+		}
+		if c.Advertise == "" && !d.bad["cluster.advertise"] {
+			d.problemLine(d.lineOf("store.backend"), "cluster.advertise", `the node's SIP address on the cluster network, e.g. advertise: ${EDGEWISE_NODE_SIP} = "10.0.0.6:5060"`,
+				"required: sip.listen has no udp: address with a specific IP")
+		}
+	} else if ap, err := netip.ParseAddrPort(c.Advertise); err != nil || ap.Addr().IsUnspecified() {
+		d.problem("cluster.advertise", `ip:port, e.g. "10.0.0.6:5060"`, "%q is not an IP address and port", c.Advertise)
 	}
 	if c.LeaseTTL < 2*time.Second || c.LeaseTTL > time.Minute || c.LeaseTTL%time.Second != 0 {
 		d.problem("cluster.lease_ttl", "whole seconds: a dead node's users move after about this long", "%s is not whole seconds in 2s..1m", fmtDur(c.LeaseTTL))

@@ -37,7 +37,7 @@ func sharedTable(ctx context.Context, cfg *configs.Config, logger *slog.Logger) 
 func clusterSettings(cfg *configs.Config) (cluster.Settings, error) {
 	e := cfg.Store.Etcd
 	s := cluster.Settings{
-		Endpoints: e.Endpoints, Prefix: e.Prefix, Node: cfg.Cluster.NodeName,
+		Endpoints: e.Endpoints, Prefix: e.Prefix, Node: cfg.Cluster.NodeName, Advertise: cfg.Cluster.Advertise,
 		Username: e.Username, Password: e.Password.Value(), RequestTimeout: e.RequestTimeout,
 	}
 	if e.CAFile == "" && e.CertFile == "" {

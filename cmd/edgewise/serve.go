@@ -146,13 +146,15 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 	var owned upstream.Bindings = table
 	var owners *cluster.Owners
 	var claims calls.CallClaims // nil with one node
+	var peers calls.Peers
 	if shared != nil {
 		claims = shared
 		owners = cluster.NewOwners(shared, table, cluster.OwnerSettings{LeaseTTL: cfg.Cluster.LeaseTTL, ClaimRate: float64(cfg.Twilio.Move.Rate)})
 		owned = owners
+		peers = owners
 		reg.MustRegister(cluster.Collector(shared, owners))
 	}
-	sip, err := newSIPSide(cfg, table, owned, claims, db, logger, reg, &journal{})
+	sip, err := newSIPSide(cfg, table, owned, claims, peers, db, logger, reg, &journal{})
 	if err != nil {
 		return err
 	}

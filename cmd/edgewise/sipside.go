@@ -58,7 +58,7 @@ type sipSide struct {
 // owned is what upstream registers: the table's users, or in a cluster the
 // users this node owns; claims (a cluster's, else nil) collapses Twilio's
 // forks of a call across nodes.
-func newSIPSide(cfg *configs.Config, table *location.Table, owned upstream.Bindings, claims calls.CallClaims, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer, events *journal) (*sipSide, error) {
+func newSIPSide(cfg *configs.Config, table *location.Table, owned upstream.Bindings, claims calls.CallClaims, peers calls.Peers, db *bolt.DB, logger *slog.Logger, metrics prometheus.Registerer, events *journal) (*sipSide, error) {
 	srv, err := frontend.New(sipServerSettings(cfg), logger.With("component", "sip"))
 	if err != nil {
 		return nil, err
@@ -135,6 +135,7 @@ func newSIPSide(cfg *configs.Config, table *location.Table, owned upstream.Bindi
 		Lockout:  reg.Lockout(),     // wrong INVITE passwords lock out like wrong REGISTER ones
 		Contacts: up,                // calls from Twilio only to Contacts registered there
 		Claims:   claims,
+		Peers:    peers,
 		Logger:   logger.With("component", "b2bua"),
 	}
 	if ws, ok := webrtcSettings(cfg); ok {

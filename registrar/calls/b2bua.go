@@ -76,6 +76,23 @@ type CallClaims interface {
 	ClaimCall(ctx context.Context, callSid string) bool
 }
 
+// Peers are the other nodes of a cluster (cluster.Owners). A phone
+// registered through another node is rung through that node, whose socket
+// its NAT pinhole is open toward: the fork goes to the node, signed, and
+// the node rings its phones as if the call came from Twilio.
+type Peers interface {
+	Self() string
+	PeerAddr(node string) (netip.AddrPort, bool)
+	// Sign and Verify make and check PeerHeader over the request's
+	// identity (Call-ID, CSeq, Request-URI user), from the node's own
+	// address, within a minute.
+	Sign(fields ...string) string
+	Verify(value string, src netip.Addr, fields ...string) (node string, err error)
+}
+
+// PeerHeader carries a node's signature on a fork it sends another node.
+const PeerHeader = "X-Edgewise-Peer"
+
 // Lockout is the registrar's lockout table (lockout.Table), shared so that
 // wrong INVITE passwords count with wrong REGISTER and token passwords.
 type Lockout interface {
@@ -116,6 +133,9 @@ type Options struct {
 	// Claims, when set (a cluster), is asked before a call from Twilio
 	// rings: a CallSid another node claimed is refused like a duplicate.
 	Claims CallClaims
+	// Peers, when set (a cluster), rings phones registered through other
+	// nodes through them, and takes their forks.
+	Peers Peers
 	// Browsers, when set, terminates browsers' WebRTC media (webrtc.Hub);
 	// without it a WebRTC offer gets 488.
 	Browsers Browsers
@@ -136,6 +156,7 @@ type B2BUA struct {
 	lockout  Lockout
 	contacts Contacts
 	claims   CallClaims
+	peers    Peers
 	browsers Browsers
 	now      func() time.Time
 	auth     *digest.Authenticator
@@ -204,6 +225,7 @@ func New(s Settings, phones directory.Phones, twilio directory.Twilio, opts Opti
 		lockout:  opts.Lockout,
 		contacts: opts.Contacts,
 		claims:   opts.Claims,
+		peers:    opts.Peers,
 		browsers: opts.Browsers,
 		now:      opts.Now,
 		auth:     auth,

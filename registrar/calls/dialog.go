@@ -41,6 +41,9 @@ type leg struct {
 	// network: SDP sent to it carries the local address instead.
 	phone     bool
 	faceLocal bool
+	// viaNode names the cluster node this fork goes through (the phone
+	// registered there); its INVITE carries PeerHeader.
+	viaNode string
 
 	mu         sync.Mutex
 	remoteTag  string

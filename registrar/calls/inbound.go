@@ -96,7 +96,7 @@ func (b *B2BUA) inbound(req *sip.Request, tx sip.ServerTransaction, st *state, u
 	}
 	c.log.Info("inbound call", "edge", edgeName, "from", c.from, "call_sid", c.callSid)
 
-	plan := stages(b.bindings.Routable(user), c.st.s.Targets[user], randIntN)
+	plan := stages(b.throughPeers(user, b.bindings.Routable(user)), c.st.s.Targets[user], randIntN)
 	if len(plan) == 0 {
 		b.reply(tx, req, 480, "Temporarily Unavailable", reasonHeader(480, "no phone registered for "+user))
 		b.metrics.setup(inbound, outNoBinding)
@@ -503,6 +503,10 @@ func (r *ring) forkLeg(bnd location.Binding, fixed bool) (*leg, error) {
 	if fixed && r.ruriUser != "" {
 		to = sip.Uri{Scheme: "sip", User: toUser, Host: target.Host, Port: target.Port}
 	}
+	viaNode := ""
+	if b.peers != nil && bnd.Node != "" && bnd.Node != b.peers.Self() {
+		viaNode = bnd.Node
+	}
 	l := &leg{
 		c:         c,
 		side:      r.side,
@@ -518,6 +522,7 @@ func (r *ring) forkLeg(bnd location.Binding, fixed bool) (*leg, error) {
 		cseq:      r.cseq,
 		phone:     !fixed,
 		faceLocal: faceLocal,
+		viaNode:   viaNode,
 	}
 	if tp == "UDP" {
 		l.laddr = sipAddr(sock)
@@ -528,7 +533,11 @@ func (r *ring) forkLeg(bnd location.Binding, fixed bool) (*leg, error) {
 
 func (f *fork) invite() *sip.Request {
 	r, l := f.r, f.l
-	return l.newInvite(*l.target.Clone(), r.cseq, r.c.st.s.UserAgent, r.treq, f.offer)
+	req := l.newInvite(*l.target.Clone(), r.cseq, r.c.st.s.UserAgent, r.treq, f.offer)
+	if l.viaNode != "" {
+		req.AppendHeader(sip.NewHeader(PeerHeader, r.b.peers.Sign(peerFields(req)...)))
+	}
+	return req
 }
 
 // run rings one phone until it answers, fails, stays silent for Timeout, or

@@ -36,6 +36,10 @@ func (b *B2BUA) serveInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	st := b.state.Load()
+	if b.peers != nil && req.GetHeader(PeerHeader) != nil {
+		b.fromPeer(req, tx, st)
+		return
+	}
 	if user, edgeName, ok := directory.ParseContactURI(req.Recipient); ok {
 		b.inbound(req, tx, st, user, edgeName)
 		return

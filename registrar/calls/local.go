@@ -19,6 +19,9 @@ const (
 	routeTwilio   route = "twilio"
 	routeLocal    route = "local"
 	routeFallback route = "fallback"
+	// routePeer: another node of the cluster forked a call to this one
+	// for the phones registered here.
+	routePeer route = "peer"
 )
 
 // routing is the decision for one call from a phone: the first route,
@@ -109,7 +112,7 @@ func (s Settings) checkRoutes() []error {
 // from Twilio, with the caller's phone in Twilio's place. The caller's leg
 // is A; the callee's forks are B.
 func (b *B2BUA) ringLocal(ctx context.Context, c *call, caller *leg, req *sip.Request, tx sip.ServerTransaction, offer []byte, callee string) {
-	bindings := b.bindings.Routable(callee)
+	bindings := b.throughPeers(callee, b.bindings.Routable(callee))
 	if callee == c.user {
 		// Calling yourself rings your other phones, not the one calling.
 		src := sourceOf(req)

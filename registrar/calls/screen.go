@@ -40,6 +40,23 @@ func (b *B2BUA) screenInvite(req *sip.Request, tx sip.ServerTransaction) bool {
 		return true
 	}
 	st := b.state.Load()
+	if b.peers != nil && req.GetHeader(PeerHeader) != nil {
+		// A cluster node's fork, checked before any state is kept: the
+		// signature is cheap to verify, a transaction is not.
+		src := sourceOf(req)
+		if _, err := b.peers.Verify(headerValue(req, PeerHeader), src.Addr(), peerFields(req)...); err != nil {
+			b.metrics.refused.Inc()
+			if b.refusedLog.first(src.Addr(), b.now()) {
+				b.log.Warn("fork claiming to come from a cluster node refused (logged once per source a minute)",
+					"source", src.String(), "error", err)
+			}
+			if sip.IsReliable(req.Transport()) {
+				b.replyStateless(tx, req, 403, "Forbidden - Bad Peer Signature")
+			}
+			return true // UDP: silence, as for any forged call
+		}
+		return false
+	}
 	if _, _, ok := directory.ParseContactURI(req.Recipient); ok {
 		if st.fromTwilio(sourceOf(req).Addr()) {
 			return false // Twilio's call: a transaction, then the Contact check

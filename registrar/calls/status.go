@@ -15,8 +15,9 @@ type CallStatus struct {
 	// Twilio) or "local" (a phone's call to another local user, connected
 	// by edgewise itself).
 	Direction string `json:"direction"`
-	// Route is where the call goes: "twilio", "local" (the callee's phones)
-	// or "fallback" (a fallback target, no edge being usable).
+	// Route is where the call goes: "twilio", "local" (the callee's phones),
+	// "fallback" (a fallback target, no edge being usable) or "peer" (a
+	// cluster node forked it here for the phones registered here).
 	Route string `json:"route"`
 	// Emergency marks a call to one of the emergency numbers.
 	Emergency bool   `json:"emergency,omitempty"`

@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"syscall"
@@ -113,17 +115,8 @@ func (s *sim) contactHosts(t *testing.T, user string) map[string]bool {
 func TestClusterOneOwnerUpstream(t *testing.T) {
 	s := startSim(t)
 	e := kit.StartEtcd(t, kit.NewNet(t), 3)
-	cfgFor := func(name string) func(ip, dir string) string {
-		return func(ip, dir string) string {
-			up := upstreamConfig(s, "")(ip, dir)
-			old := fmt.Sprintf("store:\n  path: %s/edgewise.db\n", dir)
-			list, _ := json.Marshal(e.Endpoints())
-			return strings.Replace(up, old, fmt.Sprintf("%s  backend: etcd\n  etcd:\n    endpoints: %s\ncluster:\n  node_name: %s\n  lease_ttl: 2s\n",
-				old, list, name), 1)
-		}
-	}
-	a := startDaemon(t, cfgFor("node-a"))
-	b := startDaemon(t, cfgFor("node-b"))
+	a := startDaemon(t, clusterUpstreamConfig(s, e, "node-a"))
+	b := startDaemon(t, clusterUpstreamConfig(s, e, "node-b"))
 
 	phone := nextIP(t)
 	if code, out := sippRun(t, "register.xml", phone, a.ip+":5060", [][]string{authRow("alice", "alice-secret", 3600)}, 1, "-p", "5060"); code != 0 {
@@ -144,4 +137,99 @@ func TestClusterOneOwnerUpstream(t *testing.T) {
 		return s.contactHosts(t, "alice")[b.ip]
 	})
 	t.Logf("node b registered alice upstream %s after node a died (lease_ttl 2s)", time.Since(killed).Round(10*time.Millisecond))
+}
+
+// clusterUpstreamConfig is upstreamConfig (edgesim as Twilio) for node name
+// of a cluster on e, with a 2 s lease.
+func clusterUpstreamConfig(s *sim, e *kit.Etcd, name string) func(ip, dir string) string {
+	return func(ip, dir string) string {
+		up := upstreamConfig(s, "")(ip, dir)
+		old := fmt.Sprintf("store:\n  path: %s/edgewise.db\n", dir)
+		list, _ := json.Marshal(e.Endpoints())
+		return strings.Replace(up, old, fmt.Sprintf("%s  backend: etcd\n  etcd:\n    endpoints: %s\ncluster:\n  node_name: %s\n  lease_ttl: 2s\n",
+			old, list, name), 1)
+	}
+}
+
+// TestClusterForksThroughPeer: alice has a phone registered through node a
+// (which owns her at Twilio) and one through node b. A call from Twilio
+// reaches node a, which rings its own phone directly and the other through
+// node b, signed: b rings the phone from its own socket (where the phone's
+// NAT pinhole would be). b's phone answers, a's is cancelled, media flows;
+// a stranger's INVITE that copies the peer header gets nowhere.
+func TestClusterForksThroughPeer(t *testing.T) {
+	s := startSim(t)
+	e := kit.StartEtcd(t, kit.NewNet(t), 1)
+	a := startDaemon(t, clusterUpstreamConfig(s, e, "node-a"))
+	ringIP := nextIP(t)
+	if code, out := sippRun(t, "register.xml", ringIP, a.ip+":5060", [][]string{authRow("alice", "alice-secret", 3600)}, 1, "-p", "5060"); code != 0 {
+		t.Fatalf("register at node a: sipp exited %d:\n%s", code, out)
+	}
+	kit.WaitFor(t, 5*time.Second, "alice registered at Twilio by node a", func() bool { return s.contactHosts(t, "alice")[a.ip] })
+	b := startDaemon(t, clusterUpstreamConfig(s, e, "node-b"))
+	answerIP := nextIP(t)
+	if code, out := sippRun(t, "register.xml", answerIP, b.ip+":5060", [][]string{authRow("alice", "alice-secret", 3600)}, 1, "-p", "5060"); code != 0 {
+		t.Fatalf("register at node b: sipp exited %d:\n%s", code, out)
+	}
+	kit.WaitFor(t, 2*time.Second, "node a to see alice's phone on node b", func() bool {
+		for uri, node := range contactNodes(t, a, "alice") {
+			if strings.Contains(uri, answerIP) && node == "node-b" {
+				return true
+			}
+		}
+		return false
+	})
+	ringing := sippUAS(t, "uas_ring_cancel.xml", ringIP)
+	answering := sippUAS(t, "uas_answer_rtp.xml", answerIP)
+
+	placed := s.placeCall(t, "alice")
+	kit.WaitFor(t, 15*time.Second, "the call answered through node b", func() bool { return s.call(t, placed.ID).State == "answered" })
+	waitSipp(t, ringing, "node a's own phone cancelled")
+	kit.WaitFor(t, 5*time.Second, "media through both nodes", func() bool {
+		m := s.call(t, placed.ID).Media
+		return m != nil && m.PacketsReceived > 10 && m.PacketsEchoed > 10
+	})
+	var viaPeer bool
+	for _, c := range b.calls() {
+		viaPeer = viaPeer || c.Route == "peer"
+	}
+	if !viaPeer {
+		t.Fatalf("node b's calls %+v, want one through the cluster (route peer)", b.calls())
+	}
+	s.hangUp(t, placed.ID)
+	waitSipp(t, answering, "the phone on node b")
+	noCallsLeft(t, a)
+	noCallsLeft(t, b)
+
+	// A stranger copies the header: refused before any phone rings.
+	stranger := nextIP(t)
+	forged := "INVITE sip:alice@" + b.ip + ":5060 SIP/2.0\r\n" +
+		"Via: SIP/2.0/TCP " + stranger + ":5099;branch=z9hG4bKforged1\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:mallory@" + stranger + ">;tag=m1\r\nTo: <sip:alice@" + b.ip + ">\r\n" +
+		"Call-ID: forged-peer\r\nCSeq: 1 INVITE\r\nContact: <sip:mallory@" + stranger + ":5099;transport=tcp>\r\n" +
+		"X-Edgewise-Peer: node=node-a;ts=" + fmt.Sprint(time.Now().Unix()) + ";sig=00\r\nContent-Length: 0\r\n\r\n"
+	if res := clusterRawTCP(t, stranger, b.ip+":5060", forged); !strings.HasPrefix(res, "SIP/2.0 403") {
+		t.Fatalf("forged peer INVITE answered %q, want 403", res)
+	}
+}
+
+// clusterRawTCP sends msg from ip over TCP to addr and returns the first
+// response line.
+func clusterRawTCP(t *testing.T, ip, addr, msg string) string {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 3 * time.Second}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	return strings.TrimSpace(line)
 }
