@@ -85,13 +85,7 @@ func (b *B2BUA) inbound(req *sip.Request, tx sip.ServerTransaction, st *state, u
 	}
 
 	tw := b.uasLeg(c, req, media.B)
-	c.mu.Lock()
-	c.in = tw
-	c.mu.Unlock()
-	b.addDialog(tw)
-	if !tx.OnCancel(func(*sip.Request) { cancel(errCancelled) }) {
-		b.finish(c, "caller gone before setup")
-		b.metrics.setup(inbound, outCancelled)
+	if !b.takeCaller(c, tw, tx, cancel) {
 		return
 	}
 	c.log.Info("inbound call", "edge", edgeName, "from", c.from, "call_sid", c.callSid)
@@ -109,6 +103,22 @@ func (b *B2BUA) inbound(req *sip.Request, tx sip.ServerTransaction, st *state, u
 		return
 	}
 	b.newRing(c, tw, req, tx, offer, media.A).run(ctx, plan)
+}
+
+// takeCaller makes l, the dialog of the INVITE being set up, the call's
+// caller, and has a CANCEL of that INVITE cancel the setup. It reports
+// false (and ends the call) when the caller gave up already.
+func (b *B2BUA) takeCaller(c *call, l *leg, tx sip.ServerTransaction, cancel context.CancelCauseFunc) bool {
+	c.mu.Lock()
+	c.in = l
+	c.mu.Unlock()
+	b.addDialog(l)
+	if !tx.OnCancel(func(*sip.Request) { cancel(errCancelled) }) {
+		b.finish(c, "caller gone before setup")
+		b.metrics.setup(c.dir, outCancelled)
+		return false
+	}
+	return true
 }
 
 // ring is the setup of a forked call: from Twilio to the user's phones

@@ -61,13 +61,7 @@ func (b *B2BUA) outbound(req *sip.Request, tx sip.ServerTransaction, st *state) 
 	}
 
 	a := b.uasLeg(c, req, media.A)
-	c.mu.Lock()
-	c.in = a
-	c.mu.Unlock()
-	b.addDialog(a)
-	if !tx.OnCancel(func(*sip.Request) { cancel(errCancelled) }) {
-		b.finish(c, "caller gone before setup")
-		b.metrics.setup(outbound, outCancelled)
+	if !b.takeCaller(c, a, tx, cancel) {
 		return
 	}
 	c.log.Info("outbound call", "dialled", dialled, "route", string(rt.first), "emergency", rt.emergency, "source", req.Source())

@@ -84,13 +84,7 @@ func (b *B2BUA) fromPeer(req *sip.Request, tx sip.ServerTransaction, st *state) 
 	pl.sentBy = c.st.towardPhones(b.sip.Addr(strings.ToLower(pl.transport)))
 	pl.contact = contactHeader("edgewise", pl.sentBy, pl.transport)
 	pl.faceLocal = true
-	c.mu.Lock()
-	c.in = pl
-	c.mu.Unlock()
-	b.addDialog(pl)
-	if !tx.OnCancel(func(*sip.Request) { cancel(errCancelled) }) {
-		b.finish(c, "caller gone before setup")
-		b.metrics.setup(inbound, outCancelled)
+	if !b.takeCaller(c, pl, tx, cancel) {
 		return
 	}
 	c.log.Info("call through a cluster node", "node", node, "from", c.from)
