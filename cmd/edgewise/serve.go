@@ -187,7 +187,16 @@ func serve(ctx context.Context, cfg *configs.Config, logger *slog.Logger, drain 
 			return res, res.OK
 		},
 		// Draining is not ready: load balancers and monitors stop sending.
-		Ready:        func() bool { return ctx.Err() == nil && !sip.draining() },
+		Ready: func() bool { return ctx.Err() == nil && !sip.draining() },
+		Degraded: func() string {
+			if shared == nil {
+				return ""
+			}
+			if deg, since := shared.Degraded(); deg {
+				return "etcd unreachable since " + since.UTC().Format(time.RFC3339) + ": serving from memory, changes queued"
+			}
+			return ""
+		},
 		Gatherer:     reg,
 		AllowedHosts: adminHosts(cfg),
 	}, logger.With("component", "admin"))

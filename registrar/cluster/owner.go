@@ -227,12 +227,16 @@ func (o *Owners) session(ctx context.Context) error {
 	for _, kv := range res.Kvs {
 		o.owners[string(kv.Key[len(o.ownersPrefix()):])] = string(kv.Value)
 	}
-	// A new lease owns nothing: what the last one held is gone or going.
-	lost := o.owned
-	o.owned = map[string]time.Time{}
+	// The users the last lease held stay registered upstream (etcd being
+	// away is no reason to drop them): each is claimed again under the new
+	// lease, or given up if another node took it meanwhile.
+	prev := make([]string, 0, len(o.owned))
+	for u := range o.owned {
+		prev = append(prev, u)
+	}
 	o.mu.Unlock()
-	for u := range lost {
-		o.notify(u, 0)
+	for _, u := range prev {
+		o.look(u, time.Time{})
 	}
 	for _, u := range o.table.Users() {
 		o.look(u, time.Time{})
@@ -302,12 +306,14 @@ func (o *Owners) event(ev *clientv3.Event) {
 		o.owners[user] = string(ev.Kv.Value)
 	}
 	_, wasMine := o.owned[user]
-	mine := o.owners[user] == o.st.set.Node
-	if wasMine && !mine {
+	// Only another node's claim ends this node's ownership; its own key
+	// vanishing (an old lease lapsing) means claiming it again.
+	taken := ev.Type == mvccpb.PUT && string(ev.Kv.Value) != o.st.set.Node
+	if wasMine && taken {
 		delete(o.owned, user)
 	}
 	o.mu.Unlock()
-	if wasMine && !mine {
+	if wasMine && taken {
 		o.notify(user, 0)
 	}
 	if ev.Type == mvccpb.DELETE {
@@ -354,6 +360,15 @@ func (o *Owners) decide(ctx context.Context, user string, now time.Time) {
 	since, mine := o.owned[user]
 	o.mu.Unlock()
 	switch {
+	case mine && owner == "" && len(bs) > 0:
+		// Owned under a lease that lapsed (etcd was away): claim again,
+		// keeping the registration upstream meanwhile.
+		o.claim(ctx, user, len(bs))
+	case mine && owner != "" && owner != o.st.set.Node:
+		o.mu.Lock()
+		delete(o.owned, user)
+		o.mu.Unlock()
+		o.notify(user, 0)
 	case mine && (len(bs) == 0 || !through):
 		// No phone of the user registered through this node: let the
 		// node they use take it, once one of them registered there after
@@ -418,7 +433,7 @@ func (o *Owners) claim(ctx context.Context, user string, live int) {
 		return
 	}
 	if !res.Succeeded {
-		return // another node was quicker; the watch tells
+		return // another node was quicker; the watch tells (and ends a stale ownership)
 	}
 	o.mu.Lock()
 	o.owners[user] = o.st.set.Node

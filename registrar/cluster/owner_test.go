@@ -163,3 +163,33 @@ func TestPeerSignatures(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnershipSurvivesEtcdOutage: with etcd gone for longer than the
+// lease, the owner keeps its users registered upstream (it is never told
+// to drop them), and claims them again once etcd is back.
+func TestOwnershipSurvivesEtcdOutage(t *testing.T) {
+	e := kit.StartEtcd(t, kit.NewNet(t), 1)
+	a := startOwning(t, e.Endpoints(), "a")
+	register(t, a.node, "alice", binding("sip:alice@192.0.2.10:5060", time.Hour))
+	kit.WaitFor(t, 3*time.Second, "a to own alice", func() bool { return a.upstream("alice") == 1 })
+
+	e.Kill(0)
+	deadline := time.Now().Add(2*time.Second + 2*time.Second) // past the lease
+	for time.Now().Before(deadline) {
+		if a.upstream("alice") != 1 {
+			t.Fatalf("alice dropped upstream while etcd was away: %d", a.upstream("alice"))
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-t.Context().Done():
+		}
+	}
+	e.Restart(0)
+	kit.WaitFor(t, 10*time.Second, "a to hold alice's owner key again", func() bool {
+		res, err := a.st.cli.Get(t.Context(), "/test/owners/alice")
+		return err == nil && len(res.Kvs) == 1 && string(res.Kvs[0].Value) == "a"
+	})
+	if a.upstream("alice") != 1 {
+		t.Fatalf("alice upstream %d after etcd came back", a.upstream("alice"))
+	}
+}

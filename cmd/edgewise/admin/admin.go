@@ -41,6 +41,10 @@ type Options struct {
 	// Ready reports whether the daemon takes traffic (false while starting
 	// and draining).
 	Ready func() bool
+	// Degraded, when set, says why the daemon serves with less than it
+	// should ("" when it does not): /readyz stays 200, so traffic keeps
+	// coming, and says "degraded" with the reason.
+	Degraded func() string
 	// Gatherer serves /metrics; nil disables the endpoint.
 	Gatherer prometheus.Gatherer
 	// AllowedHosts are names, besides IP literals and localhost, that
@@ -144,6 +148,12 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if s.opts.Ready != nil && !s.opts.Ready() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
 		return
+	}
+	if s.opts.Degraded != nil {
+		if why := s.opts.Degraded(); why != "" {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "degraded", "reason": why})
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }

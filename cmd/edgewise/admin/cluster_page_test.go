@@ -44,3 +44,31 @@ func TestPageShowsCluster(t *testing.T) {
 		})
 	}
 }
+
+// TestReadyzDegraded: a node serving without its store says so on /readyz
+// and stays ready; a draining one is not ready whatever else.
+func TestReadyzDegraded(t *testing.T) {
+	why, ready := "", true
+	s := New(Options{
+		Status:       func() Status { return Status{} },
+		Ready:        func() bool { return ready },
+		Degraded:     func() string { return why },
+		AllowedHosts: []string{"example.com"},
+	}, nil)
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		return rec.Code, strings.TrimSpace(rec.Body.String())
+	}
+	if code, body := get(); code != 200 || !strings.Contains(body, `"status": "ready"`) {
+		t.Errorf("healthy: %d %s", code, body)
+	}
+	why = "etcd unreachable since 2026-01-02T03:04:05Z"
+	if code, body := get(); code != 200 || !strings.Contains(body, `"status": "degraded"`) || !strings.Contains(body, "etcd unreachable") {
+		t.Errorf("degraded: %d %s", code, body)
+	}
+	ready = false
+	if code, _ := get(); code != 503 {
+		t.Errorf("draining and degraded: %d", code)
+	}
+}
