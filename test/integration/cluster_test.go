@@ -73,6 +73,19 @@ func TestClusterSharesBindings(t *testing.T) {
 		t.Fatalf("node c started with alice's contacts %v", got)
 	}
 
+	// One etcd member down changes nothing.
+	e.Kill(0)
+	bobPhone := nextIP(t)
+	if code, out := sippRun(t, "register.xml", bobPhone, b.ip+":5060", [][]string{authRow("bob", "bob-secret", 3600)}, 1, "-p", "5060"); code != 0 {
+		t.Fatalf("register bob at node b with an etcd member down: sipp exited %d:\n%s", code, out)
+	}
+	kit.WaitFor(t, time.Second, "node a to show bob's binding through node b", func() bool {
+		return len(contactNodes(t, a, "bob")) == 1
+	})
+	if st := b.status(t).Store; st.DegradedSince != nil {
+		t.Errorf("node b degraded with two of three etcd members up: %+v", st)
+	}
+
 	if code, out := sippRun(t, "register.xml", phone, a.ip+":5060", [][]string{authRow("alice", "alice-secret", 0)}, 1, "-p", "5060"); code != 0 {
 		t.Fatalf("unregister at node a: sipp exited %d:\n%s", code, out)
 	}
@@ -137,6 +150,18 @@ func TestClusterOneOwnerUpstream(t *testing.T) {
 		return s.contactHosts(t, "alice")[b.ip]
 	})
 	t.Logf("node b registered alice upstream %s after node a died (lease_ttl 2s)", time.Since(killed).Round(10*time.Millisecond))
+
+	// A new call to alice works through the survivor: node a is gone, so
+	// node b rings her phone directly.
+	answering := sippUAS(t, "uas_answer_rtp.xml", phone)
+	placed := s.placeCall(t, "alice")
+	kit.WaitFor(t, 15*time.Second, "the call to alice answered through node b", func() bool {
+		c := s.call(t, placed.ID)
+		return c.State == "answered" && c.Media != nil && c.Media.PacketsEchoed > 10
+	})
+	s.hangUp(t, placed.ID)
+	waitSipp(t, answering, "alice's phone")
+	noCallsLeft(t, b)
 }
 
 // clusterUpstreamConfig is upstreamConfig (edgesim as Twilio) for node name
