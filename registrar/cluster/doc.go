@@ -34,5 +34,12 @@
 // (location.Table.Apply). A watch that fails (compaction, a long outage)
 // is replaced by a full reload.
 //
+// Owners (owner.go) gives each user exactly one node that registers it at
+// Twilio: nodes/<name> (the node's SIP address) and owners/<user> live
+// under each node's lease; see its doc for claims, takeover and moving
+// back. peers.go signs the forks one node sends another for the phones
+// registered there, with the key at secret (made by the first node);
+// calls.go collapses Twilio's forks of one call (calls/<CallSid>).
+//
 // It imports registrar/location and nothing else of edgewise.
 package cluster
