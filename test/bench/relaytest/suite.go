@@ -199,11 +199,11 @@ func (r Report) Table() string {
 	fmt.Fprintf(&b, "# RTP relay: %s\n\n", strings.Join(r.names(), " vs "))
 	fmt.Fprintf(&b, "%s, %d CPUs, loopback, generator in the same box. 172-byte G.711 packets; each step %v after %v warm-up. "+
 		"Loss counts packets later than 100 ms as lost (a jitter buffer drops them). "+
-		"Clean = loss < 0.5 %% and the generator sent ≥ 98 %% of the offered rate. "+
+		"Clean = loss < 0.5 %%, p99 one-way delay < %v (loopback alone adds well under 1 ms) and the generator sent ≥ 98 %% of the offered rate. "+
 		"cpu = cores the relay process used (in brackets: cores busy machine-wide, generator and kernel included); "+
 		"µs/pkt = relay CPU per relayed packet, the figure least disturbed by other load on the machine; "+
 		"bg = cores busy just before the step (other work on a shared machine; each step waits up to %v for < %.1f).\n\n",
-		r.Started.Format("2006-01-02 15:04"), runtime.NumCPU(), s.Step, s.Warmup, s.QuietWait, s.QuietBelow)
+		r.Started.Format("2006-01-02 15:04"), runtime.NumCPU(), s.Step, s.Warmup, MaxCleanP99, s.QuietWait, s.QuietBelow)
 
 	b.WriteString("## (a) many 50 pps streams\n\n| calls | streams | offered pps |")
 	for _, t := range r.Targets {
