@@ -65,3 +65,37 @@ func TestTwilioSRTPInboundPlainRefused(t *testing.T) {
 		t.Errorf("the phone got %d INVITEs", n)
 	}
 }
+
+// TestTwilioSRTPFallbackIsPlain: with Secure Media toward Twilio, a call
+// that finds every Twilio address silent goes to the fallback target with
+// the caller's offer carried afresh, as plain RTP: SRTP is Twilio's, not
+// the target's.
+func TestTwilioSRTPFallbackIsPlain(t *testing.T) {
+	e := newEnv(t, withTwilioSRTP)
+	hole, tried := blackHole(e, 3) // Twilio, silent at its one address
+	e.edges.setPlan(twilioTarget("ashburn", hole))
+	gw := newPhone(e, 7, "answer", nil)
+	e.setFallback(fallbackTarget(gw.addr, 1, 1))
+	alice := newPeer(e, "alice", 5)
+	media := newRTP(e, 5, false)
+	ctx := testCtx(t)
+
+	sess, err := e.dialOut(ctx, alice, "15550001111", offer(media.addr, "sendrecv"), nil)
+	if err != nil {
+		t.Fatalf("call falling back from a silent Twilio: %v", err)
+	}
+	if tried.Load() == 0 {
+		t.Fatal("Twilio was never tried")
+	}
+	inv := gw.waitRequest(sip.INVITE, 1)
+	info, err := sdp.Parse(inv.Body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := info.Audio(); m.Proto != "RTP/AVP" || len(m.Crypto) != 0 {
+		t.Fatalf("offer to the fallback target: %s with %d a=crypto\n%s", m.Proto, len(m.Crypto), inv.Body())
+	}
+	if err := sess.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
