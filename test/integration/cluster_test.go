@@ -226,6 +226,12 @@ func TestClusterForksThroughPeer(t *testing.T) {
 	noCallsLeft(t, a)
 	noCallsLeft(t, b)
 
+	// Calls out work from any node, through its own relay.
+	res := sippAsync(t, "call_rtp.xml", nextIP(t), b.ip+":5060", dialRow("alice", "15550001111"))
+	checkRTPFlow(t, b)
+	waitSipp(t, res, "a call out through node b")
+	noCallsLeft(t, b)
+
 	// A stranger copies the header: refused before any phone rings.
 	stranger := nextIP(t)
 	forged := "INVITE sip:alice@" + b.ip + ":5060 SIP/2.0\r\n" +
