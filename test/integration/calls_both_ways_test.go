@@ -243,7 +243,7 @@ func dialRow(user, number string) [][]string {
 // packets each way, and returns once they did.
 func checkRTPFlow(t *testing.T, d *daemon) {
 	t.Helper()
-	kit.WaitFor(t, 4*time.Second, "edgewise relaying RTP both ways on both legs", func() bool {
+	kit.WaitFor(t, 10*time.Second, "edgewise relaying RTP both ways on both legs", func() bool {
 		cs := d.calls()
 		if len(cs) != 1 || cs[0].Media == nil || len(cs[0].Media.Legs) != 2 {
 			return false
