@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// second is one second of a SIPp run: what SIPp counted in that period
+// (its -trace_stat file with -fd 1), and what the kernel dropped for a full
+// receive buffer over the same second, on the server's socket and on SIPp's.
+type second struct {
+	ok, failed, retrans int
+	srvDrops, sippDrops int
+}
+
+// failureCauses are SIPp's cumulative columns that say why calls failed, or
+// that show late answers (a response to a call SIPp had finished).
+var failureCauses = []string{"FailedMaxUDPRetrans", "FailedUnexpectedMessage", "FailedTimeoutOnRecv",
+	"FailedCallRejected", "FailedCannotSendMessage", "OutOfCallMsgs", "DeadCallMsgs"}
+
+// readSIPpStats reads the periodic columns of a SIPp statistics file, one
+// row per -fd period (the first row, SIPp's start, is dropped), and the
+// non-zero failureCauses of the last row.
+func readSIPpStats(r io.Reader) ([]second, string, error) {
+	cr := csv.NewReader(r)
+	cr.Comma = ';'
+	cr.FieldsPerRecord = -1
+	cr.LazyQuotes = true
+	header, err := cr.Read()
+	if err != nil {
+		return nil, "", fmt.Errorf("sipp stats: %w", err)
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		col[h] = i
+	}
+	need := []string{"SuccessfulCall(P)", "FailedCall(P)", "Retransmissions(P)"}
+	for _, n := range need {
+		if _, ok := col[n]; !ok {
+			return nil, "", fmt.Errorf("sipp stats: no column %s", n)
+		}
+	}
+	var out []second
+	var last []string
+	get := func(rec []string, name string) int {
+		i, ok := col[name]
+		if !ok || i >= len(rec) {
+			return 0
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(rec[i]))
+		return n
+	}
+	for first := true; ; first = false {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return out, "", fmt.Errorf("sipp stats: %w", err)
+		}
+		last = rec
+		if first {
+			continue
+		}
+		out = append(out, second{ok: get(rec, "SuccessfulCall(P)"), failed: get(rec, "FailedCall(P)"), retrans: get(rec, "Retransmissions(P)")})
+	}
+	var causes []string
+	for _, c := range failureCauses {
+		if n := get(last, c+"(C)"); n > 0 {
+			causes = append(causes, fmt.Sprintf("%s %d", c, n))
+		}
+	}
+	return out, strings.Join(causes, ", "), nil
+}
+
+// udpDrops reads the kernel's per-socket drop counters (/proc/net/udp):
+// the sum over sockets bound to server (an "ip:port") and over sockets bound
+// to clientIP (SIPp's).
+func udpDrops(server, clientIP string) (srv, client int) {
+	b, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 13 {
+			continue
+		}
+		ip, port, ok := parseProcAddr(f[1])
+		if !ok {
+			continue
+		}
+		drops, _ := strconv.Atoi(f[len(f)-1])
+		switch {
+		case ip+":"+port == server:
+			srv += drops
+		case ip == clientIP:
+			client += drops
+		}
+	}
+	return srv, client
+}
+
+// parseProcAddr decodes /proc/net/udp's "0109007F:13D8" (IPv4 in host byte
+// order, which is little-endian on the machines this runs on).
+func parseProcAddr(s string) (ip, port string, ok bool) {
+	h, p, found := strings.Cut(s, ":")
+	if !found || len(h) != 8 {
+		return "", "", false
+	}
+	a, err1 := strconv.ParseUint(h, 16, 32)
+	n, err2 := strconv.ParseUint(p, 16, 16)
+	if err1 != nil || err2 != nil {
+		return "", "", false
+	}
+	return fmt.Sprintf("%d.%d.%d.%d", a&0xff, a>>8&0xff, a>>16&0xff, a>>24), strconv.FormatUint(n, 10), true
+}
+
+// sampleDrops records the per-second increase of the server's and SIPp's
+// socket drops until ctx ends, and returns both series when it does.
+func sampleDrops(ctx context.Context, server, clientIP string) <-chan [2][]int {
+	out := make(chan [2][]int, 1)
+	go func() {
+		var series [2][]int
+		ls, lc := udpDrops(server, clientIP)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				out <- series
+				return
+			case <-tick.C:
+				s, c := udpDrops(server, clientIP)
+				// A socket that closed takes its count with it.
+				series[0] = append(series[0], max(0, s-ls))
+				series[1] = append(series[1], max(0, c-lc))
+				ls, lc = s, c
+			}
+		}
+	}()
+	return out
+}
+
+// worst returns the index of the second with the fewest completions among
+// those the offered load covers (the first second ramps up, seconds after
+// dur only drain), breaking ties by the most failures.
+func worst(tl []second, dur time.Duration) (int, bool) {
+	// The last second of dur is cut short when SIPp reaches -m.
+	end := min(len(tl), int(dur.Seconds())-1)
+	w, found := 0, false
+	for i := 1; i < end; i++ {
+		if !found || tl[i].ok < tl[w].ok || (tl[i].ok == tl[w].ok && tl[i].failed > tl[w].failed) {
+			w, found = i, true
+		}
+	}
+	return w, found
+}
+
+var sparks = []rune("▁▂▃▄▅▆▇█")
+
+// sparkline draws achieved/s per second against the offered rate (full
+// block = the offered rate or more); a second with a failure shows as "!".
+func sparkline(tl []second, rate int, dur time.Duration) string {
+	var b strings.Builder
+	for i := 0; i < min(len(tl), int(dur.Seconds())); i++ {
+		if tl[i].failed > 0 {
+			b.WriteRune('!')
+			continue
+		}
+		lvl := tl[i].ok * (len(sparks) - 1) / max(1, rate)
+		b.WriteRune(sparks[min(max(lvl, 0), len(sparks)-1)])
+	}
+	return b.String()
+}
+
+// timelineLines summarises a run in 5 s buckets: the lowest and highest
+// achieved/s, failures and kernel UDP buffer drops, then the worst second.
+func timelineLines(tl []second, rate int, dur time.Duration) []string {
+	var lines []string
+	for start := 0; start < len(tl); start += 5 {
+		end := min(start+5, len(tl))
+		lo, hi, failed, retrans, srvDrops, sippDrops := -1, 0, 0, 0, 0, 0
+		for _, s := range tl[start:end] {
+			if lo < 0 || s.ok < lo {
+				lo = s.ok
+			}
+			hi = max(hi, s.ok)
+			failed += s.failed
+			retrans += s.retrans
+			srvDrops += s.srvDrops
+			sippDrops += s.sippDrops
+		}
+		lines = append(lines, fmt.Sprintf("%3d-%3ds  ok/s %6d..%-6d failed %6d  retrans %6d  udp drops: server %6d sipp %6d",
+			start, end, lo, hi, failed, retrans, srvDrops, sippDrops))
+	}
+	if w, ok := worst(tl, dur); ok {
+		lines = append(lines, fmt.Sprintf("worst second t=%ds: %d ok, %d failed, %d retrans (offered %d/s)",
+			w, tl[w].ok, tl[w].failed, tl[w].retrans, rate))
+	}
+	return lines
+}
