@@ -291,11 +291,6 @@ func (s *store) cycle(buf *[]byte) {
 		}
 	}
 
-	if d := time.Since(start); d > 20*time.Millisecond { // DIAG
-		var size int64
-		_ = s.db.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil })
-		s.log.Warn("DIAG slow commit", "dur", d, "pending", len(p), "chunk", len(chunk), "finish", finish, "compacting", s.compact != nil, "size", size)
-	}
 	s.stats.mu.Lock()
 	s.stats.commits++
 	s.stats.records += uint64(len(p))
