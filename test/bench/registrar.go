@@ -81,6 +81,7 @@ type step struct {
 	retrans    int
 	elapsed    time.Duration
 	cpu        time.Duration // server CPU (user+sys) during the run
+	sippCPU    time.Duration // the load generator's, on the same cores
 	rssKB      int           // server RSS after the run
 	timeline   []second
 	causes     string // SIPp's failure causes and late answers, if any
@@ -194,8 +195,9 @@ func runOnFresh(s server, repo, usersCSV string, rate int, dur time.Duration) st
 	if !st.clean() {
 		verdict = "NOT CLEAN"
 	}
-	log.Printf("   %6d/s offered for %v: %d ok, %d failed, %d retransmissions, %.0f/s achieved, cpu %v, %.1f µs/REGISTER: %s",
-		rate, dur, st.ok, st.failed, st.retrans, st.achieved(), st.cpu.Round(time.Millisecond), perRegister(st), verdict)
+	log.Printf("   %6d/s offered for %v: %d ok, %d failed, %d retransmissions, %.0f/s achieved, cpu %v (%.0f%% of a core), %.1f µs/REGISTER, SIPp %.0f%% of a core: %s",
+		rate, dur, st.ok, st.failed, st.retrans, st.achieved(), st.cpu.Round(time.Millisecond),
+		100*st.cpu.Seconds()/st.elapsed.Seconds(), perRegister(st), 100*st.sippCPU.Seconds()/st.elapsed.Seconds(), verdict)
 	if st.causes != "" {
 		log.Printf("      sipp: %s", st.causes)
 	}
@@ -236,6 +238,9 @@ func runSIPp(s server, repo, usersCSV string, rate int, dur time.Duration) step 
 		return st
 	}
 	st.cpu = cpuTime(s.pids()) - cpu0
+	if ps := cmd.ProcessState; ps != nil {
+		st.sippCPU = ps.UserTime() + ps.SystemTime()
+	}
 	st.rssKB = rss(s.pids())
 	text := string(out)
 	st.ok = lastInt(reSuccess, text)
