@@ -35,7 +35,7 @@ func main() {
 		suites   = flag.String("suites", "registrar,failover,steady,token,relay,calls,webrtc,flood", "comma-separated suites to run")
 		users    = flag.Int("users", 20000, "registrar: distinct users (AORs) registered")
 		stepDur  = flag.Duration("step", 60*time.Second, "registrar: duration of each run of the knee search")
-		ratesArg = flag.String("rates", "6000,10000,14000,18000,22000", "registrar: coarse REGISTER rates (per second) of the knee search, refined between the last clean and the first failed")
+		ratesArg = flag.String("rates", "8000,12000,16000,20000,24000,28000,32000", "registrar: coarse REGISTER rates (per second) of the knee search, refined between the last clean and the first failed")
 		regRuns  = flag.Int("reg-runs", 8, "registrar: most runs per server in the knee search")
 		only     = flag.String("only", "", "registrar: run only this server (edgewise|kamailio)")
 		gctrace  = flag.Bool("gctrace", false, "registrar: run edgewise with GODEBUG=gctrace=1 and keep its log in -out")

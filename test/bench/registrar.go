@@ -316,6 +316,13 @@ func render(results []result, o registrarOptions) string {
 				note += fmt.Sprintf(" (but %d/s failed)", s.rate)
 			}
 		}
+		above := false
+		for _, s := range r.steps {
+			above = above || (s.rate > k.rate && !s.clean())
+		}
+		if !above {
+			note += " (the highest rate tried: the knee is at or above it)"
+		}
 		fmt.Fprintf(&b, "%s: sustained knee %d/s offered, %.0f REGISTER/s achieved for %v%s\n", r.server, k.rate, k.achieved(), o.dur, note)
 	}
 	e, eok := knees["edgewise"]
