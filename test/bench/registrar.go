@@ -328,7 +328,20 @@ func render(results []result, o registrarOptions) string {
 	e, eok := knees["edgewise"]
 	k, kok := knees["kamailio"]
 	if eok && kok {
-		fmt.Fprintf(&b, "ratio edgewise/kamailio, sustained: %.2f\n", e.achieved()/k.achieved())
+		// A knee at the highest rate tried is a lower bound.
+		rel := "="
+		eTop, kTop := reachedTop(results, "edgewise"), reachedTop(results, "kamailio")
+		switch {
+		case eTop:
+			rel = "≥"
+		case kTop:
+			rel = "≤"
+		}
+		if eTop && kTop {
+			fmt.Fprintf(&b, "ratio edgewise/kamailio, sustained: unknown (both clean at the highest rate tried)\n")
+		} else {
+			fmt.Fprintf(&b, "ratio edgewise/kamailio, sustained: %s %.2f\n", rel, e.achieved()/k.achieved())
+		}
 		// CPU per REGISTER at the highest rate both ran clean.
 		common := 0
 		var ce, ck step
@@ -349,6 +362,27 @@ func render(results []result, o registrarOptions) string {
 		}
 	}
 	return b.String()
+}
+
+// reachedTop reports whether server's knee is its highest rate tried, with
+// no failed rate above it: the true knee may be higher.
+func reachedTop(results []result, server string) bool {
+	for _, r := range results {
+		if r.server != server {
+			continue
+		}
+		k, ok := r.knee()
+		if !ok {
+			return false
+		}
+		for _, s := range r.steps {
+			if s.rate > k.rate {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 func firstLine(s string) string {
