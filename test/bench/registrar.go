@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -225,13 +226,19 @@ func runSIPp(s server, repo, usersCSV string, rate int, dur time.Duration) step 
 		"-trace_stat", "-stf", statFile, "-fd", "1",
 		"-nostdin", s.target())
 	cmd.Dir = filepath.Dir(usersCSV)
-	sampleCtx, stopSampling := context.WithCancel(ctx)
-	drops := sampleDrops(sampleCtx, s.target(), "127.0.9.3")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	out, err := cmd.CombinedOutput()
+	if err := cmd.Start(); err != nil {
+		st.err = fmt.Errorf("sipp: %w", err)
+		return st
+	}
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	samples := sampleSeconds(sampleCtx, s.target(), "127.0.9.3", s.pids, cmd.Process.Pid)
+	err := cmd.Wait()
 	st.elapsed = time.Since(start)
 	stopSampling()
-	dropSeries := <-drops
+	perSecond := <-samples
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
 		st.err = fmt.Errorf("sipp: %w", err)
@@ -242,7 +249,7 @@ func runSIPp(s server, repo, usersCSV string, rate int, dur time.Duration) step 
 		st.sippCPU = ps.UserTime() + ps.SystemTime()
 	}
 	st.rssKB = rss(s.pids())
-	text := string(out)
+	text := out.String()
 	st.ok = lastInt(reSuccess, text)
 	st.failed = lastInt(reFailed, text)
 	st.retrans = lastInt(reRetrans, text)
@@ -265,8 +272,12 @@ func runSIPp(s server, repo, usersCSV string, rate int, dur time.Duration) step 
 			st.retrans += sec.retrans
 		}
 	}
-	for i := range min(len(dropSeries[0]), len(st.timeline)) {
-		st.timeline[i].srvDrops, st.timeline[i].sippDrops = dropSeries[0][i], dropSeries[1][i]
+	// SIPp's periods and the sampler's seconds both start with the run;
+	// they line up to within the sampler's tick.
+	for i := range min(len(perSecond), len(st.timeline)) {
+		p, t := perSecond[i], &st.timeline[i]
+		t.srvDrops, t.sippDrops = p.srvDrops, p.sippDrops
+		t.srvCPU, t.sippCPU, t.otherCPU, t.steal = p.srvCPU, p.sippCPU, p.otherCPU, p.steal
 	}
 	return st
 }

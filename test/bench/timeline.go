@@ -17,6 +17,9 @@ import (
 type second struct {
 	ok, failed, retrans int
 	srvDrops, sippDrops int
+	// CPU over the second in ms: the server's, SIPp's, everything else's
+	// on the box (the background load), and time the hypervisor stole.
+	srvCPU, sippCPU, otherCPU, steal int
 }
 
 // failureCauses are SIPp's cumulative columns that say why calls failed, or
@@ -122,13 +125,49 @@ func parseProcAddr(s string) (ip, port string, ok bool) {
 	return fmt.Sprintf("%d.%d.%d.%d", a&0xff, a>>8&0xff, a>>16&0xff, a>>24), strconv.FormatUint(n, 10), true
 }
 
-// sampleDrops records the per-second increase of the server's and SIPp's
-// socket drops until ctx ends, and returns both series when it does.
-func sampleDrops(ctx context.Context, server, clientIP string) <-chan [2][]int {
-	out := make(chan [2][]int, 1)
+// sample is one reading of what the timeline tracks per second.
+type sample struct {
+	srvDrops, sippDrops int
+	srvCPU, sippCPU     time.Duration
+	busy, steal         time.Duration // whole box, from /proc/stat
+}
+
+func takeSample(server, clientIP string, srvPids func() []int, sippPid int) sample {
+	var sm sample
+	sm.srvDrops, sm.sippDrops = udpDrops(server, clientIP)
+	sm.srvCPU = cpuTime(srvPids())
+	sm.sippCPU = cpuTime([]int{sippPid})
+	sm.busy, sm.steal = regBoxCPU()
+	return sm
+}
+
+// regBoxCPU reads the machine's busy (user, nice, system, irq, softirq) and
+// stolen time from /proc/stat.
+func regBoxCPU() (busy, steal time.Duration) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	tick := func(i int) time.Duration {
+		n, _ := strconv.ParseInt(f[i], 10, 64)
+		return time.Duration(n) * time.Second / 100 // USER_HZ
+	}
+	return tick(1) + tick(2) + tick(3) + tick(6) + tick(7), tick(8)
+}
+
+// sampleSeconds records, every second until ctx ends, the increase of the
+// server's and SIPp's socket drops and of the CPU used by the server, by
+// SIPp, by everything else, and stolen; it returns the series when ctx ends.
+func sampleSeconds(ctx context.Context, server, clientIP string, srvPids func() []int, sippPid int) <-chan []second {
+	out := make(chan []second, 1)
 	go func() {
-		var series [2][]int
-		ls, lc := udpDrops(server, clientIP)
+		var series []second
+		last := takeSample(server, clientIP, srvPids, sippPid)
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {
@@ -137,11 +176,18 @@ func sampleDrops(ctx context.Context, server, clientIP string) <-chan [2][]int {
 				out <- series
 				return
 			case <-tick.C:
-				s, c := udpDrops(server, clientIP)
-				// A socket that closed takes its count with it.
-				series[0] = append(series[0], max(0, s-ls))
-				series[1] = append(series[1], max(0, c-lc))
-				ls, lc = s, c
+				now := takeSample(server, clientIP, srvPids, sippPid)
+				ms := func(d time.Duration) int { return int(d.Milliseconds()) }
+				srv, sipp := now.srvCPU-last.srvCPU, now.sippCPU-last.sippCPU
+				series = append(series, second{
+					// A socket that closed takes its count with it.
+					srvDrops:  max(0, now.srvDrops-last.srvDrops),
+					sippDrops: max(0, now.sippDrops-last.sippDrops),
+					srvCPU:    ms(srv), sippCPU: ms(sipp),
+					otherCPU: max(0, ms(now.busy-last.busy-srv-sipp)),
+					steal:    ms(now.steal - last.steal),
+				})
+				last = now
 			}
 		}
 	}()
@@ -187,6 +233,7 @@ func timelineLines(tl []second, rate int, dur time.Duration) []string {
 	for start := 0; start < len(tl); start += 5 {
 		end := min(start+5, len(tl))
 		lo, hi, failed, retrans, srvDrops, sippDrops := -1, 0, 0, 0, 0, 0
+		other, steal := 0, 0
 		for _, s := range tl[start:end] {
 			if lo < 0 || s.ok < lo {
 				lo = s.ok
@@ -196,13 +243,16 @@ func timelineLines(tl []second, rate int, dur time.Duration) []string {
 			retrans += s.retrans
 			srvDrops += s.srvDrops
 			sippDrops += s.sippDrops
+			other = max(other, s.otherCPU)
+			steal = max(steal, s.steal)
 		}
-		lines = append(lines, fmt.Sprintf("%3d-%3ds  ok/s %6d..%-6d failed %6d  retrans %6d  udp drops: server %6d sipp %6d",
-			start, end, lo, hi, failed, retrans, srvDrops, sippDrops))
+		lines = append(lines, fmt.Sprintf("%3d-%3ds  ok/s %6d..%-6d failed %6d  retrans %6d  udp drops: server %6d sipp %6d  max/s: other cpu %4d ms, steal %3d ms",
+			start, end, lo, hi, failed, retrans, srvDrops, sippDrops, other, steal))
 	}
 	if w, ok := worst(tl, dur); ok {
-		lines = append(lines, fmt.Sprintf("worst second t=%ds: %d ok, %d failed, %d retrans (offered %d/s)",
-			w, tl[w].ok, tl[w].failed, tl[w].retrans, rate))
+		s := tl[w]
+		lines = append(lines, fmt.Sprintf("worst second t=%ds: %d ok, %d failed, %d retrans (offered %d/s); cpu ms: server %d, sipp %d, other %d, steal %d",
+			w, s.ok, s.failed, s.retrans, rate, s.srvCPU, s.sippCPU, s.otherCPU, s.steal))
 	}
 	return lines
 }
