@@ -110,12 +110,21 @@ type result struct {
 	steps  []step // in the order run
 }
 
-// knee returns the highest clean run.
+// knee returns the sustained knee: the highest clean run below the lowest
+// rate that failed. A server that fails at some rate and then runs clean at
+// a higher one has a stall that comes and goes, and it is not sustaining the
+// higher rate either.
 func (r result) knee() (step, bool) {
+	firstFail := 0
+	for _, s := range r.steps {
+		if !s.clean() && (firstFail == 0 || s.rate < firstFail) {
+			firstFail = s.rate
+		}
+	}
 	var b step
 	found := false
 	for _, s := range r.steps {
-		if s.clean() && s.rate > b.rate {
+		if s.clean() && s.rate > b.rate && (firstFail == 0 || s.rate < firstFail) {
 			b, found = s, true
 		}
 	}
@@ -323,8 +332,8 @@ func render(results []result, o registrarOptions) string {
 		knees[r.server] = k
 		note := ""
 		for _, s := range r.steps {
-			if s.rate < k.rate && !s.clean() {
-				note += fmt.Sprintf(" (but %d/s failed)", s.rate)
+			if s.rate > k.rate && s.clean() {
+				note += fmt.Sprintf(" (%d/s ran clean too, above a failed rate)", s.rate)
 			}
 		}
 		above := false

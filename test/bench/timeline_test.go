@@ -58,3 +58,27 @@ func TestParseProcAddr(t *testing.T) {
 		t.Fatal("an IPv6 address parsed as IPv4")
 	}
 }
+
+func TestKnee(t *testing.T) {
+	run := func(rate, failed int) step {
+		ok := rate * 60
+		return step{rate: rate, dur: time.Minute, ok: ok - failed, failed: failed, elapsed: time.Minute}
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+		want  int // 0: none
+	}{
+		{"all clean", []step{run(8000, 0), run(12000, 0)}, 12000},
+		{"fails above", []step{run(8000, 0), run(12000, 0), run(16000, 5000), run(14000, 0)}, 14000},
+		// A stall that comes and goes: clean again above a failed rate
+		// is not sustained.
+		{"clean above a failure", []step{run(20000, 0), run(24000, 2000), run(28000, 0)}, 20000},
+		{"first fails", []step{run(8000, 1000)}, 0},
+	} {
+		k, ok := result{steps: tc.steps}.knee()
+		if got := map[bool]int{true: k.rate}[ok]; got != tc.want {
+			t.Errorf("%s: knee %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
