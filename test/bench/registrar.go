@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"os"
@@ -243,7 +244,11 @@ func runSIPp(s server, repo, usersCSV string, rate int, dur time.Duration) step 
 		return st
 	}
 	sampleCtx, stopSampling := context.WithCancel(ctx)
-	samples := sampleSeconds(sampleCtx, s.target(), "127.0.9.3", s.pids, cmd.Process.Pid)
+	var upstream func() int
+	if e, ok := s.(*edgewiseServer); ok {
+		upstream = e.upstreamFailures
+	}
+	samples := sampleSeconds(sampleCtx, s.target(), "127.0.9.3", s.pids, cmd.Process.Pid, upstream)
 	err := cmd.Wait()
 	st.elapsed = time.Since(start)
 	stopSampling()
@@ -286,7 +291,7 @@ func runSIPp(s server, repo, usersCSV string, rate int, dur time.Duration) step 
 	for i := range min(len(perSecond), len(st.timeline)) {
 		p, t := perSecond[i], &st.timeline[i]
 		t.srvDrops, t.sippDrops = p.srvDrops, p.sippDrops
-		t.srvCPU, t.sippCPU, t.otherCPU, t.steal = p.srvCPU, p.sippCPU, p.otherCPU, p.steal
+		t.srvCPU, t.sippCPU, t.otherCPU, t.steal, t.upstream = p.srvCPU, p.sippCPU, p.otherCPU, p.steal, p.upstream
 	}
 	return st
 }
@@ -472,6 +477,31 @@ func (e *edgewiseServer) start(rate int) error {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
+}
+
+// upstreamFailures reads edgewise_upstream_failures_total from the admin
+// API (-1 when it cannot).
+func (e *edgewiseServer) upstreamFailures() int {
+	c := http.Client{Timeout: 500 * time.Millisecond}
+	resp, err := c.Get("http://" + e.admin + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return -1
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "edgewise_upstream_failures_total{") {
+			if i := strings.LastIndexByte(line, ' '); i > 0 {
+				v, _ := strconv.ParseFloat(line[i+1:], 64)
+				n += int(v)
+			}
+		}
+	}
+	return n
 }
 
 func (e *edgewiseServer) stop() {

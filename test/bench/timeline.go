@@ -20,6 +20,10 @@ type second struct {
 	// CPU over the second in ms: the server's, SIPp's, everything else's
 	// on the box (the background load), and time the hypervisor stole.
 	srvCPU, sippCPU, otherCPU, steal int
+	// upstream is how many upstream registration attempts edgewise saw
+	// fail in the second (the bench has no Twilio to reach, so each user
+	// keeps retrying with backoff); -1 when not known.
+	upstream int
 }
 
 // failureCauses are SIPp's cumulative columns that say why calls failed, or
@@ -130,10 +134,14 @@ type sample struct {
 	srvDrops, sippDrops int
 	srvCPU, sippCPU     time.Duration
 	busy, steal         time.Duration // whole box, from /proc/stat
+	upstream            int
 }
 
-func takeSample(server, clientIP string, srvPids func() []int, sippPid int) sample {
-	var sm sample
+func takeSample(server, clientIP string, srvPids func() []int, sippPid int, upstream func() int) sample {
+	sm := sample{upstream: -1}
+	if upstream != nil {
+		sm.upstream = upstream()
+	}
 	sm.srvDrops, sm.sippDrops = udpDrops(server, clientIP)
 	sm.srvCPU = cpuTime(srvPids())
 	sm.sippCPU = cpuTime([]int{sippPid})
@@ -163,11 +171,11 @@ func regBoxCPU() (busy, steal time.Duration) {
 // sampleSeconds records, every second until ctx ends, the increase of the
 // server's and SIPp's socket drops and of the CPU used by the server, by
 // SIPp, by everything else, and stolen; it returns the series when ctx ends.
-func sampleSeconds(ctx context.Context, server, clientIP string, srvPids func() []int, sippPid int) <-chan []second {
+func sampleSeconds(ctx context.Context, server, clientIP string, srvPids func() []int, sippPid int, upstream func() int) <-chan []second {
 	out := make(chan []second, 1)
 	go func() {
 		var series []second
-		last := takeSample(server, clientIP, srvPids, sippPid)
+		last := takeSample(server, clientIP, srvPids, sippPid, upstream)
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {
@@ -176,7 +184,7 @@ func sampleSeconds(ctx context.Context, server, clientIP string, srvPids func() 
 				out <- series
 				return
 			case <-tick.C:
-				now := takeSample(server, clientIP, srvPids, sippPid)
+				now := takeSample(server, clientIP, srvPids, sippPid, upstream)
 				ms := func(d time.Duration) int { return int(d.Milliseconds()) }
 				srv, sipp := now.srvCPU-last.srvCPU, now.sippCPU-last.sippCPU
 				series = append(series, second{
@@ -186,7 +194,11 @@ func sampleSeconds(ctx context.Context, server, clientIP string, srvPids func() 
 					srvCPU:    ms(srv), sippCPU: ms(sipp),
 					otherCPU: max(0, ms(now.busy-last.busy-srv-sipp)),
 					steal:    ms(now.steal - last.steal),
+					upstream: -1,
 				})
+				if now.upstream >= 0 && last.upstream >= 0 {
+					series[len(series)-1].upstream = now.upstream - last.upstream
+				}
 				last = now
 			}
 		}
@@ -233,7 +245,7 @@ func timelineLines(tl []second, rate int, dur time.Duration) []string {
 	for start := 0; start < len(tl); start += 5 {
 		end := min(start+5, len(tl))
 		lo, hi, failed, retrans, srvDrops, sippDrops := -1, 0, 0, 0, 0, 0
-		other, steal := 0, 0
+		other, steal, upstream := 0, 0, -1
 		for _, s := range tl[start:end] {
 			if lo < 0 || s.ok < lo {
 				lo = s.ok
@@ -245,14 +257,19 @@ func timelineLines(tl []second, rate int, dur time.Duration) []string {
 			sippDrops += s.sippDrops
 			other = max(other, s.otherCPU)
 			steal = max(steal, s.steal)
+			upstream = max(upstream, s.upstream)
 		}
-		lines = append(lines, fmt.Sprintf("%3d-%3ds  ok/s %6d..%-6d failed %6d  retrans %6d  udp drops: server %6d sipp %6d  max/s: other cpu %4d ms, steal %3d ms",
-			start, end, lo, hi, failed, retrans, srvDrops, sippDrops, other, steal))
+		line := fmt.Sprintf("%3d-%3ds  ok/s %6d..%-6d failed %6d  retrans %6d  udp drops: server %6d sipp %6d  max/s: other cpu %4d ms, steal %3d ms",
+			start, end, lo, hi, failed, retrans, srvDrops, sippDrops, other, steal)
+		if upstream >= 0 {
+			line += fmt.Sprintf(", upstream failures %5d", upstream)
+		}
+		lines = append(lines, line)
 	}
 	if w, ok := worst(tl, dur); ok {
 		s := tl[w]
-		lines = append(lines, fmt.Sprintf("worst second t=%ds: %d ok, %d failed, %d retrans (offered %d/s); cpu ms: server %d, sipp %d, other %d, steal %d",
-			w, s.ok, s.failed, s.retrans, rate, s.srvCPU, s.sippCPU, s.otherCPU, s.steal))
+		lines = append(lines, fmt.Sprintf("worst second t=%ds: %d ok, %d failed, %d retrans (offered %d/s); cpu ms: server %d, sipp %d, other %d, steal %d; upstream failures %d",
+			w, s.ok, s.failed, s.retrans, rate, s.srvCPU, s.sippCPU, s.otherCPU, s.steal, s.upstream))
 	}
 	return lines
 }
