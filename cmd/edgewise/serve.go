@@ -34,6 +34,7 @@ func cmdServe(args []string, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
+	tuneGC(os.Getenv)
 	return runUntilSignal(cfg, stderr, "edgewise", true, serve)
 }
 
