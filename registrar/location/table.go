@@ -310,29 +310,7 @@ func (t *Table) Apply(user string, fn func(cur []Binding) []Binding) {
 		out[i].User = user
 	}
 	old := len(cur)
-	switch {
-	case len(out) == 0:
-		if e != nil {
-			delete(sh.users, user)
-			t.users.Add(-1)
-		}
-	case e == nil:
-		e = &userEntry{}
-		sh.users[user] = e
-		t.users.Add(1)
-		fallthrough
-	default:
-		e.bindings = out
-	}
-	sh.noteExpiries(out)
-	live, prevLive := countLive(out, now), 0
-	if e != nil {
-		prevLive = e.live
-		e.live = live
-	}
-	if live != prevLive {
-		t.notify.post(user, live)
-	}
+	t.replace(sh, user, e, out, countLive(out, now))
 	sh.mu.Unlock()
 	t.count.Add(int64(len(out) - old))
 }
@@ -390,6 +368,16 @@ func (t *Table) update(user string, fn func(cur []Binding) ([]Binding, error), c
 			}
 		})
 	}
+	t.replace(sh, user, e, out, live)
+	sh.mu.Unlock()
+	t.count.Add(int64(len(out) - old))
+	return res, wait, nil
+}
+
+// replace makes out user's bindings (none removes the user), e being the
+// user's entry or nil, and tells subscribers when the live count changed.
+// Hold sh.mu.
+func (t *Table) replace(sh *shard, user string, e *userEntry, out []Binding, live int) {
 	switch {
 	case len(out) == 0:
 		if e != nil {
@@ -413,9 +401,6 @@ func (t *Table) update(user string, fn func(cur []Binding) ([]Binding, error), c
 	if live != prevLive {
 		t.notify.post(user, live)
 	}
-	sh.mu.Unlock()
-	t.count.Add(int64(len(out) - old))
-	return res, wait, nil
 }
 
 // RemoveSource removes every binding registered over transport from src —
