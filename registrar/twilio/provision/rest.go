@@ -236,81 +236,63 @@ func (r *REST) Domains(ctx context.Context) ([]Domain, error) {
 }
 
 func (r *REST) RegistrationLists(ctx context.Context, domainSID string) ([]CredentialList, error) {
-	var out []CredentialList
-	err := r.call(ctx, "list the domain's registration credential lists", true, func(api *openapi.ApiService) error {
-		ms, err := api.ListSipAuthRegistrationsCredentialListMapping(domainSID, nil)
-		if err != nil {
-			return err
-		}
-		out = out[:0]
-		for _, m := range ms {
-			// A registration mapping's SID is its credential list's.
-			out = append(out, CredentialList{SID: str(m.Sid), Name: str(m.FriendlyName)})
-		}
-		return nil
-	})
-	return out, err
+	// A registration mapping's SID is its credential list's.
+	return list(ctx, r, "list the domain's registration credential lists",
+		func(api *openapi.ApiService) ([]openapi.ApiV2010SipAuthRegistrationsCredentialListMapping, error) {
+			return api.ListSipAuthRegistrationsCredentialListMapping(domainSID, nil)
+		},
+		func(m openapi.ApiV2010SipAuthRegistrationsCredentialListMapping) CredentialList {
+			return CredentialList{SID: str(m.Sid), Name: str(m.FriendlyName)}
+		})
 }
 
 func (r *REST) CallsLists(ctx context.Context, domainSID string) ([]CredentialList, error) {
-	var out []CredentialList
-	err := r.call(ctx, "list the domain's calls credential lists", true, func(api *openapi.ApiService) error {
-		ms, err := api.ListSipAuthCallsCredentialListMapping(domainSID, nil)
-		if err != nil {
-			return err
-		}
-		out = out[:0]
-		for _, m := range ms {
-			// As for registration, a calls mapping's SID is its list's (CL…).
-			out = append(out, CredentialList{SID: str(m.Sid), Name: str(m.FriendlyName)})
-		}
-		return nil
-	})
-	return out, err
+	// As for registration, a calls mapping's SID is its list's (CL…).
+	return list(ctx, r, "list the domain's calls credential lists",
+		func(api *openapi.ApiService) ([]openapi.ApiV2010SipAuthCallsCredentialListMapping, error) {
+			return api.ListSipAuthCallsCredentialListMapping(domainSID, nil)
+		},
+		func(m openapi.ApiV2010SipAuthCallsCredentialListMapping) CredentialList {
+			return CredentialList{SID: str(m.Sid), Name: str(m.FriendlyName)}
+		})
 }
 
 func (r *REST) CallsIPACLs(ctx context.Context, domainSID string) ([]IPACL, error) {
-	var out []IPACL
-	err := r.call(ctx, "list the domain's calls IP access control lists", true, func(api *openapi.ApiService) error {
-		ms, err := api.ListSipAuthCallsIpAccessControlListMapping(domainSID, nil)
+	return list(ctx, r, "list the domain's calls IP access control lists",
+		func(api *openapi.ApiService) ([]openapi.ApiV2010SipAuthCallsIpAccessControlListMapping, error) {
+			return api.ListSipAuthCallsIpAccessControlListMapping(domainSID, nil)
+		},
+		func(m openapi.ApiV2010SipAuthCallsIpAccessControlListMapping) IPACL {
+			return IPACL{SID: str(m.Sid), Name: str(m.FriendlyName)}
+		})
+}
+
+func (r *REST) CredentialLists(ctx context.Context) ([]CredentialList, error) {
+	return list(ctx, r, "list credential lists",
+		func(api *openapi.ApiService) ([]openapi.ApiV2010SipCredentialList, error) { return api.ListSipCredentialList(nil) },
+		func(l openapi.ApiV2010SipCredentialList) CredentialList {
+			return CredentialList{SID: str(l.Sid), Name: str(l.FriendlyName)}
+		})
+}
+
+func (r *REST) Credentials(ctx context.Context, listSID string) ([]Credential, error) {
+	return list(ctx, r, "list credentials of "+listSID,
+		func(api *openapi.ApiService) ([]openapi.ApiV2010SipCredential, error) { return api.ListSipCredential(listSID, nil) },
+		func(c openapi.ApiV2010SipCredential) Credential { return Credential{SID: str(c.Sid), Username: str(c.Username)} })
+}
+
+// list is one read of a REST list, retried on another edge like every
+// read, each item converted with conv.
+func list[M, T any](ctx context.Context, r *REST, op string, fetch func(*openapi.ApiService) ([]M, error), conv func(M) T) ([]T, error) {
+	var out []T
+	err := r.call(ctx, op, true, func(api *openapi.ApiService) error {
+		ms, err := fetch(api)
 		if err != nil {
 			return err
 		}
 		out = out[:0]
 		for _, m := range ms {
-			out = append(out, IPACL{SID: str(m.Sid), Name: str(m.FriendlyName)})
-		}
-		return nil
-	})
-	return out, err
-}
-
-func (r *REST) CredentialLists(ctx context.Context) ([]CredentialList, error) {
-	var out []CredentialList
-	err := r.call(ctx, "list credential lists", true, func(api *openapi.ApiService) error {
-		ls, err := api.ListSipCredentialList(nil)
-		if err != nil {
-			return err
-		}
-		out = out[:0]
-		for _, l := range ls {
-			out = append(out, CredentialList{SID: str(l.Sid), Name: str(l.FriendlyName)})
-		}
-		return nil
-	})
-	return out, err
-}
-
-func (r *REST) Credentials(ctx context.Context, listSID string) ([]Credential, error) {
-	var out []Credential
-	err := r.call(ctx, "list credentials of "+listSID, true, func(api *openapi.ApiService) error {
-		cs, err := api.ListSipCredential(listSID, nil)
-		if err != nil {
-			return err
-		}
-		out = out[:0]
-		for _, c := range cs {
-			out = append(out, Credential{SID: str(c.Sid), Username: str(c.Username)})
+			out = append(out, conv(m))
 		}
 		return nil
 	})
