@@ -269,7 +269,9 @@ func (r *REST) CallsIPACLs(ctx context.Context, domainSID string) ([]IPACL, erro
 
 func (r *REST) CredentialLists(ctx context.Context) ([]CredentialList, error) {
 	return list(ctx, r, "list credential lists",
-		func(api *openapi.ApiService) ([]openapi.ApiV2010SipCredentialList, error) { return api.ListSipCredentialList(nil) },
+		func(api *openapi.ApiService) ([]openapi.ApiV2010SipCredentialList, error) {
+			return api.ListSipCredentialList(nil)
+		},
 		func(l openapi.ApiV2010SipCredentialList) CredentialList {
 			return CredentialList{SID: str(l.Sid), Name: str(l.FriendlyName)}
 		})
@@ -277,8 +279,12 @@ func (r *REST) CredentialLists(ctx context.Context) ([]CredentialList, error) {
 
 func (r *REST) Credentials(ctx context.Context, listSID string) ([]Credential, error) {
 	return list(ctx, r, "list credentials of "+listSID,
-		func(api *openapi.ApiService) ([]openapi.ApiV2010SipCredential, error) { return api.ListSipCredential(listSID, nil) },
-		func(c openapi.ApiV2010SipCredential) Credential { return Credential{SID: str(c.Sid), Username: str(c.Username)} })
+		func(api *openapi.ApiService) ([]openapi.ApiV2010SipCredential, error) {
+			return api.ListSipCredential(listSID, nil)
+		},
+		func(c openapi.ApiV2010SipCredential) Credential {
+			return Credential{SID: str(c.Sid), Username: str(c.Username)}
+		})
 }
 
 // list is one read of a REST list, retried on another edge like every
