@@ -87,7 +87,7 @@ func TestInboundCallNoBinding(t *testing.T) {
 
 // startBaresipAnswering is startBaresip with the menu module loaded and the
 // account set to answer every call at once (baresip 1.0: answermode=auto,
-// acted on by menu).
+// acted on by menu), with G.711 A-law (what call_rtp*.xml offers) and μ-law.
 func startBaresipAnswering(t *testing.T, d *daemon, user, password string) string {
 	t.Helper()
 	client, port := baresipListen(t)
@@ -108,7 +108,7 @@ module_tmp uuid.so
 module_tmp account.so
 `, client, port))
 	writeFile(t, filepath.Join(dir, "accounts"),
-		fmt.Sprintf("<sip:%s@%s:5060;transport=udp>;auth_pass=%s;regint=600;answermode=auto;audio_codecs=PCMU\n", user, d.ip, password))
+		fmt.Sprintf("<sip:%s@%s:5060;transport=udp>;auth_pass=%s;regint=600;answermode=auto;audio_codecs=PCMA,PCMU\n", user, d.ip, password))
 	startProc(t, requireTool(t, "baresip"), "-f", dir)
 	return client
 }

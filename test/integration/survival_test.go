@@ -52,30 +52,11 @@ func survDropEdges(t *testing.T, s *sim, d *daemon) {
 	t.Logf("survival mode began %s after the edges were dropped", since.Sub(dropped).Round(10*time.Millisecond))
 }
 
-// survBaresip starts baresip as user, answering every call by itself after
-// ringing, with G.711 A-law (what call_rtp*.xml offers) and μ-law.
+// survBaresip starts baresip as user, answering every call by itself
+// (startBaresipAnswering), and waits for its binding.
 func survBaresip(t *testing.T, d *daemon, user, password string) string {
 	t.Helper()
-	client, port := baresipListen(t)
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "config"), fmt.Sprintf(`poll_method epoll
-sip_listen %s:%d
-audio_player aufile,/dev/null
-audio_source ausine,440
-ausrc_srate 48000
-ausrc_channels 2
-auplay_srate 48000
-module_path /usr/lib/baresip/modules
-module g711.so
-module ausine.so
-module aufile.so
-module menu.so
-module_tmp uuid.so
-module_tmp account.so
-`, client, port))
-	writeFile(t, filepath.Join(dir, "accounts"),
-		fmt.Sprintf("<sip:%s@%s:5060;transport=udp>;auth_pass=%s;regint=600;answermode=auto;audio_codecs=PCMA,PCMU\n", user, d.ip, password))
-	startProc(t, requireTool(t, "baresip"), "-f", dir)
+	client := startBaresipAnswering(t, d, user, password)
 	kit.WaitFor(t, 10*time.Second, user+"'s baresip registered", func() bool { return containsHost(d.contacts(t, user), client) })
 	return client
 }
