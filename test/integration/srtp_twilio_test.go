@@ -34,10 +34,10 @@ func TestSecureMediaCallsBothWays(t *testing.T) {
 	checkSRTPLegs(t, d)
 	waitSipp(t, res, "outbound call with SRTP toward Twilio")
 	kit.WaitFor(t, 10*time.Second, "edgesim to see the outbound call ended", func() bool {
-		cs := secureCalls(t, s)
+		cs := tlsTwCalls(t, s)
 		return len(cs) == 1 && cs[0].State == "ended"
 	})
-	out := secureCalls(t, s)[0]
+	out := tlsTwCalls(t, s)[0]
 	if out.Transport != "TLS" || out.Media == nil || !out.Media.SRTP || out.Media.PacketsReceived < 20 ||
 		out.Media.PacketsEchoed != out.Media.PacketsReceived || out.Media.SRTPFailed != 0 {
 		t.Fatalf("outbound call at edgesim: %+v media %+v, want TLS, SRTP decrypted and echoed, no failures", out, out.Media)
@@ -48,9 +48,9 @@ func TestSecureMediaCallsBothWays(t *testing.T) {
 	// Twilio → phone: edgesim offers SRTP over TLS, the phone answers plain.
 	phone := sippUAS(t, "uas_answer_rtp.xml", phoneIP)
 	placed := s.placeCall(t, "alice")
-	var in secureCall
+	var in tlsTwCall
 	kit.WaitFor(t, 15*time.Second, "the inbound call answered, SRTP decrypted and echoed", func() bool {
-		for _, c := range secureCalls(t, s) {
+		for _, c := range tlsTwCalls(t, s) {
 			if c.ID == placed.ID {
 				in = c
 			}
@@ -102,26 +102,4 @@ func checkSRTPLegs(t *testing.T, d *daemon) {
 			t.Errorf("leg %s: srtp %q, want %q; dropped %v", l.Side, l.SRTP, want, l.RX.Dropped)
 		}
 	}
-}
-
-// secureCall is an edgesim call with its SRTP counters.
-type secureCall struct {
-	ID        string `json:"id"`
-	State     string `json:"state"`
-	Transport string `json:"transport"`
-	Media     *struct {
-		PacketsReceived uint64 `json:"packets_received"`
-		PacketsEchoed   uint64 `json:"packets_echoed"`
-		SRTP            bool   `json:"srtp"`
-		SRTPFailed      uint64 `json:"srtp_failed"`
-	} `json:"media"`
-}
-
-func secureCalls(t *testing.T, s *tlsTwSim) []secureCall {
-	t.Helper()
-	var body struct {
-		Calls []secureCall `json:"calls"`
-	}
-	tlsTwGet(t, s.control+"/v1/calls", &body)
-	return body.Calls
 }

@@ -153,6 +153,8 @@ type tlsTwCall struct {
 	Media *struct {
 		PacketsReceived uint64 `json:"packets_received"`
 		PacketsEchoed   uint64 `json:"packets_echoed"`
+		SRTP            bool   `json:"srtp"`
+		SRTPFailed      uint64 `json:"srtp_failed"`
 	} `json:"media"`
 }
 
