@@ -240,10 +240,18 @@ func dialRow(user, number string) [][]string {
 }
 
 // checkRTPFlow polls edgewise while the call is up until both legs relayed
-// packets each way, and returns once they did.
-func checkRTPFlow(t *testing.T, d *daemon) {
+// packets each way, and returns once they did. A SIPp run given in callers
+// that ends first fails the wait at once, with what SIPp said.
+func checkRTPFlow(t *testing.T, d *daemon, callers ...<-chan sippResult) {
 	t.Helper()
 	kit.WaitFor(t, 10*time.Second, "edgewise relaying RTP both ways on both legs", func() bool {
+		for _, ch := range callers {
+			select {
+			case r := <-ch:
+				t.Fatalf("sipp ended (exit %d) before RTP flowed both ways:\n%s", r.code, r.out)
+			default:
+			}
+		}
 		cs := d.calls()
 		if len(cs) != 1 || cs[0].Media == nil || len(cs[0].Media.Legs) != 2 {
 			return false

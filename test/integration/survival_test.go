@@ -74,7 +74,7 @@ func TestSurvivalLocalCallEdgesDownAndBack(t *testing.T) {
 	survDropEdges(t, s, d)
 
 	res := sippAsync(t, "call_rtp_rings.xml", nextIP(t), d.ip+":5060", dialRow("alice", "201"))
-	checkRTPFlow(t, d)
+	checkRTPFlow(t, d, res)
 	c := d.calls()
 	if len(c) != 1 || c[0].Direction != "local" || c[0].Route != "local" || c[0].To != "bob" || c[0].Callee == nil {
 		t.Fatalf("calls in status = %+v, want one local call to bob", c)

@@ -18,10 +18,11 @@ import (
 
 // origin is where a message came from and how to answer it.
 type origin struct {
-	udp   *udpListener // exactly one of udp, tcp
-	tcp   *tcpConn
-	from  netip.AddrPort
-	local sip.Addr
+	udp    *udpListener // exactly one of udp, tcp
+	ticket *ticket      // with udp: the datagram's place in the socket's order
+	tcp    *tcpConn
+	from   netip.AddrPort
+	local  sip.Addr
 }
 
 func (o origin) transport() string {
@@ -45,10 +46,19 @@ func (o origin) write(b []byte, dst netip.AddrPort) error {
 
 func (o origin) forward(s *Server, pkt []byte) {
 	if o.udp != nil {
-		o.udp.forward(s, pkt, o.from)
+		o.ticket.forward(s, pkt, o.from)
 		return
 	}
 	o.tcp.forward(pkt)
+}
+
+// pass tells the socket's sequencer that this datagram does not go to
+// sipgo, before a handler spends time on it. Stream messages need nothing:
+// one goroutine reads each connection in order.
+func (o origin) pass(s *Server) {
+	if o.ticket != nil {
+		o.ticket.pass(s)
+	}
 }
 
 // handleMessage classifies one datagram or framed stream message, parses it
@@ -119,6 +129,7 @@ func (s *Server) handleMessage(o origin, pkt []byte) {
 		o.forward(s, pkt)
 		return
 	}
+	o.pass(s)
 	if stateless {
 		s.dispatch(h, req, tx)
 		return

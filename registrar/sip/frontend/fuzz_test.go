@@ -137,7 +137,11 @@ func FuzzFrontEnd(f *testing.F) {
 	// server does with the input, not what comes back.
 	sink := netip.MustParseAddrPort("127.0.0.1:9")
 	f.Fuzz(func(t *testing.T, p []byte) {
-		s.handleMessage(origin{udp: udp, from: sink, local: udp.laddr}, slices.Clone(p))
+		// Nothing reaches the socket, so the readers take no tickets.
+		tk := &ticket{u: udp}
+		udp.issue(tk)
+		s.handleMessage(origin{udp: udp, ticket: tk, from: sink, local: udp.laddr}, slices.Clone(p))
+		tk.pass(s)
 		c := &tcpConn{Conn: discardConn{}, l: tcp, remote: sink, rbuf: make([]byte, 1)}
 		c.in = append(c.in, p...)
 		c.frame()

@@ -412,7 +412,7 @@ func (s *Server) Run(ctx context.Context) error {
 		switch {
 		case ln.udp != nil:
 			u := ln.udp
-			readers := max(2, runtime.GOMAXPROCS(0))
+			readers := min(max(2, runtime.GOMAXPROCS(0)), maxUDPReaders)
 			for range readers {
 				wg.Go(func() { u.readLoop(s) })
 			}

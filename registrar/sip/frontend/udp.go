@@ -7,13 +7,16 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
 
-// udpListener is one UDP socket. Several reader goroutines read it; messages
-// for sipgo go through inbox to the net.PacketConn that sipgo serves.
+// udpListener is one UDP socket. Several reader goroutines read it and
+// answer stateless requests in parallel; messages for sipgo go through inbox
+// to the net.PacketConn that sipgo serves, in the order the socket received
+// them (see sequencer).
 type udpListener struct {
 	conn  *net.UDPConn
 	addr  netip.AddrPort // bound address, IPv4-mapped addresses unmapped
@@ -22,6 +25,12 @@ type udpListener struct {
 	// connection pool: requests whose Laddr equals it are sent from here.
 	sipgoKey sip.Addr
 	log      *slog.Logger
+
+	// readMu makes reading a datagram and taking its ticket one step, so
+	// tickets follow the socket's order.
+	readMu  sync.Mutex
+	tickets atomic.Uint64
+	order   sequencer
 
 	inbox     chan datagram
 	closed    chan struct{}
@@ -60,6 +69,7 @@ func listenUDP(ap netip.AddrPort, rbuf int, log *slog.Logger) (*udpListener, err
 		laddr:      sipAddr(bound),
 		sipgoKey:   sip.Addr{IP: raw.IP, Port: raw.Port},
 		log:        log,
+		order:      sequencer{slots: make([]slot, 2*maxUDPReaders)},
 		inbox:      make(chan datagram, sipgoQueue),
 		closed:     make(chan struct{}),
 		sipgoReady: make(chan struct{}),
@@ -80,8 +90,14 @@ func (u *udpListener) close() {
 
 func (u *udpListener) readLoop(s *Server) {
 	buf := make([]byte, 65536)
+	tk := &ticket{u: u}
 	for {
+		u.readMu.Lock()
 		n, from, err := u.conn.ReadFromUDPAddrPort(buf)
+		if err == nil {
+			u.issue(tk)
+		}
+		u.readMu.Unlock()
 		if err != nil {
 			select {
 			case <-u.closed:
@@ -96,18 +112,105 @@ func (u *udpListener) readLoop(s *Server) {
 			continue
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		s.handleMessage(origin{udp: u, from: from, local: u.laddr}, buf[:n])
+		s.handleMessage(origin{udp: u, ticket: tk, from: from, local: u.laddr}, buf[:n])
+		// Most paths settle earlier; this one is for those that do not
+		// (malformed, blocked, garbage), so no ticket holds up the rest.
+		tk.pass(s)
 	}
 }
 
+// maxUDPReaders bounds the reader goroutines per socket.
+const maxUDPReaders = 8
+
+// issue gives tk the next place in the socket's order. Readers call it
+// holding readMu from the read that got the datagram.
+func (u *udpListener) issue(tk *ticket) {
+	tk.seq, tk.settled = u.tickets.Add(1)-1, false
+}
+
+// A ticket is a datagram's place in its socket's order. Exactly one of
+// forward and pass settles it; whichever comes first wins.
+type ticket struct {
+	u       *udpListener
+	seq     uint64
+	settled bool
+}
+
 // forward queues a datagram for sipgo, copying it out of the read buffer.
-// When sipgo falls behind the datagram is dropped, as the kernel would.
-func (u *udpListener) forward(s *Server, pkt []byte, from netip.AddrPort) {
-	d := datagram{data: append([]byte(nil), pkt...), from: from}
-	select {
-	case u.inbox <- d:
-	default:
-		s.stats.Overloaded.Add(1)
+func (tk *ticket) forward(s *Server, pkt []byte, from netip.AddrPort) {
+	if tk.settled {
+		return
+	}
+	tk.settled = true
+	tk.u.order.settle(tk.seq, true, datagram{data: append([]byte(nil), pkt...), from: from}, tk.u.inbox, &s.stats)
+}
+
+// pass settles a datagram that does not go to sipgo. Stateless handlers
+// run after it, so their work never delays the messages behind them.
+func (tk *ticket) pass(s *Server) {
+	if tk.settled {
+		return
+	}
+	tk.settled = true
+	tk.u.order.settle(tk.seq, false, datagram{}, tk.u.inbox, &s.stats)
+}
+
+// A sequencer hands datagrams to sipgo in ticket order although readers
+// finish them out of order (slots is a ring indexed by ticket). Without it a phone's 180 Ringing read by one
+// reader could reach sipgo after the 200 OK another reader read just
+// behind it; the transaction then drops the late 180 and the caller never
+// hears the ringing. Nobody waits: a settled ticket parks in its slot, and
+// whoever settles the oldest one releases every ticket ready behind it.
+type sequencer struct {
+	mu    sync.Mutex
+	next  uint64
+	slots []slot
+}
+
+// grow makes room for want tickets from next on. The ring outgrows the
+// readers when one of them is descheduled holding the oldest ticket while
+// the others settle and park the datagrams behind it.
+func (q *sequencer) grow(want uint64) {
+	n := uint64(len(q.slots))
+	size := 2 * n
+	for size < want {
+		size *= 2
+	}
+	slots := make([]slot, size)
+	for seq := q.next; seq < q.next+n; seq++ {
+		slots[seq%size] = q.slots[seq%n]
+	}
+	q.slots = slots
+}
+
+type slot struct {
+	settled, forward bool
+	d                datagram
+}
+
+func (q *sequencer) settle(seq uint64, forward bool, d datagram, inbox chan<- datagram, st *Stats) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if seq-q.next >= uint64(len(q.slots)) {
+		q.grow(seq - q.next + 1)
+	}
+	n := uint64(len(q.slots))
+	q.slots[seq%n] = slot{settled: true, forward: forward, d: d}
+	for {
+		sl := &q.slots[q.next%n]
+		if !sl.settled {
+			return
+		}
+		if sl.forward {
+			select {
+			case inbox <- sl.d:
+			default:
+				// sipgo falls behind: drop, as the kernel would.
+				st.Overloaded.Add(1)
+			}
+		}
+		*sl = slot{}
+		q.next++
 	}
 }
 
