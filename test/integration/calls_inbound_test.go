@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -90,7 +91,35 @@ func TestInboundCallNoBinding(t *testing.T) {
 // acted on by menu), with G.711 A-law (what call_rtp*.xml offers) and μ-law.
 func startBaresipAnswering(t *testing.T, d *daemon, user, password string) string {
 	t.Helper()
+	client, _ := startBaresipMenu(t, d, user, password, "auto")
+	return client
+}
+
+// startBaresipRinging is startBaresipAnswering for a phone that rings until
+// told to answer: answer() types baresip's accept key ('a') on its UDP
+// console (the cons module). A phone that answers at once sends its 180 and
+// 200 back to back, and a B2BUA may then relay the 200 alone.
+func startBaresipRinging(t *testing.T, d *daemon, user, password string) (client string, answer func()) {
+	t.Helper()
+	client, console := startBaresipMenu(t, d, user, password, "manual")
+	return client, func() {
+		c, err := net.Dial("udp", console)
+		if err != nil {
+			t.Fatalf("baresip console: %v", err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("a")); err != nil {
+			t.Fatalf("baresip console: %v", err)
+		}
+	}
+}
+
+// startBaresipMenu runs baresip with the menu and console modules, the
+// console on a loopback address of the test's own; answermode is baresip's.
+func startBaresipMenu(t *testing.T, d *daemon, user, password, answermode string) (client, console string) {
+	t.Helper()
 	client, port := baresipListen(t)
+	console = nextIP(t) + ":5555"
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "config"), fmt.Sprintf(`poll_method epoll
 sip_listen %s:%d
@@ -99,18 +128,20 @@ audio_source ausine,440
 ausrc_srate 48000
 ausrc_channels 2
 auplay_srate 48000
+cons_listen %s
 module_path /usr/lib/baresip/modules
 module g711.so
 module ausine.so
 module aufile.so
 module menu.so
+module cons.so
 module_tmp uuid.so
 module_tmp account.so
-`, client, port))
+`, client, port, console))
 	writeFile(t, filepath.Join(dir, "accounts"),
-		fmt.Sprintf("<sip:%s@%s:5060;transport=udp>;auth_pass=%s;regint=600;answermode=auto;audio_codecs=PCMA,PCMU\n", user, d.ip, password))
+		fmt.Sprintf("<sip:%s@%s:5060;transport=udp>;auth_pass=%s;regint=600;answermode=%s;audio_codecs=PCMA,PCMU\n", user, d.ip, password, answermode))
 	startProc(t, requireTool(t, "baresip"), "-f", dir)
-	return client
+	return client, console
 }
 
 // TestInboundCallForkedBaresipAnswers: alice is registered from baresip

@@ -52,28 +52,25 @@ func survDropEdges(t *testing.T, s *sim, d *daemon) {
 	t.Logf("survival mode began %s after the edges were dropped", since.Sub(dropped).Round(10*time.Millisecond))
 }
 
-// survBaresip starts baresip as user, answering every call by itself
-// (startBaresipAnswering), and waits for its binding.
-func survBaresip(t *testing.T, d *daemon, user, password string) string {
-	t.Helper()
-	client := startBaresipAnswering(t, d, user, password)
-	kit.WaitFor(t, 10*time.Second, user+"'s baresip registered", func() bool { return containsHost(d.contacts(t, user), client) })
-	return client
-}
-
 // TestSurvivalLocalCallEdgesDownAndBack: with every edgesim edge dropped,
 // alice (SIPp) dials bob's extension; bob's baresip rings (SIPp requires the
-// 180) and answers, RTP flows both ways through the relay, edgesim sees no
-// call, and /v1/status says survival mode carried it. The edges heal: the
-// next call to the same extension goes through Twilio again.
+// 180) until the test answers it, RTP flows both ways through the relay,
+// edgesim sees no call, and /v1/status says survival mode carried it. The
+// edges heal: the next call to the same extension goes through Twilio again.
 func TestSurvivalLocalCallEdgesDownAndBack(t *testing.T) {
 	requireTool(t, "baresip")
 	s := startSim(t)
 	d := startDaemon(t, survConfig(s, ""))
-	survBaresip(t, d, "bob", "bob-secret")
+	client, answer := startBaresipRinging(t, d, "bob", "bob-secret")
+	kit.WaitFor(t, 10*time.Second, "bob's baresip registered", func() bool { return containsHost(d.contacts(t, "bob"), client) })
 	survDropEdges(t, s, d)
 
 	res := sippAsync(t, "call_rtp_rings.xml", nextIP(t), d.ip+":5060", dialRow("alice", "201"))
+	kit.WaitFor(t, 10*time.Second, "bob's phone ringing", func() bool {
+		c := d.calls()
+		return len(c) == 1 && c[0].State == "ringing"
+	})
+	answer()
 	checkRTPFlow(t, d, res)
 	c := d.calls()
 	if len(c) != 1 || c[0].Direction != "local" || c[0].Route != "local" || c[0].To != "bob" || c[0].Callee == nil {
