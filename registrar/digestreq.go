@@ -16,12 +16,24 @@ import (
 // issued to, and its fingerprint. The B2BUA uses it for INVITEs too, so a
 // phone's REGISTER and INVITE are checked by the same rules.
 func DigestRequest(req *sip.Request, src netip.Addr) digest.Request {
+	return digestRequest(req, src, Fingerprint(req))
+}
+
+func digestRequest(req *sip.Request, src netip.Addr, fingerprint uint64) digest.Request {
 	return digest.Request{
 		Method:      string(req.Method),
 		URIMatches:  func(u string) bool { return SameURI(&req.Recipient, u) },
 		Source:      src,
-		Fingerprint: Fingerprint(req),
+		Fingerprint: fingerprint,
 	}
+}
+
+// fingerprinted is a transaction that knows its request's Fingerprint
+// from the bytes that carried it (the front end's stateless path): cheaper
+// than serialising the parsed request again, and as good for telling a
+// retransmission from a replay.
+type fingerprinted interface {
+	Fingerprint() uint64
 }
 
 var fingerprintSeed = maphash.MakeSeed()

@@ -42,7 +42,7 @@ func (r *Registrar) ServeRegister(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		return
 	}
-	res, upd := r.register(req, st, src, now)
+	res, upd := r.register(req, tx, st, src, now)
 	if upd == nil {
 		r.reply(tx, res)
 		return
@@ -144,7 +144,7 @@ func scanHeaders(req *sip.Request, h *registerHeaders) {
 
 // register runs every check of a REGISTER. It returns the response, or, when
 // bindings must change, the update to apply before answering.
-func (r *Registrar) register(req *sip.Request, st *state, src netip.AddrPort, now time.Time) (*sip.Response, *pendingUpdate) {
+func (r *Registrar) register(req *sip.Request, tx sip.ServerTransaction, st *state, src netip.AddrPort, now time.Time) (*sip.Response, *pendingUpdate) {
 	var h registerHeaders
 	scanHeaders(req, &h)
 
@@ -187,7 +187,13 @@ func (r *Registrar) register(req *sip.Request, st *state, src netip.AddrPort, no
 		r.debug("authentication refused before checking", req, src, "user", cred.Username, "reason", refusal.String())
 		return newResponse(req, 403, "Forbidden"), nil
 	}
-	res := r.auth.Verify(DigestRequest(req, src.Addr()), &cred, st.secret, now)
+	var dr digest.Request
+	if f, ok := tx.(fingerprinted); ok {
+		dr = digestRequest(req, src.Addr(), f.Fingerprint())
+	} else {
+		dr = DigestRequest(req, src.Addr())
+	}
+	res := r.auth.Verify(dr, &cred, st.secret, now)
 	switch res.Outcome {
 	case digest.OK:
 	case digest.Challenge:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"hash/maphash"
 	"log/slog"
 	"net/netip"
 	"runtime/debug"
@@ -131,6 +132,7 @@ func (s *Server) handleMessage(o origin, pkt []byte) {
 	}
 	o.pass(s)
 	if stateless {
+		tx.sum = fingerprint(pkt)
 		s.dispatch(h, req, tx)
 		return
 	}
@@ -268,7 +270,24 @@ type statelessTx struct {
 	o   origin
 	dst netip.AddrPort
 	req *sip.Request
+	sum uint64 // Fingerprint
 }
+
+var fingerprintSeed = maphash.MakeSeed()
+
+func fingerprint(pkt []byte) uint64 {
+	if v := maphash.Bytes(fingerprintSeed, pkt); v != 0 {
+		return v
+	}
+	return 1
+}
+
+// Fingerprint is a hash of the request's bytes as they arrived, never 0. A
+// UDP retransmission is the same datagram (RFC 3261 §17.1.2.2), so it has
+// the same fingerprint; a request that changes anything has another. The
+// registrar's digest nonce-count check uses it rather than hashing the
+// parsed request again.
+func (t *statelessTx) Fingerprint() uint64 { return t.sum }
 
 var _ sip.ServerTransaction = (*statelessTx)(nil)
 

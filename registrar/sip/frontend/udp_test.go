@@ -136,3 +136,24 @@ func TestUDPKeepsOrderForSipgo(t *testing.T) {
 		t.Fatalf("sipgo saw responses up to %d of %d", got, total)
 	}
 }
+
+// TestFingerprint: a retransmission (the same bytes) has the same
+// fingerprint, a request that differs in one byte another, and none is 0
+// (0 means "not known" to the digest check).
+func TestFingerprint(t *testing.T) {
+	req := []byte("REGISTER sip:example.com SIP/2.0\r\nCSeq: 1 REGISTER\r\n\r\n")
+	again := append([]byte(nil), req...)
+	changed := append([]byte(nil), req...)
+	changed[len("REGISTER sip:example.com SIP/2.0\r\nCSeq: ")] = '2'
+	if fingerprint(req) != fingerprint(again) {
+		t.Error("a retransmission has another fingerprint")
+	}
+	if fingerprint(req) == fingerprint(changed) {
+		t.Error("a changed request has the same fingerprint")
+	}
+	for _, p := range [][]byte{nil, {}, req} {
+		if fingerprint(p) == 0 {
+			t.Errorf("fingerprint(%q) = 0", p)
+		}
+	}
+}
