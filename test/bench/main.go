@@ -57,6 +57,14 @@ func main() {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		log.Fatal(err)
 	}
+	// The suites run bin/edgewise and bin/edgesim: build them from the tree
+	// as it is, so a run never measures a binary left from older code.
+	build := exec.Command("go", "build", "-o", filepath.Join(repo, "bin")+"/", "./cmd/edgewise", "./cmd/edgesim")
+	build.Dir = repo
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		log.Fatalf("build bin/edgewise and bin/edgesim: %v", err)
+	}
 	for _, suite := range strings.Split(*suites, ",") {
 		var table string
 		var err error
