@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -98,6 +99,13 @@ func (s *Server) handleMessage(o origin, pkt []byte) {
 	}
 
 	h, stateless := s.stateless[method]
+	var sum uint64
+	if stateless {
+		sum = fingerprint(o.from, pkt)
+		if o.udp != nil && s.answerAgain(o, sum) {
+			return
+		}
+	}
 	_, toSipgo := s.transactional[method]
 	if !toSipgo && (method == sip.ACK || method == sip.CANCEL) {
 		_, toSipgo = s.transactional[sip.INVITE]
@@ -132,7 +140,7 @@ func (s *Server) handleMessage(o origin, pkt []byte) {
 	}
 	o.pass(s)
 	if stateless {
-		tx.sum = fingerprint(pkt)
+		tx.sum = sum
 		s.dispatch(h, req, tx)
 		return
 	}
@@ -275,18 +283,27 @@ type statelessTx struct {
 
 var fingerprintSeed = maphash.MakeSeed()
 
-func fingerprint(pkt []byte) uint64 {
-	if v := maphash.Bytes(fingerprintSeed, pkt); v != 0 {
+// fingerprint hashes a request's source and bytes, never 0.
+func fingerprint(from netip.AddrPort, pkt []byte) uint64 {
+	var h maphash.Hash
+	h.SetSeed(fingerprintSeed)
+	a := from.Addr().As16()
+	h.Write(a[:])
+	h.WriteByte(byte(from.Port() >> 8))
+	h.WriteByte(byte(from.Port()))
+	h.Write(pkt)
+	if v := h.Sum64(); v != 0 {
 		return v
 	}
 	return 1
 }
 
-// Fingerprint is a hash of the request's bytes as they arrived, never 0. A
-// UDP retransmission is the same datagram (RFC 3261 §17.1.2.2), so it has
-// the same fingerprint; a request that changes anything has another. The
-// registrar's digest nonce-count check uses it rather than hashing the
-// parsed request again.
+// Fingerprint is a hash of the request's source and bytes as they arrived,
+// never 0. A UDP retransmission is the same datagram from the same place
+// (RFC 3261 §17.1.2.2), so it has the same fingerprint; a request that
+// changes anything, or comes from elsewhere, has another. The registrar's
+// digest nonce-count check uses it rather than hashing the parsed request
+// again.
 func (t *statelessTx) Fingerprint() uint64 { return t.sum }
 
 var _ sip.ServerTransaction = (*statelessTx)(nil)
@@ -316,8 +333,26 @@ func (t *statelessTx) Respond(res *sip.Response) error {
 	buf.Reset()
 	res.StringWrite(buf)
 	err := t.o.write(buf.Bytes(), t.dst)
+	if err == nil && t.o.udp != nil && t.sum != 0 && res.StatusCode >= 200 {
+		t.o.udp.replies.put(t.sum, t.dst, buf.Bytes(), time.Now())
+	}
 	bufPool.Put(buf)
 	return err
+}
+
+// answerAgain sends the response already sent for a retransmitted request
+// (same source, same bytes) and reports whether it did; see replies.
+func (s *Server) answerAgain(o origin, sum uint64) bool {
+	rep, ok := o.udp.replies.get(sum, time.Now())
+	if !ok {
+		return false
+	}
+	o.pass(s)
+	s.stats.Retransmissions.Add(1)
+	if err := o.write(rep.b, rep.dst); err != nil && s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("answering a retransmission failed", "to", rep.dst.String(), "error", err)
+	}
+	return true
 }
 
 // Detached reports that Respond may be called after the handler returned:

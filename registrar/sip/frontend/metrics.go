@@ -16,6 +16,7 @@ func (s *Server) Collector() prometheus.Collector {
 		counter("garbage_total", "Datagrams and frames that are not SIP at all, dropped.", st.Garbage.Load),
 		counter("blocked_total", "Requests from locked-out sources, dropped (UDP) or refused (TCP).", st.Blocked.Load),
 		counter("overloaded_total", "Messages dropped because the transaction layer's queue was full.", st.Overloaded.Load),
+		counter("retransmissions_answered_total", "Retransmitted UDP requests answered again with the response already sent, without handling them twice.", st.Retransmissions.Load),
 		counter("screened_total", "Requests answered or dropped without a transaction (challenges, unknown dialogs).", st.Screened.Load),
 		counter("connections_refused_total", "TCP, TLS and WebSocket connections closed at accept for sip.connections limits.", st.ConnRefused.Load),
 		counter("connection_setup_timeouts_total", "Connections closed for no handshake or first SIP message within sip.connections.setup_timeout.", st.SetupTimeouts.Load),

@@ -141,6 +141,9 @@ type Stats struct {
 	// Screened counts requests a Screen answered or dropped without a
 	// transaction (challenges, unknown dialogs).
 	Screened atomic.Uint64
+	// Retransmissions counts retransmitted UDP requests answered again with
+	// the response already sent, without handling them twice.
+	Retransmissions atomic.Uint64
 	// ConnRefused counts connections closed at accept for a limit;
 	// SetupTimeouts those closed for no handshake or first message in
 	// time; IdleClosed those closed after Connections.IdleTimeout of

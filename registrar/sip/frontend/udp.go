@@ -31,6 +31,9 @@ type udpListener struct {
 	readMu  sync.Mutex
 	tickets atomic.Uint64
 	order   sequencer
+	// replies are the final responses the stateless path sent from here,
+	// for retransmissions.
+	replies *replies
 
 	inbox     chan datagram
 	closed    chan struct{}
@@ -70,6 +73,7 @@ func listenUDP(ap netip.AddrPort, rbuf int, log *slog.Logger) (*udpListener, err
 		sipgoKey:   sip.Addr{IP: raw.IP, Port: raw.Port},
 		log:        log,
 		order:      sequencer{slots: make([]slot, 2*maxUDPReaders)},
+		replies:    newReplies(maxReplies),
 		inbox:      make(chan datagram, sipgoQueue),
 		closed:     make(chan struct{}),
 		sipgoReady: make(chan struct{}),
@@ -118,6 +122,10 @@ func (u *udpListener) readLoop(s *Server) {
 		tk.pass(s)
 	}
 }
+
+// maxReplies bounds the responses a socket remembers for retransmissions:
+// over two to four seconds, enough for 64,000 requests a second.
+const maxReplies = 256 << 10
 
 // maxUDPReaders bounds the reader goroutines per socket.
 const maxUDPReaders = 8

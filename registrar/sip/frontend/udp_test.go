@@ -137,22 +137,27 @@ func TestUDPKeepsOrderForSipgo(t *testing.T) {
 	}
 }
 
-// TestFingerprint: a retransmission (the same bytes) has the same
-// fingerprint, a request that differs in one byte another, and none is 0
-// (0 means "not known" to the digest check).
+// TestFingerprint: a retransmission (the same bytes from the same source)
+// has the same fingerprint; a request that differs in one byte, or the same
+// bytes from another source, another; none is 0 (0 means "not known" to the
+// digest check).
 func TestFingerprint(t *testing.T) {
+	src := netip.MustParseAddrPort("192.0.2.1:5060")
 	req := []byte("REGISTER sip:example.com SIP/2.0\r\nCSeq: 1 REGISTER\r\n\r\n")
 	again := append([]byte(nil), req...)
 	changed := append([]byte(nil), req...)
 	changed[len("REGISTER sip:example.com SIP/2.0\r\nCSeq: ")] = '2'
-	if fingerprint(req) != fingerprint(again) {
+	if fingerprint(src, req) != fingerprint(src, again) {
 		t.Error("a retransmission has another fingerprint")
 	}
-	if fingerprint(req) == fingerprint(changed) {
+	if fingerprint(src, req) == fingerprint(src, changed) {
 		t.Error("a changed request has the same fingerprint")
 	}
+	if fingerprint(src, req) == fingerprint(netip.MustParseAddrPort("192.0.2.1:5061"), req) {
+		t.Error("the same bytes from another port have the same fingerprint")
+	}
 	for _, p := range [][]byte{nil, {}, req} {
-		if fingerprint(p) == 0 {
+		if fingerprint(src, p) == 0 {
 			t.Errorf("fingerprint(%q) = 0", p)
 		}
 	}
