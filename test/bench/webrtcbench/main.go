@@ -1,12 +1,20 @@
 // Command webrtcbench measures the WebRTC media leg: how many bridged
 // browser ⇄ plain-RTP calls at 50 pps each way one bridge process carries
 // with < 0.5 % loss, its CPU per call, and how fast it sets calls up (ICE +
-// DTLS handshakes per second).
+// DTLS handshakes per second) — edgewise's bridge (media/webrtc) and, side
+// by side in the same run, rtpengine doing the same job (-peers).
 //
-// The bridges run in a child process (this binary with -serve), so its
-// CPU is the bridge's alone; the parent plays the browsers (pion
-// PeerConnections on 127.0.0.1) and the far ends (UDP sockets). On a small
-// box both compete for the same cores: the table shows both.
+// Each bridge runs in a process of its own, so its CPU is the bridge's
+// alone: edgewise's Hub in a child (this binary with -serve), rtpengine
+// started here and driven over its ng protocol. This process plays the
+// browsers (pion PeerConnections on 127.0.0.1, full ICE, offering) and the
+// far ends (UDP sockets answering PCMU); on a small box they compete for
+// the same cores as the bridge: the table shows both.
+//
+// At each step the bridges take turns, each from no calls: set n calls up,
+// send for a window, count loss per direction, tear everything down. A
+// bridge's series ends at its first step that is not clean; a bridge that
+// does not start, or a step that cannot run, is a row and the run goes on.
 package main
 
 import (
@@ -25,6 +33,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,17 +54,19 @@ import (
 func main() {
 	var (
 		serveMode = flag.Bool("serve", false, "run as the bridge process (internal)")
-		stepsArg  = flag.String("steps", "50,100,200,300,400,500,600,700,800", "concurrent calls per step (each bridge's series ends at its first step over -max-loss)")
+		stepsArg  = flag.String("steps", "50,100,200,400,600,800,1000", "concurrent calls per step (each bridge's series ends at its first step over -max-loss)")
 		window    = flag.Duration("window", 10*time.Second, "measuring window per step")
 		conc      = flag.Int("setup-concurrency", 8, "calls set up in parallel")
 		maxLoss   = flag.Float64("max-loss", 0.5, "percent loss that ends a bridge's series")
 		peers     = flag.String("peers", "rtpengine", "bridges measured beside edgewise (rtpengine, or empty for none)")
 		rtpeBin   = flag.String("rtpengine", "/usr/bin/rtpengine", "rtpengine binary")
 		iceLite   = flag.Bool("rtpengine-ice-lite", false, "rtpengine answers as ICE-lite, like edgewise (default: full ICE, what rtpengine does unless told)")
-		quietWait = flag.Duration("quiet-wait", 30*time.Second, "before each step, wait this long at most for the box to be idle")
+		quietWait = flag.Duration("quiet-wait", 10*time.Second, "before each step, wait this long at most for the box to be idle")
 		profDir   = flag.String("profile", "", "write edgewise's bridge CPU profile of each step's window into this directory")
+		procs     = flag.Int("bridge-procs", 0, "GOMAXPROCS of edgewise's bridge process (0: the Go default, one per CPU)")
 		srtp      = flag.String("srtp", "", "SRTP profiles the browsers offer, comma-separated (empty: pion's default, AEAD_AES_256_GCM first)")
 	)
+	flag.BoolVar(&trace, "trace", false, "log the browsers' pion messages and the first rtpengine call's descriptions and state")
 	flag.Parse()
 	log.SetFlags(0)
 	if *serveMode {
@@ -76,7 +87,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	targets := []target{&edgewiseTarget{}}
+	targets := []target{&edgewiseTarget{procs: *procs}}
 	for _, p := range strings.Split(*peers, ",") {
 		switch strings.TrimSpace(p) {
 		case "":
@@ -95,6 +106,9 @@ func main() {
 	res := b.run(ctx, targets)
 	fmt.Print(table(res, b))
 }
+
+// trace turns on the interop details (-trace).
+var trace bool
 
 // bench is one run's parameters.
 type bench struct {
@@ -165,8 +179,8 @@ func (b bench) run(ctx context.Context, targets []target) []series {
 			if r.err != "" {
 				log.Printf("%-9s %d calls: %s", t.name(), n, r.err)
 			} else {
-				log.Printf("%-9s %d calls: loss %.3f%%, bridge %.2f cores, driver %.2f, rest %.2f, setup %.1f/s, failed %d, %s",
-					t.name(), n, r.loss(), r.bridgeCPU, r.driverCPU, r.restCPU, r.setupRate, r.failed, r.cipher)
+				log.Printf("%-9s %d calls: loss %.3f%%, bridge %.2f cores, driver %.2f, rest %.2f (before %.2f), setup %.1f/s, failed %d, %s",
+					t.name(), n, r.loss(), r.bridgeCPU, r.driverCPU, r.restCPU, r.idleBefore, r.setupRate, r.failed, r.cipher)
 			}
 			done[i] = !r.clean
 		}
@@ -380,7 +394,7 @@ func (d *driver) newCall(ctx context.Context) (*call, error) {
 	}
 	var se pion.SettingEngine
 	se.LoggerFactory = quietFactory{}
-	if os.Getenv("WB_DEBUG") != "" {
+	if trace {
 		lf := logging.NewDefaultLoggerFactory()
 		lf.DefaultLogLevel = logging.LogLevelDebug
 		se.LoggerFactory = lf
@@ -587,9 +601,10 @@ func (d *driver) measure(ctx context.Context, r *row, window time.Duration, pid 
 			return err
 		}
 	}
-	cpu0, wall0, self0, box0 := procCPU(pid), time.Now(), selfCPU(), boxCPU()
+	mine := []int{pid, os.Getpid()}
+	cpu0, wall0, self0, others0 := procCPU(pid), time.Now(), selfCPU(), othersCPU(mine)
 	pace(window)
-	cpu1, wall1, self1, box1 := procCPU(pid), time.Now(), selfCPU(), boxCPU()
+	cpu1, wall1, self1, others1 := procCPU(pid), time.Now(), selfCPU(), othersCPU(mine)
 	if prof != "" {
 		if err := d.t.(*edgewiseTarget).profile(""); err != nil {
 			return err
@@ -607,7 +622,11 @@ func (d *driver) measure(ctx context.Context, r *row, window time.Duration, pid 
 	secs := wall1.Sub(wall0).Seconds()
 	r.bridgeCPU = (cpu1 - cpu0).Seconds() / secs
 	r.driverCPU = (self1 - self0).Seconds() / secs
-	r.restCPU = max(0, (box1-box0).Seconds()/secs-r.bridgeCPU-r.driverCPU)
+	var rest time.Duration
+	for p, t := range others1 {
+		rest += t - others0[p] // a process started in the window counts from 0
+	}
+	r.restCPU = rest.Seconds() / secs
 	r.bridgePPS = float64(r.sent[0]+r.sent[1]) / secs
 	r.rssMB = procRSS(pid)
 	failed, err := d.t.failed(ctx)
@@ -736,6 +755,27 @@ func boxCPU() time.Duration {
 	return time.Duration(busy) * 10 * time.Millisecond
 }
 
+// othersCPU is the CPU time of every process but those in mine, by pid,
+// from /proc/PID/stat: each process's own precise figure, where the
+// machine-wide /proc/stat samples ticks and misses much of short bursty
+// work such as packet relaying. Processes that end within a window are
+// missed.
+func othersCPU(mine []int) map[int]time.Duration {
+	out := map[int]time.Duration{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || slices.Contains(mine, pid) {
+			continue
+		}
+		out[pid] = procCPU(pid)
+	}
+	return out
+}
+
 func table(res []series, b bench) string {
 	var o strings.Builder
 	names := make([]string, len(res))
@@ -782,7 +822,7 @@ func table(res []series, b bench) string {
 	summary(&o, res)
 	fmt.Fprintf(&o, "\nclean: loss < %.1f %% both ways, no browser connection lost, the driver offered ≥ 95 %% of the rate. "+
 		"CPU per call: %% of one core per call at 50 pps each way (× 10,000 = µs of CPU per call-second). "+
-		"rest of box: cores busy outside the bridge and the driver during the window (softirq, other work on a shared box). "+
+		"rest of box: CPU of every other process during the window (other work on a shared box; kernel threads included, softirq run in a process is that process's). "+
 		"setup rate: new calls per second at %d in parallel, each an SDP round trip to the bridge, ICE checks and a DTLS handshake, both ends on the same cores; bridge CPU per setup gives its handshake capacity.\n",
 		b.maxLoss, b.conc)
 	return o.String()

@@ -40,9 +40,10 @@ type target interface {
 // edgewiseTarget is media/webrtc's Hub in a child process (this binary
 // with -serve), so that its CPU is the bridge's alone.
 type edgewiseTarget struct {
-	cmd *exec.Cmd
-	c   *client
-	in  interface{ Close() error }
+	procs int // GOMAXPROCS; 0: Go's default
+	cmd   *exec.Cmd
+	c     *client
+	in    interface{ Close() error }
 }
 
 func (e *edgewiseTarget) name() string { return "edgewise" }
@@ -54,6 +55,9 @@ func (e *edgewiseTarget) start(context.Context) error {
 	}
 	e.cmd = exec.Command(bin, "-serve")
 	e.cmd.Stderr = os.Stderr
+	if e.procs > 0 {
+		e.cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(e.procs))
+	}
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := e.cmd.StdinPipe()
 	if err != nil {
@@ -206,7 +210,7 @@ func (r *rtpengineTarget) bridge(ctx context.Context, offer string, far netip.Ad
 		return "", netip.AddrPort{}, err
 	}
 	answer, _ := m["sdp"].(string)
-	if os.Getenv("WB_DEBUG") != "" {
+	if trace && id == "wrtc-1" {
 		fmt.Fprintf(os.Stderr, "OFFER\n%s\nPLAIN\n%s\nANSWER\n%s\n", offer, plainSDP, answer)
 	}
 	return answer, audio.RTP, nil
@@ -219,7 +223,7 @@ func (r *rtpengineTarget) closeAll(ctx context.Context) error {
 	ids := r.calls
 	r.calls = nil
 	r.mu.Unlock()
-	if os.Getenv("WB_DEBUG") != "" && len(ids) > 0 {
+	if trace && len(ids) > 0 {
 		m, err := r.ng.Do(ctx, map[string]any{"command": "query", "call-id": ids[0]})
 		fmt.Fprintf(os.Stderr, "QUERY %v %v\n", m, err)
 	}
