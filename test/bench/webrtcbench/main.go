@@ -144,6 +144,7 @@ type row struct {
 	short      bool          // the driver could not offer 95 % of the rate
 	setupCPU   time.Duration // bridge CPU per call set up
 	cipher     string        // SRTP profile the first call negotiated
+	rcvbufErrs uint64        // UDP datagrams the kernel dropped (box-wide) in the window
 }
 
 func (r row) loss() float64 {
@@ -179,8 +180,8 @@ func (b bench) run(ctx context.Context, targets []target) []series {
 			if r.err != "" {
 				log.Printf("%-9s %d calls: %s", t.name(), n, r.err)
 			} else {
-				log.Printf("%-9s %d calls: loss %.3f%%, bridge %.2f cores, driver %.2f, rest %.2f (before %.2f), setup %.1f/s, failed %d, %s",
-					t.name(), n, r.loss(), r.bridgeCPU, r.driverCPU, r.restCPU, r.idleBefore, r.setupRate, r.failed, r.cipher)
+				log.Printf("%-9s %d calls: loss %.3f%% (kernel drops %d), bridge %.2f cores, driver %.2f, rest %.2f (before %.2f), setup %.1f/s, failed %d, %s",
+					t.name(), n, r.loss(), r.rcvbufErrs, r.bridgeCPU, r.driverCPU, r.restCPU, r.idleBefore, r.setupRate, r.failed, r.cipher)
 			}
 			done[i] = !r.clean
 		}
@@ -602,7 +603,7 @@ func (d *driver) measure(ctx context.Context, r *row, window time.Duration, pid 
 		}
 	}
 	mine := []int{pid, os.Getpid()}
-	cpu0, wall0, self0, others0 := procCPU(pid), time.Now(), selfCPU(), othersCPU(mine)
+	cpu0, wall0, self0, others0, drops0 := procCPU(pid), time.Now(), selfCPU(), othersCPU(mine), udpRcvbufErrors()
 	pace(window)
 	cpu1, wall1, self1, others1 := procCPU(pid), time.Now(), selfCPU(), othersCPU(mine)
 	if prof != "" {
@@ -612,6 +613,7 @@ func (d *driver) measure(ctx context.Context, r *row, window time.Duration, pid 
 	}
 	settle(snapshot, 300*time.Millisecond) // in flight at the end still counts
 	b1, f1 := snapshot()
+	r.rcvbufErrs = udpRcvbufErrors() - drops0
 	r.sent = [2]uint64{sent[0].Load(), sent[1].Load()}
 	recv := [2]uint64{f1 - f0, b1 - b0} // browser→far arrives at far
 	for i := range 2 {
@@ -755,6 +757,34 @@ func boxCPU() time.Duration {
 	return time.Duration(busy) * 10 * time.Millisecond
 }
 
+// udpRcvbufErrors is the kernel's count of UDP datagrams dropped because a
+// socket's receive buffer was full (all sockets on the box): loss there
+// means a reader fell behind, loss elsewhere is inside a process.
+func udpRcvbufErrors() uint64 {
+	raw, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var names []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.ParseUint(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
+}
+
 // othersCPU is the CPU time of every process but those in mine, by pid,
 // from /proc/PID/stat: each process's own precise figure, where the
 // machine-wide /proc/stat samples ticks and misses much of short bursty
@@ -784,11 +814,11 @@ func table(res []series, b bench) string {
 	}
 	fmt.Fprintf(&o, "\nWebRTC ⇄ RTP bridge, %s: calls at 50 pps each way, %s windows, each bridge in its own process, bridges take turns at each step (%s)\n\n",
 		strings.Join(names, " vs "), b.window, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	o.WriteString("| calls | bridge | pps through bridge (target) | loss browser→far | loss far→browser | bridge CPU (cores) | CPU per call (% core) | µs per packet | bridge RSS MB | driver CPU (cores) | rest of box (cores) | setup rate (calls/s) | bridge CPU per setup | SRTP, DTLS | clean |\n")
-	o.WriteString("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |\n")
+	o.WriteString("| calls | bridge | pps through bridge (target) | loss browser→far | loss far→browser | bridge CPU (cores) | CPU per call (% core) | µs per packet | bridge RSS MB | driver CPU (cores) | rest of box (cores) | setup rate (calls/s) | bridge CPU per setup | kernel UDP drops | SRTP, DTLS | clean |\n")
+	o.WriteString("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |\n")
 	for _, s := range res {
 		if s.startErr != "" {
-			fmt.Fprintf(&o, "| — | %s | not started: %s |||||||||||||\n", s.name, oneLine(s.startErr))
+			fmt.Fprintf(&o, "| — | %s | not started: %s ||||||||||||||\n", s.name, oneLine(s.startErr))
 		}
 	}
 	for _, n := range b.steps {
@@ -798,7 +828,7 @@ func table(res []series, b bench) string {
 					continue
 				}
 				if r.err != "" {
-					fmt.Fprintf(&o, "| %d | %s | %s ||||||||||||  false |\n", n, s.name, oneLine(r.err))
+					fmt.Fprintf(&o, "| %d | %s | %s |||||||||||||  false |\n", n, s.name, oneLine(r.err))
 					continue
 				}
 				pct := func(i int) string {
@@ -811,10 +841,10 @@ func table(res []series, b bench) string {
 				case r.failed > 0:
 					clean = fmt.Sprintf("false (%d failed)", r.failed)
 				}
-				fmt.Fprintf(&o, "| %d | %s | %.0f (%d) | %s | %s | %.2f | %.3f | %.1f | %.0f | %.2f | %.2f | %.1f | %.1f ms | %s | %s |\n",
+				fmt.Fprintf(&o, "| %d | %s | %.0f (%d) | %s | %s | %.2f | %.3f | %.1f | %.0f | %.2f | %.2f | %.1f | %.1f ms | %d | %s | %s |\n",
 					r.calls, s.name, r.bridgePPS, 100*r.calls, pct(0), pct(1), r.bridgeCPU, 100*r.bridgeCPU/float64(r.calls),
 					1e6*r.bridgeCPU/max(1, r.bridgePPS), r.rssMB, r.driverCPU, r.restCPU, r.setupRate,
-					float64(r.setupCPU.Microseconds())/1000, r.cipher, clean)
+					float64(r.setupCPU.Microseconds())/1000, r.rcvbufErrs, r.cipher, clean)
 			}
 		}
 	}
@@ -822,6 +852,7 @@ func table(res []series, b bench) string {
 	summary(&o, res)
 	fmt.Fprintf(&o, "\nclean: loss < %.1f %% both ways, no browser connection lost, the driver offered ≥ 95 %% of the rate. "+
 		"CPU per call: %% of one core per call at 50 pps each way (× 10,000 = µs of CPU per call-second). "+
+		"kernel UDP drops: datagrams dropped box-wide because a socket's receive buffer was full (a reader fell behind; other loss is inside a process). "+
 		"rest of box: CPU of every other process during the window (other work on a shared box; kernel threads included, softirq run in a process is that process's). "+
 		"setup rate: new calls per second at %d in parallel, each an SDP round trip to the bridge, ICE checks and a DTLS handshake, both ends on the same cores; bridge CPU per setup gives its handshake capacity.\n",
 		b.maxLoss, b.conc)
