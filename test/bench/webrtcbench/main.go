@@ -895,6 +895,18 @@ func summary(o *strings.Builder, res []series) {
 				fmt.Fprintf(o, "; %s/%s = **%.2f×** (> 1: edgewise cheaper)", peer.name, ew.name, cp/ca)
 			}
 			fmt.Fprintf(o, "; setup CPU %s %.1f ms, %s %.1f ms per call\n", ew.name, float64(ra.setupCPU.Microseconds())/1000, peer.name, float64(rp.setupCPU.Microseconds())/1000)
+			// The largest step may have the box saturated (bridge +
+			// driver ≈ all cores), which inflates CPU per packet: every
+			// step both carried cleanly, for the whole curve.
+			fmt.Fprintf(o, "CPU per call %s/%s at each step both clean:", peer.name, ew.name)
+			for _, x := range ew.rows {
+				for _, y := range peer.rows {
+					if x.clean && y.clean && x.calls == y.calls && x.bridgeCPU > 0 {
+						fmt.Fprintf(o, " %d: %.2f×;", x.calls, y.bridgeCPU/x.bridgeCPU)
+					}
+				}
+			}
+			o.WriteString("\n")
 		}
 	}
 }

@@ -31,6 +31,7 @@ func TestTableFailedPeer(t *testing.T) {
 				"| 400 | rtpengine | setup failed after 12 calls: browser did not connect within 20s |",
 				"best clean: edgewise **400 calls**; rtpengine **200 calls**; ratio edgewise/rtpengine = **2.00×**",
 				"CPU per call at 200 calls (largest step both clean): edgewise 1000 µs/call-s, rtpengine 500 µs/call-s; rtpengine/edgewise = **0.50×**",
+				"CPU per call rtpengine/edgewise at each step both clean: 100: 0.50×; 200: 0.50×;\n",
 			},
 		},
 		{
