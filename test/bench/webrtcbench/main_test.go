@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -82,5 +85,54 @@ func TestParseSRTP(t *testing.T) {
 	}
 	if _, err := parseSRTP("NULL_HMAC_SHA1_80"); err == nil {
 		t.Fatal("an unknown profile was accepted")
+	}
+}
+
+// TestMain lets the test binary be the bridge process too: the edgewise
+// target starts os.Executable() with -serve.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "-serve" {
+		if err := serve(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestBridgesCarryCalls runs two calls through each bridge for a second:
+// the pion browsers connect (ICE + DTLS) and media arrives both ways
+// without loss, through edgewise and through rtpengine when it is
+// installed, with the same driver the benchmark uses.
+func TestBridgesCarryCalls(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	targets := []target{&edgewiseTarget{}}
+	if _, err := os.Stat("/usr/bin/rtpengine"); err == nil {
+		targets = append(targets, &rtpengineTarget{bin: "/usr/bin/rtpengine"})
+	} else {
+		t.Log("rtpengine not installed: edgewise only")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b := bench{steps: []int{2}, window: time.Second, conc: 2, maxLoss: 0.5}
+	for _, s := range b.run(ctx, targets) {
+		if s.startErr != "" {
+			t.Errorf("%s did not start: %s", s.name, s.startErr)
+			continue
+		}
+		if len(s.rows) != 1 {
+			t.Errorf("%s: %d rows", s.name, len(s.rows))
+			continue
+		}
+		r := s.rows[0]
+		if r.err != "" || !r.clean || r.sent[0] < 50 || r.sent[1] < 50 || r.lost != [2]uint64{} {
+			t.Errorf("%s: %+v", s.name, r)
+		}
+		if !strings.HasPrefix(r.cipher, "SRTP_") {
+			t.Errorf("%s: negotiated %q", s.name, r.cipher)
+		}
 	}
 }
