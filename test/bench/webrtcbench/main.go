@@ -62,7 +62,7 @@ func main() {
 		rtpeBin   = flag.String("rtpengine", "/usr/bin/rtpengine", "rtpengine binary")
 		iceLite   = flag.Bool("rtpengine-ice-lite", false, "rtpengine answers as ICE-lite, like edgewise (default: full ICE, what rtpengine does unless told)")
 		quietWait = flag.Duration("quiet-wait", 10*time.Second, "before each step, wait this long at most for the box to be idle")
-		profDir   = flag.String("profile", "", "write edgewise's bridge CPU profile of each step's window into this directory")
+		profDir   = flag.String("profile", "", "write edgewise's bridge CPU profiles of each step's setup and window into this directory")
 		procs     = flag.Int("bridge-procs", 0, "GOMAXPROCS of edgewise's bridge process (0: the Go default, one per CPU)")
 		srtp      = flag.String("srtp", "", "SRTP profiles the browsers offer, comma-separated (empty: pion's default, AEAD_AES_256_GCM first)")
 	)
@@ -205,8 +205,20 @@ func (b bench) step(ctx context.Context, t target, n int) row {
 		d.close()
 	}()
 	pid := t.pid()
+	ew, _ := t.(*edgewiseTarget)
+	profiling := b.profDir != "" && ew != nil
+	if profiling {
+		if err := ew.profile(filepath.Join(b.profDir, fmt.Sprintf("edgewise-setup-%d.pprof", n))); err != nil {
+			r.err = "profile: " + err.Error()
+			return r
+		}
+	}
 	start, cpu0 := time.Now(), procCPU(pid)
-	if err := d.grow(ctx, n, b.conc); err != nil {
+	err := d.grow(ctx, n, b.conc)
+	if profiling {
+		_ = ew.profile("")
+	}
+	if err != nil {
 		r.err = fmt.Sprintf("setup failed after %d calls: %v", len(d.calls), err)
 		return r
 	}
@@ -214,7 +226,7 @@ func (b bench) step(ctx context.Context, t target, n int) row {
 	r.setupCPU = (procCPU(pid) - cpu0) / time.Duration(n)
 	r.cipher = d.cipher
 	var prof string
-	if b.profDir != "" && t.name() == "edgewise" {
+	if profiling {
 		prof = filepath.Join(b.profDir, fmt.Sprintf("edgewise-%d.pprof", n))
 	}
 	if err := d.measure(ctx, &r, b.window, pid, prof); err != nil {
