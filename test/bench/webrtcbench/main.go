@@ -198,8 +198,11 @@ func (b bench) step(ctx context.Context, t target, n int) row {
 	d := &driver{t: t, srtp: b.srtp}
 	defer func() {
 		// The bridge first: its ending is not a failure, a browser
-		// hanging up on a live bridge is one.
-		if err := t.closeAll(ctx); err != nil && r.err == "" {
+		// hanging up on a live bridge is one. Its own deadline, so that
+		// a step that ran out of time still leaves no calls behind.
+		tctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := t.closeAll(tctx); err != nil && r.err == "" {
 			r.err = "teardown: " + err.Error()
 		}
 		d.close()
