@@ -32,6 +32,9 @@ type Rtpengine struct {
 	PortMin, PortMax int    // default 30000-49999
 	Threads          int    // 0: rtpengine's default (one per CPU)
 	Log              io.Writer
+
+	// Args are more command-line options, after the defaults.
+	Args []string
 	proc
 }
 
@@ -61,6 +64,7 @@ func (r *Rtpengine) Start(ctx context.Context) error {
 	if r.Threads > 0 {
 		args = append(args, "--num-threads="+strconv.Itoa(r.Threads))
 	}
+	args = append(args, r.Args...)
 	return r.start(ctx, r.Bin, args, r.NG(), r.Log)
 }
 

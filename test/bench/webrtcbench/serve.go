@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"sync"
 
 	"github.com/edgewise-sip/edgewise/media/webrtc"
@@ -18,9 +19,11 @@ import (
 // object a line.
 type request struct {
 	ID    int    `json:"id"`
-	Op    string `json:"op"` // new | closeall | stats
+	Op    string `json:"op"` // new | closeall | stats | profile
 	Offer string `json:"offer,omitempty"`
 	Far   string `json:"far,omitempty"`
+	// File is where "profile" starts writing a CPU profile; empty stops it.
+	File string `json:"file,omitempty"`
 }
 
 type reply struct {
@@ -47,7 +50,9 @@ func serve(in io.Reader, out io.Writer) error {
 		enc    = json.NewEncoder(out)
 		wg     sync.WaitGroup
 		failed sync.Map
+		prof   profiler
 	)
+	defer prof.toggle("")
 	send := func(r reply) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -84,6 +89,7 @@ func serve(in io.Reader, out io.Writer) error {
 			for _, b := range h.Bridges() {
 				_ = b.Close()
 			}
+			failed.Clear()
 			send(reply{ID: req.ID})
 		case "stats":
 			r := reply{ID: req.ID}
@@ -95,6 +101,12 @@ func serve(in io.Reader, out io.Writer) error {
 				r.RTPOut += st.RTP.Tx.Packets
 			}
 			failed.Range(func(any, any) bool { r.Failed++; return true })
+			send(r)
+		case "profile":
+			r := reply{ID: req.ID}
+			if err := prof.toggle(req.File); err != nil {
+				r.Err = err.Error()
+			}
 			send(r)
 		default:
 			return fmt.Errorf("unknown op %q", req.Op)
@@ -109,4 +121,34 @@ func farAnswer(far string) string {
 	return fmt.Sprintf("v=0\r\no=far 1 1 IN IP4 %[1]s\r\ns=-\r\nc=IN IP4 %[1]s\r\nt=0 0\r\n"+
 		"m=audio %[2]d RTP/AVP 0 126\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:126 telephone-event/8000\r\n"+
 		"a=fmtp:126 0-16\r\na=ptime:20\r\na=sendrecv\r\n", ap.Addr(), ap.Port())
+}
+
+// profiler writes the bridge process's CPU profile while the driver
+// measures.
+type profiler struct{ f *os.File }
+
+// toggle starts a profile into file, or with file empty stops the running
+// one.
+func (p *profiler) toggle(file string) error {
+	if p.f != nil {
+		pprof.StopCPUProfile()
+		err := p.f.Close()
+		p.f = nil
+		if err != nil {
+			return err
+		}
+	}
+	if file == "" {
+		return nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return err
+	}
+	p.f = f
+	return nil
 }
