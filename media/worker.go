@@ -247,8 +247,8 @@ func (w *worker) wake() {
 // system call holding its P; with a worker for every P, sysmon then takes
 // the Ps back at almost every wait and, having found work, polls again
 // 20 µs later instead of backing off to 10 ms. On the 2-CPU relay benchmark
-// that cost a third more relay CPU, several times the context switches, and
-// stalls of 100 ms and more at 300,000 packets/s (media/README.md).
+// that cost half again as much relay CPU, six times the context switches,
+// and stalls of 100 ms and more at 300,000 packets/s (media/README.md).
 //
 // With Settings.Coalesce set it coalesces under load: when a wake-up found
 // at least coalesceMin sockets ready, the worker naps before polling again,
