@@ -78,14 +78,13 @@ type worker struct {
 	ep *os.File
 	rc syscall.RawConn
 
+	// owned by the worker goroutine
 	// poll is the callback the netpoller runs: one epoll_wait that does not
 	// block, into events; made once so that waiting allocates nothing.
 	poll    func(uintptr) bool
 	events  []unix.EpollEvent
 	ready   int
 	pollErr error
-
-	// owned by the worker goroutine
 	entries []*entry
 	free    []int32
 	rx, tx  *mmsg.Batch
