@@ -403,7 +403,8 @@ func checkTargetURI(s string) error {
 }
 
 func (d *decoder) decodeMedia(n *yaml.Node, m *Media) {
-	f := d.mapping(n, "media", "rtp_ports", "timeout", "bind", "webrtc")
+	f := d.mapping(n, "media", "rtp_ports", "timeout", "bind", "webrtc", "workers")
+	f.integer("workers", &m.Workers)
 	var ports string
 	if f.str("rtp_ports", &ports) {
 		if r, ok := parsePortRange(ports); ok {

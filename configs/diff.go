@@ -10,6 +10,7 @@ import (
 // or removed, which starts or stops a listener.
 var restartFields = []string{"sip.listen", "media.webrtc.listen", "admin.listen", "store.path", "token.listen", "token",
 	"sip.connections.max", "sip.connections.max_per_source", "sip.connections.setup_timeout", "sip.connections.idle_timeout", "media.bind", "media.rtp_ports",
+	"media.workers", // the relay's workers are started once
 	// The etcd client and the node's identity in the cluster are made once.
 	"store.backend", "store.etcd.endpoints", "store.etcd.prefix", "store.etcd.username", "store.etcd.password",
 	"store.etcd.ca_file", "store.etcd.cert_file", "store.etcd.key_file", "store.etcd.request_timeout", "cluster.node_name", "cluster.advertise", "cluster.lease_ttl"}

@@ -288,6 +288,12 @@ media:
 			`c.yaml:6: media.rtp_ports: 20001-20999 must start on an even port (hint: RTP uses the even port, RTCP the odd one above it)`,
 			`c.yaml:7: media.timeout: must be positive`,
 		}},
+		{"media workers negative", minimal + "media:\n  workers: -1\n", []string{
+			`c.yaml:6: media.workers: -1 is outside 0..256 (hint: 0 means one per CPU; more workers than CPUs only add wake-ups)`,
+		}},
+		{"media workers too many", minimal + "media:\n  workers: 1000\n", []string{
+			`c.yaml:6: media.workers: 1000 is outside 0..256 (hint: 0 means one per CPU; more workers than CPUs only add wake-ups)`,
+		}},
 		{"media range", minimal + "media:\n  rtp_ports: 1000-70000\n", []string{
 			`c.yaml:6: media.rtp_ports: 1000-70000 is outside 1024..65535`,
 		}},
@@ -639,7 +645,7 @@ func TestExampleFiles(t *testing.T) {
 		"account_sid", "api_keys", "sid", "secret", "secret_file", "twiml_app_sid", "push_credential_sid", "ttl",
 		"append_roaming", "cors_origins", "identity_header", "trusted_proxies", "rate_limit", "per_identity", "per_address",
 		"user_failures", "max_sources", "bind", "calls", "max_concurrent", "max_per_user", "allowed_hosts",
-		"connections", "max", "max_per_source", "setup_timeout", "idle_timeout"} {
+		"connections", "max", "max_per_source", "setup_timeout", "idle_timeout", "workers"} {
 		if !strings.Contains(string(data), key+":") {
 			t.Errorf("production.example.yaml does not mention %s", key)
 		}

@@ -382,6 +382,9 @@ type Media struct {
 	// SIP listen address's IP, or every interface when that is 0.0.0.0/::.
 	Bind   netip.Addr `yaml:"bind"`
 	WebRTC WebRTC     `yaml:"webrtc"`
+	// Workers is the number of packet workers of the relay
+	// (media.Settings.Workers); 0 means one per CPU (GOMAXPROCS).
+	Workers int `yaml:"workers"`
 }
 
 // WebRTC configures the media of browser softphones (SIP over WebSocket):

@@ -353,6 +353,11 @@ func (d *decoder) validateAdmin(a Admin) {
 	}
 }
 
+// MaxMediaWorkers bounds media.workers: each worker is a goroutine with its
+// own epoll set that runs on a CPU while it relays, so more than a few per
+// CPU only add wake-ups.
+const MaxMediaWorkers = 256
+
 func (d *decoder) validateMedia(m Media, sip SIP) {
 	r := m.RTPPorts
 	switch {
@@ -365,6 +370,9 @@ func (d *decoder) validateMedia(m Media, sip SIP) {
 	}
 	if m.Timeout <= 0 {
 		d.problem("media.timeout", "", "must be positive")
+	}
+	if m.Workers < 0 || m.Workers > MaxMediaWorkers {
+		d.problem("media.workers", "0 means one per CPU; more workers than CPUs only add wake-ups", "%d is outside 0..%d", m.Workers, MaxMediaWorkers)
 	}
 	if t := m.WebRTC.ConnectTimeout; t < time.Second || t > 2*time.Minute {
 		d.problem("media.webrtc.connect_timeout", "e.g. 20s", "%s is outside 1s..2m", t)

@@ -215,7 +215,8 @@ func mediaSettings(cfg *configs.Config) media.Settings {
 		BindIP:   bind,
 		// Twilio's side only takes media from Twilio's media range until
 		// it latches onto the far end.
-		AllowB: cfg.Twilio.MediaCIDRs,
+		AllowB:  cfg.Twilio.MediaCIDRs,
+		Workers: cfg.Media.Workers,
 	}
 }
 
