@@ -82,7 +82,9 @@ func TestDirectBaseline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Sent != 2500 || r.Received != r.Sent || r.P50 <= 0 {
+	// Straight over loopback the median can round to 0 µs: latency was
+	// measured when the maximum is positive and the quantiles are ordered.
+	if r.Sent != 2500 || r.Received != r.Sent || r.Max <= 0 || r.P50 < 0 || r.P99 < r.P50 || r.Max < r.P99 {
 		t.Errorf("result %+v", r)
 	}
 }
