@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"os"
@@ -27,6 +28,8 @@ type callsOptions struct {
 	memCalls int           // concurrent long calls for memory per call
 	memHold  time.Duration // how long those stay up
 	runs     int           // repetitions; the table gives every run and the medians
+	pprofDir string        // "": no profiles; else edgewise's CPU and allocs profiles per step
+	peer     bool          // run the peer after edgewise in each run
 }
 
 // Addresses of the calls suite's own, so it never meets the registrar or
@@ -63,6 +66,11 @@ func callsSuite(repo string, o callsOptions) (string, error) {
 	}
 	if err := writeCallsFiles(work); err != nil {
 		return "", err
+	}
+	if o.pprofDir != "" {
+		if err := os.MkdirAll(o.pprofDir, 0o755); err != nil {
+			return "", err
+		}
 	}
 	var runs []callsRun
 	var failed []string
@@ -254,7 +262,9 @@ func callsOnce(repo, work string, o callsOptions) (callsRun, error) {
 	// The peer's turn, on the same edgesim: edgewise stops first so its
 	// keepalives and timers are not on the box.
 	stopEw()
-	if err := callsPeerIdle(); err != nil {
+	if !o.peer {
+		run.peerStopped = "not run (-call-peer=false)"
+	} else if err := callsPeerIdle(); err != nil {
 		run.peerStopped = fmt.Sprintf("not run: edgesim still had calls up (%v)", err)
 	} else {
 		run.peerSteps, run.peerStopped = callsPeerRun(repo, work, pids.sim, o)
@@ -263,6 +273,28 @@ func callsOnce(repo, work string, o callsOptions) (callsRun, error) {
 		log.Printf("   peer: %s", run.peerStopped)
 	}
 	return run, nil
+}
+
+// callsProfile saves one of edgewise's /debug/pprof profiles (a run's
+// later steps overwrite its earlier ones of the same rate).
+func callsProfile(dir, name, what string) {
+	c := http.Client{Timeout: 2 * time.Minute}
+	resp, err := c.Get("http://" + callsAdmin + "/debug/pprof/" + what)
+	if err != nil {
+		log.Printf("   pprof %s: %v", what, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	if err != nil {
+		log.Printf("   pprof %s: %v", what, err)
+	}
 }
 
 func callsLogStep(who string, st callsStep) {
@@ -317,9 +349,22 @@ func callsStepRun(repo, work string, tgt callsTarget, simPid, rate int, o callsO
 	ctx, cancel := context.WithTimeout(context.Background(), o.step+o.hold+90*time.Second)
 	defer cancel()
 	cmd := callsSipp(ctx, repo, work, tgt.addr, rate, st.calls, limit, o.hold)
+	var profiled chan struct{}
+	if tgt.edgewise && o.pprofDir != "" {
+		profiled = make(chan struct{})
+		go func() {
+			defer close(profiled)
+			callsProfile(o.pprofDir, fmt.Sprintf("calls-edgewise-%d-cpu.pb.gz", rate),
+				fmt.Sprintf("profile?seconds=%d", max(1, int(o.step.Seconds())-1)))
+		}()
+	}
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	st.elapsed = time.Since(start)
+	if profiled != nil {
+		<-profiled
+		callsProfile(o.pprofDir, fmt.Sprintf("calls-edgewise-%d-allocs.pb.gz", rate), "allocs")
+	}
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
 		return st, fmt.Errorf("sipp: %w", err)
