@@ -68,3 +68,25 @@ func BenchmarkCheckAndCount(b *testing.B) {
 		leg.rx.stream.update(w.hdr.SSRC, w.hdr.SequenceNumber, w.hdr.Timestamp, 8000, false, int64(i)*int64(20*time.Millisecond))
 	}
 }
+
+// BenchmarkTranslateOfferAnswer is the SDP work of one call's setup through
+// the B2BUA: the phone's offer carried to Twilio and Twilio's answer back.
+func BenchmarkTranslateOfferAnswer(b *testing.B) {
+	r := startRelay(b, nil)
+	s, err := r.NewSession("bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	phone, twilio := newPeer(b), newPeer(b)
+	offer, answer := offerFrom(phone, "sendrecv"), offerFrom(twilio, "sendrecv")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Translate(A, Offer, offer); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Translate(B, Answer, answer); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

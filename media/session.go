@@ -268,7 +268,7 @@ func (s *Session) Translate(from Side, kind Kind, body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := sdp.Rewrite(body, target)
+	out, err := info.Rewrite(target)
 	if err != nil {
 		return nil, err
 	}

@@ -35,18 +35,26 @@ var iceAttributes = map[string]bool{
 // (port 0, RFC 3264 §6) because the relay carries one stream per call.
 // Codecs, a=rtpmap, a=fmtp, telephone-event and direction attributes are
 // kept as written; the audio stream's protocol and a=crypto follow
-// t.Crypto. Errors wrap ErrInvalid.
+// t.Crypto. Errors wrap ErrInvalid. A caller that also reads the
+// description parses it once with Parse and calls Info.Rewrite.
 func Rewrite(body []byte, t Target) ([]byte, error) {
+	info, err := Parse(body)
+	if err != nil {
+		return nil, err
+	}
+	return info.Rewrite(t)
+}
+
+// Rewrite is Rewrite of the description Parse read, without parsing it
+// again (the B2BUA reads and rewrites every offer and answer of a call).
+// It rewrites the parsed description in place: call it once per Info.
+func (info *Info) Rewrite(t Target) ([]byte, error) {
 	if !t.Addr.IsValid() || t.Port == 0 {
 		return nil, fmt.Errorf("sdp: rewrite target %v:%d is not an address and port", t.Addr, t.Port)
 	}
-	d, err := unmarshal(body)
-	if err != nil {
-		return nil, err
-	}
-	info, err := describe(d)
-	if err != nil {
-		return nil, err
+	d := info.desc
+	if d == nil {
+		return nil, fmt.Errorf("%w: not read by Parse", ErrInvalid)
 	}
 	audio, ok := info.Audio()
 	if !ok {

@@ -133,6 +133,8 @@ func (m Media) Hold() bool {
 // Info is the result of Parse.
 type Info struct {
 	Media []Media
+
+	desc *psdp.SessionDescription // what Parse read, for Info.Rewrite
 }
 
 // Audio returns the first active audio stream, which is the one the relay
@@ -193,7 +195,7 @@ func describe(d *psdp.SessionDescription) (*Info, error) {
 			sessDir = dir
 		}
 	}
-	info := &Info{}
+	info := &Info{desc: d}
 	for i, md := range d.MediaDescriptions {
 		m := Media{
 			Index:     i,

@@ -138,7 +138,19 @@ func TestRewriteCases(t *testing.T) {
 			if string(out) != tc.want {
 				t.Errorf("got\n%s\nwant\n%s", out, tc.want)
 			}
+			// The B2BUA reads the description and rewrites what it read:
+			// the same result from one parse.
+			info, err := Parse([]byte(tc.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out, err := info.Rewrite(target); err != nil || string(out) != tc.want {
+				t.Errorf("Info.Rewrite: %v\ngot\n%s\nwant\n%s", err, out, tc.want)
+			}
 		})
+	}
+	if _, err := (&Info{}).Rewrite(target); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Info not from Parse: %v", err)
 	}
 	if _, err := Rewrite([]byte(phoneOffer), Target{}); err == nil {
 		t.Error("empty target accepted")

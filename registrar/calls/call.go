@@ -88,7 +88,7 @@ func (b *B2BUA) newCall(dir direction, user string, st *state) *call {
 		done:    make(chan struct{}),
 		route:   routeTwilio,
 	}
-	c.log = b.log.With("call", c.id, "direction", string(dir), "user", user)
+	c.log = withLazy(b.log, "call", c.id, "direction", string(dir), "user", user)
 	return c
 }
 

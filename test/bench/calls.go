@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"os"
@@ -27,6 +28,8 @@ type callsOptions struct {
 	memCalls int           // concurrent long calls for memory per call
 	memHold  time.Duration // how long those stay up
 	runs     int           // repetitions; the table gives every run and the medians
+	pprofDir string        // "": no profiles; else edgewise's CPU and allocs profiles per step
+	peer     bool          // run the peer after edgewise in each run
 }
 
 // Addresses of the calls suite's own, so it never meets the registrar or
@@ -64,6 +67,11 @@ func callsSuite(repo string, o callsOptions) (string, error) {
 	if err := writeCallsFiles(work); err != nil {
 		return "", err
 	}
+	if o.pprofDir != "" {
+		if err := os.MkdirAll(o.pprofDir, 0o755); err != nil {
+			return "", err
+		}
+	}
 	var runs []callsRun
 	var failed []string
 	for i := 1; i <= o.runs; i++ {
@@ -97,6 +105,10 @@ type callsRun struct {
 	// stopped says why the run ended before its last rate, when a step
 	// could not run: the rest of the run is abandoned, not the suite.
 	stopped string
+	// The same steps through the peer (Kamailio + rtpengine), right after
+	// edgewise's in the same run, against the same edgesim.
+	peerSteps   []callsStep
+	peerStopped string
 }
 
 type callsMem struct {
@@ -121,7 +133,23 @@ type callsStep struct {
 	answered             int           // edgewise_b2bua_call_setups_total{outcome=answered} delta
 	elapsed              time.Duration // SIPp start to exit
 	hold                 time.Duration
-	ew, sim, sipp, other time.Duration // CPU time during the step; other = the rest of the box
+	ew, sim, sipp, other time.Duration // CPU time during the step; ew = the server under test (edgewise, or Kamailio + rtpengine); other = the rest of the box
+}
+
+// perCall is the server's CPU per successful call, in µs.
+func (s callsStep) perCall() float64 {
+	if s.ok == 0 {
+		return 0
+	}
+	return float64(s.ew.Microseconds()) / float64(s.ok)
+}
+
+// callsTarget is the server the phones call through: edgewise, or the peer.
+type callsTarget struct {
+	addr     string
+	pids     func() []int
+	idle     func() error
+	edgewise bool // scrape edgewise's metrics around each step
 }
 
 // achieved is the setup rate SIPp kept up: successful calls over the time it
@@ -177,7 +205,15 @@ func callsOnce(repo, work string, o callsOptions) (callsRun, error) {
 	if err := ew.Start(); err != nil {
 		return run, err
 	}
-	defer func() { _ = ew.Process.Signal(syscall.SIGINT); _ = ew.Wait() }()
+	ewStopped := false
+	stopEw := func() {
+		if !ewStopped {
+			ewStopped = true
+			_ = ew.Process.Signal(syscall.SIGINT)
+			_ = ew.Wait()
+		}
+	}
+	defer stopEw()
 	if err := waitFor(30*time.Second, func() bool { return httpOK("http://" + callsAdmin + "/healthz") }); err != nil {
 		return run, fmt.Errorf("edgewise: %w", err)
 	}
@@ -202,6 +238,7 @@ func callsOnce(repo, work string, o callsOptions) (callsRun, error) {
 	}
 	log.Printf("   memory: %d calls: rss %.0f → %.0f MB, heap %.0f → %.0f MB, %d ok %d failed",
 		run.mem.calls, run.mem.rssBefore/1e6, run.mem.rssWith/1e6, run.mem.heapBefore/1e6, run.mem.heapWith/1e6, run.mem.ok, run.mem.failed)
+	ewTarget := callsTarget{addr: callsEdgewise + ":5060", pids: func() []int { return []int{pids.ew} }, idle: callsIdle, edgewise: true}
 	for _, rate := range o.rates {
 		if err := callsIdle(); err != nil {
 			// The step before overloaded edgewise past recovering within a
@@ -210,20 +247,59 @@ func callsOnce(repo, work string, o callsOptions) (callsRun, error) {
 			log.Printf("   %s", run.stopped)
 			break
 		}
-		st, err := callsStepRun(repo, work, pids, rate, o)
+		st, err := callsStepRun(repo, work, ewTarget, pids.sim, rate, o)
 		if err != nil {
 			run.stopped = fmt.Sprintf("%d/s failed: %v", rate, err)
 			log.Printf("   %s", run.stopped)
 			break
 		}
-		log.Printf("   %4d/s offered: %d ok, %d failed, %d retrans, %.0f/s achieved, cpu ew %.0f%% sim %.0f%% sipp %.0f%% other %.0f%%",
-			rate, st.ok, st.failed, st.retrans, st.achieved(), st.pct(st.ew), st.pct(st.sim), st.pct(st.sipp), st.pct(st.other))
+		callsLogStep("edgewise", st)
 		run.steps = append(run.steps, st)
 		if st.failed > st.calls/2 {
 			break // far past the knee: higher rates only collapse further
 		}
 	}
+	// The peer's turn, on the same edgesim: edgewise stops first so its
+	// keepalives and timers are not on the box.
+	stopEw()
+	if !o.peer {
+		run.peerStopped = "not run (-call-peer=false)"
+	} else if err := callsPeerIdle(); err != nil {
+		run.peerStopped = fmt.Sprintf("not run: edgesim still had calls up (%v)", err)
+	} else {
+		run.peerSteps, run.peerStopped = callsPeerRun(repo, work, pids.sim, o)
+	}
+	if run.peerStopped != "" {
+		log.Printf("   peer: %s", run.peerStopped)
+	}
 	return run, nil
+}
+
+// callsProfile saves one of edgewise's /debug/pprof profiles (a run's
+// later steps overwrite its earlier ones of the same rate).
+func callsProfile(dir, name, what string) {
+	c := http.Client{Timeout: 2 * time.Minute}
+	resp, err := c.Get("http://" + callsAdmin + "/debug/pprof/" + what)
+	if err != nil {
+		log.Printf("   pprof %s: %v", what, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	if err != nil {
+		log.Printf("   pprof %s: %v", what, err)
+	}
+}
+
+func callsLogStep(who string, st callsStep) {
+	log.Printf("   %-8s %4d/s offered: %d ok, %d failed, %d retrans, %.0f/s achieved, %.0f µs/call, cpu %s %.0f%% sim %.0f%% sipp %.0f%% other %.0f%%",
+		who, st.rate, st.ok, st.failed, st.retrans, st.achieved(), st.perCall(), who, st.pct(st.ew), st.pct(st.sim), st.pct(st.sipp), st.pct(st.other))
 }
 
 type callsPids struct{ ew, sim int }
@@ -238,15 +314,15 @@ func callsIdle() error {
 
 // callsSipp runs the short-call scenario: calls at rate, up to limit at
 // once, each holding hold. SIPp's -timeout bounds it; ctx is the backstop.
-func callsSipp(ctx context.Context, repo, work string, rate, calls, limit int, hold time.Duration) *exec.Cmd {
+func callsSipp(ctx context.Context, repo, work, target string, rate, calls, limit int, hold time.Duration) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "sipp", "-sf", filepath.Join(repo, "test", "sipp", "load_call_short.xml"),
 		"-inf", filepath.Join(work, "calls.csv"), "-i", callsPhones, "-mi", callsPhones, "-mp", "40000",
 		"-r", strconv.Itoa(rate), "-m", strconv.Itoa(calls), "-l", strconv.Itoa(limit),
 		"-d", strconv.Itoa(int(hold.Milliseconds())),
 		"-buff_size", "4194304", "-max_recv_loops", "10000",
 		"-timeout", strconv.Itoa(int(float64(calls)/float64(rate)+hold.Seconds())+60)+"s",
-		"-auth_uri", callsNumber+"@"+callsEdgewise+":5060",
-		"-nostdin", callsEdgewise+":5060")
+		"-auth_uri", callsNumber+"@"+target,
+		"-nostdin", target)
 	cmd.Dir = work
 	return cmd
 }
@@ -256,34 +332,53 @@ func callsSipp(ctx context.Context, repo, work string, rate, calls, limit int, h
 // the Request-URI.
 const callsNumber = "15550000000"
 
-func callsStepRun(repo, work string, pids callsPids, rate int, o callsOptions) (callsStep, error) {
+func callsStepRun(repo, work string, tgt callsTarget, simPid, rate int, o callsOptions) (callsStep, error) {
 	st := callsStep{rate: rate, calls: int(float64(rate) * o.step.Seconds()), hold: o.hold}
 	// Room for every call up at once at this rate with up to 4 s of setup
 	// and teardown each, so a slow answer shows as a slow step rather than
 	// as SIPp holding back; capped below the 2,500 calls the port range holds.
 	limit := min(int(float64(rate)*(o.hold.Seconds()+4)), 2000)
-	before, err := callsScrape()
-	if err != nil {
-		return st, err
+	var before callsMetrics
+	if tgt.edgewise {
+		var err error
+		if before, err = callsScrape(); err != nil {
+			return st, err
+		}
 	}
-	ew0, sim0, box0 := cpuTime([]int{pids.ew}), cpuTime([]int{pids.sim}), boxCPU()
+	ew0, sim0, box0 := cpuTime(tgt.pids()), cpuTime([]int{simPid}), boxCPU()
 	ctx, cancel := context.WithTimeout(context.Background(), o.step+o.hold+90*time.Second)
 	defer cancel()
-	cmd := callsSipp(ctx, repo, work, rate, st.calls, limit, o.hold)
+	cmd := callsSipp(ctx, repo, work, tgt.addr, rate, st.calls, limit, o.hold)
+	var profiled chan struct{}
+	if tgt.edgewise && o.pprofDir != "" {
+		profiled = make(chan struct{})
+		go func() {
+			defer close(profiled)
+			callsProfile(o.pprofDir, fmt.Sprintf("calls-edgewise-%d-cpu.pb.gz", rate),
+				fmt.Sprintf("profile?seconds=%d", max(1, int(o.step.Seconds())-1)))
+		}()
+	}
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	st.elapsed = time.Since(start)
+	if profiled != nil {
+		<-profiled
+		callsProfile(o.pprofDir, fmt.Sprintf("calls-edgewise-%d-allocs.pb.gz", rate), "allocs")
+	}
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
 		return st, fmt.Errorf("sipp: %w", err)
 	}
-	st.ew, st.sim = cpuTime([]int{pids.ew})-ew0, cpuTime([]int{pids.sim})-sim0
+	st.ew, st.sim = cpuTime(tgt.pids())-ew0, cpuTime([]int{simPid})-sim0
 	st.sipp = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	st.other = max(0, boxCPU()-box0-st.ew-st.sim-st.sipp)
 	text := string(out)
 	st.ok, st.failed, st.retrans = lastInt(reSuccess, text), lastInt(reFailed, text), lastInt(reRetrans, text)
 	if st.ok+st.failed == 0 {
 		return st, fmt.Errorf("sipp printed no statistics:\n%s", lastLines(text, 40))
+	}
+	if !tgt.edgewise {
+		return st, nil
 	}
 	if after, err := callsScrape(); err == nil {
 		st.answered = int(after.value("edgewise_b2bua_call_setups_total", "direction", "outbound", "outcome", "answered") -
@@ -309,7 +404,7 @@ func callsMemory(repo, work string, pids callsPids, o callsOptions) (callsMem, e
 	const rate = 200
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(o.memCalls/rate)*time.Second+o.memHold+90*time.Second)
 	defer cancel()
-	cmd := callsSipp(ctx, repo, work, rate, o.memCalls, o.memCalls, o.memHold)
+	cmd := callsSipp(ctx, repo, work, callsEdgewise+":5060", rate, o.memCalls, o.memCalls, o.memHold)
 	out := &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -443,6 +538,10 @@ func writeCallsFiles(work string) error {
 	// 10,000 ports = 2,500 calls (two RTP/RTCP pairs each); media timeout
 	// well above any hold time here, since the calls carry no RTP.
 	fmt.Fprintf(&ew, "store:\n  path: %s/edgewise.db\nadmin:\n  listen: %s\nmedia:\n  rtp_ports: 20000-29999\n  timeout: 300s\nphones:\n", work, callsAdmin)
+	// 100 SIPp users stand for many more phones: up to ~20 calls each at
+	// once here, where edgewise's default per-user limit is 4 (and the
+	// peer has none). The total stays bounded by the port pool.
+	ew.WriteString("calls:\n  max_per_user: 0\n")
 	regCSV.WriteString("SEQUENTIAL\n")
 	callCSV.WriteString("SEQUENTIAL\n")
 	for i := range callsUsers {
@@ -464,16 +563,6 @@ func writeCallsFiles(work string) error {
 	return nil
 }
 
-// callsPeerNote says why no peer is in this table.
-const callsPeerNote = `No peer in this table: the equivalent of edgewise here is Kamailio as an
-authenticating, dialog-stateful proxy driving rtpengine for every call (auth,
-dialog, rtpengine and nathelper modules, an rtpengine control socket, SDP
-rewriting in both directions). That is a config of its own to write and keep
-honest, and Kamailio is a proxy, not a B2BUA (one dialog, not two), so its
-figure would not be like for like either. The registrar and relay suites
-compare with Kamailio and rtpengine separately.
-`
-
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
@@ -488,44 +577,50 @@ func median(xs []float64) float64 {
 
 func renderCalls(runs []callsRun, o callsOptions) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nCall setup through edgewise to edgesim (SIPp phones: INVITE/407/INVITE/200/ACK, hold %v, BYE; %d users; %v per step; edgesim answers at once)\n",
+	fmt.Fprintf(&b, "\nCall setup to edgesim (SIPp phones: INVITE/407/INVITE/200/ACK, hold %v, BYE; %d users; %v per step; edgesim answers at once), through edgewise and, in the same run right after, through the peer: Kamailio (auth, dialog, record-route, uac_auth toward edgesim) driving rtpengine for every call\n",
 		o.hold, callsUsers, o.step)
-	b.WriteString("| run | offered/s | calls | ok | failed | retrans | achieved/s | edgewise cpu % | µs/call | edgesim cpu % | sipp cpu % | rest of box cpu % |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-	var bests []float64
+	b.WriteString("| run | server | offered/s | calls | ok | failed | retrans | achieved/s | server cpu % | µs/call | edgesim cpu % | sipp cpu % | rest of box cpu % |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	var bests, peerBests []float64
 	byRate := map[int][]float64{}
+	row := func(run int, who string, s callsStep) {
+		mark := ""
+		if s.clean() {
+			mark = " ✓"
+		}
+		fmt.Fprintf(&b, "| %d | %s | %d | %d | %d | %d | %d | %.0f%s | %.0f | %.0f | %.0f | %.0f | %.0f |\n",
+			run, who, s.rate, s.calls, s.ok, s.failed, s.retrans, s.achieved(), mark,
+			s.pct(s.ew), s.perCall(), s.pct(s.sim), s.pct(s.sipp), s.pct(s.other))
+	}
 	for i, r := range runs {
-		best := 0.0
 		for _, s := range r.steps {
-			perCall := 0.0
-			if s.ok > 0 {
-				perCall = float64(s.ew.Microseconds()) / float64(s.ok)
-			}
-			mark := ""
-			if s.clean() {
-				mark = " ✓"
-				best = max(best, s.achieved())
-			}
 			byRate[s.rate] = append(byRate[s.rate], s.achieved())
-			fmt.Fprintf(&b, "| %d | %d | %d | %d | %d | %d | %.0f%s | %.0f | %.0f | %.0f | %.0f | %.0f |\n",
-				i+1, s.rate, s.calls, s.ok, s.failed, s.retrans, s.achieved(), mark,
-				s.pct(s.ew), perCall, s.pct(s.sim), s.pct(s.sipp), s.pct(s.other))
+			row(i+1, "edgewise", s)
 		}
 		if r.stopped != "" {
-			fmt.Fprintf(&b, "| %d | run stopped: %s |||||||||||\n", i+1, r.stopped)
+			fmt.Fprintf(&b, "| %d | edgewise | run stopped: %s ||||||||||\n", i+1, r.stopped)
 		}
-		bests = append(bests, best)
+		for _, s := range r.peerSteps {
+			row(i+1, "peer", s)
+		}
+		if r.peerStopped != "" {
+			fmt.Fprintf(&b, "| %d | peer | %s ||||||||||\n", i+1, r.peerStopped)
+		}
+		bests = append(bests, callsBest(r.steps))
+		peerBests = append(peerBests, callsBest(r.peerSteps))
 	}
-	fmt.Fprintf(&b, "(✓ = clean: every call answered and ended, 0 failed, ≥ 95 %% of the offered rate achieved; achieved = successful calls / (SIPp run time − hold); cpu %% of one core, 200 %% = the whole box)\n")
+	fmt.Fprintf(&b, "(✓ = clean: every call answered and ended, 0 failed, ≥ 95 %% of the offered rate achieved; achieved = successful calls / (SIPp run time − hold); server cpu = edgewise, or Kamailio's processes + rtpengine; cpu %% of one core, 200 %% = the whole box)\n")
 	var rates []int
 	for r := range byRate {
 		rates = append(rates, r)
 	}
 	slices.Sort(rates)
 	for _, r := range rates {
-		fmt.Fprintf(&b, "offered %d/s: median achieved %.0f/s over %d runs\n", r, median(byRate[r]), len(byRate[r]))
+		fmt.Fprintf(&b, "offered %d/s: edgewise median achieved %.0f/s over %d runs\n", r, median(byRate[r]), len(byRate[r]))
 	}
-	fmt.Fprintf(&b, "best clean setup rate: median %.0f calls/s (runs: %s)  (target ≥ 200 calls/s, 0 failed)\n", median(bests), joinFloats(bests, "%.0f"))
+	fmt.Fprintf(&b, "best clean setup rate: edgewise median %.0f calls/s (runs: %s)  (target ≥ 200 calls/s, 0 failed)\n", median(bests), joinFloats(bests, "%.0f"))
+	fmt.Fprintf(&b, "best clean setup rate: peer median %.0f calls/s (runs: %s)\n", median(peerBests), joinFloats(peerBests, "%.0f"))
+	b.WriteString(callsCompare(runs, o))
 
 	fmt.Fprintf(&b, "\nMemory per active call (%d concurrent calls, no RTP flowing; heap = lowest go_memstats_heap_inuse_bytes of 10 scrapes)\n", o.memCalls)
 	b.WriteString("| run | calls up | ok | failed | RSS before MB | RSS with MB | RSS KB/call | heap before MB | heap with MB | heap KB/call | goroutines/call | idle edgewise cpu % |\n")
@@ -539,7 +634,7 @@ func renderCalls(runs []callsRun, o callsOptions) string {
 			i+1, m.calls, m.ok, m.failed, m.rssBefore/1e6, m.rssWith/1e6, rp, m.heapBefore/1e6, m.heapWith/1e6, hp,
 			m.perCall(m.goroutinesBefore, m.goroutinesWith), m.idleCPU)
 	}
-	fmt.Fprintf(&b, "memory per active call: median %.1f KB RSS, %.1f KB Go heap\n\n", median(rssPer), median(heapPer))
+	fmt.Fprintf(&b, "memory per active call: median %.1f KB RSS, %.1f KB Go heap (edgewise only)\n\n", median(rssPer), median(heapPer))
 	b.WriteString(callsPeerNote)
 	return b.String()
 }

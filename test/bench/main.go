@@ -46,6 +46,8 @@ func main() {
 		memCalls = flag.Int("call-mem", 1000, "calls: concurrent calls held for the memory-per-call figure")
 		memHold  = flag.Duration("call-mem-hold", 20*time.Second, "calls: how long those calls stay up")
 		callRuns = flag.Int("call-runs", 3, "calls: repetitions (fresh processes each); the table gives medians")
+		callProf = flag.String("call-pprof", "", "calls: write edgewise's CPU and allocation profiles of each step into this directory (diagnosis: profiling costs edgewise some CPU)")
+		callPeer = flag.Bool("call-peer", true, "calls: run the peer (Kamailio + rtpengine) after edgewise in each run")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -88,7 +90,7 @@ func main() {
 			var rates []int
 			if rates, err = parseRates(*callRate); err == nil {
 				table, err = callsSuite(repo, callsOptions{rates: rates, step: *callStep, hold: *callHold,
-					memCalls: *memCalls, memHold: *memHold, runs: *callRuns})
+					memCalls: *memCalls, memHold: *memHold, runs: *callRuns, pprofDir: *callProf, peer: *callPeer})
 			}
 		default:
 			err = fmt.Errorf("unknown suite %q", suite)

@@ -47,6 +47,33 @@ type udpListener struct {
 type datagram struct {
 	data []byte
 	from netip.AddrPort
+	buf  *[]byte // data's backing array when it came from datagramBufs
+}
+
+// datagramBufs recycles the copies of datagrams on their way to sipgo:
+// every message of a call passes here, and sipgo copies each into its own
+// read buffer at once, so a copy lives only while it waits in the inbox.
+var datagramBufs = sync.Pool{New: func() any { b := make([]byte, 0, datagramBufSize); return &b }}
+
+// datagramBufSize holds any SIP message that fits an Ethernet frame;
+// larger ones get a buffer of their own.
+const datagramBufSize = 2048
+
+// copyDatagram copies pkt out of a reader's buffer.
+func copyDatagram(pkt []byte, from netip.AddrPort) datagram {
+	if len(pkt) > datagramBufSize {
+		return datagram{data: append([]byte(nil), pkt...), from: from}
+	}
+	bp := datagramBufs.Get().(*[]byte)
+	*bp = append((*bp)[:0], pkt...)
+	return datagram{data: *bp, from: from, buf: bp}
+}
+
+// release returns d's buffer once nothing reads d.data any more.
+func (d datagram) release() {
+	if d.buf != nil {
+		datagramBufs.Put(d.buf)
+	}
 }
 
 // sipgoQueue bounds datagrams waiting for sipgo's single reader.
@@ -150,7 +177,7 @@ func (tk *ticket) forward(s *Server, pkt []byte, from netip.AddrPort) {
 		return
 	}
 	tk.settled = true
-	tk.u.order.settle(tk.seq, true, datagram{data: append([]byte(nil), pkt...), from: from}, tk.u.inbox, &s.stats)
+	tk.u.order.settle(tk.seq, true, copyDatagram(pkt, from), tk.u.inbox, &s.stats)
 }
 
 // pass settles a datagram that does not go to sipgo. Stateless handlers
@@ -215,6 +242,7 @@ func (q *sequencer) settle(seq uint64, forward bool, d datagram, inbox chan<- da
 			default:
 				// sipgo falls behind: drop, as the kernel would.
 				st.Overloaded.Add(1)
+				sl.d.release()
 			}
 		}
 		*sl = slot{}
@@ -234,6 +262,7 @@ func (c *sipgoPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	select {
 	case d := <-c.u.inbox:
 		n := copy(b, d.data)
+		d.release()
 		return n, net.UDPAddrFromAddrPort(d.from), nil
 	case <-c.u.closed:
 		return 0, nil, fmt.Errorf("frontend: %s: %w", c.u.addr, net.ErrClosed)

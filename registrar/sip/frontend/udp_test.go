@@ -162,3 +162,54 @@ func TestFingerprint(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardCopiesSurviveReuse: datagrams waiting in the inbox keep their
+// own bytes while the reader's buffer and recycled copies are reused.
+func TestForwardCopiesSurviveReuse(t *testing.T) {
+	u := &udpListener{order: sequencer{slots: make([]slot, 4)}, inbox: make(chan datagram, 64), closed: make(chan struct{}), sipgoReady: make(chan struct{})}
+	s := &Server{}
+	tk := &ticket{u: u}
+	buf := make([]byte, 4096)
+	conn := u.sipgoConn()
+	out := make([]byte, 4096)
+	for round := range 3 {
+		sizes := []int{10, 1500, 2049, 7}
+		for i, n := range sizes {
+			for k := range n {
+				buf[k] = byte('a' + (round*len(sizes)+i)%26)
+			}
+			u.issue(tk)
+			tk.forward(s, buf[:n], netip.MustParseAddrPort("127.0.0.1:5060"))
+		}
+		for i, n := range sizes {
+			got, _, err := conn.ReadFrom(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := strings.Repeat(string(rune('a'+(round*len(sizes)+i)%26)), n)
+			if string(out[:got]) != want {
+				t.Fatalf("round %d datagram %d: %d bytes %.20q…, want %d bytes of %q", round, i, got, out[:got], n, want[:1])
+			}
+		}
+	}
+}
+
+// BenchmarkForwardToSipgo is every message of a call on its way from a
+// reader to sipgo: the copy out of the read buffer and sipgo's read.
+func BenchmarkForwardToSipgo(b *testing.B) {
+	u := &udpListener{order: sequencer{slots: make([]slot, 4)}, inbox: make(chan datagram, 64), closed: make(chan struct{}), sipgoReady: make(chan struct{})}
+	s := &Server{}
+	tk := &ticket{u: u}
+	msg := make([]byte, 900) // an INVITE with SDP
+	out := make([]byte, 65536)
+	conn := u.sipgoConn()
+	from := netip.MustParseAddrPort("127.0.0.1:5060")
+	b.ReportAllocs()
+	for b.Loop() {
+		u.issue(tk)
+		tk.forward(s, msg, from)
+		if _, _, err := conn.ReadFrom(out); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
