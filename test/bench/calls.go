@@ -537,11 +537,11 @@ func writeCallsFiles(work string) error {
 	ew.WriteString("  keepalive: {method: options, interval: 10s}\n  signalling_cidrs: [127.0.10.0/24]\n  media_cidrs: [127.0.10.0/24]\n")
 	// 10,000 ports = 2,500 calls (two RTP/RTCP pairs each); media timeout
 	// well above any hold time here, since the calls carry no RTP.
-	fmt.Fprintf(&ew, "store:\n  path: %s/edgewise.db\nadmin:\n  listen: %s\nmedia:\n  rtp_ports: 20000-29999\n  timeout: 300s\nphones:\n", work, callsAdmin)
 	// 100 SIPp users stand for many more phones: up to ~20 calls each at
 	// once here, where edgewise's default per-user limit is 4 (and the
 	// peer has none). The total stays bounded by the port pool.
 	ew.WriteString("calls:\n  max_per_user: 0\n")
+	fmt.Fprintf(&ew, "store:\n  path: %s/edgewise.db\nadmin:\n  listen: %s\nmedia:\n  rtp_ports: 20000-29999\n  timeout: 300s\nphones:\n", work, callsAdmin)
 	regCSV.WriteString("SEQUENTIAL\n")
 	callCSV.WriteString("SEQUENTIAL\n")
 	for i := range callsUsers {
