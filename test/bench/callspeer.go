@@ -96,15 +96,7 @@ func (p *callsPeer) start() error {
 func (p *callsPeer) pids() []int {
 	var pids []int
 	if p.kam != nil && p.kam.Process != nil {
-		pid := p.kam.Process.Pid
-		pids = append(pids, pid)
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil {
-			for _, f := range strings.Fields(string(b)) {
-				if n, err := strconv.Atoi(f); err == nil {
-					pids = append(pids, n)
-				}
-			}
-		}
+		pids = withChildren(p.kam.Process.Pid)
 	}
 	if p.rtp != nil {
 		pids = append(pids, p.rtp.PIDs()...)

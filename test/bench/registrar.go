@@ -527,9 +527,14 @@ func (k *kamailioServer) pids() []int {
 	if k.cmd == nil || k.cmd.Process == nil {
 		return nil
 	}
-	// The main process and every child it forked.
-	pids := []int{k.cmd.Process.Pid}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", k.cmd.Process.Pid, k.cmd.Process.Pid))
+	return withChildren(k.cmd.Process.Pid)
+}
+
+// withChildren is pid and every child it forked (Kamailio's workers): a
+// server's CPU is theirs together.
+func withChildren(pid int) []int {
+	pids := []int{pid}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 	if err == nil {
 		for _, f := range strings.Fields(string(b)) {
 			if n, err := strconv.Atoi(f); err == nil {

@@ -167,7 +167,19 @@ func (s Suite) Run(ctx context.Context, targets ...Target) (Report, error) {
 // waitQuiet waits, at most QuietWait, until the machine is idle and returns
 // the cores busy in the last half second before the step.
 func (s Suite) waitQuiet(ctx context.Context) float64 {
-	deadline := time.Now().Add(s.QuietWait)
+	busy := WaitQuiet(ctx, s.QuietWait, s.QuietBelow)
+	if busy >= s.QuietBelow {
+		s.logf("machine still busy (%.2f cores) after %v; measuring anyway", busy, s.QuietWait)
+	}
+	return busy
+}
+
+// WaitQuiet waits, at most wait, until fewer than below cores of the
+// machine are busy over half a second, and returns the cores busy in the
+// last half second (0 when ctx ends). Benchmarks call it before a step so
+// that another process's burst does not land in the measurement.
+func WaitQuiet(ctx context.Context, wait time.Duration, below float64) float64 {
+	deadline := time.Now().Add(wait)
 	for {
 		b0 := boxCPU()
 		select {
@@ -176,10 +188,7 @@ func (s Suite) waitQuiet(ctx context.Context) float64 {
 		case <-time.After(500 * time.Millisecond):
 		}
 		busy := (boxCPU() - b0).Seconds() / 0.5
-		if busy < s.QuietBelow || time.Now().After(deadline) {
-			if busy >= s.QuietBelow {
-				s.logf("machine still busy (%.2f cores) after %v; measuring anyway", busy, s.QuietWait)
-			}
+		if busy < below || time.Now().After(deadline) {
 			return busy
 		}
 	}

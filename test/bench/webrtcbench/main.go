@@ -49,6 +49,8 @@ import (
 	psdp "github.com/pion/sdp/v3"
 	pion "github.com/pion/webrtc/v4"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/edgewise-sip/edgewise/test/bench/relaytest"
 )
 
 func main() {
@@ -192,7 +194,7 @@ func (b bench) run(ctx context.Context, targets []target) []series {
 // step sets n calls up on t, measures them and tears them down.
 func (b bench) step(ctx context.Context, t target, n int) row {
 	r := row{calls: n}
-	r.idleBefore = waitQuiet(ctx, b.quietWait)
+	r.idleBefore = relaytest.WaitQuiet(ctx, b.quietWait, 0.3)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	d := &driver{t: t, srtp: b.srtp}
@@ -239,24 +241,6 @@ func (b bench) step(ctx context.Context, t target, n int) row {
 	r.short = r.bridgePPS < 0.95*float64(100*n)
 	r.clean = r.loss() < b.maxLoss && r.failed == 0 && !r.short
 	return r
-}
-
-// waitQuiet waits, at most wait, until the box is idle (under 0.3 cores
-// busy over half a second) and returns the cores busy just before the step.
-func waitQuiet(ctx context.Context, wait time.Duration) float64 {
-	deadline := time.Now().Add(wait)
-	for {
-		b0 := boxCPU()
-		select {
-		case <-ctx.Done():
-			return 0
-		case <-time.After(500 * time.Millisecond):
-		}
-		busy := (boxCPU() - b0).Seconds() / 0.5
-		if busy < 0.3 || time.Now().After(deadline) {
-			return busy
-		}
-	}
 }
 
 // client talks to the bridge process.
@@ -752,24 +736,6 @@ func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// boxCPU is the whole machine's busy time from /proc/stat (idle and
-// iowait excluded).
-func boxCPU() time.Duration {
-	raw, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(raw), "\n")
-	var busy int64
-	for i, v := range strings.Fields(line)[1:] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		if i != 3 && i != 4 && i < 8 { // idle, iowait; guest is inside user
-			busy += n
-		}
-	}
-	return time.Duration(busy) * 10 * time.Millisecond
 }
 
 // udpRcvbufErrors is the kernel's count of UDP datagrams dropped because a
