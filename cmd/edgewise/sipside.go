@@ -398,7 +398,11 @@ func lockoutSettings(cfg *configs.Config) lockout.Settings {
 		Window:       l.Window,
 		Duration:     l.Duration,
 		MaxSources:   l.MaxSources,
-		Exempt:       exempt,
+		// Room for every phone's known sources and as many usernames
+		// again being guessed: a full table evicts, and evicting on every
+		// login of a big site costs more than the entries' memory.
+		MaxUsers: max(lockout.DefaultMaxUsers, 2*len(cfg.Phones)),
+		Exempt:   exempt,
 	}
 }
 

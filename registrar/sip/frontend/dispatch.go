@@ -343,14 +343,16 @@ func (t *statelessTx) Respond(res *sip.Response) error {
 // answerAgain sends the response already sent for a retransmitted request
 // (same source, same bytes) and reports whether it did; see replies.
 func (s *Server) answerAgain(o origin, sum uint64) bool {
-	rep, ok := o.udp.replies.get(sum, time.Now())
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer bufPool.Put(buf)
+	b, dst, ok := o.udp.replies.get(sum, buf.AvailableBuffer(), time.Now())
 	if !ok {
 		return false
 	}
 	o.pass(s)
 	s.stats.Retransmissions.Add(1)
-	if err := o.write(rep.b, rep.dst); err != nil && s.log.Enabled(context.Background(), slog.LevelDebug) {
-		s.log.Debug("answering a retransmission failed", "to", rep.dst.String(), "error", err)
+	if err := o.write(b, dst); err != nil && s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("answering a retransmission failed", "to", dst.String(), "error", err)
 	}
 	return true
 }

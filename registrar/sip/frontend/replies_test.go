@@ -3,6 +3,7 @@ package frontend
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -61,12 +62,12 @@ func TestRetransmissionAnsweredAgain(t *testing.T) {
 func TestRepliesRotateAndBound(t *testing.T) {
 	dst := netip.MustParseAddrPort("192.0.2.1:5060")
 	now := time.Unix(1000, 0)
-	r := newReplies(replyShards * 2 * 2) // two per shard and generation
+	r := newReplies(replyShards * 2 * 2 * (replyHeader + 1)) // two 1-byte replies per shard and generation
 	r.put(16, dst, []byte("a"), now)
-	if rep, ok := r.get(16, now.Add(replyKeep+time.Millisecond)); !ok || string(rep.b) != "a" {
-		t.Fatalf("after one rotation: %q %v, want the reply", rep.b, ok)
+	if b, to, ok := r.get(16, nil, now.Add(replyKeep+time.Millisecond)); !ok || string(b) != "a" || to != dst {
+		t.Fatalf("after one rotation: %q %v %v, want the reply to %v", b, to, ok, dst)
 	}
-	if _, ok := r.get(16, now.Add(2*replyKeep+2*time.Millisecond)); ok {
+	if _, _, ok := r.get(16, nil, now.Add(2*replyKeep+2*time.Millisecond)); ok {
 		t.Fatal("a reply outlived two rotations")
 	}
 	// Shard 0 holds two per generation: the third is not remembered.
@@ -74,10 +75,65 @@ func TestRepliesRotateAndBound(t *testing.T) {
 	for _, fp := range []uint64{32, 48, 64} {
 		r.put(fp, dst, []byte("x"), later)
 	}
-	if _, ok := r.get(64, later); ok {
+	if _, _, ok := r.get(64, nil, later); ok {
 		t.Fatal("a full shard remembered one more reply")
 	}
 	if n := r.len(); n != 2 {
 		t.Fatalf("len = %d, want 2", n)
+	}
+}
+
+// TestRepliesReuseMemory: records survive the rotation that reuses the
+// oldest generation's slab, keep their destination (IPv4, IPv6), and once
+// the slabs have grown, remembering responses allocates nothing.
+func TestRepliesReuseMemory(t *testing.T) {
+	r := newReplies(64 << 20)
+	v4 := netip.MustParseAddrPort("192.0.2.1:5060")
+	v6 := netip.MustParseAddrPort("[2001:db8::1]:5062")
+	now := time.Unix(1000, 0)
+	body := []byte(strings.Repeat("SIP/2.0 200 OK\r\n", 20))
+	msgs := make([][]byte, 1000)
+	for i := range msgs {
+		msgs[i] = append(slices.Clip(body), byte(i))
+	}
+	fill := func(gen int, at time.Time) {
+		for i := range 1000 {
+			fp := uint64(gen*1000 + i)
+			dst := v4
+			if i%2 == 1 {
+				dst = v6
+			}
+			r.put(fp, dst, msgs[i], at)
+		}
+	}
+	for gen := range 4 {
+		at := now.Add(time.Duration(gen) * replyKeep)
+		fill(gen, at)
+		for _, g := range []int{gen, gen - 1} { // this generation and the one before
+			if g < 0 {
+				continue
+			}
+			for _, i := range []int{0, 1, 999} {
+				b, dst, ok := r.get(uint64(g*1000+i), nil, at)
+				want := v4
+				if i%2 == 1 {
+					want = v6
+				}
+				if !ok || dst != want || string(b) != string(msgs[i]) {
+					t.Fatalf("generation %d, record %d read at generation %d: ok=%v dst=%v len=%d", g, i, gen, ok, dst, len(b))
+				}
+			}
+		}
+		if _, _, ok := r.get(uint64((gen-2)*1000), nil, at); gen >= 2 && ok {
+			t.Fatalf("generation %d still remembered at generation %d", gen-2, gen)
+		}
+	}
+	gen := 4
+	allocs := testing.AllocsPerRun(5, func() {
+		fill(gen, now.Add(time.Duration(gen)*replyKeep))
+		gen++
+	})
+	if allocs > 0 {
+		t.Fatalf("remembering 1,000 responses allocated %.0f times once the slabs had grown", allocs)
 	}
 }

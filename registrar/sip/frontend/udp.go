@@ -150,9 +150,10 @@ func (u *udpListener) readLoop(s *Server) {
 	}
 }
 
-// maxReplies bounds the responses a socket remembers for retransmissions:
-// over two to four seconds, enough for 64,000 requests a second.
-const maxReplies = 256 << 10
+// maxReplies bounds the bytes of responses a socket remembers for
+// retransmissions: over two to four seconds, enough for 64,000 requests a
+// second of 600-byte responses.
+const maxReplies = 160 << 20
 
 // maxUDPReaders bounds the reader goroutines per socket.
 const maxUDPReaders = 8
