@@ -2,7 +2,7 @@
 // and rtpengine (userspace) side by side, driven by the same generator over
 // the same ng control protocol — and prints a Markdown table.
 //
-//	go run ./media/relaytest/relaybench [-step 10s] [-out bench-results]
+//	go run ./test/bench/relaytest/relaybench [-step 10s] [-relay-cpu 1] [-out bench-results]
 package main
 
 import (
@@ -33,6 +33,8 @@ func main() {
 		workers = flag.Int("workers", 0, "edgewise packet workers (0: GOMAXPROCS)")
 		coal    = flag.Duration("coalesce", 0, "edgewise worker nap under load (0: off)")
 		quiet   = flag.Duration("quiet-wait", s.QuietWait, "before each step, wait this long at most for an idle machine")
+		pin     = flag.Int("relay-cpu", s.RelayCPU, "pin each relay, every thread, to this CPU and the generator to the others (-1: no pinning)")
+		rtpeThr = flag.Int("rtpengine-threads", 0, "rtpengine --num-threads (0: one per CPU it may use: 1 when pinned)")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -43,7 +45,7 @@ func main() {
 	if s.SingleRates, err = parseInts(*rates); err != nil {
 		log.Fatal(err)
 	}
-	s.Step, s.LatencyCalls, s.QuietWait, s.Log = *step, *latency, *quiet, os.Stderr
+	s.Step, s.LatencyCalls, s.QuietWait, s.RelayCPU, s.Log = *step, *latency, *quiet, *pin, os.Stderr
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -63,7 +65,7 @@ func main() {
 		targets = append(targets, &relaytest.Relayd{Bin: bin, Workers: *workers, Coalesce: *coal, Log: os.Stderr})
 	}
 	if *only == "" || *only == "rtpengine" {
-		targets = append(targets, &relaytest.Rtpengine{Bin: *rtpe, Log: os.Stderr})
+		targets = append(targets, &relaytest.Rtpengine{Bin: *rtpe, Threads: *rtpeThr, Log: os.Stderr})
 	}
 	rep, err := s.Run(ctx, targets...)
 	table := rep.Table()
