@@ -74,6 +74,9 @@ type Result struct {
 	// RelayPin and GenPin are set by a pinned Suite: every thread of the
 	// relay and of the generator, checked right after the step.
 	RelayPin, GenPin *PinCheck
+	// Failed are earlier tries of the same step that were not clean
+	// (Suite.Retries), oldest first.
+	Failed []Result
 }
 
 // MaxCleanP99 is the one-way p99 above which a step is not clean, however

@@ -80,9 +80,10 @@ func (r *Rtpengine) Start(ctx context.Context) error {
 // BuildRelayd) behind the same ng protocol.
 type Relayd struct {
 	Bin     string
+	Label   string // the name in reports; default "edgewise"
 	Addr    string // default 127.0.0.1
 	NGPort  int    // default 19223
-	Ports   string // default 16000-31999 (8000 pairs: 4000 calls)
+	Ports   string // default 10000-29999 (10,000 pairs: 5,000 calls)
 	Workers int    // 0: GOMAXPROCS
 	// Coalesce is passed to media.Settings (0: off).
 	Coalesce time.Duration
@@ -90,7 +91,12 @@ type Relayd struct {
 	proc
 }
 
-func (r *Relayd) Name() string { return "edgewise" }
+func (r *Relayd) Name() string {
+	if r.Label != "" {
+		return r.Label
+	}
+	return "edgewise"
+}
 
 func (r *Relayd) NG() string { return r.Addr + ":" + strconv.Itoa(r.NGPort) }
 
@@ -102,7 +108,7 @@ func (r *Relayd) Start(ctx context.Context) error {
 		r.NGPort = 19223
 	}
 	if r.Ports == "" {
-		r.Ports = "16000-31999"
+		r.Ports = "10000-29999"
 	}
 	args := []string{"-ng", r.NG(), "-ip", r.Addr, "-ports", r.Ports, "-workers", strconv.Itoa(r.Workers), "-coalesce", r.Coalesce.String()}
 	return r.start(ctx, r.Bin, args, r.NG(), r.Log)

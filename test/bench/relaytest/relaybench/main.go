@@ -35,6 +35,9 @@ func main() {
 		quiet   = flag.Duration("quiet-wait", s.QuietWait, "before each step, wait this long at most for an idle machine")
 		pin     = flag.Int("relay-cpu", s.RelayCPU, "pin each relay, every thread, to this CPU and the generator to the others (-1: no pinning)")
 		rtpeThr = flag.Int("rtpengine-threads", 0, "rtpengine --num-threads (0: one per CPU it may use: 1 when pinned)")
+		retries = flag.Int("retries", s.Retries, "run a failed step this many times more before a series stops")
+		relayd  = flag.String("relayd", "", "edgewise relayd binary (empty: build it from this tree)")
+		also    = flag.String("also", "", "more relayd builds to measure after the others, label=binary,... (e.g. before=/tmp/relayd-old)")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -45,7 +48,7 @@ func main() {
 	if s.SingleRates, err = parseInts(*rates); err != nil {
 		log.Fatal(err)
 	}
-	s.Step, s.LatencyCalls, s.QuietWait, s.RelayCPU, s.Log = *step, *latency, *quiet, *pin, os.Stderr
+	s.Step, s.LatencyCalls, s.QuietWait, s.RelayCPU, s.Retries, s.Log = *step, *latency, *quiet, *pin, *retries, os.Stderr
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -56,9 +59,11 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	bin, err := relaytest.BuildRelayd(ctx, dir)
-	if err != nil {
-		log.Fatal(err)
+	bin := *relayd
+	if bin == "" {
+		if bin, err = relaytest.BuildRelayd(ctx, dir); err != nil {
+			log.Fatal(err)
+		}
 	}
 	var targets []relaytest.Target
 	if *only == "" || *only == "edgewise" {
@@ -66,6 +71,18 @@ func main() {
 	}
 	if *only == "" || *only == "rtpengine" {
 		targets = append(targets, &relaytest.Rtpengine{Bin: *rtpe, Threads: *rtpeThr, Log: os.Stderr})
+	}
+	for i, lb := range strings.Split(*also, ",") {
+		if lb == "" {
+			continue
+		}
+		label, b, ok := strings.Cut(lb, "=")
+		if !ok {
+			log.Fatalf("-also %q: want label=binary", lb)
+		}
+		// Sessions bind their ports only while a step runs, so every
+		// relayd can share the default range; each needs its own ng port.
+		targets = append(targets, &relaytest.Relayd{Bin: b, Label: label, NGPort: 19224 + i, Workers: *workers, Coalesce: *coal, Log: os.Stderr})
 	}
 	rep, err := s.Run(ctx, targets...)
 	table := rep.Table()
