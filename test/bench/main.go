@@ -48,6 +48,7 @@ func main() {
 		callRuns = flag.Int("call-runs", 3, "calls: repetitions (fresh processes each); the table gives medians")
 		callProf = flag.String("call-pprof", "", "calls: write edgewise's CPU and allocation profiles of each step into this directory (diagnosis: profiling costs edgewise some CPU)")
 		callPeer = flag.Bool("call-peer", true, "calls: run the peer (Kamailio + rtpengine) after edgewise in each run")
+		relayCPU = flag.Int("relay-cpu", 1, "relay: pin each relay, every thread, to this CPU and the generator to the others (-1: no pinning)")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -81,7 +82,7 @@ func main() {
 		case "token":
 			table, err = tokenSuite(repo)
 		case "relay":
-			table, err = relaySuite(repo)
+			table, err = relaySuite(repo, *relayCPU)
 		case "webrtc":
 			table, err = webrtcSuite(repo)
 		case "flood":

@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -238,7 +240,8 @@ func tokenSuite(repo string) (string, error) {
 // relaySuite runs test/bench/relaytest's relay benchmark: edgewise's RTP relay and
 // rtpengine (userspace, driven over its ng protocol) with the same generator,
 // (a) many 50 pps G.711 streams, (b) one stream at rising rates, (c) one-way
-// latency at 1,000 calls. It prints its own table.
+// latency at 1,000 calls. It prints its own table. relayCPU ≥ 0 pins each
+// relay to that CPU and the generator to the others (relaybench -relay-cpu).
 // relayBenchPkg and webrtcBenchPkg are the programs two suites run, relative
 // to the repository root (TestSuiteProgramsExist keeps them true).
 const (
@@ -246,8 +249,14 @@ const (
 	webrtcBenchPkg = "./test/bench/webrtcbench"
 )
 
-func relaySuite(repo string) (string, error) {
-	cmd := exec.Command("go", "run", relayBenchPkg)
+func relaySuite(repo string, relayCPU int) (string, error) {
+	args := []string{"run", relayBenchPkg}
+	if relayCPU >= 0 && runtime.NumCPU() < 2 {
+		log.Printf("relay: one CPU, nothing to pin the generator to: running unpinned")
+		relayCPU = -1
+	}
+	args = append(args, "-relay-cpu", strconv.Itoa(relayCPU))
+	cmd := exec.Command("go", args...)
 	cmd.Dir = repo
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

@@ -316,9 +316,9 @@ func (r Report) Table() string {
 
 	b.WriteString("## (a) many 50 pps streams\n\n| calls | streams | offered pps |")
 	for _, t := range r.Targets {
-		fmt.Fprintf(&b, " %s relayed pps | loss | cpu | µs/pkt | gen | bg |", t.Name)
+		fmt.Fprintf(&b, " %s relayed pps | loss | p99 | cpu | µs/pkt | gen | bg |", t.Name)
 	}
-	b.WriteString("\n|---|---|---|" + strings.Repeat("---|---|---|---|---|---|", len(r.Targets)) + "\n")
+	b.WriteString("\n|---|---|---|" + strings.Repeat("---|---|---|---|---|---|---|", len(r.Targets)) + "\n")
 	var calls []int
 	for _, t := range r.Targets {
 		for _, x := range t.Streams {
@@ -333,19 +333,32 @@ func (r Report) Table() string {
 		for _, t := range r.Targets {
 			i := slices.IndexFunc(t.Streams, func(x Result) bool { return x.Calls == c })
 			if i < 0 {
-				b.WriteString(" — | | | | | |")
+				b.WriteString(" — | | | | | | |")
 				continue
 			}
 			x := t.Streams[i]
-			fmt.Fprintf(&b, " %.0f | %s | %s | %.1f | %.2f/%d, %d | %.2f |", x.RelayedPPS(), lossCell(x), r.cpuCell(x), x.CPUPerPacket(), x.GenCPU, x.GenCores, x.GenDrops, x.Background)
+			fmt.Fprintf(&b, " %.0f | %s | %v | %s | %.1f | %.2f/%d, %d | %.2f |", x.RelayedPPS(), lossCell(x), x.P99.Round(100*time.Microsecond), r.cpuCell(x), x.CPUPerPacket(), x.GenCPU, x.GenCores, x.GenDrops, x.Background)
 		}
 		b.WriteString("\n")
 	}
 	r.bestLine(&b, "best clean", func(t TargetReport) []Result { return t.Streams })
 
+	if len(s.SingleRates) > 0 {
+		r.singleTable(&b)
+	}
+	if s.LatencyCalls > 0 {
+		r.latencyTable(&b)
+	}
+	if r.RelayCPUs != "" {
+		r.pinSection(&b)
+	}
+	return b.String()
+}
+
+func (r Report) singleTable(b *strings.Builder) {
 	b.WriteString("\n## (b) one stream at maximum rate\n\n| offered pps |")
 	for _, t := range r.Targets {
-		fmt.Fprintf(&b, " %s relayed pps | loss | cpu | bg |", t.Name)
+		fmt.Fprintf(b, " %s relayed pps | loss | cpu | bg |", t.Name)
 	}
 	b.WriteString("\n|---|" + strings.Repeat("---|---|---|---|", len(r.Targets)) + "\n")
 	var rates []float64
@@ -358,7 +371,7 @@ func (r Report) Table() string {
 	}
 	slices.Sort(rates)
 	for _, rate := range rates {
-		fmt.Fprintf(&b, "| %.0f |", rate)
+		fmt.Fprintf(b, "| %.0f |", rate)
 		for _, t := range r.Targets {
 			i := slices.IndexFunc(t.Single, func(x Result) bool { return x.Offered == rate })
 			if i < 0 {
@@ -366,34 +379,31 @@ func (r Report) Table() string {
 				continue
 			}
 			x := t.Single[i]
-			fmt.Fprintf(&b, " %.0f | %s | %s | %.2f |", x.RelayedPPS(), lossCell(x), r.cpuCell(x), x.Background)
+			fmt.Fprintf(b, " %.0f | %s | %s | %.2f |", x.RelayedPPS(), lossCell(x), r.cpuCell(x), x.Background)
 		}
 		b.WriteString("\n")
 	}
-	r.bestLine(&b, "best clean", func(t TargetReport) []Result { return t.Single })
+	r.bestLine(b, "best clean", func(t TargetReport) []Result { return t.Single })
+}
 
-	if s.LatencyCalls > 0 {
-		fmt.Fprintf(&b, "\n## (c) one-way latency at %d calls (%d pps), send stamp to kernel receive stamp\n\n", s.LatencyCalls, 100*s.LatencyCalls)
-		b.WriteString("| path | p50 | p99 | max | added p50 | added p99 | loss | bg |\n|---|---|---|---|---|---|---|---|\n")
+func (r Report) latencyTable(b *strings.Builder) {
+	s := r.Suite
+	fmt.Fprintf(b, "\n## (c) one-way latency at %d calls (%d pps), send stamp to kernel receive stamp\n\n", s.LatencyCalls, 100*s.LatencyCalls)
+	b.WriteString("| path | p50 | p99 | max | added p50 | added p99 | loss | bg |\n|---|---|---|---|---|---|---|---|\n")
+	if r.Baseline != nil {
+		fmt.Fprintf(b, "| direct (no relay) | %v | %v | %v | | | %s | %.2f |\n", r.Baseline.P50, r.Baseline.P99, r.Baseline.Max, lossCell(*r.Baseline), r.Baseline.Background)
+	}
+	for _, t := range r.Targets {
+		if t.Latency == nil {
+			continue
+		}
+		x := t.Latency
+		a50, a99 := "", ""
 		if r.Baseline != nil {
-			fmt.Fprintf(&b, "| direct (no relay) | %v | %v | %v | | | %s | %.2f |\n", r.Baseline.P50, r.Baseline.P99, r.Baseline.Max, lossCell(*r.Baseline), r.Baseline.Background)
+			a50, a99 = (x.P50 - r.Baseline.P50).String(), (x.P99 - r.Baseline.P99).String()
 		}
-		for _, t := range r.Targets {
-			if t.Latency == nil {
-				continue
-			}
-			x := t.Latency
-			a50, a99 := "", ""
-			if r.Baseline != nil {
-				a50, a99 = (x.P50 - r.Baseline.P50).String(), (x.P99 - r.Baseline.P99).String()
-			}
-			fmt.Fprintf(&b, "| through %s | %v | %v | %v | %s | %s | %s | %.2f |\n", t.Name, x.P50, x.P99, x.Max, a50, a99, lossCell(*x), x.Background)
-		}
+		fmt.Fprintf(b, "| through %s | %v | %v | %v | %s | %s | %s | %.2f |\n", t.Name, x.P50, x.P99, x.Max, a50, a99, lossCell(*x), x.Background)
 	}
-	if r.RelayCPUs != "" {
-		r.pinSection(&b)
-	}
-	return b.String()
 }
 
 // cpuCell is the relay's cores and, in brackets, the machine's (not
