@@ -113,6 +113,15 @@ func (r Result) GeneratorLimited() bool {
 		(r.GenCores > 0 && r.GenCPU >= 0.95*float64(r.GenCores))
 }
 
+// OtherCPU is the cores the rest of the machine used in the window: busy
+// time machine-wide less the relay's and the generator's.
+func (r Result) OtherCPU() float64 { return max(0, r.BoxCPU-r.RelayCPU-r.GenCPU) }
+
+// Disturbed tells a step during which other processes used more than a
+// quarter of a core: on a shared machine its failure may not be the
+// relay's.
+func (r Result) Disturbed() bool { return r.OtherCPU() > 0.25 }
+
 // RelayedPPS is the rate that came out of the relay.
 func (r Result) RelayedPPS() float64 {
 	if r.Sent == 0 {
