@@ -1,6 +1,7 @@
 // Package mmsg is the thin Linux socket layer under the media relay: UDP
 // sockets as raw non-blocking descriptors, batched receive and send
-// (recvmmsg/sendmmsg) and allocation-free conversion between socket addresses
+// (recvmmsg/sendmmsg), single ones that cost less for one datagram
+// (recvfrom/sendto) and allocation-free conversion between socket addresses
 // and netip.AddrPort. It exists because the relay's hot path runs its own
 // epoll loop rather than one goroutine per socket: that saves a syscall and
 // two goroutine switches per packet (see media/README.md for the figures).
