@@ -7,9 +7,11 @@
 // of an answered call that is not on hold fires the session's OnTimeout.
 //
 // The packet path runs in a few worker goroutines, each with its own epoll
-// set and recvmmsg/sendmmsg batches (Linux only); all sockets of a session
-// belong to one worker, so the only lock a packet takes is its session's,
-// which only the control plane (SDP updates, stats) ever contends.
+// set, reading with recvfrom and sending with sendto, or in
+// recvmmsg/sendmmsg batches when a socket holds more than one datagram
+// (Linux only); all sockets of a session belong to one worker, so the only
+// lock a packet takes is its session's, which only the control plane (SDP
+// updates, stats) ever contends.
 //
 // media/sdp rewrites and reads the session descriptions; test/bench/relaytest
 // holds the load generator and the rtpengine comparison used by `make bench`.

@@ -65,3 +65,52 @@ func workerStates() []string {
 	}
 	return out
 }
+
+// TestReadBatchRule: single reads for a socket seen now and then, batches
+// for one ready in consecutive rounds, while a batch brings more than one,
+// and for every socket while the worker is behind.
+func TestReadBatchRule(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		e     entry
+		round uint32
+		busy  bool
+		want  bool
+	}{
+		{"50 pps stream", entry{round: 10}, 40, false, false},
+		{"ready again next round", entry{round: 39}, 40, false, true},
+		{"last batch brought several", entry{round: 10, batch: true}, 40, false, true},
+		{"worker behind", entry{round: 10}, 40, true, true},
+	} {
+		w := &worker{round: tc.round, busy: tc.busy}
+		if got := w.readBatch(&tc.e); got != tc.want {
+			t.Errorf("%s: batch %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestBurstRelayedWhole: a queue of packets on one socket (read in batches
+// after the first) all come out, in order, and are counted once each.
+func TestBurstRelayedWhole(t *testing.T) {
+	r := startRelay(t, nil)
+	s, a, b := call(t, r, "burst")
+	b.conn.SetReadBuffer(4 << 20) // read only after the whole burst is sent
+	const n = 200
+	to := local(s.Leg(A))
+	for i := range n {
+		a.send(to, rtpPacket(t, uint16(i), uint32(i)*160, 9, 0, make([]byte, 160)))
+	}
+	for i := range n {
+		got, _, ok := b.tryRecv(2 * time.Second)
+		if !ok {
+			t.Fatalf("packet %d of %d not relayed", i, n)
+		}
+		if seq := int(got[2])<<8 | int(got[3]); seq != i {
+			t.Fatalf("packet %d has sequence %d", i, seq)
+		}
+	}
+	st := s.Stats().Legs
+	if st[A].RX.Packets != n || st[B].TX.Packets != n {
+		t.Errorf("rx %d, tx %d, want %d", st[A].RX.Packets, st[B].TX.Packets, n)
+	}
+}

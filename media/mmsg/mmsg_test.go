@@ -3,6 +3,8 @@ package mmsg
 import (
 	"net/netip"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestEncodeDecode(t *testing.T) {
@@ -66,5 +68,53 @@ func TestBatchLoopback(t *testing.T) {
 	}
 	if _, err := in.Recv(b); err == nil {
 		t.Error("empty socket read without EAGAIN")
+	}
+}
+
+// TestOneLoopback: RecvOne and SendOne carry a datagram and its source, and
+// RecvOne flags a datagram longer than its buffer as cut.
+func TestOneLoopback(t *testing.T) {
+	lo := netip.MustParseAddrPort("127.0.0.1:0")
+	a, err := Bind(lo, SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(a)
+	b, err := Bind(lo, SocketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(b)
+	pa, _ := LocalPort(a)
+	pb, _ := LocalPort(b)
+	var to Name
+	l := Encode(&to, netip.AddrPortFrom(lo.Addr(), pb), false)
+	in := NewBatch(4, 8, 0)
+	if _, err := in.RecvOne(b); err == nil {
+		t.Error("empty socket read without EAGAIN")
+	}
+	for _, tc := range []struct {
+		send  string
+		want  string
+		trunc bool
+	}{{"short", "short", false}, {"eightbyt", "eightbyt", false}, {"too long for it", "too long", true}} {
+		if err := SendOne(a, []byte(tc.send), &to, l); err != nil {
+			t.Fatal(err)
+		}
+		n, err := in.RecvOne(b)
+		if n != 1 || err != nil {
+			t.Fatalf("RecvOne: %d, %v", n, err)
+		}
+		got := string(in.Bufs[0][:in.Lens[0]])
+		trunc := in.Flags[0]&unix.MSG_TRUNC != 0
+		if got != tc.want || trunc != tc.trunc || Decode(&in.Names[0]) != netip.AddrPortFrom(lo.Addr(), pa) {
+			t.Errorf("sent %q: got %q trunc=%v from %v", tc.send, got, trunc, Decode(&in.Names[0]))
+		}
+	}
+	// Recv after RecvOne still arms its own headers.
+	SendOne(a, []byte("x"), &to, l)
+	SendOne(a, []byte("y"), &to, l)
+	if n, err := in.Recv(b); n != 2 || err != nil {
+		t.Fatalf("Recv after RecvOne: %d, %v", n, err)
 	}
 }

@@ -48,6 +48,7 @@ func main() {
 		callRuns = flag.Int("call-runs", 3, "calls: repetitions (fresh processes each); the table gives medians")
 		callProf = flag.String("call-pprof", "", "calls: write edgewise's CPU and allocation profiles of each step into this directory (diagnosis: profiling costs edgewise some CPU)")
 		callPeer = flag.Bool("call-peer", true, "calls: run the peer (Kamailio + rtpengine) after edgewise in each run")
+		relayPin = flag.Bool("relay-pin", true, "relay: pin each relay, every thread, to one CPU (the last this process may use) and the generator to the others, so the suite measures one core of relay rather than a machine shared with the generator")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -81,7 +82,7 @@ func main() {
 		case "token":
 			table, err = tokenSuite(repo)
 		case "relay":
-			table, err = relaySuite(repo)
+			table, err = relaySuite(repo, *relayPin)
 		case "webrtc":
 			table, err = webrtcSuite(repo)
 		case "flood":

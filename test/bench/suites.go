@@ -12,11 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"golang.org/x/sys/unix"
 
 	"github.com/edgewise-sip/edgewise/test/bench/upstreambench"
 	"github.com/edgewise-sip/edgewise/token"
@@ -238,7 +240,9 @@ func tokenSuite(repo string) (string, error) {
 // relaySuite runs test/bench/relaytest's relay benchmark: edgewise's RTP relay and
 // rtpengine (userspace, driven over its ng protocol) with the same generator,
 // (a) many 50 pps G.711 streams, (b) one stream at rising rates, (c) one-way
-// latency at 1,000 calls. It prints its own table.
+// latency at 1,000 calls. It prints its own table. With pin, each relay
+// runs on the last CPU this process may use and the generator on the
+// others (relaybench -relay-cpu); with one CPU nothing is pinned.
 // relayBenchPkg and webrtcBenchPkg are the programs two suites run, relative
 // to the repository root (TestSuiteProgramsExist keeps them true).
 const (
@@ -246,8 +250,21 @@ const (
 	webrtcBenchPkg = "./test/bench/webrtcbench"
 )
 
-func relaySuite(repo string) (string, error) {
-	cmd := exec.Command("go", "run", relayBenchPkg)
+func relaySuite(repo string, pin bool) (string, error) {
+	relayCPU := -1
+	if pin {
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &set); err == nil && set.Count() >= 2 {
+			for c := range len(set) * 64 {
+				if set.IsSet(c) {
+					relayCPU = c
+				}
+			}
+		} else {
+			log.Printf("relay: fewer than two CPUs, nothing to pin the generator to: running unpinned")
+		}
+	}
+	cmd := exec.Command("go", "run", relayBenchPkg, "-relay-cpu", strconv.Itoa(relayCPU))
 	cmd.Dir = repo
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

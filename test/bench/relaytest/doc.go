@@ -10,4 +10,14 @@
 // from the send stamp in each packet to the kernel's receive stamp
 // (SO_TIMESTAMPNS), so polling does not inflate it. Every loop is bounded by
 // the run's end time and by its context.
+//
+// With Suite.RelayCPU set, each relay runs on that one CPU, every thread
+// of it from its first instruction (the fork inherits the mask; a Go relay
+// sizes GOMAXPROCS from it, rtpengine gets --num-threads=1), and the
+// generator on the other CPUs; each step then checks every thread's
+// allowed CPUs and the CPU it last ran on. A step measures one core of
+// relay, not a machine the relay shares with the generator. Each step
+// also records the generator's own CPU and the datagrams dropped at its
+// receive queues, so a step the generator could not drive is marked as
+// its limit rather than the relay's.
 package relaytest

@@ -59,11 +59,24 @@ type Result struct {
 	Late           uint64  // arrived after LateAfter (counted as lost)
 	Loss           float64 // 1 - Received/Sent
 	P50, P99, Max  time.Duration
-	RelayCPU       float64 // cores used by PIDs in the window
-	GenCPU         float64 // cores used by this process in the window
-	BoxCPU         float64 // cores busy machine-wide (user, system, softirq) in the window
-	Background     float64 // cores busy just before the step (set by Suite)
-	Setup          time.Duration
+	RelayCPU       float64   // cores used by PIDs in the window
+	GenCPU         float64   // cores used by this process in the window
+	GenCores       int       // CPUs this process may run on
+	BoxCPU         float64   // cores busy machine-wide (user, system, softirq) in the window
+	CoreBusy       []float64 // per CPU, cores busy in the window (index: CPU number)
+	// GenDrops are datagrams the kernel dropped at the generator's own
+	// receive queues (full: the generator did not read fast enough), from
+	// the window's start until the drain ended; UDPDrops is the same for
+	// every UDP socket of the machine (the relay's included).
+	GenDrops, UDPDrops uint64
+	Background         float64 // cores busy just before the step (set by Suite)
+	Setup              time.Duration
+	// RelayPin and GenPin are set by a pinned Suite: every thread of the
+	// relay and of the generator, checked right after the step.
+	RelayPin, GenPin *PinCheck
+	// Failed are earlier tries of the same step that were not clean
+	// (Suite.Retries), oldest first.
+	Failed []Result
 }
 
 // MaxCleanP99 is the one-way p99 above which a step is not clean, however
@@ -86,6 +99,28 @@ func (r Result) CPUPerPacket() float64 {
 	}
 	return 0
 }
+
+// GeneratorLimited tells a step whose figures are the generator's limit,
+// not the relay's: it sent under 98 % of the schedule, at least half of
+// what was lost was dropped at its own receive queues, or it used 95 % of
+// the CPUs it may run on.
+func (r Result) GeneratorLimited() bool {
+	var lost uint64
+	if r.Sent > r.Received {
+		lost = r.Sent - r.Received
+	}
+	return r.SentPPS < 0.98*r.Offered || (lost > 0 && 2*r.GenDrops >= lost) ||
+		(r.GenCores > 0 && r.GenCPU >= 0.95*float64(r.GenCores))
+}
+
+// OtherCPU is the cores the rest of the machine used in the window: busy
+// time machine-wide less the relay's and the generator's.
+func (r Result) OtherCPU() float64 { return max(0, r.BoxCPU-r.RelayCPU-r.GenCPU) }
+
+// Disturbed tells a step during which other processes used more than a
+// quarter of a core: on a shared machine its failure may not be the
+// relay's.
+func (r Result) Disturbed() bool { return r.OtherCPU() > 0.25 }
 
 // RelayedPPS is the rate that came out of the relay.
 func (r Result) RelayedPPS() float64 {
@@ -277,7 +312,8 @@ func Run(ctx context.Context, l Load) (Result, error) {
 	case <-ctx.Done():
 	}
 	cpu0, gen0 = procCPU(l.PIDs), selfCPU()
-	box0 := boxCPU()
+	box0, core0 := boxCPU(), cpuBusy()
+	drops0, udp0 := genDrops(socks), udpRcvbufErrors()
 	cpuTimer.Reset(time.Duration(winEnd - winStart))
 	select {
 	case <-cpuTimer.C:
@@ -286,6 +322,16 @@ func Run(ctx context.Context, l Load) (Result, error) {
 	res.RelayCPU = (procCPU(l.PIDs) - cpu0).Seconds() / l.Duration.Seconds()
 	res.GenCPU = (selfCPU() - gen0).Seconds() / l.Duration.Seconds()
 	res.BoxCPU = (boxCPU() - box0).Seconds() / l.Duration.Seconds()
+	if core1 := cpuBusy(); len(core1) == len(core0) {
+		res.CoreBusy = make([]float64, len(core0))
+		for i := range core0 {
+			res.CoreBusy[i] = float64(core1[i]-core0[i]) / 100 / l.Duration.Seconds() // USER_HZ
+		}
+	}
+	var mask unix.CPUSet
+	if unix.SchedGetaffinity(0, &mask) == nil {
+		res.GenCores = mask.Count()
+	}
 
 	serr := sg.Wait()
 	// Drain: until 200 ms pass without a packet, at most 2 s.
@@ -298,6 +344,7 @@ func Run(ctx context.Context, l Load) (Result, error) {
 	}
 	stopRecv()
 	rerr := rg.Wait()
+	res.GenDrops, res.UDPDrops = genDrops(socks)-drops0, udpRcvbufErrors()-udp0
 	if err := errors.Join(serr, rerr); err != nil {
 		return res, err
 	}
@@ -322,6 +369,14 @@ func Run(ctx context.Context, l Load) (Result, error) {
 	res.P99 = all.quantile(0.99)
 	res.Max = time.Duration(all.max)
 	return res, ctx.Err()
+}
+
+func genDrops(socks []*genSock) uint64 {
+	var n uint64
+	for _, gs := range socks {
+		n += sockDrops(gs.fd)
+	}
+	return n
 }
 
 func enc(s *stream, ap netip.AddrPort) {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Target is a relay under test, run as its own process so it does not share
@@ -30,8 +32,10 @@ type Rtpengine struct {
 	Addr             string // default 127.0.0.1
 	NGPort           int    // default 19222
 	PortMin, PortMax int    // default 30000-49999
-	Threads          int    // 0: rtpengine's default (one per CPU)
-	Log              io.Writer
+	// Threads is --num-threads. 0: one per CPU it is pinned to (Pin),
+	// else rtpengine's default (one per CPU of the machine).
+	Threads int
+	Log     io.Writer
 
 	// Args are more command-line options, after the defaults.
 	Args []string
@@ -61,8 +65,12 @@ func (r *Rtpengine) Start(ctx context.Context) error {
 		"--port-min=" + strconv.Itoa(r.PortMin), "--port-max=" + strconv.Itoa(r.PortMax),
 		"--delete-delay=0", "--log-level=4", "--timeout=120",
 	}
-	if r.Threads > 0 {
-		args = append(args, "--num-threads="+strconv.Itoa(r.Threads))
+	threads := r.Threads
+	if threads == 0 && r.cpus != nil {
+		threads = r.cpus.Count()
+	}
+	if threads > 0 {
+		args = append(args, "--num-threads="+strconv.Itoa(threads))
 	}
 	args = append(args, r.Args...)
 	return r.start(ctx, r.Bin, args, r.NG(), r.Log)
@@ -72,9 +80,10 @@ func (r *Rtpengine) Start(ctx context.Context) error {
 // BuildRelayd) behind the same ng protocol.
 type Relayd struct {
 	Bin     string
+	Label   string // the name in reports; default "edgewise"
 	Addr    string // default 127.0.0.1
 	NGPort  int    // default 19223
-	Ports   string // default 16000-31999 (8000 pairs: 4000 calls)
+	Ports   string // default 10000-29999 (10,000 pairs: 5,000 calls)
 	Workers int    // 0: GOMAXPROCS
 	// Coalesce is passed to media.Settings (0: off).
 	Coalesce time.Duration
@@ -82,7 +91,12 @@ type Relayd struct {
 	proc
 }
 
-func (r *Relayd) Name() string { return "edgewise" }
+func (r *Relayd) Name() string {
+	if r.Label != "" {
+		return r.Label
+	}
+	return "edgewise"
+}
 
 func (r *Relayd) NG() string { return r.Addr + ":" + strconv.Itoa(r.NGPort) }
 
@@ -94,7 +108,7 @@ func (r *Relayd) Start(ctx context.Context) error {
 		r.NGPort = 19223
 	}
 	if r.Ports == "" {
-		r.Ports = "16000-31999"
+		r.Ports = "10000-29999"
 	}
 	args := []string{"-ng", r.NG(), "-ip", r.Addr, "-ports", r.Ports, "-workers", strconv.Itoa(r.Workers), "-coalesce", r.Coalesce.String()}
 	return r.start(ctx, r.Bin, args, r.NG(), r.Log)
@@ -115,7 +129,12 @@ func BuildRelayd(ctx context.Context, dir string) (string, error) {
 type proc struct {
 	cmd  *exec.Cmd
 	done chan error
+	cpus *unix.CPUSet // nil: not pinned
 }
+
+// Pin makes the next Start run the process, every thread of it, on set
+// only.
+func (p *proc) Pin(set unix.CPUSet) { p.cpus = &set }
 
 func (p *proc) start(ctx context.Context, bin string, args []string, ng string, log io.Writer) error {
 	if log == nil {
@@ -124,7 +143,7 @@ func (p *proc) start(ctx context.Context, bin string, args []string, ng string, 
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = log, log
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	if err := startPinned(p.cmd, p.cpus); err != nil {
 		return err
 	}
 	p.done = make(chan error, 1)

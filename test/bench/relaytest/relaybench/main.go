@@ -2,7 +2,7 @@
 // and rtpengine (userspace) side by side, driven by the same generator over
 // the same ng control protocol — and prints a Markdown table.
 //
-//	go run ./media/relaytest/relaybench [-step 10s] [-out bench-results]
+//	go run ./test/bench/relaytest/relaybench [-step 10s] [-relay-cpu 1] [-out bench-results]
 package main
 
 import (
@@ -33,6 +33,11 @@ func main() {
 		workers = flag.Int("workers", 0, "edgewise packet workers (0: GOMAXPROCS)")
 		coal    = flag.Duration("coalesce", 0, "edgewise worker nap under load (0: off)")
 		quiet   = flag.Duration("quiet-wait", s.QuietWait, "before each step, wait this long at most for an idle machine")
+		pin     = flag.Int("relay-cpu", s.RelayCPU, "pin each relay, every thread, to this CPU and the generator to the others (-1: no pinning)")
+		rtpeThr = flag.Int("rtpengine-threads", 0, "rtpengine --num-threads (0: one per CPU it may use: 1 when pinned)")
+		retries = flag.Int("retries", s.Retries, "run a failed step this many times more before a series stops")
+		relayd  = flag.String("relayd", "", "edgewise relayd binary (empty: build it from this tree)")
+		also    = flag.String("also", "", "more relayd builds to measure after the others, label=binary,... (e.g. before=/tmp/relayd-old)")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -43,7 +48,7 @@ func main() {
 	if s.SingleRates, err = parseInts(*rates); err != nil {
 		log.Fatal(err)
 	}
-	s.Step, s.LatencyCalls, s.QuietWait, s.Log = *step, *latency, *quiet, os.Stderr
+	s.Step, s.LatencyCalls, s.QuietWait, s.RelayCPU, s.Retries, s.Log = *step, *latency, *quiet, *pin, *retries, os.Stderr
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -54,16 +59,30 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	bin, err := relaytest.BuildRelayd(ctx, dir)
-	if err != nil {
-		log.Fatal(err)
+	bin := *relayd
+	if bin == "" {
+		if bin, err = relaytest.BuildRelayd(ctx, dir); err != nil {
+			log.Fatal(err)
+		}
 	}
 	var targets []relaytest.Target
 	if *only == "" || *only == "edgewise" {
 		targets = append(targets, &relaytest.Relayd{Bin: bin, Workers: *workers, Coalesce: *coal, Log: os.Stderr})
 	}
 	if *only == "" || *only == "rtpengine" {
-		targets = append(targets, &relaytest.Rtpengine{Bin: *rtpe, Log: os.Stderr})
+		targets = append(targets, &relaytest.Rtpengine{Bin: *rtpe, Threads: *rtpeThr, Log: os.Stderr})
+	}
+	for i, lb := range strings.Split(*also, ",") {
+		if lb == "" {
+			continue
+		}
+		label, b, ok := strings.Cut(lb, "=")
+		if !ok {
+			log.Fatalf("-also %q: want label=binary", lb)
+		}
+		// Sessions bind their ports only while a step runs, so every
+		// relayd can share the default range; each needs its own ng port.
+		targets = append(targets, &relaytest.Relayd{Bin: b, Label: label, NGPort: 19224 + i, Workers: *workers, Coalesce: *coal, Log: os.Stderr})
 	}
 	rep, err := s.Run(ctx, targets...)
 	table := rep.Table()
