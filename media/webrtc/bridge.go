@@ -76,6 +76,13 @@ type Bridge struct {
 	toPlain   atomic.Pointer[ptMap]
 	state     atomic.Pointer[connState]
 
+	// The media fast path (fastpath.go).
+	secrets dtlsSecrets
+	fast    atomic.Pointer[fastPath]
+	fastOff atomic.Bool                    // not for this call (edgewise is the DTLS client, or keys never matched)
+	peer    atomic.Pointer[netip.AddrPort] // the browser's address on the selected pair
+	pionSeq atomic.Int32                   // last RTP sequence number pion delivered, -1 none
+
 	events chan event
 	done   chan struct{} // closed by Close
 	failed chan struct{} // closed on failure
@@ -103,6 +110,7 @@ func newBridge(h *Hub, seq uint64) (*Bridge, error) {
 		failed:  make(chan struct{}),
 	}
 	b.log = h.log.With("bridge", b.id)
+	b.pionSeq.Store(-1)
 	b.state.Store(&connState{ice: pion.ICEConnectionStateNew, dtls: pion.DTLSTransportStateNew})
 	b.wg.Add(2)
 	go b.monitor()
@@ -367,7 +375,7 @@ func (b *Bridge) newPC(codecs []sdp.Codec) error {
 			return fmt.Errorf("webrtc: codec %s: %w", c.Key(), err)
 		}
 	}
-	api, err := b.h.api(me)
+	api, err := b.h.api(me, &b.secrets)
 	if err != nil {
 		return err
 	}
@@ -379,6 +387,10 @@ func (b *Bridge) newPC(codecs []sdp.Codec) error {
 		Certificates:  []pion.Certificate{cert},
 		BundlePolicy:  pion.BundlePolicyMaxBundle,
 		RTCPMuxPolicy: pion.RTCPMuxPolicyRequire,
+		// No header extensions are negotiated, so cryptex (RFC 9335) would
+		// protect nothing; without it the fast path's SRTP contexts need no
+		// per-direction cryptex modes.
+		RTPHeaderEncryptionPolicy: pion.RTPHeaderEncryptionPolicyDisable,
 	})
 	if err != nil {
 		return fmt.Errorf("webrtc: peer connection: %w", err)
@@ -388,7 +400,11 @@ func (b *Bridge) newPC(codecs []sdp.Codec) error {
 	pc.SCTP().Transport().OnStateChange(func(s pion.DTLSTransportState) { b.post(event{kind: evDTLS, dtls: s}) })
 	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(p *pion.ICECandidatePair) {
 		if p != nil && p.Remote != nil {
-			b.post(event{kind: evPair, pair: net.JoinHostPort(p.Remote.Address, strconv.Itoa(int(p.Remote.Port)))})
+			e := event{kind: evPair, pair: net.JoinHostPort(p.Remote.Address, strconv.Itoa(int(p.Remote.Port)))}
+			if a, err := netip.ParseAddr(p.Remote.Address); err == nil {
+				e.peer = netip.AddrPortFrom(a, p.Remote.Port)
+			}
+			b.post(e)
 		}
 	})
 	pc.OnTrack(b.onTrack)
@@ -457,6 +473,7 @@ func (b *Bridge) Close() error {
 		stop()
 	}
 	close(b.done)
+	b.stopFast()
 	var errs []error
 	if pc != nil {
 		errs = append(errs, pc.Close())

@@ -36,6 +36,9 @@ type Hub struct {
 	log  *slog.Logger
 	conn *net.UDPConn
 	mux  *ice.UDPMuxDefault
+	// fast maps a browser's address (netip.AddrPort) to the *Bridge whose
+	// fast path reads its RTP off conn.
+	fast sync.Map
 	logs pionLogs
 
 	mu       sync.Mutex
@@ -67,7 +70,8 @@ func NewHub(set Settings, log *slog.Logger) (*Hub, error) {
 	}
 	_ = conn.SetWriteBuffer(set.SocketBuffer)
 	h := &Hub{set: set, log: log, conn: conn, logs: pionLogs{log: log}, bridges: make(map[*Bridge]struct{})}
-	h.mux = ice.NewUDPMuxDefault(ice.UDPMuxParams{Logger: h.logs.NewLogger("udpmux"), UDPConn: conn})
+	fc := &fastConn{UDPConn: conn, h: h, dec: make([]byte, 0, 8192)}
+	h.mux = ice.NewUDPMuxDefault(ice.UDPMuxParams{Logger: h.logs.NewLogger("udpmux"), UDPConn: fc})
 	return h, nil
 }
 
@@ -198,8 +202,15 @@ func (h *Hub) certificate() (pion.Certificate, error) {
 // api builds the pion API of one bridge: its own media engine (the codecs
 // of this call, numbered as negotiated), no interceptors (payload is
 // passed through, not repaired or paced), ICE-lite on the shared mux.
-func (h *Hub) api(me *pion.MediaEngine) (*pion.API, error) {
+func (h *Hub) api(me *pion.MediaEngine, secrets *dtlsSecrets) (*pion.API, error) {
 	var se pion.SettingEngine
+	// The DTLS server role and these two hooks let the bridge derive the
+	// SRTP keys for its fast path (fastpath.go).
+	if err := se.SetAnsweringDTLSRole(pion.DTLSRoleServer); err != nil {
+		return nil, fmt.Errorf("webrtc: dtls role: %w", err)
+	}
+	se.SetDTLSServerHelloMessageHook(secrets.serverHello)
+	se.SetDTLSKeyLogWriter(secrets)
 	se.LoggerFactory = h.logs
 	se.SetLite(true)
 	se.SetICEUDPMux(h.mux)

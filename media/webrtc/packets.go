@@ -1,6 +1,7 @@
 package webrtc
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"sync/atomic"
@@ -91,6 +92,18 @@ func (b *Bridge) readPlain() {
 			continue
 		}
 		hdr.SSRC, hdr.PayloadType = bd.ssrc, uint8(pt)
+		if b.fast.Load() != nil {
+			pkt[1] = pkt[1]&0x80 | uint8(pt)
+			setSSRC(pkt, bd.ssrc)
+			if handled, err := b.fastOut(pkt, &hdr); handled {
+				if err != nil {
+					b.c.drop(dropSendError)
+				} else {
+					b.c.srtp.tx(n)
+				}
+				continue
+			}
+		}
 		w, err := bd.w.WriteRTP(&hdr, pkt[hl:])
 		switch {
 		case err != nil:
@@ -162,6 +175,12 @@ func (b *Bridge) readBrowser(track *pion.TrackRemote) {
 		if err != nil {
 			return // pion closes the track with the connection
 		}
+		if f := b.fast.Load(); f != nil && f.verified.Load() {
+			// The fast path carries the browser's RTP now; what still
+			// comes this way was in pion's pipeline at the handover, or is
+			// a replay the fast path refused.
+			continue
+		}
 		b.c.srtp.rx(n)
 		r := b.remote.Load()
 		m := b.toPlain.Load()
@@ -175,6 +194,7 @@ func (b *Bridge) readBrowser(track *pion.TrackRemote) {
 			continue
 		}
 		buf[1] = buf[1]&0x80 | uint8(pt)
+		b.pionSeq.Store(int32(binary.BigEndian.Uint16(buf[2:4])))
 		if _, err := b.plain.WriteToUDPAddrPort(buf[:n], r.rtp); err != nil {
 			b.c.drop(dropSendError)
 			continue
