@@ -49,7 +49,7 @@ type Bridge struct {
 	h       *Hub
 	id      string
 	log     *slog.Logger
-	plain   *net.UDPConn
+	plain   *plainSock
 	local   netip.AddrPort
 	sessID  uint64
 	created time.Time
@@ -57,7 +57,8 @@ type Bridge struct {
 	mu           sync.Mutex
 	stopCtx      func() bool // ends the context watch
 	pc           *pion.PeerConnection
-	engine       []sdp.Codec // codecs in pc's media engine (fixed for the call)
+	pcA          atomic.Pointer[pion.PeerConnection] // pc, for the packet paths without mu
+	engine       []sdp.Codec                         // codecs in pc's media engine (fixed for the call)
 	pending      pending
 	browserOffer string      // the browser's pending offer, at sendrecv for pion
 	offerCodecs  []sdp.Codec // its codecs (browser numbering)
@@ -82,6 +83,8 @@ type Bridge struct {
 	fastOff atomic.Bool                    // not for this call (edgewise is the DTLS client, or keys never matched)
 	peer    atomic.Pointer[netip.AddrPort] // the browser's address on the selected pair
 	pionSeq atomic.Int32                   // last RTP sequence number pion delivered, -1 none
+	widx    int32                          // the plain worker's index of this bridge (worker only)
+	pionq   chan []byte                    // for pionOut
 
 	events chan event
 	done   chan struct{} // closed by Close
@@ -92,7 +95,7 @@ type Bridge struct {
 }
 
 func newBridge(h *Hub, seq uint64) (*Bridge, error) {
-	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(h.set.PlainIP, 0)))
+	sock, err := openPlain(h.set.PlainIP)
 	if err != nil {
 		return nil, fmt.Errorf("webrtc: plain socket: %w", err)
 	}
@@ -101,8 +104,10 @@ func newBridge(h *Hub, seq uint64) (*Bridge, error) {
 	b := &Bridge{
 		h:       h,
 		id:      "wrtc-" + strconv.FormatUint(seq, 10),
-		plain:   conn,
-		local:   conn.LocalAddr().(*net.UDPAddr).AddrPort(),
+		plain:   sock,
+		local:   sock.local,
+		widx:    -1,
+		pionq:   make(chan []byte, pionQueue),
 		sessID:  binary.BigEndian.Uint64(r[:]) >> 2, // SDP wants a number that fits int64
 		created: time.Now(),
 		events:  make(chan event, 64),
@@ -114,7 +119,8 @@ func newBridge(h *Hub, seq uint64) (*Bridge, error) {
 	b.state.Store(&connState{ice: pion.ICEConnectionStateNew, dtls: pion.DTLSTransportStateNew})
 	b.wg.Add(2)
 	go b.monitor()
-	go b.readPlain()
+	go b.pionOut()
+	h.worker.submit(workerCmd{b: b, add: true})
 	return b, nil
 }
 
@@ -409,6 +415,7 @@ func (b *Bridge) newPC(codecs []sdp.Codec) error {
 	})
 	pc.OnTrack(b.onTrack)
 	b.pc, b.engine = pc, codecs
+	b.pcA.Store(pc)
 	return nil
 }
 
@@ -478,7 +485,8 @@ func (b *Bridge) Close() error {
 	if pc != nil {
 		errs = append(errs, pc.Close())
 	}
-	errs = append(errs, b.plain.Close())
+	b.h.worker.submit(workerCmd{b: b})
+	errs = append(errs, b.plain.close())
 	b.wg.Wait()
 	b.h.forget(b)
 	return errors.Join(errs...)

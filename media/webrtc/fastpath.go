@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/crypto/prf"
@@ -20,6 +21,9 @@ import (
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
+	"golang.org/x/sys/unix"
+
+	"github.com/edgewise-sip/edgewise/media/mmsg"
 )
 
 // The media fast path. pion hands a browser's packet through five
@@ -150,7 +154,12 @@ func (s *dtlsSecrets) contexts() (rx, tx *srtp.Context, err error) {
 		return nil, nil, errNoSecrets
 	}
 	cfg := srtp.Config{Profile: profile}
-	if err := cfg.ExtractSessionKeysFromDTLS(s, false); err != nil {
+	err = cfg.ExtractSessionKeysFromDTLS(s, false)
+	s.mu.Lock()
+	clear(s.master) // the SRTP keys are all the bridge needs from it
+	s.master = nil
+	s.mu.Unlock()
+	if err != nil {
 		return nil, nil, err
 	}
 	rx, err = srtp.CreateContext(cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt, profile, srtp.SRTPReplayProtection(64))
@@ -165,7 +174,7 @@ func (s *dtlsSecrets) contexts() (rx, tx *srtp.Context, err error) {
 }
 
 // fastPath is one bridge's own SRTP state. rx and its fields are used only
-// by the shared socket's reader goroutine, tx only by readPlain.
+// by the shared socket's reader goroutine, tx only by the plain worker.
 type fastPath struct {
 	rx, tx   *srtp.Context
 	rxHdr    rtp.Header
@@ -173,16 +182,33 @@ type fastPath struct {
 	failures int
 	handed   int // fast-path packets since the handover (up to handoverWindow)
 	given    bool
-	txBuf    []byte
 }
 
 // fastConn is the shared socket as pion's UDP mux reads it: datagrams a
-// bridge's fast path claims never reach the mux.
+// bridge's fast path claims never reach the mux. It reads with recvmmsg,
+// a batch per system call.
 type fastConn struct {
 	*net.UDPConn
-	h   *Hub
-	dec []byte // decryption scratch of the one reader
+	h     *Hub
+	rc    syscall.RawConn
+	batch *mmsg.Batch
+	next  int
+	n     int
+	dec   []byte // decryption scratch of the one reader
 }
+
+func newFastConn(conn *net.UDPConn, h *Hub) (*fastConn, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return &fastConn{UDPConn: conn, h: h, rc: rc, batch: mmsg.NewBatch(workerBatch, sharedMTU, 0),
+		dec: make([]byte, 0, sharedMTU)}, nil
+}
+
+// sharedMTU is the largest datagram read from the shared socket (pion's
+// own receive MTU).
+const sharedMTU = 8192
 
 var _ interface {
 	ReadFromAddrPort([]byte) (int, netip.AddrPort, error)
@@ -190,16 +216,41 @@ var _ interface {
 } = (*fastConn)(nil)
 
 // ReadFromAddrPort is what pion's mux reads through (its allocation-free
-// interface); ReadFrom the same for any other caller.
+// interface); ReadFrom the same for any other caller. Only the mux's one
+// reader goroutine calls it.
 func (c *fastConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	for {
-		n, src, err := c.UDPConn.ReadFromUDPAddrPort(p)
-		if err != nil || n < 12 || p[0]>>6 != 2 || isRTCP(p[1]) {
-			return n, src, err
+		for c.next < c.n {
+			i := c.next
+			c.next++
+			if c.batch.Flags[i]&unix.MSG_TRUNC != 0 {
+				continue
+			}
+			pkt := c.batch.Bufs[i][:c.batch.Lens[i]]
+			src := mmsg.Decode(&c.batch.Names[i])
+			if len(pkt) >= 12 && pkt[0]>>6 == 2 && !isRTCP(pkt[1]) {
+				if v, ok := c.h.fast.Load(src); ok && v.(*Bridge).fastIn(pkt, c.dec) {
+					continue
+				}
+			}
+			return copy(p, pkt), src, nil
 		}
-		v, ok := c.h.fast.Load(unmapped(src))
-		if !ok || !v.(*Bridge).fastIn(p[:n], c.dec) {
-			return n, src, nil
+		var rerr error
+		err := c.rc.Read(func(fd uintptr) bool {
+			c.n, rerr = c.batch.Recv(int(fd))
+			return !errors.Is(rerr, unix.EAGAIN) // EAGAIN: park until readable
+		})
+		c.next = 0
+		if err != nil {
+			c.n = 0
+			return 0, netip.AddrPort{}, err
+		}
+		if rerr != nil {
+			c.n = 0
+			if errors.Is(rerr, unix.EINTR) {
+				continue
+			}
+			return 0, netip.AddrPort{}, rerr
 		}
 	}
 }
@@ -235,7 +286,7 @@ func (b *Bridge) startFast(peer netip.AddrPort) {
 			b.fastOff.Store(true)
 			return
 		}
-		b.fast.Store(&fastPath{rx: rx, tx: tx, txBuf: make([]byte, 0, maxPacket+64)})
+		b.fast.Store(&fastPath{rx: rx, tx: tx})
 	}
 	if old := b.peer.Swap(&peer); old != nil && *old != peer {
 		b.h.fast.CompareAndDelete(*old, b)
@@ -296,33 +347,12 @@ func (b *Bridge) fastIn(pkt, dec []byte) bool {
 		return true
 	}
 	out[1] = out[1]&0x80 | uint8(pt)
-	if _, err := b.plain.WriteToUDPAddrPort(out, r.rtp); err != nil {
+	if err := b.plain.writeTo(out, r.rtp); err != nil {
 		b.c.drop(dropSendError)
 		return true
 	}
 	b.c.plain.tx(len(out))
 	return true
-}
-
-// fastOut encrypts one RTP packet toward the browser with the bridge's own
-// context; false when the fast path is not (yet) carrying the call.
-// hdr is pkt's parsed header, pkt already carries the browser's SSRC and
-// payload type.
-func (b *Bridge) fastOut(pkt []byte, hdr *rtp.Header) (handled bool, err error) {
-	f := b.fast.Load()
-	if f == nil || !f.verified.Load() {
-		return false, nil
-	}
-	peer := b.peer.Load()
-	if peer == nil {
-		return false, nil
-	}
-	enc, err := f.tx.EncryptRTP(f.txBuf[:0], pkt, hdr)
-	if err != nil {
-		return true, err
-	}
-	_, err = b.h.conn.WriteToUDPAddrPort(enc, *peer)
-	return true, err
 }
 
 // setSSRC writes ssrc into an RTP packet's header.

@@ -64,7 +64,7 @@ var chromeCodecs = []sdp.Codec{
 	{PT: 126, Name: "telephone-event", Rate: 8000, Fmtp: "0-16"},
 }
 
-func newBrowser(t testing.TB, codecs []sdp.Codec) *browser {
+func newBrowser(t testing.TB, codecs []sdp.Codec, tweaks ...func(*pion.SettingEngine)) *browser {
 	t.Helper()
 	me := &pion.MediaEngine{}
 	for _, c := range codecs {
@@ -78,6 +78,9 @@ func newBrowser(t testing.TB, codecs []sdp.Codec) *browser {
 	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
 	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
 	se.LoggerFactory = pionLogs{log: testLogger().With("side", "browser")}
+	for _, tw := range tweaks {
+		tw(&se)
+	}
 	api := pion.NewAPI(pion.WithMediaEngine(me), pion.WithSettingEngine(se),
 		pion.WithInterceptorRegistry(&interceptor.Registry{}))
 	pc, err := api.NewPeerConnection(pion.Configuration{})

@@ -36,6 +36,8 @@ type Hub struct {
 	log  *slog.Logger
 	conn *net.UDPConn
 	mux  *ice.UDPMuxDefault
+	// worker serves every bridge's plain socket (worker.go).
+	worker *plainWorker
 	// fast maps a browser's address (netip.AddrPort) to the *Bridge whose
 	// fast path reads its RTP off conn.
 	fast sync.Map
@@ -70,7 +72,15 @@ func NewHub(set Settings, log *slog.Logger) (*Hub, error) {
 	}
 	_ = conn.SetWriteBuffer(set.SocketBuffer)
 	h := &Hub{set: set, log: log, conn: conn, logs: pionLogs{log: log}, bridges: make(map[*Bridge]struct{})}
-	fc := &fastConn{UDPConn: conn, h: h, dec: make([]byte, 0, 8192)}
+	fc, err := newFastConn(conn, h)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("webrtc: shared socket: %w", err)
+	}
+	if h.worker, err = newPlainWorker(conn, log); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
 	h.mux = ice.NewUDPMuxDefault(ice.UDPMuxParams{Logger: h.logs.NewLogger("udpmux"), UDPConn: fc})
 	return h, nil
 }
@@ -95,6 +105,7 @@ func (h *Hub) Close() error {
 	for _, b := range bridges {
 		_ = b.Close()
 	}
+	h.worker.close()
 	return h.mux.Close()
 }
 

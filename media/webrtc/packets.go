@@ -2,8 +2,6 @@ package webrtc
 
 import (
 	"encoding/binary"
-	"errors"
-	"net"
 	"sync/atomic"
 
 	"github.com/pion/rtcp"
@@ -50,31 +48,32 @@ func (t *plainTrack) Kind() pion.RTPCodecType { return pion.RTPCodecTypeAudio }
 // RTCP packet types 192–223 fall where RTP would have marker + PT 64–95).
 func isRTCP(b byte) bool { return b >= 192 && b <= 223 }
 
-// readPlain relays what the plain peer (the relay's leg A) sends toward the
-// browser.
-func (b *Bridge) readPlain() {
+// toPion queues a datagram from the plain side for pionOut: RTCP, and RTP
+// until the fast path carries the call. A full queue drops.
+func (b *Bridge) toPion(pkt []byte) {
+	select {
+	case b.pionq <- append([]byte(nil), pkt...):
+	default:
+		b.c.drop(dropSendError)
+	}
+}
+
+// pionOut sends what toPion queued through pion: the far end's RTCP, and
+// RTP while the bridge's own SRTP context is not yet proven.
+func (b *Bridge) pionOut() {
 	defer b.wg.Done()
-	buf := make([]byte, maxPacket)
 	var hdr rtp.Header
 	for {
-		n, _, err := b.plain.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		pkt := buf[:n]
-		if n < 8 || pkt[0]>>6 != 2 {
-			b.c.drop(dropMalformed)
-			continue
+		var pkt []byte
+		select {
+		case <-b.done:
+			return
+		case pkt = <-b.pionq:
 		}
 		if isRTCP(pkt[1]) {
-			b.c.plain.rxRTCP(n)
 			b.rtcpToBrowser(pkt)
 			continue
 		}
-		b.c.plain.rx(n)
 		bd := b.track.bound.Load()
 		m := b.toBrowser.Load()
 		if bd == nil || m == nil {
@@ -92,18 +91,6 @@ func (b *Bridge) readPlain() {
 			continue
 		}
 		hdr.SSRC, hdr.PayloadType = bd.ssrc, uint8(pt)
-		if b.fast.Load() != nil {
-			pkt[1] = pkt[1]&0x80 | uint8(pt)
-			setSSRC(pkt, bd.ssrc)
-			if handled, err := b.fastOut(pkt, &hdr); handled {
-				if err != nil {
-					b.c.drop(dropSendError)
-				} else {
-					b.c.srtp.tx(n)
-				}
-				continue
-			}
-		}
 		w, err := bd.w.WriteRTP(&hdr, pkt[hl:])
 		switch {
 		case err != nil:
@@ -111,7 +98,7 @@ func (b *Bridge) readPlain() {
 		case w == 0:
 			b.c.drop(dropNotReady) // DTLS not up yet
 		default:
-			b.c.srtp.tx(n)
+			b.c.srtp.tx(len(pkt))
 		}
 	}
 }
@@ -144,9 +131,7 @@ func (b *Bridge) rtcpToBrowser(pkt []byte) {
 	if len(out) == 0 {
 		return
 	}
-	b.mu.Lock()
-	pc := b.pc
-	b.mu.Unlock()
+	pc := b.pcA.Load()
 	if pc == nil || pc.WriteRTCP(out) != nil {
 		b.c.drop(dropSendError)
 		return
@@ -195,7 +180,7 @@ func (b *Bridge) readBrowser(track *pion.TrackRemote) {
 		}
 		buf[1] = buf[1]&0x80 | uint8(pt)
 		b.pionSeq.Store(int32(binary.BigEndian.Uint16(buf[2:4])))
-		if _, err := b.plain.WriteToUDPAddrPort(buf[:n], r.rtp); err != nil {
+		if err := b.plain.writeTo(buf[:n], r.rtp); err != nil {
 			b.c.drop(dropSendError)
 			continue
 		}
@@ -219,7 +204,7 @@ func (b *Bridge) readBrowserRTCP(recv *pion.RTPReceiver) {
 		if r == nil {
 			continue
 		}
-		if _, err := b.plain.WriteToUDPAddrPort(buf[:n], r.rtcp); err == nil {
+		if err := b.plain.writeTo(buf[:n], r.rtcp); err == nil {
 			b.c.plain.txRTCP(n)
 		}
 	}
