@@ -83,6 +83,7 @@ type Bridge struct {
 	fastOff atomic.Bool                    // not for this call (edgewise is the DTLS client, or keys never matched)
 	peer    atomic.Pointer[netip.AddrPort] // the browser's address on the selected pair
 	pionSeq atomic.Int32                   // last RTP sequence number pion delivered, -1 none
+	trackUp atomic.Bool                    // onTrack ran: readBrowserRTCP relays the browser's RTCP
 	widx    int32                          // the plain worker's index of this bridge (worker only)
 	pionq   chan []byte                    // for pionOut
 

@@ -305,7 +305,10 @@ func (b *Bridge) stopFast() {
 // hands it to pion. dec is the reader's scratch buffer.
 func (b *Bridge) fastIn(pkt, dec []byte) bool {
 	f := b.fast.Load()
-	if f == nil || f.given {
+	if f == nil || f.given || !b.trackUp.Load() {
+		// Until pion has announced the browser's track, its RTP goes
+		// through pion: that starts the track's RTCP reader, and an
+		// SSRC the description did not declare is only learnt there.
 		return false
 	}
 	out, err := f.rx.DecryptRTP(dec[:0], pkt, &f.rxHdr)

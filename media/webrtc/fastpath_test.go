@@ -14,6 +14,7 @@ import (
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/crypto/selfsign"
+	"github.com/pion/rtcp"
 	pion "github.com/pion/webrtc/v4"
 
 	"github.com/edgewise-sip/edgewise/media/sdp"
@@ -156,6 +157,37 @@ func TestFastPathCarriesMedia(t *testing.T) {
 				t.Errorf("path %q dropped %v, want path %q and no srtp_auth drops", st.Path, st.Dropped, tc.wantPath)
 			}
 		})
+	}
+}
+
+// TestRTCPBothWays: with the fast path carrying RTP, RTCP still goes
+// through pion both ways: the far end's sender report reaches the browser
+// under the SSRC it knows, the browser's reaches the far end.
+func TestRTCPBothWays(t *testing.T) {
+	h := newTestHub(t, nil)
+	br := newBrowser(t, chromeCodecs)
+	f := newFar(t)
+	b, _, _ := connectOutbound(t, h, br, f, g711)
+	flow(t, "browser → far", func(s uint16) bool { return br.send(0, s) }, func() uint64 { return f.got(0) }, 20)
+	flow(t, "far → browser", func(s uint16) bool { return f.send(0, s) }, func() uint64 { return br.got(0) }, 20)
+	if p := b.Stats().Path; p != "bridge" {
+		t.Fatalf("path %q, want bridge", p)
+	}
+	farSR, err := (&rtcp.SenderReport{SSRC: 0xfa5e, PacketCount: 20}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	flow(t, "far → browser RTCP", func(uint16) bool {
+		_, err := f.conn.WriteToUDPAddrPort(farSR, b.PlainAddr())
+		return err == nil
+	}, br.rtcp.Load, 3)
+	flow(t, "browser → far RTCP", func(uint16) bool {
+		bd := br.track.bound.Load()
+		return bd != nil && br.pc.WriteRTCP([]rtcp.Packet{&rtcp.SenderReport{SSRC: bd.ssrc, PacketCount: 20}}) == nil
+	}, f.rtcp.Load, 3)
+	st := b.Stats()
+	if st.SRTP.Tx.RTCPPackets == 0 || st.RTP.Tx.RTCPPackets == 0 {
+		t.Errorf("RTCP counters: %+v", st)
 	}
 }
 

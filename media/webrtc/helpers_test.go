@@ -54,6 +54,7 @@ type browser struct {
 	track plainTrack // lets the test send any payload type
 	byPT  [128]atomic.Uint64
 	ssrc  atomic.Uint32
+	rtcp  atomic.Uint64 // RTCP about the bridge's stream
 	wg    sync.WaitGroup
 }
 
@@ -88,8 +89,18 @@ func newBrowser(t testing.TB, codecs []sdp.Codec, tweaks ...func(*pion.SettingEn
 		t.Fatal(err)
 	}
 	br := &browser{t: t, pc: pc}
-	pc.OnTrack(func(tr *pion.TrackRemote, _ *pion.RTPReceiver) {
-		br.wg.Add(1)
+	pc.OnTrack(func(tr *pion.TrackRemote, recv *pion.RTPReceiver) {
+		br.wg.Add(2)
+		go func() {
+			defer br.wg.Done()
+			buf := make([]byte, maxPacket)
+			for {
+				if _, _, err := recv.Read(buf); err != nil {
+					return
+				}
+				br.rtcp.Add(1)
+			}
+		}()
 		go func() {
 			defer br.wg.Done()
 			buf := make([]byte, maxPacket)

@@ -222,6 +222,10 @@ func (h *Hub) api(me *pion.MediaEngine, secrets *dtlsSecrets) (*pion.API, error)
 	}
 	se.SetDTLSServerHelloMessageHook(secrets.serverHello)
 	se.SetDTLSKeyLogWriter(secrets)
+	// The track of an SSRC the browser's description declares is
+	// announced as soon as DTLS is up, not on its first packet: the fast
+	// path claims that packet.
+	se.SetFireOnTrackBeforeFirstRTP(true)
 	se.LoggerFactory = h.logs
 	se.SetLite(true)
 	se.SetICEUDPMux(h.mux)

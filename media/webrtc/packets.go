@@ -150,6 +150,7 @@ func (b *Bridge) onTrack(track *pion.TrackRemote, recv *pion.RTPReceiver) {
 	b.wg.Add(2)
 	go b.readBrowser(track)
 	go b.readBrowserRTCP(recv)
+	b.trackUp.Store(true)
 }
 
 func (b *Bridge) readBrowser(track *pion.TrackRemote) {
