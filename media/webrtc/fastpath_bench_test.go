@@ -19,6 +19,7 @@ type fastPathBench struct {
 	b       *Bridge
 	browser *srtp.Context // encrypts as the browser would
 	sink    *net.UDPConn
+	check   *srtp.Context
 }
 
 func newFastPathBench(tb testing.TB) *fastPathBench {
@@ -61,8 +62,15 @@ func newFastPathBench(tb testing.TB) *fastPathBench {
 	b.toPlain.Store(newPTMap([]sdp.Codec{pcmu}, []sdp.Codec{pcmu}))
 	b.toBrowser.Store(newPTMap([]sdp.Codec{pcmu}, []sdp.Codec{pcmu}))
 	b.track.bound.Store(&binding{ssrc: 0x1234})
-	return &fastPathBench{h: h, b: b, browser: browser, sink: sink}
+	check, err := srtp.CreateContext(key, salt, p, srtp.SRTPNoReplayProtection())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &fastPathBench{h: h, b: b, browser: browser, sink: sink, check: check}
 }
+
+// rx is a context keyed as the bridge's rx, for checking what is authentic.
+func (fb *fastPathBench) rx() *srtp.Context { return fb.check }
 
 func rtpPacket(seq uint16) []byte {
 	raw, _ := (&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: seq,
