@@ -49,7 +49,7 @@ type Bridge struct {
 	h       *Hub
 	id      string
 	log     *slog.Logger
-	plain   *net.UDPConn
+	plain   *plainSock
 	local   netip.AddrPort
 	sessID  uint64
 	created time.Time
@@ -57,7 +57,8 @@ type Bridge struct {
 	mu           sync.Mutex
 	stopCtx      func() bool // ends the context watch
 	pc           *pion.PeerConnection
-	engine       []sdp.Codec // codecs in pc's media engine (fixed for the call)
+	pcA          atomic.Pointer[pion.PeerConnection] // pc, for the packet paths without mu
+	engine       []sdp.Codec                         // codecs in pc's media engine (fixed for the call)
 	pending      pending
 	browserOffer string      // the browser's pending offer, at sendrecv for pion
 	offerCodecs  []sdp.Codec // its codecs (browser numbering)
@@ -76,6 +77,16 @@ type Bridge struct {
 	toPlain   atomic.Pointer[ptMap]
 	state     atomic.Pointer[connState]
 
+	// The media fast path (fastpath.go).
+	secrets dtlsSecrets
+	fast    atomic.Pointer[fastPath]
+	fastOff atomic.Bool                    // not for this call (edgewise is the DTLS client, or keys never matched)
+	peer    atomic.Pointer[netip.AddrPort] // the browser's address on the selected pair
+	pionSeq atomic.Int32                   // last RTP sequence number pion delivered, -1 none
+	trackUp atomic.Bool                    // onTrack ran: readBrowserRTCP relays the browser's RTCP
+	widx    int32                          // the plain worker's index of this bridge (worker only)
+	pionq   chan []byte                    // for pionOut
+
 	events chan event
 	done   chan struct{} // closed by Close
 	failed chan struct{} // closed on failure
@@ -85,7 +96,7 @@ type Bridge struct {
 }
 
 func newBridge(h *Hub, seq uint64) (*Bridge, error) {
-	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(h.set.PlainIP, 0)))
+	sock, err := openPlain(h.set.PlainIP)
 	if err != nil {
 		return nil, fmt.Errorf("webrtc: plain socket: %w", err)
 	}
@@ -94,8 +105,10 @@ func newBridge(h *Hub, seq uint64) (*Bridge, error) {
 	b := &Bridge{
 		h:       h,
 		id:      "wrtc-" + strconv.FormatUint(seq, 10),
-		plain:   conn,
-		local:   conn.LocalAddr().(*net.UDPAddr).AddrPort(),
+		plain:   sock,
+		local:   sock.local,
+		widx:    -1,
+		pionq:   make(chan []byte, pionQueue),
 		sessID:  binary.BigEndian.Uint64(r[:]) >> 2, // SDP wants a number that fits int64
 		created: time.Now(),
 		events:  make(chan event, 64),
@@ -103,10 +116,12 @@ func newBridge(h *Hub, seq uint64) (*Bridge, error) {
 		failed:  make(chan struct{}),
 	}
 	b.log = h.log.With("bridge", b.id)
+	b.pionSeq.Store(-1)
 	b.state.Store(&connState{ice: pion.ICEConnectionStateNew, dtls: pion.DTLSTransportStateNew})
 	b.wg.Add(2)
 	go b.monitor()
-	go b.readPlain()
+	go b.pionOut()
+	h.worker.submit(workerCmd{b: b, add: true})
 	return b, nil
 }
 
@@ -367,7 +382,7 @@ func (b *Bridge) newPC(codecs []sdp.Codec) error {
 			return fmt.Errorf("webrtc: codec %s: %w", c.Key(), err)
 		}
 	}
-	api, err := b.h.api(me)
+	api, err := b.h.api(me, &b.secrets)
 	if err != nil {
 		return err
 	}
@@ -379,6 +394,10 @@ func (b *Bridge) newPC(codecs []sdp.Codec) error {
 		Certificates:  []pion.Certificate{cert},
 		BundlePolicy:  pion.BundlePolicyMaxBundle,
 		RTCPMuxPolicy: pion.RTCPMuxPolicyRequire,
+		// No header extensions are negotiated, so cryptex (RFC 9335) would
+		// protect nothing; without it the fast path's SRTP contexts need no
+		// per-direction cryptex modes.
+		RTPHeaderEncryptionPolicy: pion.RTPHeaderEncryptionPolicyDisable,
 	})
 	if err != nil {
 		return fmt.Errorf("webrtc: peer connection: %w", err)
@@ -388,11 +407,16 @@ func (b *Bridge) newPC(codecs []sdp.Codec) error {
 	pc.SCTP().Transport().OnStateChange(func(s pion.DTLSTransportState) { b.post(event{kind: evDTLS, dtls: s}) })
 	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(p *pion.ICECandidatePair) {
 		if p != nil && p.Remote != nil {
-			b.post(event{kind: evPair, pair: net.JoinHostPort(p.Remote.Address, strconv.Itoa(int(p.Remote.Port)))})
+			e := event{kind: evPair, pair: net.JoinHostPort(p.Remote.Address, strconv.Itoa(int(p.Remote.Port)))}
+			if a, err := netip.ParseAddr(p.Remote.Address); err == nil {
+				e.peer = netip.AddrPortFrom(a, p.Remote.Port)
+			}
+			b.post(e)
 		}
 	})
 	pc.OnTrack(b.onTrack)
 	b.pc, b.engine = pc, codecs
+	b.pcA.Store(pc)
 	return nil
 }
 
@@ -457,11 +481,13 @@ func (b *Bridge) Close() error {
 		stop()
 	}
 	close(b.done)
+	b.stopFast()
 	var errs []error
 	if pc != nil {
 		errs = append(errs, pc.Close())
 	}
-	errs = append(errs, b.plain.Close())
+	b.h.worker.submit(workerCmd{b: b})
+	errs = append(errs, b.plain.close())
 	b.wg.Wait()
 	b.h.forget(b)
 	return errors.Join(errs...)

@@ -36,7 +36,7 @@ func TestOutbound(t *testing.T) {
 	contains(t, plainOffer, "RTP/AVP 111 0 8 126", "c=IN IP4 127.0.0.1",
 		fmt.Sprintf("m=audio %d ", b.PlainAddr().Port()), "a=rtpmap:126 telephone-event/8000", "a=sendrecv")
 	lacks(t, plainOffer, "ice-ufrag", "fingerprint", "candidate")
-	contains(t, web, "a=ice-lite", "a=fingerprint:", "a=setup:active", "a=rtcp-mux", "a=group:BUNDLE",
+	contains(t, web, "a=ice-lite", "a=fingerprint:", "a=setup:passive", "a=rtcp-mux", "a=group:BUNDLE",
 		"UDP/TLS/RTP/SAVPF 0 126", "a=candidate:", "a=sendrecv")
 	lacks(t, web, "opus")
 
@@ -52,7 +52,7 @@ func TestOutbound(t *testing.T) {
 	if st.SRTP.Rx.Packets < 60 || st.SRTP.Tx.Packets < 60 || st.RTP.Rx.Packets < 60 || st.RTP.Tx.Packets < 60 {
 		t.Errorf("counters: %+v", st)
 	}
-	if st.ICE != "connected" || st.DTLS != "connected" || st.Remote == "" || len(st.Codecs) != 2 {
+	if st.ICE != "connected" || st.DTLS != "connected" || st.Remote == "" || len(st.Codecs) != 2 || st.Path != "bridge" {
 		t.Errorf("status: %+v", st)
 	}
 	if got := br.ssrc.Load(); got == 0xfa5e {

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -46,6 +47,7 @@ type event struct {
 	ice  pion.ICEConnectionState
 	dtls pion.DTLSTransportState
 	pair string
+	peer netip.AddrPort
 }
 
 // connState is the browser connection as Stats shows it.
@@ -76,6 +78,7 @@ func (b *Bridge) monitor() {
 		timer          *time.Timer
 		deadline       <-chan time.Time
 		iceUp, dtlsUp  bool
+		peer           netip.AddrPort
 		connectTimeout = b.h.set.ConnectTimeout
 	)
 	defer func() {
@@ -121,6 +124,10 @@ func (b *Bridge) monitor() {
 				}
 			case evPair:
 				st.remote = e.pair
+				peer = e.peer
+				if dtlsUp {
+					b.startFast(peer)
+				}
 			case evDTLS:
 				st.dtls = e.dtls
 				b.log.Debug("webrtc: dtls", "state", e.dtls.String())
@@ -128,6 +135,7 @@ func (b *Bridge) monitor() {
 				case pion.DTLSTransportStateConnected:
 					dtlsUp = true
 					st.connected = time.Now()
+					b.startFast(peer)
 					if timer != nil {
 						timer.Stop()
 						deadline = nil

@@ -54,6 +54,7 @@ type browser struct {
 	track plainTrack // lets the test send any payload type
 	byPT  [128]atomic.Uint64
 	ssrc  atomic.Uint32
+	rtcp  atomic.Uint64 // RTCP about the bridge's stream
 	wg    sync.WaitGroup
 }
 
@@ -64,7 +65,7 @@ var chromeCodecs = []sdp.Codec{
 	{PT: 126, Name: "telephone-event", Rate: 8000, Fmtp: "0-16"},
 }
 
-func newBrowser(t testing.TB, codecs []sdp.Codec) *browser {
+func newBrowser(t testing.TB, codecs []sdp.Codec, tweaks ...func(*pion.SettingEngine)) *browser {
 	t.Helper()
 	me := &pion.MediaEngine{}
 	for _, c := range codecs {
@@ -78,6 +79,9 @@ func newBrowser(t testing.TB, codecs []sdp.Codec) *browser {
 	se.SetNetworkTypes([]pion.NetworkType{pion.NetworkTypeUDP4})
 	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
 	se.LoggerFactory = pionLogs{log: testLogger().With("side", "browser")}
+	for _, tw := range tweaks {
+		tw(&se)
+	}
 	api := pion.NewAPI(pion.WithMediaEngine(me), pion.WithSettingEngine(se),
 		pion.WithInterceptorRegistry(&interceptor.Registry{}))
 	pc, err := api.NewPeerConnection(pion.Configuration{})
@@ -85,8 +89,18 @@ func newBrowser(t testing.TB, codecs []sdp.Codec) *browser {
 		t.Fatal(err)
 	}
 	br := &browser{t: t, pc: pc}
-	pc.OnTrack(func(tr *pion.TrackRemote, _ *pion.RTPReceiver) {
-		br.wg.Add(1)
+	pc.OnTrack(func(tr *pion.TrackRemote, recv *pion.RTPReceiver) {
+		br.wg.Add(2)
+		go func() {
+			defer br.wg.Done()
+			buf := make([]byte, maxPacket)
+			for {
+				if _, _, err := recv.Read(buf); err != nil {
+					return
+				}
+				br.rtcp.Add(1)
+			}
+		}()
 		go func() {
 			defer br.wg.Done()
 			buf := make([]byte, maxPacket)

@@ -36,6 +36,11 @@ type Hub struct {
 	log  *slog.Logger
 	conn *net.UDPConn
 	mux  *ice.UDPMuxDefault
+	// worker serves every bridge's plain socket (worker.go).
+	worker *plainWorker
+	// fast maps a browser's address (netip.AddrPort) to the *Bridge whose
+	// fast path reads its RTP off conn.
+	fast sync.Map
 	logs pionLogs
 
 	mu       sync.Mutex
@@ -67,7 +72,16 @@ func NewHub(set Settings, log *slog.Logger) (*Hub, error) {
 	}
 	_ = conn.SetWriteBuffer(set.SocketBuffer)
 	h := &Hub{set: set, log: log, conn: conn, logs: pionLogs{log: log}, bridges: make(map[*Bridge]struct{})}
-	h.mux = ice.NewUDPMuxDefault(ice.UDPMuxParams{Logger: h.logs.NewLogger("udpmux"), UDPConn: conn})
+	fc, err := newFastConn(conn, h)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("webrtc: shared socket: %w", err)
+	}
+	if h.worker, err = newPlainWorker(conn, log); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	h.mux = ice.NewUDPMuxDefault(ice.UDPMuxParams{Logger: h.logs.NewLogger("udpmux"), UDPConn: fc})
 	return h, nil
 }
 
@@ -91,6 +105,7 @@ func (h *Hub) Close() error {
 	for _, b := range bridges {
 		_ = b.Close()
 	}
+	h.worker.close()
 	return h.mux.Close()
 }
 
@@ -198,8 +213,19 @@ func (h *Hub) certificate() (pion.Certificate, error) {
 // api builds the pion API of one bridge: its own media engine (the codecs
 // of this call, numbered as negotiated), no interceptors (payload is
 // passed through, not repaired or paced), ICE-lite on the shared mux.
-func (h *Hub) api(me *pion.MediaEngine) (*pion.API, error) {
+func (h *Hub) api(me *pion.MediaEngine, secrets *dtlsSecrets) (*pion.API, error) {
 	var se pion.SettingEngine
+	// The DTLS server role and these two hooks let the bridge derive the
+	// SRTP keys for its fast path (fastpath.go).
+	if err := se.SetAnsweringDTLSRole(pion.DTLSRoleServer); err != nil {
+		return nil, fmt.Errorf("webrtc: dtls role: %w", err)
+	}
+	se.SetDTLSServerHelloMessageHook(secrets.serverHello)
+	se.SetDTLSKeyLogWriter(secrets)
+	// The track of an SSRC the browser's description declares is
+	// announced as soon as DTLS is up, not on its first packet: the fast
+	// path claims that packet.
+	se.SetFireOnTrackBeforeFirstRTP(true)
 	se.LoggerFactory = h.logs
 	se.SetLite(true)
 	se.SetICEUDPMux(h.mux)

@@ -1,8 +1,7 @@
 package webrtc
 
 import (
-	"errors"
-	"net"
+	"encoding/binary"
 	"sync/atomic"
 
 	"github.com/pion/rtcp"
@@ -49,31 +48,32 @@ func (t *plainTrack) Kind() pion.RTPCodecType { return pion.RTPCodecTypeAudio }
 // RTCP packet types 192–223 fall where RTP would have marker + PT 64–95).
 func isRTCP(b byte) bool { return b >= 192 && b <= 223 }
 
-// readPlain relays what the plain peer (the relay's leg A) sends toward the
-// browser.
-func (b *Bridge) readPlain() {
+// toPion queues a datagram from the plain side for pionOut: RTCP, and RTP
+// until the fast path carries the call. A full queue drops.
+func (b *Bridge) toPion(pkt []byte) {
+	select {
+	case b.pionq <- append([]byte(nil), pkt...):
+	default:
+		b.c.drop(dropSendError)
+	}
+}
+
+// pionOut sends what toPion queued through pion: the far end's RTCP, and
+// RTP while the bridge's own SRTP context is not yet proven.
+func (b *Bridge) pionOut() {
 	defer b.wg.Done()
-	buf := make([]byte, maxPacket)
 	var hdr rtp.Header
 	for {
-		n, _, err := b.plain.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		pkt := buf[:n]
-		if n < 8 || pkt[0]>>6 != 2 {
-			b.c.drop(dropMalformed)
-			continue
+		var pkt []byte
+		select {
+		case <-b.done:
+			return
+		case pkt = <-b.pionq:
 		}
 		if isRTCP(pkt[1]) {
-			b.c.plain.rxRTCP(n)
 			b.rtcpToBrowser(pkt)
 			continue
 		}
-		b.c.plain.rx(n)
 		bd := b.track.bound.Load()
 		m := b.toBrowser.Load()
 		if bd == nil || m == nil {
@@ -98,7 +98,7 @@ func (b *Bridge) readPlain() {
 		case w == 0:
 			b.c.drop(dropNotReady) // DTLS not up yet
 		default:
-			b.c.srtp.tx(n)
+			b.c.srtp.tx(len(pkt))
 		}
 	}
 }
@@ -131,9 +131,7 @@ func (b *Bridge) rtcpToBrowser(pkt []byte) {
 	if len(out) == 0 {
 		return
 	}
-	b.mu.Lock()
-	pc := b.pc
-	b.mu.Unlock()
+	pc := b.pcA.Load()
 	if pc == nil || pc.WriteRTCP(out) != nil {
 		b.c.drop(dropSendError)
 		return
@@ -152,6 +150,7 @@ func (b *Bridge) onTrack(track *pion.TrackRemote, recv *pion.RTPReceiver) {
 	b.wg.Add(2)
 	go b.readBrowser(track)
 	go b.readBrowserRTCP(recv)
+	b.trackUp.Store(true)
 }
 
 func (b *Bridge) readBrowser(track *pion.TrackRemote) {
@@ -161,6 +160,12 @@ func (b *Bridge) readBrowser(track *pion.TrackRemote) {
 		n, _, err := track.Read(buf)
 		if err != nil {
 			return // pion closes the track with the connection
+		}
+		if f := b.fast.Load(); f != nil && f.verified.Load() {
+			// The fast path carries the browser's RTP now; what still
+			// comes this way was in pion's pipeline at the handover, or is
+			// a replay the fast path refused.
+			continue
 		}
 		b.c.srtp.rx(n)
 		r := b.remote.Load()
@@ -175,7 +180,8 @@ func (b *Bridge) readBrowser(track *pion.TrackRemote) {
 			continue
 		}
 		buf[1] = buf[1]&0x80 | uint8(pt)
-		if _, err := b.plain.WriteToUDPAddrPort(buf[:n], r.rtp); err != nil {
+		b.pionSeq.Store(int32(binary.BigEndian.Uint16(buf[2:4])))
+		if err := b.plain.writeTo(buf[:n], r.rtp); err != nil {
 			b.c.drop(dropSendError)
 			continue
 		}
@@ -199,7 +205,7 @@ func (b *Bridge) readBrowserRTCP(recv *pion.RTPReceiver) {
 		if r == nil {
 			continue
 		}
-		if _, err := b.plain.WriteToUDPAddrPort(buf[:n], r.rtcp); err == nil {
+		if err := b.plain.writeTo(buf[:n], r.rtcp); err == nil {
 			b.c.plain.txRTCP(n)
 		}
 	}

@@ -19,10 +19,13 @@ const (
 	dropMalformed
 	// dropSendError: the socket or pion refused the packet.
 	dropSendError
+	// dropAuth: SRTP from the browser's address that failed authentication
+	// or replayed a packet (fast path; pion's path counts nothing).
+	dropAuth
 	numDrops
 )
 
-var dropNames = [numDrops]string{"not_ready", "codec", "malformed", "send_error"}
+var dropNames = [numDrops]string{"not_ready", "codec", "malformed", "send_error", "srtp_auth"}
 
 type dir struct{ packets, bytes, rtcpPackets, rtcpBytes atomic.Uint64 }
 
@@ -74,6 +77,9 @@ type Stats struct {
 	Codecs    []string      `json:"codecs,omitempty"` // negotiated, browser numbering
 	Direction sdp.Direction `json:"direction"`
 	Failure   string        `json:"failure,omitempty"`
+	// Path is who carries the RTP: "bridge" (the fast path, once a browser
+	// packet authenticated with the bridge's own SRTP keys) or "pion".
+	Path string `json:"path"`
 	// SRTP is the browser side: rx what the browser sent (counted after
 	// decryption, so bytes are RTP sizes; SRTP adds its 10-byte tag), tx
 	// what the bridge sent it.
@@ -100,6 +106,10 @@ func (b *Bridge) Stats() Stats {
 	}
 	if r := b.remote.Load(); r != nil {
 		s.PlainPeer = r.rtp.String()
+	}
+	s.Path = "pion"
+	if f := b.fast.Load(); f != nil && f.verified.Load() {
+		s.Path = "bridge"
 	}
 	b.mu.Lock()
 	s.Direction = b.dir
