@@ -343,9 +343,9 @@ func (t *statelessTx) Respond(res *sip.Response) error {
 // answerAgain sends the response already sent for a retransmitted request
 // (same source, same bytes) and reports whether it did; see replies.
 func (s *Server) answerAgain(o origin, sum uint64) bool {
-	buf := bufPool.Get().(*bytes.Buffer)
-	defer bufPool.Put(buf)
-	b, dst, ok := o.udp.replies.get(sum, buf.AvailableBuffer(), time.Now())
+	// Nearly every lookup misses, so no buffer is taken for it; a hit
+	// (a retransmission) allocates its copy.
+	b, dst, ok := o.udp.replies.get(sum, nil, time.Now())
 	if !ok {
 		return false
 	}
