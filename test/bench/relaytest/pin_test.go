@@ -88,16 +88,22 @@ func TestPinSelf(t *testing.T) {
 	if runtime.GOMAXPROCS(0) != gen.Count() {
 		t.Errorf("GOMAXPROCS %d for %d CPUs", runtime.GOMAXPROCS(0), gen.Count())
 	}
-	// Threads blocked in system calls make the runtime start more.
-	done := make(chan struct{})
+	// Four goroutines each holding a locked thread at the same time make
+	// the runtime start threads after the pinning.
+	locked, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	for range 4 {
 		go func() {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
-			time.Sleep(50 * time.Millisecond)
+			locked <- struct{}{}
+			<-release
 			done <- struct{}{}
 		}()
 	}
+	for range 4 {
+		<-locked
+	}
+	close(release)
 	for range 4 {
 		<-done
 	}
