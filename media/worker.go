@@ -1,14 +1,10 @@
 package media
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
-	"unsafe"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -28,7 +24,6 @@ const (
 	maxEvents = 256
 	// coalesceMin ready sockets in one wake-up mean the relay is busy.
 	coalesceMin = 4
-	wakeToken   = -1
 )
 
 type workerState uint8
@@ -76,19 +71,11 @@ type worker struct {
 	pending []*Session // added before Run
 	cmds    []command
 	stop    bool
-	epfd    int
-	evfd    int
-	// ep is epfd handed to Go's netpoller, which the loop waits on.
-	ep *os.File
-	rc syscall.RawConn
+	// poll is the epoll set of every socket the worker serves; nil
+	// before start and after shutdown.
+	poll *mmsg.Poller
 
 	// owned by the worker goroutine
-	// poll is the callback the netpoller runs: one epoll_wait that does not
-	// block, into events; made once so that waiting allocates nothing.
-	poll    func(uintptr) bool
-	events  []unix.EpollEvent
-	ready   int
-	pollErr error
 	entries []*entry
 	free    []int32
 	// round counts polls; busy is set when the last poll filled events.
@@ -117,19 +104,12 @@ type workerCounters struct {
 func newWorker(r *Relay) *worker {
 	w := &worker{
 		r:       r,
-		epfd:    -1,
-		evfd:    -1,
-		events:  make([]unix.EpollEvent, maxEvents),
 		rx:      mmsg.NewBatch(batchSize, bufSize, 0),
 		tx:      mmsg.NewBatch(batchSize, 0, 0),
 		out:     make([][]byte, 0, batchSize),
 		outRTCP: make([]bool, 0, batchSize),
 		dec:     buffers(batchSize, bufSize),
 		enc:     buffers(batchSize, bufSize+srtpOverhead),
-	}
-	w.poll = func(uintptr) bool {
-		w.ready, w.pollErr = pollNow(w.epfd, w.events)
-		return w.pollErr != nil || w.ready > 0
 	}
 	return w
 }
@@ -152,36 +132,11 @@ func buffers(n, size int) [][]byte {
 func (w *worker) start() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	p, err := mmsg.NewPoller(maxEvents)
 	if err != nil {
-		return fmt.Errorf("media: epoll_create: %w", err)
+		return fmt.Errorf("media: %w", err)
 	}
-	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(epfd)
-		return fmt.Errorf("media: eventfd: %w", err)
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeToken}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
-		unix.Close(epfd)
-		unix.Close(evfd)
-		return fmt.Errorf("media: epoll_ctl: %w", err)
-	}
-	// An epoll set is readable while any of its sockets is: non-blocking,
-	// os.NewFile registers it with the runtime's poller (see loop).
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		unix.Close(evfd)
-		return fmt.Errorf("media: epoll set non-blocking: %w", err)
-	}
-	ep := os.NewFile(uintptr(epfd), "media-epoll")
-	rc, err := ep.SyscallConn()
-	if err != nil {
-		ep.Close()
-		unix.Close(evfd)
-		return fmt.Errorf("media: epoll set: %w", err)
-	}
-	w.epfd, w.evfd, w.ep, w.rc = epfd, evfd, ep, rc
+	w.poll = p
 	w.state = stateRunning
 	for _, s := range w.pending {
 		w.cmds = append(w.cmds, command{s: s, add: true})
@@ -238,9 +193,7 @@ func (w *worker) requestStop() {
 // wake makes the epoll set readable, which unparks the worker. The caller holds w.mu and has seen the worker
 // running, so the eventfd is still open (shutdown closes it under w.mu).
 func (w *worker) wake() {
-	var one = [8]byte{1}
-	// EAGAIN means the counter is already non-zero: a wake is pending.
-	if _, err := unix.Write(w.evfd, one[:]); err != nil && !errors.Is(err, unix.EAGAIN) {
+	if err := w.poll.Wake(); err != nil {
 		w.r.log.Error("media: waking worker", "err", err)
 	}
 }
@@ -262,35 +215,26 @@ func (w *worker) wake() {
 // each one. A light load always parks and is served at once.
 func (w *worker) loop() error {
 	nap := unix.NsecToTimespec(int64(w.r.set.Coalesce))
-	events := w.events
 	for {
 		if w.apply() {
 			return nil
 		}
-		// Under load something is almost always ready: the first poll,
-		// which does not wait, answers and the worker never parks.
-		if err := w.rc.Read(w.poll); err != nil {
-			w.shutdown()
-			return fmt.Errorf("media: waiting for the epoll set: %w", err)
-		}
-		n, err := w.ready, w.pollErr
+		evs, err := w.poll.Wait()
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
 			w.shutdown()
-			return fmt.Errorf("media: epoll_wait: %w", err)
+			return fmt.Errorf("media: %w", err)
+		}
+		n := len(evs)
+		if n == 0 {
+			continue // interrupted
 		}
 		w.round++
-		w.busy = n == len(events)
-		for i := 0; i < n; i++ {
-			idx := events[i].Fd
-			if idx == wakeToken {
-				var buf [8]byte
-				unix.Read(w.evfd, buf[:])
+		w.busy = w.poll.Full(evs)
+		for _, ev := range evs {
+			if ev.Fd == mmsg.WakeToken {
 				continue
 			}
-			if e := w.entries[idx]; e != nil {
+			if e := w.entries[ev.Fd]; e != nil {
 				w.handle(e)
 			}
 		}
@@ -298,19 +242,6 @@ func (w *worker) loop() error {
 			unix.Nanosleep(&nap, nil)
 		}
 	}
-}
-
-// pollNow is epoll_wait with a zero timeout, which never sleeps, so the raw
-// form is safe (epoll_pwait: the one every Linux architecture has) and
-// skips the scheduler's hand-off of the goroutine's P that a syscall
-// costs.
-func pollNow(epfd int, events []unix.EpollEvent) (int, error) {
-	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd),
-		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(r), nil
 }
 
 // apply runs queued commands; it reports true (after shutting down) when
@@ -340,8 +271,7 @@ func (w *worker) register(s *Session) {
 		for kind, fd := range [2]int{leg.pair.rtp, leg.pair.rti} {
 			idx := w.alloc(&entry{fd: fd, s: s, side: Side(side), kind: kind})
 			s.entries[side*2+kind] = idx
-			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: idx}
-			if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			if err := w.poll.Add(fd, idx); err != nil {
 				// Only resource exhaustion gets here; the session then
 				// relays nothing on that socket and its stats show it.
 				w.r.log.Error("media: epoll_ctl add", "session", s.id, "err", err)
@@ -356,7 +286,7 @@ func (w *worker) unregister(s *Session) {
 			continue
 		}
 		e := w.entries[idx]
-		unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, e.fd, nil)
+		_ = w.poll.Remove(e.fd)
 		w.entries[idx] = nil
 		w.free = append(w.free, idx)
 		s.entries[i] = -1
@@ -396,9 +326,8 @@ func (w *worker) shutdown() {
 	}
 	w.entries, w.free = nil, nil
 	w.mu.Lock()
-	w.ep.Close() // epfd, and its place in the runtime's poller
-	unix.Close(w.evfd)
-	w.epfd, w.evfd, w.ep, w.rc = -1, -1, nil, nil
+	_ = w.poll.Close()
+	w.poll = nil
 	w.mu.Unlock()
 }
 

@@ -2,7 +2,8 @@
 // sockets as raw non-blocking descriptors, batched receive and send
 // (recvmmsg/sendmmsg), single ones that cost less for one datagram
 // (recvfrom/sendto) and allocation-free conversion between socket addresses
-// and netip.AddrPort. It exists because the relay's hot path runs its own
+// and netip.AddrPort, and Poller, the epoll set such a loop waits on. It
+// exists because the relay's hot path runs its own
 // epoll loop rather than one goroutine per socket: that saves a syscall and
 // two goroutine switches per packet (see media/README.md for the figures).
 //

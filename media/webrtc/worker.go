@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -30,7 +29,6 @@ import (
 const (
 	workerBatch     = 32 // datagrams per recvmmsg / sendmmsg
 	workerMaxEvents = 256
-	workerWake      = -1 // epoll token of the eventfd
 	// pionQueue bounds what waits for a bridge's pionOut goroutine; a
 	// full queue drops (dropSendError), it never blocks the worker.
 	pionQueue = 64
@@ -113,16 +111,9 @@ type plainWorker struct {
 	cmds    []workerCmd
 	stop    bool
 	stopped bool
-	evfd    int
 	ended   chan struct{}
 
-	epfd    int
-	ep      *os.File
-	rc      syscall.RawConn
-	events  []unix.EpollEvent
-	ready   int
-	pollErr error
-	poll    func(uintptr) bool
+	poll    *mmsg.Poller // every bridge's plain socket
 	entries []*Bridge
 	free    []int32
 	rx      *mmsg.Batch
@@ -148,41 +139,15 @@ func newPlainWorker(conn *net.UDPConn, log *slog.Logger) (*plainWorker, error) {
 	}); err != nil || serr != nil {
 		return nil, fmt.Errorf("webrtc: shared socket: %w", errors.Join(err, serr))
 	}
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	// The worker parks in Go's netpoller while no socket is ready
+	// (mmsg.Poller says why that beats blocking in epoll_wait).
+	poll, err := mmsg.NewPoller(workerMaxEvents)
 	if err != nil {
-		return nil, fmt.Errorf("webrtc: epoll_create: %w", err)
-	}
-	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("webrtc: eventfd: %w", err)
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: workerWake}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
-		unix.Close(epfd)
-		unix.Close(evfd)
-		return nil, fmt.Errorf("webrtc: epoll_ctl: %w", err)
-	}
-	// The epoll set is readable while any socket in it is; non-blocking,
-	// os.NewFile hands it to the runtime's poller, where the worker parks
-	// like any goroutine waiting for a socket (media/worker.go says why
-	// that beats blocking in epoll_wait).
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		unix.Close(evfd)
-		return nil, fmt.Errorf("webrtc: epoll set: %w", err)
-	}
-	ep := os.NewFile(uintptr(epfd), "webrtc-epoll")
-	rc, err := ep.SyscallConn()
-	if err != nil {
-		ep.Close()
-		unix.Close(evfd)
-		return nil, fmt.Errorf("webrtc: epoll set: %w", err)
+		return nil, fmt.Errorf("webrtc: %w", err)
 	}
 	w := &plainWorker{
-		log: log, shared: shared, v6: v6, evfd: evfd, ended: make(chan struct{}),
-		epfd: epfd, ep: ep, rc: rc,
-		events: make([]unix.EpollEvent, workerMaxEvents),
+		log: log, shared: shared, v6: v6, ended: make(chan struct{}),
+		poll:   poll,
 		rx:     mmsg.NewBatch(workerBatch, maxPacket, 0),
 		tx:     mmsg.NewBatch(workerBatch, 0, 0),
 		out:    make([][]byte, 0, workerBatch),
@@ -192,15 +157,6 @@ func newPlainWorker(conn *net.UDPConn, log *slog.Logger) (*plainWorker, error) {
 	}
 	for i := range w.enc {
 		w.enc[i] = make([]byte, 0, maxPacket+64)
-	}
-	w.poll = func(uintptr) bool {
-		r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.epfd),
-			uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)), 0, 0, 0)
-		w.ready, w.pollErr = int(r), nil
-		if errno != 0 {
-			w.ready, w.pollErr = 0, errno
-		}
-		return w.pollErr != nil || w.ready > 0
 	}
 	go w.loop()
 	return w, nil
@@ -242,8 +198,7 @@ func (w *plainWorker) close() {
 // wake makes the epoll set readable; the caller holds mu and has seen the
 // worker running, so the eventfd is open.
 func (w *plainWorker) wake() {
-	one := [8]byte{1}
-	if _, err := unix.Write(w.evfd, one[:]); err != nil && !errors.Is(err, unix.EAGAIN) {
+	if err := w.poll.Wake(); err != nil {
 		w.log.Error("webrtc: waking the plain worker", "err", err)
 	}
 }
@@ -258,8 +213,7 @@ func (w *plainWorker) loop() {
 			}
 		}
 		w.cmds = nil
-		w.ep.Close()
-		unix.Close(w.evfd)
+		_ = w.poll.Close()
 		w.mu.Unlock()
 		close(w.ended)
 	}()
@@ -267,25 +221,16 @@ func (w *plainWorker) loop() {
 		if w.apply() {
 			return
 		}
-		if err := w.rc.Read(w.poll); err != nil {
+		evs, err := w.poll.Wait()
+		if err != nil {
 			w.log.Error("webrtc: plain worker stopped", "err", err)
 			return
 		}
-		if w.pollErr != nil {
-			if errors.Is(w.pollErr, unix.EINTR) {
+		for _, ev := range evs {
+			if ev.Fd == mmsg.WakeToken {
 				continue
 			}
-			w.log.Error("webrtc: plain worker stopped", "err", w.pollErr)
-			return
-		}
-		for i := 0; i < w.ready; i++ {
-			idx := w.events[i].Fd
-			if idx == workerWake {
-				var buf [8]byte
-				_, _ = unix.Read(w.evfd, buf[:])
-				continue
-			}
-			if b := w.entries[idx]; b != nil {
+			if b := w.entries[ev.Fd]; b != nil {
 				w.handle(b)
 			}
 		}
@@ -321,8 +266,7 @@ func (w *plainWorker) register(b *Bridge) {
 		idx = int32(len(w.entries) - 1)
 	}
 	b.widx = idx
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: idx}
-	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, b.plain.fd, &ev); err != nil {
+	if err := w.poll.Add(b.plain.fd, idx); err != nil {
 		// Only resource exhaustion gets here; the call then carries
 		// nothing toward the browser and its counters show it.
 		b.log.Error("webrtc: epoll_ctl add", "err", err)
@@ -333,7 +277,7 @@ func (w *plainWorker) unregister(b *Bridge) {
 	if b.widx < 0 || int(b.widx) >= len(w.entries) || w.entries[b.widx] != b {
 		return
 	}
-	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, b.plain.fd, nil)
+	_ = w.poll.Remove(b.plain.fd)
 	w.entries[b.widx] = nil
 	w.free = append(w.free, b.widx)
 	b.widx = -1
