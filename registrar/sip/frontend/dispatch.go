@@ -332,10 +332,14 @@ func (t *statelessTx) Respond(res *sip.Response) error {
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	res.StringWrite(buf)
-	err := t.o.write(buf.Bytes(), t.dst)
-	if err == nil && t.o.udp != nil && t.sum != 0 && res.StatusCode >= 200 {
+	// Remembered before it is sent: a client may retransmit the moment the
+	// response reaches it, and that copy must find the response, not be
+	// handled afresh. Should the write fail, answering a retransmission
+	// with the same bytes is what a transaction would do anyway.
+	if t.o.udp != nil && t.sum != 0 && res.StatusCode >= 200 {
 		t.o.udp.replies.put(t.sum, t.dst, buf.Bytes(), time.Now())
 	}
+	err := t.o.write(buf.Bytes(), t.dst)
 	bufPool.Put(buf)
 	return err
 }
