@@ -23,14 +23,22 @@ import (
 // further responses are not remembered, and their retransmissions are
 // handled as before.
 //
-// A generation is one byte slab holding the responses back to back and an
-// index from fingerprint to offset. Neither holds a pointer, so the garbage
-// collector never scans them, and a rotation reuses the oldest generation's
-// slab and index: at tens of thousands of responses a second, remembering
-// them allocates nothing once the slabs have grown.
+// A generation's responses sit back to back in one byte slab, and one
+// index of fingerprints serves both generations: a set-associative table
+// (two slots a set, both in one cache line) whose slots name the
+// generation and offset of their record. Nearly every lookup misses (only
+// retransmissions hit), and a miss now reads one cache line where two hash
+// maps, one per generation, cost two probes with their cache and TLB
+// misses. Nothing here holds a pointer, so the garbage collector never scans
+// it; a rotation reuses the oldest generation's slab and invalidates its
+// slots by their generation number, so remembering allocates nothing once
+// the slabs have grown. When both slots of a set are taken by live records,
+// the newer response replaces the older one: that retransmission is then
+// handled afresh, as when the slab is full.
 type replies struct {
 	shards [replyShards]replyShard
 	max    int // bytes per shard and generation
+	sets   int // sets per shard, a power of two
 }
 
 const (
@@ -39,27 +47,59 @@ const (
 	// replyHeader is a record's head: the destination (16 bytes of
 	// address, a byte saying IPv4, 2 of port) and the response's length.
 	replyHeader = 16 + 1 + 2 + 4
+	// replyWays is the slots per set; replySlotSize*replyWays fits a
+	// cache line.
+	replyWays = 2
+	// replyTypical is the response size the index is sized for: a 200
+	// listing a contact, or a 401 with its challenge, is 400–600 bytes.
+	replyTypical = 512
 )
 
 type replyShard struct {
-	mu        sync.Mutex
-	cur, prev replyGen
-	rotated   time.Time
-	_         [40]byte // keep shards on separate cache lines
+	mu      sync.Mutex
+	gen     uint32    // the current generation; gen-1 is the previous one
+	slabs   [2][]byte // slabs[g%2] holds generation g's records
+	slots   []replySlot
+	rotated time.Time
+	_       [16]byte // keep shards on separate cache lines (128 bytes)
 }
 
-type replyGen struct {
-	at   map[uint64]uint32 // fingerprint → offset of the record in slab
-	slab []byte
+// replySlot is one index entry; fp 0 is an empty slot (fingerprints are
+// never 0).
+type replySlot struct {
+	fp  uint64
+	gen uint32
+	off uint32 // of the record in slabs[gen%2]
 }
 
 func newReplies(maxBytes int) *replies {
 	r := &replies{max: max(1, maxBytes/replyShards/2)}
-	for i := range r.shards {
-		r.shards[i].cur.at = make(map[uint64]uint32)
-		r.shards[i].prev.at = make(map[uint64]uint32)
+	// A slot for each record of both generations at the typical size: at
+	// the default bound that is 32,768 slots, 512 KB, per shard, 8 MB a
+	// socket, and the index is at most two thirds full when the slabs are.
+	want := 2 * max(1, r.max/replyTypical) / replyWays
+	r.sets = 1
+	for r.sets < want {
+		r.sets <<= 1
 	}
 	return r
+}
+
+// set returns fp's set in sh.slots. The low bits chose the shard, so the
+// set comes from the bits above them.
+func (r *replies) set(sh *replyShard, fp uint64) []replySlot {
+	if sh.slots == nil {
+		// Allocated on first use: a socket that never answers statelessly
+		// (or an idle IPv6 one) costs nothing.
+		sh.slots = make([]replySlot, r.sets*replyWays)
+	}
+	i := int(fp/replyShards) & (r.sets - 1) * replyWays
+	return sh.slots[i : i+replyWays : i+replyWays]
+}
+
+// live reports whether a slot's record belongs to a generation still kept.
+func (sh *replyShard) live(s *replySlot) bool {
+	return s.fp != 0 && (s.gen == sh.gen || s.gen == sh.gen-1)
 }
 
 // put remembers b, sent to dst, as the response to the request with
@@ -72,11 +112,33 @@ func (r *replies) put(fp uint64, dst netip.AddrPort, b []byte, now time.Time) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.rotate(now)
-	g := &sh.cur
-	if len(g.slab)+replyHeader+len(b) > r.max {
+	slab := &sh.slabs[sh.gen%2]
+	if len(*slab)+replyHeader+len(b) > r.max {
 		return
 	}
-	off := len(g.slab)
+	set := r.set(sh, fp)
+	// fp's own slot if it has one, else a free slot, else the one holding
+	// the previous generation's record, else the first.
+	slot := -1
+	for i := range set {
+		if set[i].fp == fp && sh.live(&set[i]) {
+			slot = i
+			break
+		}
+	}
+	if slot < 0 {
+		slot = 0
+		for i := range set {
+			if !sh.live(&set[i]) {
+				slot = i
+				break
+			}
+			if set[i].gen != sh.gen {
+				slot = i
+			}
+		}
+	}
+	off := len(*slab)
 	a := dst.Addr()
 	var head [replyHeader]byte
 	a16 := a.As16()
@@ -86,8 +148,8 @@ func (r *replies) put(fp uint64, dst netip.AddrPort, b []byte, now time.Time) {
 	}
 	binary.BigEndian.PutUint16(head[17:], dst.Port())
 	binary.BigEndian.PutUint32(head[19:], uint32(len(b)))
-	g.slab = append(append(g.slab, head[:]...), b...)
-	g.at[fp] = uint32(off)
+	*slab = append(append(*slab, head[:]...), b...)
+	set[slot] = replySlot{fp: fp, gen: sh.gen, off: uint32(off)}
 }
 
 // get appends the response remembered for fp to buf and returns it with its
@@ -97,44 +159,43 @@ func (r *replies) get(fp uint64, buf []byte, now time.Time) ([]byte, netip.AddrP
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.rotate(now)
-	g := &sh.cur
-	off, ok := g.at[fp]
-	if !ok {
-		g = &sh.prev
-		if off, ok = g.at[fp]; !ok {
-			return buf, netip.AddrPort{}, false
+	if sh.slots == nil {
+		return buf, netip.AddrPort{}, false
+	}
+	set := r.set(sh, fp)
+	for i := range set {
+		s := &set[i]
+		if s.fp != fp || !sh.live(s) {
+			continue
 		}
+		rec := sh.slabs[s.gen%2][s.off:]
+		a := netip.AddrFrom16([16]byte(rec[:16]))
+		if rec[16] == 1 {
+			a = a.Unmap()
+		}
+		dst := netip.AddrPortFrom(a, binary.BigEndian.Uint16(rec[17:]))
+		n := binary.BigEndian.Uint32(rec[19:])
+		return append(buf, rec[replyHeader:replyHeader+n]...), dst, true
 	}
-	rec := g.slab[off:]
-	a := netip.AddrFrom16([16]byte(rec[:16]))
-	if rec[16] == 1 {
-		a = a.Unmap()
-	}
-	dst := netip.AddrPortFrom(a, binary.BigEndian.Uint16(rec[17:]))
-	n := binary.BigEndian.Uint32(rec[19:])
-	return append(buf, rec[replyHeader:replyHeader+n]...), dst, true
+	return buf, netip.AddrPort{}, false
 }
 
-// rotate makes the current generation the previous one once it is
-// replyKeep old, reusing the oldest generation's memory for the new one.
+// rotate starts a new generation once the current one is replyKeep old. The
+// new generation reuses the slab of the one it replaces, whose slots no
+// longer count as live.
 func (sh *replyShard) rotate(now time.Time) {
 	age := now.Sub(sh.rotated)
 	if age < replyKeep {
 		return
 	}
-	old := sh.prev
 	if age >= 2*replyKeep {
-		// Both generations are older than a retransmission: drop both,
-		// but keep the bigger slab for reuse.
-		if cap(sh.cur.slab) > cap(old.slab) {
-			old, sh.cur = sh.cur, old
-		}
-		clear(sh.cur.at)
-		sh.cur.slab = sh.cur.slab[:0]
+		// Both generations are older than a retransmission: drop both.
+		sh.gen += 2
+		sh.slabs[0], sh.slabs[1] = sh.slabs[0][:0], sh.slabs[1][:0]
+	} else {
+		sh.gen++
+		sh.slabs[sh.gen%2] = sh.slabs[sh.gen%2][:0]
 	}
-	sh.prev = sh.cur
-	clear(old.at)
-	sh.cur = replyGen{at: old.at, slab: old.slab[:0]}
 	sh.rotated = now
 }
 
@@ -143,7 +204,11 @@ func (r *replies) len() int {
 	for i := range r.shards {
 		sh := &r.shards[i]
 		sh.mu.Lock()
-		n += len(sh.cur.at) + len(sh.prev.at)
+		for j := range sh.slots {
+			if sh.live(&sh.slots[j]) {
+				n++
+			}
+		}
 		sh.mu.Unlock()
 	}
 	return n

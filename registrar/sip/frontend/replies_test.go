@@ -98,7 +98,7 @@ func TestRepliesReuseMemory(t *testing.T) {
 	}
 	fill := func(gen int, at time.Time) {
 		for i := range 1000 {
-			fp := uint64(gen*1000 + i)
+			fp := uint64(gen*1000 + i + 1) // fingerprints are never 0
 			dst := v4
 			if i%2 == 1 {
 				dst = v6
@@ -114,7 +114,7 @@ func TestRepliesReuseMemory(t *testing.T) {
 				continue
 			}
 			for _, i := range []int{0, 1, 999} {
-				b, dst, ok := r.get(uint64(g*1000+i), nil, at)
+				b, dst, ok := r.get(uint64(g*1000+i+1), nil, at)
 				want := v4
 				if i%2 == 1 {
 					want = v6
@@ -124,7 +124,7 @@ func TestRepliesReuseMemory(t *testing.T) {
 				}
 			}
 		}
-		if _, _, ok := r.get(uint64((gen-2)*1000), nil, at); gen >= 2 && ok {
+		if _, _, ok := r.get(uint64((gen-2)*1000+1), nil, at); gen >= 2 && ok {
 			t.Fatalf("generation %d still remembered at generation %d", gen-2, gen)
 		}
 	}
@@ -135,5 +135,43 @@ func TestRepliesReuseMemory(t *testing.T) {
 	})
 	if allocs > 0 {
 		t.Fatalf("remembering 1,000 responses allocated %.0f times once the slabs had grown", allocs)
+	}
+}
+
+// TestRepliesSetReplacement: when a set is full, a new response takes the
+// slot of the previous generation's record before it takes a current one,
+// and a response remembered again for the same request replaces its own.
+func TestRepliesSetReplacement(t *testing.T) {
+	dst := netip.MustParseAddrPort("192.0.2.1:5060")
+	now := time.Unix(1000, 0)
+	r := newReplies(1 << 20)
+	// Fingerprints in shard 0 and set 0: multiples of replyShards*sets.
+	step := uint64(replyShards * r.sets)
+	a, b, c, d := step, 2*step, 3*step, 4*step
+	r.put(a, dst, []byte("a"), now)
+	later := now.Add(replyKeep) // a is now the previous generation's
+	r.put(b, dst, []byte("b"), later)
+	r.put(c, dst, []byte("c"), later) // the set is full: c replaces a
+	for fp, want := range map[uint64]string{b: "b", c: "c"} {
+		if got, _, ok := r.get(fp, nil, later); !ok || string(got) != want {
+			t.Fatalf("get(%d) = %q %v, want %q", fp, got, ok, want)
+		}
+	}
+	if _, _, ok := r.get(a, nil, later); ok {
+		t.Fatal("the previous generation's record survived; a current one was replaced instead")
+	}
+	r.put(b, dst, []byte("b2"), later)
+	if got, _, _ := r.get(b, nil, later); string(got) != "b2" {
+		t.Fatalf("b remembered again reads %q, want b2", got)
+	}
+	if got, _, ok := r.get(c, nil, later); !ok || string(got) != "c" {
+		t.Fatalf("remembering b again displaced c: %q %v", got, ok)
+	}
+	r.put(d, dst, []byte("d"), later) // both current: d takes the first slot
+	if _, _, ok := r.get(d, nil, later); !ok {
+		t.Fatal("d not remembered in a full set")
+	}
+	if n := r.len(); n != 2 {
+		t.Fatalf("len = %d, want 2 (one set of two slots)", n)
 	}
 }
