@@ -111,18 +111,19 @@ type registerHeaders struct {
 	auth       [4]string
 	nauth      int
 	contacts   []*sip.ContactHeader
-	contactBuf [4]*sip.ContactHeader
 	expires    string
 	hasExpires bool
 	require    string
 	userAgent  string
 }
 
-func scanHeaders(req *sip.Request, h *registerHeaders) {
-	h.contacts = h.contactBuf[:0]
+// scanHeaders fills h, appending the Contact headers to contacts. The
+// caller provides that slice's first array so that h, a local of every
+// REGISTER, stays off the heap (a slice into h itself would move it there).
+func scanHeaders(req *sip.Request, h *registerHeaders, contacts []*sip.ContactHeader) {
 	for _, hdr := range req.Headers() {
 		if c, ok := hdr.(*sip.ContactHeader); ok {
-			h.contacts = append(h.contacts, c)
+			contacts = append(contacts, c)
 			continue
 		}
 		name := hdr.Name()
@@ -140,13 +141,15 @@ func scanHeaders(req *sip.Request, h *registerHeaders) {
 			h.userAgent = hdr.Value()
 		}
 	}
+	h.contacts = contacts
 }
 
 // register runs every check of a REGISTER. It returns the response, or, when
 // bindings must change, the update to apply before answering.
 func (r *Registrar) register(req *sip.Request, tx sip.ServerTransaction, st *state, src netip.AddrPort, now time.Time) (*sip.Response, *pendingUpdate) {
 	var h registerHeaders
-	scanHeaders(req, &h)
+	var contacts [4]*sip.ContactHeader
+	scanHeaders(req, &h, contacts[:0])
 
 	to := req.To()
 	user := to.Address.User

@@ -148,6 +148,14 @@ func (r *replies) put(fp uint64, dst netip.AddrPort, b []byte, now time.Time) {
 	}
 	binary.BigEndian.PutUint16(head[17:], dst.Port())
 	binary.BigEndian.PutUint32(head[19:], uint32(len(b)))
+	if need := len(*slab) + replyHeader + len(b); need > cap(*slab) {
+		// Double, up to the bound: append's growth for large slices
+		// (a quarter at a time) reallocated each slab a dozen times
+		// while it grew to its working size.
+		grown := make([]byte, len(*slab), min(max(2*cap(*slab), need, 64<<10), r.max))
+		copy(grown, *slab)
+		*slab = grown
+	}
 	*slab = append(append(*slab, head[:]...), b...)
 	set[slot] = replySlot{fp: fp, gen: sh.gen, off: uint32(off)}
 }
