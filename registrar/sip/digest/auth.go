@@ -327,7 +327,7 @@ func (a *Authenticator) Verify(req Request, cred *Authorization, lookup func(use
 		return Result{Outcome: Failed, Reason: reason, UnknownUser: !exists}
 	}
 
-	switch a.nc.use(id, nc, req.Fingerprint, now, time.Duration(a.ncPeriod.Load())) {
+	switch a.nc.use(id, nc, req.Fingerprint, issued, now, time.Duration(a.ncPeriod.Load())) {
 	case ncReplay:
 		return Result{Outcome: Stale, Reason: "nonce-count replayed"}
 	case ncFull:

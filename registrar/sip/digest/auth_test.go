@@ -259,25 +259,83 @@ func TestNCCacheBoundedAndForgets(t *testing.T) {
 	const period = 10 * time.Second
 	id := func(i int) uint64 { return uint64(i * ncShards) } // all in shard 0
 	for i := 1; i <= 2; i++ {
-		if r := c.use(id(i), 1, 0, t0, period); r != ncFresh {
+		if r := c.use(id(i), 1, 0, t0, t0, period); r != ncFresh {
 			t.Fatalf("entry %d: %v", i, r)
 		}
 	}
-	if r := c.use(id(3), 1, 0, t0, period); r != ncFull {
+	if r := c.use(id(3), 1, 0, t0, t0, period); r != ncFull {
 		t.Fatalf("third entry in a full shard: %v, want ncFull", r)
 	}
 	// One period later the old entries move to the previous generation and
 	// are still known; there is room again for new ones.
-	if r := c.use(id(1), 1, 0, t0.Add(period), period); r != ncReplay {
+	if r := c.use(id(1), 1, 0, t0, t0.Add(period), period); r != ncReplay {
 		t.Fatalf("entry lost after one period: %v", r)
 	}
-	if r := c.use(id(3), 1, 0, t0.Add(period), period); r != ncFresh {
+	if r := c.use(id(3), 1, 0, t0.Add(period), t0.Add(period), period); r != ncFresh {
 		t.Fatalf("no room after rotation: %v", r)
 	}
 	// Two idle periods later everything is forgotten.
-	c.use(id(4), 1, 0, t0.Add(4*period), period)
+	c.use(id(4), 1, 0, t0.Add(4*period), t0.Add(4*period), period)
 	if n := c.len(); n != 1 {
 		t.Fatalf("cache holds %d entries after expiry, want 1", n)
+	}
+}
+
+// TestNCCacheReplayAcrossRotation: a nonce used before a rotation is still
+// refused when replayed after it, whenever it was issued (the lookup skips
+// the previous generation only for nonces issued too late to be in it),
+// also when the wall clock stepped back in between.
+func TestNCCacheReplayAcrossRotation(t *testing.T) {
+	const period = 30 * time.Second
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	for _, tc := range []struct {
+		name                     string
+		issued, used, rotate, re time.Time
+	}{
+		{"issued and used long before", at(time.Second), at(2 * time.Second), at(30 * time.Second), at(31 * time.Second)},
+		{"used just before the rotation", at(29 * time.Second), at(30*time.Second - time.Millisecond), at(30 * time.Second), at(30*time.Second + time.Millisecond)},
+		{"stamped in the future by the tolerated skew", at(30*time.Second + clockSkew - 2*time.Millisecond), at(30*time.Second - time.Millisecond), at(30 * time.Second), at(31 * time.Second)},
+		// The rotation comes a period after the use by the monotonic
+		// clock, but the wall clock was stepped back 40 s meanwhile, so
+		// the rotation's wall-clock time is before the use's.
+		{"clock stepped back before the rotation", at(40 * time.Second), at(40 * time.Second), at(30 * time.Second), at(31 * time.Second)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newNCCache(1000)
+			const id, other = 7 * ncShards, 9 * ncShards // one shard
+			sh := &c.shards[0]
+			// The shard's generation began before the nonce's use.
+			c.use(other, 1, 0, tc.used.Add(-time.Second), tc.used.Add(-time.Second), period)
+			if r := c.use(id, 1, 11, tc.issued, tc.used, period); r != ncFresh {
+				t.Fatalf("first use: %v", r)
+			}
+			// Rotate at tc.rotate (the monotonic clock says a period has
+			// passed, whatever the wall clock says).
+			sh.rotated = tc.rotate.Add(-period)
+			c.use(other+ncShards, 1, 0, tc.rotate, tc.rotate, period)
+			if !sh.rotated.Equal(tc.rotate) {
+				t.Fatal("no rotation")
+			}
+			if _, inPrev := sh.prev[id]; !inPrev {
+				t.Fatal("the nonce is not in the previous generation")
+			}
+			if r := c.use(id, 1, 22, tc.issued, tc.re, period); r != ncReplay {
+				t.Fatalf("replay after the rotation: %v, want ncReplay", r)
+			}
+			if r := c.use(id, 1, 11, tc.issued, tc.re, period); r != ncRetransmission {
+				t.Fatalf("retransmission after the rotation: %v, want ncRetransmission", r)
+			}
+		})
+	}
+	// A nonce issued after the rotation (beyond the skew) is looked up in
+	// the current generation only.
+	c := newNCCache(1000)
+	sh := &c.shards[0]
+	c.use(ncShards, 1, 0, t0, t0, period)
+	sh.prev = map[uint64]ncEntry{5 * ncShards: {nc: 9}} // would read as a replay
+	sh.prevUpToMs = t0.UnixMilli()
+	if r := c.use(5*ncShards, 1, 0, t0.Add(clockSkew+time.Millisecond), t0.Add(clockSkew+time.Millisecond), period); r != ncFresh {
+		t.Fatalf("nonce issued after every entry of prev: %v, want ncFresh without looking there", r)
 	}
 }
 

@@ -124,7 +124,11 @@ type ncShard struct {
 	mu        sync.Mutex
 	cur, prev map[uint64]ncEntry
 	rotated   time.Time
-	_         [40]byte // keep shards on separate cache lines
+	// addedMs is the latest wall-clock time (Unix ms) at which a nonce
+	// was first used here, and prevUpToMs what it was when cur began:
+	// every nonce in prev was first used at or before prevUpToMs.
+	addedMs, prevUpToMs int64
+	_                   [24]byte // keep shards on separate cache lines
 }
 
 type ncEntry struct {
@@ -153,11 +157,12 @@ func newNCCache(maxEntries int) *ncCache {
 	return c
 }
 
-// use records that nonce id was used with count nc by a request with
-// fingerprint fp. period is how long an entry must be kept (the nonce TTL).
-// A zero fingerprint never matches, so callers that cannot identify
-// retransmissions get strict nonce-count checking.
-func (c *ncCache) use(id uint64, nc uint32, fp uint64, now time.Time, period time.Duration) ncResult {
+// use records that nonce id, issued at issued, was used with count nc by a
+// request with fingerprint fp. period is how long an entry must be kept
+// (the nonce TTL). A zero fingerprint never matches, so callers that cannot
+// identify retransmissions get strict nonce-count checking. The caller has
+// checked that the nonce is not from the future: now ≥ issued - clockSkew.
+func (c *ncCache) use(id uint64, nc uint32, fp uint64, issued, now time.Time, period time.Duration) ncResult {
 	sh := &c.shards[id%ncShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -170,9 +175,17 @@ func (c *ncCache) use(id uint64, nc uint32, fp uint64, now time.Time, period tim
 		}
 		sh.cur = make(map[uint64]ncEntry, len(sh.cur)/2)
 		sh.rotated = now
+		sh.prevUpToMs = sh.addedMs
 	}
 	e, ok := sh.cur[id]
-	if !ok && sh.prev != nil {
+	// A nonce first used before cur began was first used at a wall-clock
+	// time t ≤ prevUpToMs, and then, by the caller's check, issued ≤ t +
+	// clockSkew. One issued later cannot be in prev, so nearly every new
+	// nonce is looked up in one map, not two (a cold probe each: about 1 %
+	// of the registrar's CPU at 24,000 REGISTER/s). Wall-clock times on
+	// both sides keep this true when the clock steps; the rotation itself
+	// may follow the monotonic clock.
+	if !ok && sh.prev != nil && issued.UnixMilli() <= sh.prevUpToMs+clockSkew.Milliseconds() {
 		if e, ok = sh.prev[id]; ok {
 			// Move it forward so it outlives the next rotation.
 			delete(sh.prev, id)
@@ -185,6 +198,7 @@ func (c *ncCache) use(id uint64, nc uint32, fp uint64, now time.Time, period tim
 			return ncFull
 		}
 		sh.cur[id] = ncEntry{nc: nc, fp: fp}
+		sh.addedMs = max(sh.addedMs, now.UnixMilli())
 		return ncFresh
 	case nc > e.nc:
 		sh.cur[id] = ncEntry{nc: nc, fp: fp}
