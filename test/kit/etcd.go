@@ -106,6 +106,26 @@ func (e *Etcd) Kill(i int) {
 	<-m.done
 }
 
+// WaitLeader waits until every running member is healthy, which etcd's
+// /health only reports with a leader: after Kill of the leader the others
+// need an election (about a second) before writes go through again.
+func (e *Etcd) WaitLeader() {
+	e.t.Helper()
+	WaitFor(e.t, 20*time.Second, "the running etcd members to have a leader", func() bool {
+		for _, m := range e.members {
+			select {
+			case <-m.done:
+				continue
+			default:
+			}
+			if !m.healthy() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // Restart starts member i again on its data directory (after Kill) and
 // waits until it is healthy.
 func (e *Etcd) Restart(i int) {

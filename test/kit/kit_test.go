@@ -60,5 +60,8 @@ func TestStartEtcd(t *testing.T) {
 		t.Fatal("member 0 healthy after Kill")
 	}
 	// The others may need a new leader first (/health wants one).
-	WaitFor(t, 10*time.Second, "members 1 and 2 healthy", func() bool { return e.members[1].healthy() && e.members[2].healthy() })
+	e.WaitLeader()
+	if !e.members[1].healthy() || !e.members[2].healthy() {
+		t.Fatal("WaitLeader returned with members 1 and 2 not healthy")
+	}
 }
