@@ -110,8 +110,11 @@ func TestRunFailoverAndFailback(t *testing.T) {
 	})
 	// The standby gets one round (each IP once) at start, then waits for
 	// its hour while the active edge's keepalives go on.
+	// Up comes with the first IP's answer; the round is over once both of
+	// umatilla's IPs were probed.
 	kit.WaitFor(t, 5*time.Second, "umatilla up from its standby round", func() bool {
-		return edgeStatus(t, m, "umatilla").State == StateUp
+		n, _ := sim.count("umatilla", time.Time{})
+		return edgeStatus(t, m, "umatilla").State == StateUp && n >= 2
 	})
 	keepalives, _ := sim.count("ashburn", time.Time{})
 	standby, _ := sim.count("umatilla", time.Time{})
