@@ -34,11 +34,15 @@ import (
 // slots by their generation number, so remembering allocates nothing once
 // the slabs have grown. When both slots of a set are taken by live records,
 // the newer response replaces the older one: that retransmission is then
-// handled afresh, as when the slab is full.
+// handled afresh, as when the slab is full. The index starts small and
+// doubles while it is more than two thirds full, up to one slot for each
+// record both generations' slabs can hold at the typical response size, so
+// its memory follows the request rate: 32 KB a socket at first, 8 MB at
+// most (4 MB at 24,000 requests a second).
 type replies struct {
-	shards [replyShards]replyShard
-	max    int // bytes per shard and generation
-	sets   int // sets per shard, a power of two
+	shards  [replyShards]replyShard
+	max     int // bytes per shard and generation
+	maxSets int // most sets per shard, a power of two
 }
 
 const (
@@ -47,9 +51,11 @@ const (
 	// replyHeader is a record's head: the destination (16 bytes of
 	// address, a byte saying IPv4, 2 of port) and the response's length.
 	replyHeader = 16 + 1 + 2 + 4
-	// replyWays is the slots per set; replySlotSize*replyWays fits a
-	// cache line.
+	// replyWays is the slots per set: two 16-byte slots, so a set never
+	// straddles a cache line.
 	replyWays = 2
+	// replyMinSets is the index's first size per shard.
+	replyMinSets = 64
 	// replyTypical is the response size the index is sized for: a 200
 	// listing a contact, or a 401 with its challenge, is 400–600 bytes.
 	replyTypical = 512
@@ -57,11 +63,12 @@ const (
 
 type replyShard struct {
 	mu      sync.Mutex
-	gen     uint32    // the current generation; gen-1 is the previous one
-	slabs   [2][]byte // slabs[g%2] holds generation g's records
-	slots   []replySlot
+	gen     uint32      // the current generation; gen-1 is the previous one
+	slabs   [2][]byte   // slabs[g%2] holds generation g's records
+	slots   []replySlot // len is a power of two times replyWays
+	added   [2]int      // records put in each generation (by gen%2)
 	rotated time.Time
-	_       [16]byte // keep shards on separate cache lines (128 bytes)
+	// 128 bytes in all: shards never share a cache line.
 }
 
 // replySlot is one index entry; fp 0 is an empty slot (fingerprints are
@@ -74,27 +81,75 @@ type replySlot struct {
 
 func newReplies(maxBytes int) *replies {
 	r := &replies{max: max(1, maxBytes/replyShards/2)}
-	// A slot for each record of both generations at the typical size: at
-	// the default bound that is 32,768 slots, 512 KB, per shard, 8 MB a
-	// socket, and the index is at most two thirds full when the slabs are.
+	// At most a slot for each record of both generations at the typical
+	// size: at the default bound 32,768 slots, 512 KB, per shard.
 	want := 2 * max(1, r.max/replyTypical) / replyWays
-	r.sets = 1
-	for r.sets < want {
-		r.sets <<= 1
+	r.maxSets = 1
+	for r.maxSets < want {
+		r.maxSets <<= 1
 	}
 	return r
 }
 
-// set returns fp's set in sh.slots. The low bits chose the shard, so the
-// set comes from the bits above them.
-func (r *replies) set(sh *replyShard, fp uint64) []replySlot {
-	if sh.slots == nil {
-		// Allocated on first use: a socket that never answers statelessly
-		// (or an idle IPv6 one) costs nothing.
-		sh.slots = make([]replySlot, r.sets*replyWays)
+// set returns fp's set in slots. The low bits choose the shard, so the set
+// comes from the bits above them.
+func set(slots []replySlot, fp uint64) []replySlot {
+	sets := len(slots) / replyWays
+	i := (int(fp/replyShards) & (sets - 1)) * replyWays
+	return slots[i : i+replyWays : i+replyWays]
+}
+
+// place stores s in its set of slots, in s.fp's own slot if it has one,
+// else a free slot, else the one holding the previous generation's record,
+// else the first (when s is of the current generation).
+func (sh *replyShard) place(slots []replySlot, s replySlot) {
+	set := set(slots, s.fp)
+	slot := -1
+	for i := range set {
+		if set[i].fp == s.fp && sh.live(&set[i]) {
+			slot = i
+			break
+		}
 	}
-	i := int(fp/replyShards) & (r.sets - 1) * replyWays
-	return sh.slots[i : i+replyWays : i+replyWays]
+	if slot < 0 {
+		for i := range set {
+			if !sh.live(&set[i]) {
+				slot = i
+				break
+			}
+			if set[i].gen != sh.gen && (slot < 0 || s.gen == sh.gen) {
+				slot = i
+			}
+		}
+	}
+	if slot < 0 {
+		if s.gen != sh.gen {
+			return // both hold current records, which are worth more
+		}
+		slot = 0
+	}
+	set[slot] = s
+}
+
+// grow sizes the index for the records the slabs hold: allocated on first
+// use (a socket that never answers statelessly costs nothing) and doubled,
+// live slots carried over, while it is more than two thirds full.
+func (r *replies) grow(sh *replyShard) {
+	if sh.slots == nil {
+		sh.slots = make([]replySlot, min(replyMinSets, r.maxSets)*replyWays)
+		return
+	}
+	sets := len(sh.slots) / replyWays
+	if sets >= r.maxSets || 3*(sh.added[0]+sh.added[1]) <= 2*len(sh.slots) {
+		return
+	}
+	old := sh.slots
+	sh.slots = make([]replySlot, 2*len(old))
+	for i := range old {
+		if sh.live(&old[i]) {
+			sh.place(sh.slots, old[i])
+		}
+	}
 }
 
 // live reports whether a slot's record belongs to a generation still kept.
@@ -116,28 +171,7 @@ func (r *replies) put(fp uint64, dst netip.AddrPort, b []byte, now time.Time) {
 	if len(*slab)+replyHeader+len(b) > r.max {
 		return
 	}
-	set := r.set(sh, fp)
-	// fp's own slot if it has one, else a free slot, else the one holding
-	// the previous generation's record, else the first.
-	slot := -1
-	for i := range set {
-		if set[i].fp == fp && sh.live(&set[i]) {
-			slot = i
-			break
-		}
-	}
-	if slot < 0 {
-		slot = 0
-		for i := range set {
-			if !sh.live(&set[i]) {
-				slot = i
-				break
-			}
-			if set[i].gen != sh.gen {
-				slot = i
-			}
-		}
-	}
+	r.grow(sh)
 	off := len(*slab)
 	a := dst.Addr()
 	var head [replyHeader]byte
@@ -157,7 +191,8 @@ func (r *replies) put(fp uint64, dst netip.AddrPort, b []byte, now time.Time) {
 		*slab = grown
 	}
 	*slab = append(append(*slab, head[:]...), b...)
-	set[slot] = replySlot{fp: fp, gen: sh.gen, off: uint32(off)}
+	sh.place(sh.slots, replySlot{fp: fp, gen: sh.gen, off: uint32(off)})
+	sh.added[sh.gen%2]++
 }
 
 // get appends the response remembered for fp to buf and returns it with its
@@ -170,7 +205,7 @@ func (r *replies) get(fp uint64, buf []byte, now time.Time) ([]byte, netip.AddrP
 	if sh.slots == nil {
 		return buf, netip.AddrPort{}, false
 	}
-	set := r.set(sh, fp)
+	set := set(sh.slots, fp)
 	for i := range set {
 		s := &set[i]
 		if s.fp != fp || !sh.live(s) {
@@ -200,9 +235,11 @@ func (sh *replyShard) rotate(now time.Time) {
 		// Both generations are older than a retransmission: drop both.
 		sh.gen += 2
 		sh.slabs[0], sh.slabs[1] = sh.slabs[0][:0], sh.slabs[1][:0]
+		sh.added = [2]int{}
 	} else {
 		sh.gen++
 		sh.slabs[sh.gen%2] = sh.slabs[sh.gen%2][:0]
+		sh.added[sh.gen%2] = 0
 	}
 	sh.rotated = now
 }

@@ -146,7 +146,7 @@ func TestRepliesSetReplacement(t *testing.T) {
 	now := time.Unix(1000, 0)
 	r := newReplies(1 << 20)
 	// Fingerprints in shard 0 and set 0: multiples of replyShards*sets.
-	step := uint64(replyShards * r.sets)
+	step := uint64(replyShards * r.maxSets)
 	a, b, c, d := step, 2*step, 3*step, 4*step
 	r.put(a, dst, []byte("a"), now)
 	later := now.Add(replyKeep) // a is now the previous generation's
@@ -173,5 +173,55 @@ func TestRepliesSetReplacement(t *testing.T) {
 	}
 	if n := r.len(); n != 2 {
 		t.Fatalf("len = %d, want 2 (one set of two slots)", n)
+	}
+}
+
+// TestRepliesIndexGrows: the index starts small, doubles as records come in
+// without losing any (both generations'), and stops at its bound.
+func TestRepliesIndexGrows(t *testing.T) {
+	dst := netip.MustParseAddrPort("192.0.2.1:5060")
+	now := time.Unix(1000, 0)
+	r := newReplies(maxReplies)
+	sh := &r.shards[0]
+	fps := func(gen, n int) []uint64 { // n fingerprints of shard 0
+		out := make([]uint64, n)
+		for i := range out {
+			out[i] = uint64((gen*n+i+1)*replyShards) ^ uint64(i)<<40
+		}
+		return out
+	}
+	r.put(replyShards, dst, []byte("x"), now)
+	if got := len(sh.slots); got != replyMinSets*replyWays {
+		t.Fatalf("first index: %d slots, want %d", got, replyMinSets*replyWays)
+	}
+	older, newer := fps(0, 3000), fps(1, 3000)
+	for _, fp := range older {
+		r.put(fp, dst, []byte("old"), now)
+	}
+	later := now.Add(replyKeep)
+	for _, fp := range newer {
+		r.put(fp, dst, []byte("new"), later)
+	}
+	if got := len(sh.slots); got < 3*6000/2 || got > 4*6000 {
+		t.Fatalf("index for 6,000 records: %d slots", got)
+	}
+	for i, list := range [][]uint64{older, newer} {
+		lost := 0
+		for _, fp := range list {
+			if _, _, ok := r.get(fp, nil, later); !ok {
+				lost++
+			}
+		}
+		// Two-way sets at most two thirds full lose a few records.
+		if lost > len(list)/50 {
+			t.Errorf("generation %d: %d of %d records lost while the index grew", i, lost, len(list))
+		}
+	}
+	small := newReplies(replyShards * 2 * 4 * replyTypical) // 4 typical records per shard and generation
+	for i := range 1000 {
+		small.put(uint64((i+1)*replyShards), dst, []byte("y"), now)
+	}
+	if got, max := len(small.shards[0].slots), small.maxSets*replyWays; got != max {
+		t.Fatalf("bounded index: %d slots, bound %d", got, max)
 	}
 }
