@@ -76,8 +76,7 @@ type worker struct {
 	poll *mmsg.Poller
 
 	// owned by the worker goroutine
-	entries []*entry
-	free    []int32
+	entries mmsg.Tokens[*entry]
 	// round counts polls; busy is set when the last poll filled events.
 	round   uint32
 	busy    bool
@@ -234,7 +233,7 @@ func (w *worker) loop() error {
 			if ev.Fd == mmsg.WakeToken {
 				continue
 			}
-			if e := w.entries[ev.Fd]; e != nil {
+			if e := w.entries.At(ev.Fd); e != nil {
 				w.handle(e)
 			}
 		}
@@ -269,7 +268,7 @@ func (w *worker) register(s *Session) {
 	for side := range s.legs {
 		leg := &s.legs[side]
 		for kind, fd := range [2]int{leg.pair.rtp, leg.pair.rti} {
-			idx := w.alloc(&entry{fd: fd, s: s, side: Side(side), kind: kind})
+			idx := w.entries.Add(&entry{fd: fd, s: s, side: Side(side), kind: kind})
 			s.entries[side*2+kind] = idx
 			if err := w.poll.Add(fd, idx); err != nil {
 				// Only resource exhaustion gets here; the session then
@@ -285,24 +284,11 @@ func (w *worker) unregister(s *Session) {
 		if idx < 0 {
 			continue
 		}
-		e := w.entries[idx]
-		_ = w.poll.Remove(e.fd)
-		w.entries[idx] = nil
-		w.free = append(w.free, idx)
+		_ = w.poll.Remove(w.entries.At(idx).fd)
+		w.entries.Remove(idx)
 		s.entries[i] = -1
 	}
 	s.free()
-}
-
-func (w *worker) alloc(e *entry) int32 {
-	if n := len(w.free); n > 0 {
-		idx := w.free[n-1]
-		w.free = w.free[:n-1]
-		w.entries[idx] = e
-		return idx
-	}
-	w.entries = append(w.entries, e)
-	return int32(len(w.entries) - 1)
 }
 
 // shutdown frees every session the worker holds or was about to get, and
@@ -319,12 +305,10 @@ func (w *worker) shutdown() {
 			close(c.done)
 		}
 	}
-	for _, e := range w.entries {
-		if e != nil {
-			e.s.free()
-		}
+	for _, e := range w.entries.All() {
+		e.s.free()
 	}
-	w.entries, w.free = nil, nil
+	w.entries.Reset()
 	w.mu.Lock()
 	_ = w.poll.Close()
 	w.poll = nil

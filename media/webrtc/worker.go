@@ -114,8 +114,7 @@ type plainWorker struct {
 	ended   chan struct{}
 
 	poll    *mmsg.Poller // every bridge's plain socket
-	entries []*Bridge
-	free    []int32
+	entries mmsg.Tokens[*Bridge]
 	rx      *mmsg.Batch
 	tx      *mmsg.Batch
 	out     [][]byte
@@ -230,7 +229,7 @@ func (w *plainWorker) loop() {
 			if ev.Fd == mmsg.WakeToken {
 				continue
 			}
-			if b := w.entries[ev.Fd]; b != nil {
+			if b := w.entries.At(ev.Fd); b != nil {
 				w.handle(b)
 			}
 		}
@@ -256,17 +255,8 @@ func (w *plainWorker) apply() bool {
 }
 
 func (w *plainWorker) register(b *Bridge) {
-	var idx int32
-	if n := len(w.free); n > 0 {
-		idx = w.free[n-1]
-		w.free = w.free[:n-1]
-		w.entries[idx] = b
-	} else {
-		w.entries = append(w.entries, b)
-		idx = int32(len(w.entries) - 1)
-	}
-	b.widx = idx
-	if err := w.poll.Add(b.plain.fd, idx); err != nil {
+	b.widx = w.entries.Add(b)
+	if err := w.poll.Add(b.plain.fd, b.widx); err != nil {
 		// Only resource exhaustion gets here; the call then carries
 		// nothing toward the browser and its counters show it.
 		b.log.Error("webrtc: epoll_ctl add", "err", err)
@@ -274,12 +264,11 @@ func (w *plainWorker) register(b *Bridge) {
 }
 
 func (w *plainWorker) unregister(b *Bridge) {
-	if b.widx < 0 || int(b.widx) >= len(w.entries) || w.entries[b.widx] != b {
+	if w.entries.At(b.widx) != b {
 		return
 	}
 	_ = w.poll.Remove(b.plain.fd)
-	w.entries[b.widx] = nil
-	w.free = append(w.free, b.widx)
+	w.entries.Remove(b.widx)
 	b.widx = -1
 }
 
