@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -199,7 +198,7 @@ func TestFastPathRefusesReplayAndForgery(t *testing.T) {
 	h := newTestHub(t, nil)
 	br := newBrowser(t, chromeCodecs)
 	f := newFar(t)
-	tp := newFastPathTap(t, h.Addr())
+	tp := newProxy(t, h.Addr())
 	b, plain, err := h.NewFromOffer(context.Background(), br.offer(sdp.SendRecv))
 	if err != nil {
 		t.Fatal(err)
@@ -210,10 +209,7 @@ func TestFastPathRefusesReplayAndForgery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The browser reaches the bridge only through the tap.
-	web = bytes.ReplaceAll(web, []byte(" "+itoa(uint32(h.Addr().Port()))+" typ host"),
-		[]byte(" "+itoa(uint32(tp.addr().Port()))+" typ host"))
-	br.applyAnswer(web)
+	br.applyAnswer(tp.route(web)) // the browser reaches the bridge only through the tap
 	kit.WaitFor(t, 10*time.Second, "dtls connected", func() bool { return b.Stats().DTLS == "connected" && br.connected() })
 	flow(t, "browser → far", func(s uint16) bool { return br.send(0, s) }, func() uint64 { return f.got(0) }, 50)
 	if st := b.Stats(); st.Path != "bridge" {
@@ -256,68 +252,3 @@ func fastPathRole(t *testing.T, r pion.DTLSRole) []func(*pion.SettingEngine) {
 		}
 	}}
 }
-
-// fastPathTap forwards UDP between one client and target and keeps the
-// client's last SRTP packet, which it can send again from the client's
-// address.
-type fastPathTap struct {
-	conn   *net.UDPConn
-	target netip.AddrPort
-	mu     sync.Mutex
-	last   []byte
-	wg     sync.WaitGroup
-	seen   atomic.Uint64
-}
-
-func newFastPathTap(t *testing.T, target netip.AddrPort) *fastPathTap {
-	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loopback, 0)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp := &fastPathTap{conn: conn, target: target}
-	tp.wg.Add(1)
-	go func() {
-		defer tp.wg.Done()
-		buf := make([]byte, maxPacket)
-		var client netip.AddrPort
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			to := target
-			if from == target {
-				to = client
-			} else {
-				client = from
-				if n > 12 && buf[0]>>6 == 2 && !isRTCP(buf[1]) {
-					tp.mu.Lock()
-					tp.last = append(tp.last[:0], buf[:n]...)
-					tp.mu.Unlock()
-					tp.seen.Add(1)
-				}
-			}
-			if to.IsValid() {
-				_, _ = conn.WriteToUDPAddrPort(buf[:n], to)
-			}
-		}
-	}()
-	t.Cleanup(func() { _ = conn.Close(); tp.wg.Wait() })
-	return tp
-}
-
-func (tp *fastPathTap) addr() netip.AddrPort { return tp.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
-
-func (tp *fastPathTap) lastSRTP() []byte {
-	tp.mu.Lock()
-	defer tp.mu.Unlock()
-	if tp.last == nil {
-		return nil
-	}
-	return append([]byte(nil), tp.last...)
-}
-
-func (tp *fastPathTap) inject(p []byte) { _, _ = tp.conn.WriteToUDPAddrPort(p, tp.target) }

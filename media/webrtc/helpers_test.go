@@ -346,3 +346,79 @@ func lacks(t testing.TB, body []byte, lines ...string) {
 		}
 	}
 }
+
+// proxy forwards UDP between one client and target, as a network path
+// would. A test can cut it (a browser whose machine went away), and it
+// keeps the client's last SRTP packet, which inject sends on again from
+// the proxy's address (an attacker on the path replaying or forging).
+type proxy struct {
+	conn   *net.UDPConn
+	target netip.AddrPort
+	cut    atomic.Bool
+	mu     sync.Mutex
+	last   []byte
+	wg     sync.WaitGroup
+}
+
+func newProxy(t *testing.T, target netip.AddrPort) *proxy {
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loopback, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{conn: conn, target: target}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		buf := make([]byte, maxPacket)
+		var client netip.AddrPort
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			if p.cut.Load() {
+				continue
+			}
+			to := target
+			if from == target {
+				to = client
+			} else {
+				client = from
+				if n > 12 && buf[0]>>6 == 2 && !isRTCP(buf[1]) {
+					p.mu.Lock()
+					p.last = append(p.last[:0], buf[:n]...)
+					p.mu.Unlock()
+				}
+			}
+			if to.IsValid() {
+				_, _ = conn.WriteToUDPAddrPort(buf[:n], to)
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = conn.Close(); p.wg.Wait() })
+	return p
+}
+
+func (p *proxy) addr() netip.AddrPort { return p.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// route rewrites the target's host candidate in an answer to the proxy's,
+// so the browser reaches the target only through p.
+func (p *proxy) route(answer []byte) []byte {
+	return []byte(strings.ReplaceAll(string(answer), " "+itoa(uint32(p.target.Port()))+" typ host",
+		" "+itoa(uint32(p.addr().Port()))+" typ host"))
+}
+
+// lastSRTP is a copy of the client's last SRTP packet, or nil.
+func (p *proxy) lastSRTP() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last == nil {
+		return nil
+	}
+	return append([]byte(nil), p.last...)
+}
+
+func (p *proxy) inject(b []byte) { _, _ = p.conn.WriteToUDPAddrPort(b, p.target) }

@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,7 +170,7 @@ func TestFailures(t *testing.T) {
 		h := newTestHub(t, short)
 		br := newBrowser(t, chromeCodecs)
 		f := newFar(t)
-		p := newCutter(t, h.Addr())
+		p := newProxy(t, h.Addr())
 		b, plain, err := h.NewFromOffer(context.Background(), br.offer(sdp.SendRecv))
 		if err != nil {
 			t.Fatal(err)
@@ -183,10 +181,7 @@ func TestFailures(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The browser reaches the bridge only through the cutter.
-		web = []byte(strings.ReplaceAll(string(web), " "+itoa(uint32(h.Addr().Port()))+" typ host",
-			" "+itoa(uint32(p.addr().Port()))+" typ host"))
-		br.applyAnswer(web)
+		br.applyAnswer(p.route(web)) // the browser reaches the bridge only through p
 		kit.WaitFor(t, 10*time.Second, "dtls connected", func() bool { return b.Stats().DTLS == "connected" })
 		start := time.Now()
 		p.cut.Store(true)
@@ -197,53 +192,6 @@ func TestFailures(t *testing.T) {
 		t.Logf("consent lost %s after the browser vanished (timeouts 300ms + 300ms)", time.Since(start).Round(time.Millisecond))
 	})
 }
-
-// cutter forwards UDP between one client and target until cut, then
-// drops everything: a browser whose machine went away.
-type cutter struct {
-	conn *net.UDPConn
-	cut  atomic.Bool
-	wg   sync.WaitGroup
-}
-
-func newCutter(t *testing.T, target netip.AddrPort) *cutter {
-	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loopback, 0)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cutter{conn: conn}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		buf := make([]byte, maxPacket)
-		var client netip.AddrPort
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			if c.cut.Load() {
-				continue
-			}
-			to := target
-			if from == target {
-				to = client
-			} else {
-				client = from
-			}
-			if to.IsValid() {
-				_, _ = conn.WriteToUDPAddrPort(buf[:n], to)
-			}
-		}
-	}()
-	t.Cleanup(func() { _ = conn.Close(); c.wg.Wait() })
-	return c
-}
-
-func (c *cutter) addr() netip.AddrPort { return c.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
 
 // TestCloseFreesEverything: after a call with media, closing the bridge
 // and the hub ends every goroutine and frees both sockets; Close twice is
